@@ -1,0 +1,288 @@
+//! Configuration of `peerix serve`: command-line flags, `PEERIX_*` environment variables and a TOML
+//! file (`--config`), in that order of precedence, over built-in defaults.
+//!
+//! [`ServeArgs`] is what clap parses (every field optional, so we can tell "not given" from a
+//! default); [`FileConfig`] is the TOML file (unknown keys are an error: a typo must not silently
+//! fall back to a default); [`ServeConfig`] is the validated result the daemon runs on. Key files
+//! are read and parsed here, so an unreadable or malformed key stops the start with a clear message.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::nix::signing::{PublicKey, SecretKey};
+use crate::trust::CACHE_NIXOS_ORG_KEY;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:12304";
+pub const DEFAULT_UPSTREAM: &str = "https://cache.nixos.org";
+/// Below cache.nixos.org's 40, so nix asks us first.
+pub const DEFAULT_PRIORITY: u32 = 30;
+/// Matches nix's own negative narinfo TTL: a path upstream lacks is asked about again after an hour.
+pub const DEFAULT_NEGATIVE_TTL_SECS: u64 = 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("trusted public key {key:?} is invalid")]
+    TrustedKey {
+        key: String,
+        #[source]
+        source: crate::nix::signing::KeyError,
+    },
+    #[error("private key file {path} is unusable")]
+    PrivateKey {
+        path: PathBuf,
+        #[source]
+        source: crate::nix::signing::KeyError,
+    },
+    #[error("upstream {0:?} must be an http:// or https:// URL, or \"none\"")]
+    Upstream(String),
+    #[error("no state directory: set --state-dir, $XDG_STATE_HOME or $HOME")]
+    NoStateDir,
+}
+
+/// Flags of `peerix serve`. Every one can also be set by its `PEERIX_*` variable or the config file.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML config file; keys are the long flag names (`listen`, `trusted-public-keys`, …).
+    #[arg(long, env = "PEERIX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address of the binary-cache HTTP server [default: 127.0.0.1:12304]. Port 0 picks a free port
+    /// (the chosen address is logged as "listening on http://…").
+    #[arg(long, env = "PEERIX_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Directory for peerix's SQLite state [default: /var/lib/peerix as root, else
+    /// $XDG_STATE_HOME/peerix or ~/.local/state/peerix].
+    #[arg(long, env = "PEERIX_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Root of the Nix store to serve [default: /]: files under DIR/nix/store, Nix's database at
+    /// DIR/nix/var/nix/db/db.sqlite (the layout of `nix --store DIR`). Paths are still named /nix/store/….
+    #[arg(long, env = "PEERIX_STORE_ROOT", value_name = "DIR")]
+    pub store_root: Option<PathBuf>,
+
+    /// `Priority` in nix-cache-info; lower is preferred, cache.nixos.org is 40 [default: 30].
+    #[arg(long, env = "PEERIX_PRIORITY")]
+    pub priority: Option<u32>,
+
+    /// A key (name:base64) whose signatures make a local path shareable; repeatable
+    /// [default: cache.nixos.org-1's key]. Giving any replaces the default.
+    #[arg(
+        long = "trusted-public-key",
+        env = "PEERIX_TRUSTED_PUBLIC_KEYS",
+        value_delimiter = ' ',
+        value_name = "KEY"
+    )]
+    pub trusted_public_keys: Vec<String>,
+
+    /// Binary cache asked whether it has a local path with the same NarHash (then it is shareable),
+    /// or "none" [default: https://cache.nixos.org].
+    #[arg(long, env = "PEERIX_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// Seconds before asking upstream again about a path it did not have [default: 3600].
+    #[arg(long, env = "PEERIX_UPSTREAM_NEGATIVE_TTL", value_name = "SECS")]
+    pub upstream_negative_ttl: Option<u64>,
+
+    /// Serve every valid local path, signed or not. Exposes private builds: use only on a trusted network.
+    #[arg(long, env = "PEERIX_SERVE_PRIVATE")]
+    pub serve_private: bool,
+
+    /// Secret key (Nix's name:base64 format, e.g. from `peerix keygen`) to add our signature to every
+    /// narinfo, next to the signatures Nix's DB holds.
+    #[arg(long, env = "PEERIX_PRIVATE_KEY_FILE", value_name = "FILE")]
+    pub private_key_file: Option<PathBuf>,
+}
+
+/// The config file. Keys use the long flag names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
+    pub store_root: Option<PathBuf>,
+    pub priority: Option<u32>,
+    pub trusted_public_keys: Option<Vec<String>>,
+    pub upstream: Option<String>,
+    pub upstream_negative_ttl: Option<u64>,
+    pub serve_private: Option<bool>,
+    pub private_key_file: Option<PathBuf>,
+}
+
+/// What the daemon runs with.
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub store_root: PathBuf,
+    pub priority: u32,
+    pub trusted_keys: Vec<PublicKey>,
+    pub upstream: Option<String>,
+    pub upstream_negative_ttl: Duration,
+    pub serve_private: bool,
+    pub signer: Option<SecretKey>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+}
+
+impl ServeConfig {
+    pub fn resolve(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let listen = args.listen.or(file.listen).unwrap_or_else(default_listen);
+        let state_dir = match args.state_dir.or(file.state_dir) {
+            Some(d) => d,
+            None => default_state_dir().ok_or(ConfigError::NoStateDir)?,
+        };
+        let store_root = args
+            .store_root
+            .or(file.store_root)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let key_texts = if !args.trusted_public_keys.is_empty() {
+            args.trusted_public_keys
+        } else {
+            file.trusted_public_keys
+                .unwrap_or_else(|| vec![CACHE_NIXOS_ORG_KEY.to_owned()])
+        };
+        let trusted_keys = key_texts
+            .iter()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| {
+                PublicKey::parse(k).map_err(|source| ConfigError::TrustedKey {
+                    key: k.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let upstream = match args
+            .upstream
+            .or(file.upstream)
+            .unwrap_or_else(|| DEFAULT_UPSTREAM.to_owned())
+        {
+            u if u == "none" || u.is_empty() => None,
+            u if u.starts_with("http://") || u.starts_with("https://") => Some(u),
+            u => return Err(ConfigError::Upstream(u)),
+        };
+        let signer = match args.private_key_file.or(file.private_key_file) {
+            Some(p) => Some(
+                SecretKey::from_file(&p)
+                    .map_err(|source| ConfigError::PrivateKey { path: p, source })?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            listen,
+            state_dir,
+            store_root,
+            priority: args.priority.or(file.priority).unwrap_or(DEFAULT_PRIORITY),
+            trusted_keys,
+            upstream,
+            upstream_negative_ttl: Duration::from_secs(
+                args.upstream_negative_ttl
+                    .or(file.upstream_negative_ttl)
+                    .unwrap_or(DEFAULT_NEGATIVE_TTL_SECS),
+            ),
+            serve_private: args.serve_private || file.serve_private.unwrap_or(false),
+            signer,
+        })
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 12304))
+}
+
+/// `/var/lib/peerix` for root (the NixOS module's StateDirectory), else the XDG state dir.
+pub fn default_state_dir() -> Option<PathBuf> {
+    if rustix::process::geteuid().is_root() {
+        return Some(PathBuf::from("/var/lib/peerix"));
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("peerix"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/peerix"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("peerix.toml");
+        std::fs::write(
+            &cfg,
+            "listen = \"127.0.0.1:9999\"\npriority = 7\nupstream = \"none\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(cfg.clone()),
+            priority: Some(3),
+            state_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(args).unwrap();
+        assert_eq!(c.priority, 3);
+        assert_eq!(c.listen.port(), 9999);
+        assert!(c.upstream.is_none());
+        assert_eq!(c.trusted_keys.len(), 1);
+        assert_eq!(c.trusted_keys[0].name, "cache.nixos.org-1");
+    }
+
+    #[test]
+    fn unknown_key_and_bad_key_files_stop_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("peerix.toml");
+        std::fs::write(&cfg, "listne = \"127.0.0.1:1\"\n").unwrap();
+        let err = ServeConfig::resolve(ServeArgs {
+            config: Some(cfg),
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let missing = ServeArgs {
+            private_key_file: Some(dir.path().join("nope")),
+            state_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ServeConfig::resolve(missing),
+            Err(ConfigError::PrivateKey { .. })
+        ));
+        let bad = ServeArgs {
+            trusted_public_keys: vec!["garbage".into()],
+            state_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ServeConfig::resolve(bad),
+            Err(ConfigError::TrustedKey { .. })
+        ));
+    }
+}

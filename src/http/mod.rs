@@ -1,0 +1,154 @@
+//! The daemon's HTTP server: the Nix binary-cache API for the local `nix`, plus `/health` and
+//! `/api/status`. Later layers add the gateway, kubo RPC, metrics and the dashboard here.
+//!
+//! One module per resource; [`router`] builds every route; [`serve`] runs the accept loop.
+//! The accept loop is hand-rolled on hyper rather than `axum::serve` for three reasons the binary
+//! cache protocol cares about: a 30 s header-read timeout (harmonia moved from 5 s to 30 s after
+//! "a lot of 408s" under parallel nix load), TCP_NODELAY on every connection (narinfos are small
+//! writes; Nagle + delayed ACK costs 40 ms each), and a connection cap with graceful shutdown.
+
+mod cache_info;
+mod error;
+mod nar;
+mod narinfo;
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+pub use error::{ApiError, error_chain};
+
+use crate::local_cache::LocalCache;
+
+/// Backlog of the listening socket: nix opens ~10–25 connections at once for parallel narinfo
+/// lookups; Python's default of 5 overflowed and cost a 1 s SYN retry (nix-client-here.md §6).
+const LISTEN_BACKLOG: u32 = 1024;
+/// Open connections at most; a further client waits in the backlog (each costs a task and buffers).
+const MAX_CONNECTIONS: usize = 4096;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for in-flight responses (a NAR download) before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub cache: LocalCache,
+    pub cache_info: Bytes,
+    pub started: Instant,
+    pub listen: SocketAddr,
+    pub upstream: Option<String>,
+    pub serve_private: bool,
+    pub signing_key: Option<String>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+pub fn render_cache_info(priority: u32) -> Bytes {
+    Bytes::from(cache_info::render(priority))
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/nix-cache-info", get(cache_info::get))
+        .route("/health", get(status::health))
+        .route("/api/status", get(status::status))
+        .route("/{file}", get(narinfo::get))
+        .route("/nar/{file}", get(nar::get))
+        .fallback(|| async { ApiError::NotFound("no such resource") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}
+
+/// Binds `addr` with a real backlog.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves `app` on `listener` until `shutdown` fires, then drains open connections.
+pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let tracker = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning, keep serving.
+                    warn!(cause = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%peer, cause = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = tracker.len(),
+            "shutdown grace period over; dropping open connections"
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! `GET|HEAD /nar/<NarHash nix32>.nar`: a NAR streamed from the store path on disk.
+//!
+//! The dump runs on a blocking thread (filesystem reads) and hands 256 KiB pieces to the response
+//! through a channel of [`PIECES_IN_FLIGHT`], so a slow client holds ≤ 1 MiB of memory and the dump
+//! waits for it. `Range` (one range; nix uses it to resume) is served from the NAR layout: bytes
+//! before the range are skipped by seeking, not read. With `Accept-Encoding: zstd` and no `Range`, the
+//! body is zstd-compressed on the fly (`Compression: none` stays true of the NAR itself; Nix decodes
+//! `Content-Encoding` transparently). An I/O error mid-stream aborts the body, so nix sees a failed
+//! transfer, never a wrong NAR.
+
+use std::io::{self, Write};
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use http_body::Frame;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::local_cache::NarSource;
+use crate::nix::hash::NarHash;
+use crate::nix::nar::{NarWriter, OUT_CHUNK};
+
+/// Pieces buffered between the dump thread and the socket (4 × 256 KiB).
+const PIECES_IN_FLIGHT: usize = 4;
+
+/// zstd level 1 compresses at ~500 MB/s per core, well above a 1 Gbit/s LAN (125 MB/s); higher
+/// levels would make the CPU, not the wire, the limit.
+const ZSTD_LEVEL: i32 = 1;
+
+pub async fn get(
+    State(app): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(stem) = file.strip_suffix(".nar") else {
+        return Err(ApiError::NotFound("no such NAR"));
+    };
+    let nar_hash =
+        NarHash::parse_digits(stem).map_err(|_| ApiError::BadRequest("malformed NAR hash"))?;
+    let Some(source) = app.cache.nar(&nar_hash).await? else {
+        return Err(ApiError::NotFound("no such NAR"));
+    };
+    let size = source.nar_size;
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(spec) => parse_range(spec, size)?,
+        None => None,
+    };
+    let zstd = range.is_none() && accepts_zstd(&headers);
+
+    let mut resp = Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-nix-nar")
+        .header(header::ACCEPT_RANGES, "bytes");
+    let window = match &range {
+        Some(r) => {
+            resp = resp
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {}-{}/{size}", r.start, r.end - 1),
+                )
+                .header(header::CONTENT_LENGTH, r.end - r.start);
+            r.clone()
+        }
+        None if zstd => {
+            resp = resp
+                .header(header::CONTENT_ENCODING, "zstd")
+                .header(header::VARY, "Accept-Encoding");
+            0..size
+        }
+        None => {
+            resp = resp
+                .header(header::CONTENT_LENGTH, size)
+                .header(header::VARY, "Accept-Encoding");
+            0..size
+        }
+    };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        stream(app, source, window, zstd)
+    };
+    resp.body(body)
+        .map_err(|_| ApiError::BadRequest("unrepresentable header"))
+}
+
+/// Starts the dump thread and returns the body it feeds.
+fn stream(app: AppState, source: NarSource, window: Range<u64>, zstd: bool) -> Body {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(PIECES_IN_FLIGHT);
+    let expected = window.end - window.start;
+    tokio::task::spawn_blocking(move || {
+        let result = dump(&source, window, zstd, &tx);
+        match result {
+            Ok(sent) if !zstd && sent != expected => {
+                warn!(path = %source.path, sent, expected, "NAR on disk differs in size from Nix's DB");
+                let _ = tx.blocking_send(Err(io::Error::other("NAR size mismatch")));
+            }
+            Ok(sent) => {
+                let counters = &app.cache.counters;
+                counters.nars_served.fetch_add(1, Ordering::Relaxed);
+                counters.nar_bytes_served.fetch_add(sent, Ordering::Relaxed);
+            }
+            // The client went away: nothing to tell anyone.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            Err(e) => {
+                warn!(path = %source.path, cause = %e, "NAR stream aborted");
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    Body::new(ChannelBody { rx })
+}
+
+/// Dumps the window; returns the bytes handed to the channel (before compression when `zstd`).
+fn dump(
+    source: &NarSource,
+    window: Range<u64>,
+    zstd: bool,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+) -> io::Result<u64> {
+    let send = |piece: Bytes| {
+        tx.blocking_send(Ok(piece))
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    };
+    let mut sent = 0u64;
+    let expected = window.end - window.start;
+    if zstd {
+        let mut enc = zstd::stream::write::Encoder::new(
+            PieceWriter {
+                buf: BytesMut::new(),
+                send: &send,
+            },
+            ZSTD_LEVEL,
+        )?;
+        NarWriter::new(window, |piece: Bytes| {
+            sent += piece.len() as u64;
+            check_len(sent, expected)?;
+            enc.write_all(&piece)
+        })
+        .dump(&source.fs_path)?;
+        let mut inner = enc.finish()?;
+        inner.flush()?;
+    } else {
+        NarWriter::new(window, |piece: Bytes| {
+            sent += piece.len() as u64;
+            check_len(sent, expected)?;
+            send(piece)
+        })
+        .dump(&source.fs_path)?;
+    }
+    Ok(sent)
+}
+
+/// Stops a dump that is producing more than Nix's DB says the NAR has (a modified store path).
+fn check_len(sent: u64, expected: u64) -> io::Result<()> {
+    if sent > expected {
+        return Err(io::Error::other("NAR on disk is larger than Nix's DB says"));
+    }
+    Ok(())
+}
+
+/// Collects compressed output into pieces of [`OUT_CHUNK`].
+struct PieceWriter<'a, F: Fn(Bytes) -> io::Result<()>> {
+    buf: BytesMut,
+    send: &'a F,
+}
+
+impl<F: Fn(Bytes) -> io::Result<()>> Write for PieceWriter<'_, F> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= OUT_CHUNK {
+            (self.send)(self.buf.split().freeze())?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            (self.send)(self.buf.split().freeze())?;
+        }
+        Ok(())
+    }
+}
+
+/// A response body fed by the dump thread.
+struct ChannelBody {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|piece| piece.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// One `bytes=` range within `size`; `Ok(None)` for a header we ignore (several ranges, other units,
+/// or syntax we do not understand: RFC 9110 lets a server ignore `Range` and send the whole body).
+fn parse_range(spec: &str, size: u64) -> Result<Option<Range<u64>>, ApiError> {
+    let Some(set) = spec.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if set.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = set.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let range = if first.is_empty() {
+        // Suffix range: the last N bytes.
+        let Ok(n) = last.parse::<u64>() else {
+            return Ok(None);
+        };
+        if n == 0 {
+            return Err(ApiError::RangeNotSatisfiable(size));
+        }
+        size.saturating_sub(n)..size
+    } else {
+        let Ok(start) = first.parse::<u64>() else {
+            return Ok(None);
+        };
+        let end = if last.is_empty() {
+            size
+        } else {
+            let Ok(l) = last.parse::<u64>() else {
+                return Ok(None);
+            };
+            if l < start {
+                return Ok(None);
+            }
+            l.saturating_add(1).min(size)
+        };
+        if start >= size {
+            return Err(ApiError::RangeNotSatisfiable(size));
+        }
+        start..end
+    };
+    Ok(Some(range))
+}
+
+/// True if `Accept-Encoding` lists zstd with a non-zero q-value.
+fn accepts_zstd(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|item| {
+                let mut parts = item.split(';');
+                let coding = parts.next().unwrap_or("").trim();
+                let q_zero = parts.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+                });
+                coding.eq_ignore_ascii_case("zstd") && !q_zero
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn ranges() {
+        let r = |s: &str| parse_range(s, 100).map_err(|e| format!("{e:?}"));
+        assert_eq!(r("bytes=0-9").unwrap(), Some(0..10));
+        assert_eq!(r("bytes=90-").unwrap(), Some(90..100));
+        assert_eq!(r("bytes=-10").unwrap(), Some(90..100));
+        assert_eq!(r("bytes=-1000").unwrap(), Some(0..100));
+        assert_eq!(r("bytes=95-200").unwrap(), Some(95..100));
+        assert_eq!(r("bytes=0-1,5-6").unwrap(), None);
+        assert_eq!(r("items=0-1").unwrap(), None);
+        assert_eq!(r("bytes=x-1").unwrap(), None);
+        assert_eq!(r("bytes=5-1").unwrap(), None);
+        assert!(r("bytes=100-").is_err());
+        assert!(r("bytes=-0").is_err());
+    }
+
+    #[test]
+    fn zstd_negotiation() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            accepts_zstd(&m)
+        };
+        assert!(h("zstd"));
+        assert!(h("gzip, zstd;q=0.5"));
+        assert!(!h("gzip, br"));
+        assert!(!h("zstd;q=0"));
+        assert!(!accepts_zstd(&HeaderMap::new()));
+    }
+}

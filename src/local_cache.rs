@@ -1,0 +1,222 @@
+//! The local Nix store as a binary cache: narinfo lookups and NAR sources for gated-in paths.
+//!
+//! Data flow: HTTP handler → [`LocalCache::narinfo`] → Nix DB (read-only) → publish gate
+//! ([`crate::trust`]) → render + sign once → memory cache. NAR URLs are `nar/<NarHash nix32>.nar`;
+//! [`LocalCache::nar`] resolves them through our state DB (hash → path, written when the narinfo was
+//! first served, so a URL handed out before a restart still resolves), falling back to a scan of the
+//! Nix DB.
+//!
+//! Why a memory cache: a narinfo hit must cost little more than the HTTP exchange to match a static
+//! file server (≈ 60 µs here), while the DB query (≈ 30 µs) plus an ed25519 verify and sign (≈ 80 µs)
+//! would triple it. Entries are only ever served narinfos; the whole map is dropped whenever Nix's DB
+//! changes (`PRAGMA data_version`), so a new signature, a garbage-collected path or a new path is seen
+//! on the very next request.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use crate::nix::hash::NarHash;
+use crate::nix::narinfo::NarInfo;
+use crate::nix::signing::SecretKey;
+use crate::nix::store_db::{PathInfo, StoreDb, StoreDbError};
+use crate::nix::store_path::{StoreHash, StorePath};
+use crate::store::{StateDb, StateError};
+use crate::trust::{Gate, Verdict};
+
+/// Rendered narinfos kept in memory: ~1 KiB each, so ≤ 32 MiB. When full the map is cleared (a
+/// working set larger than this is re-rendered at ~100 µs a path, which is still fast).
+const NARINFO_CACHE_ENTRIES: usize = 32 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    StoreDb(#[from] StoreDbError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Where a NAR's bytes come from.
+#[derive(Debug, Clone)]
+pub struct NarSource {
+    pub path: StorePath,
+    /// The path's top-level file or directory on disk (under `--store-root`).
+    pub fs_path: PathBuf,
+    pub nar_size: u64,
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub narinfo_hits: AtomicU64,
+    pub narinfo_misses: AtomicU64,
+    pub narinfo_denied: AtomicU64,
+    pub nars_served: AtomicU64,
+    pub nar_bytes_served: AtomicU64,
+}
+
+struct Rendered {
+    version: Option<i64>,
+    map: HashMap<StoreHash, Bytes>,
+}
+
+pub struct LocalCache {
+    store_root: PathBuf,
+    db: StoreDb,
+    state: Arc<StateDb>,
+    gate: Gate,
+    signer: Option<SecretKey>,
+    rendered: Mutex<Rendered>,
+    pub counters: Counters,
+}
+
+impl LocalCache {
+    pub fn new(
+        store_root: &Path,
+        state: Arc<StateDb>,
+        gate: Gate,
+        signer: Option<SecretKey>,
+    ) -> Self {
+        Self {
+            store_root: store_root.to_owned(),
+            db: StoreDb::new(store_root),
+            state,
+            gate,
+            signer,
+            rendered: Mutex::new(Rendered {
+                version: None,
+                map: HashMap::new(),
+            }),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn store_root(&self) -> &Path {
+        &self.store_root
+    }
+
+    pub fn store_db(&self) -> &StoreDb {
+        &self.db
+    }
+
+    pub fn state(&self) -> &StateDb {
+        &self.state
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// The rendered narinfo for `hash`, or `None` when the path is absent or private.
+    pub async fn narinfo(&self, hash: &StoreHash) -> Result<Option<Bytes>, CacheError> {
+        let version = self.db.data_version();
+        if let Some(hit) = self.cached(hash, version) {
+            self.counters.narinfo_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(hit));
+        }
+        let Some(info) = self.db.query_by_hash(hash)? else {
+            self.counters.narinfo_misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        let verdict = self.gate.check(&info).await?;
+        if !verdict.allowed() {
+            self.counters.narinfo_denied.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        self.state
+            .record_local_path(&info.path, &info.nar_hash, info.nar_size)?;
+        let body = Bytes::from(self.render(info, verdict).render());
+        self.remember(*hash, version, body.clone());
+        self.counters.narinfo_hits.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(body))
+    }
+
+    fn cached(&self, hash: &StoreHash, version: Option<i64>) -> Option<Bytes> {
+        let mut r = self.rendered.lock().ok()?;
+        if r.version != version || version.is_none() {
+            r.map.clear();
+            r.version = version;
+            return None;
+        }
+        r.map.get(hash).cloned()
+    }
+
+    fn remember(&self, hash: StoreHash, version: Option<i64>, body: Bytes) {
+        let Ok(mut r) = self.rendered.lock() else {
+            return;
+        };
+        if r.version != version || version.is_none() {
+            return;
+        }
+        if r.map.len() >= NARINFO_CACHE_ENTRIES {
+            r.map.clear();
+        }
+        r.map.insert(hash, body);
+    }
+
+    /// The narinfo we serve for a gated-in path: Nix DB fields, `Compression: none`, the DB's Sig
+    /// lines, upstream's (when that is why it is served), and ours (`--private-key-file`).
+    fn render(&self, info: PathInfo, verdict: Verdict) -> NarInfo {
+        let mut sigs = info.sigs;
+        if let Verdict::Upstream { sigs: up } = verdict {
+            for s in up {
+                if !sigs.contains(&s) {
+                    sigs.push(s);
+                }
+            }
+        }
+        let mut narinfo = NarInfo {
+            url: format!("nar/{}.nar", info.nar_hash.to_nix32()),
+            compression: "none".into(),
+            file_hash: Some(info.nar_hash.to_string()),
+            file_size: Some(info.nar_size),
+            store_path: info.path,
+            nar_hash: info.nar_hash,
+            nar_size: info.nar_size,
+            references: info.references,
+            deriver: info.deriver,
+            sigs,
+            ca: info.ca,
+        };
+        if let Some(key) = &self.signer {
+            let prefix = format!("{}:", key.name);
+            narinfo.sigs.retain(|s| !s.starts_with(&prefix));
+            let sig = key.sign(&narinfo.fingerprint());
+            narinfo.sigs.push(sig);
+        }
+        narinfo
+    }
+
+    /// Where to read the NAR with this hash from, if a gated-in path has it.
+    pub async fn nar(&self, nar_hash: &NarHash) -> Result<Option<NarSource>, CacheError> {
+        let mut candidates = Vec::new();
+        for path in self.state.paths_by_nar_hash(nar_hash)? {
+            if let Some(info) = self.db.query_by_hash(&path.hash())? {
+                if info.nar_hash == *nar_hash {
+                    candidates.push(info);
+                }
+            }
+        }
+        if candidates.is_empty() {
+            candidates = self.db.query_by_nar_hash(nar_hash)?;
+        }
+        for info in candidates {
+            if self.gate.check(&info).await?.allowed() {
+                self.state
+                    .record_local_path(&info.path, &info.nar_hash, info.nar_size)?;
+                return Ok(Some(NarSource {
+                    fs_path: self
+                        .store_root
+                        .join("nix/store")
+                        .join(info.path.base_name()),
+                    path: info.path,
+                    nar_size: info.nar_size,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}

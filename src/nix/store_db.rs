@@ -1,0 +1,247 @@
+//! Read-only view of Nix's own database (`<store-root>/nix/var/nix/db/db.sqlite`), as harmonia reads it.
+//!
+//! Tables used: `ValidPaths(id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca)` and
+//! `Refs(referrer, reference)`. `hash` is `sha256:<base16>`; `sigs` is space-separated. We never
+//! write here: Nix owns the file and its locks.
+//!
+//! Concurrency: a small pool of read-only connections behind a std `Mutex` (no `.await` while one is
+//! held). A lookup is an index seek plus a references join, ~30 µs on a 100k-path store, so it runs on
+//! the calling task; handing it to `spawn_blocking` would cost as much as the query. A separate watch
+//! connection answers `PRAGMA data_version`, which changes whenever Nix commits, so callers can cache
+//! what they derived from the DB and drop it the moment the store changes (new path, GC, `nix store sign`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use super::hash::NarHash;
+use super::store_path::{STORE_DIR, StoreHash, StorePath};
+
+/// Connections kept for reuse; more may be opened under load and are then closed after use.
+const POOL_SIZE: usize = 8;
+/// Nix holds its write lock for the length of one transaction; readers in WAL mode are not blocked,
+/// but a rollback-journal DB can be locked for a moment.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreDbError {
+    #[error("cannot open Nix database {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("query on Nix database failed")]
+    Query(#[from] rusqlite::Error),
+    #[error("Nix database row for {0} is malformed")]
+    Row(String),
+}
+
+/// One valid store path as Nix's DB records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInfo {
+    pub path: StorePath,
+    pub nar_hash: NarHash,
+    pub nar_size: u64,
+    pub references: Vec<StorePath>,
+    /// Base name of the deriver.
+    pub deriver: Option<String>,
+    pub sigs: Vec<String>,
+    pub ca: Option<String>,
+    pub registration_time: i64,
+}
+
+pub struct StoreDb {
+    db_path: PathBuf,
+    pool: Mutex<Vec<Connection>>,
+    watch: Mutex<Option<Connection>>,
+}
+
+impl StoreDb {
+    /// `store_root` is `/` for the machine's store, or the directory of a chroot store.
+    pub fn new(store_root: &Path) -> Self {
+        Self {
+            db_path: store_root.join("nix/var/nix/db/db.sqlite"),
+            pool: Mutex::new(Vec::new()),
+            watch: Mutex::new(None),
+        }
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    fn open(&self) -> Result<Connection, StoreDbError> {
+        let conn = Connection::open_with_flags(
+            &self.db_path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreDbError::Open {
+            path: self.db_path.clone(),
+            source,
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(conn)
+    }
+
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreDbError>,
+    ) -> Result<T, StoreDbError> {
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        let out = f(&conn);
+        if let Ok(mut p) = self.pool.lock() {
+            if p.len() < POOL_SIZE {
+                p.push(conn);
+            }
+        }
+        out
+    }
+
+    /// True when the DB file exists (a machine without Nix has none; we then serve nothing).
+    pub fn exists(&self) -> bool {
+        self.db_path.exists()
+    }
+
+    /// A number that changes whenever Nix commits to its DB; `None` if the DB cannot be read.
+    pub fn data_version(&self) -> Option<i64> {
+        let mut guard = self.watch.lock().ok()?;
+        if guard.is_none() {
+            *guard = self.open().ok();
+        }
+        let conn = guard.as_ref()?;
+        match conn.query_row("PRAGMA data_version", [], |r| r.get(0)) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                *guard = None;
+                None
+            }
+        }
+    }
+
+    /// The valid path whose hash part is `hash`, if any. Uses the unique index on `path`: the first
+    /// row at or after `/nix/store/<hash>` is ours only if it starts with `/nix/store/<hash>-`.
+    pub fn query_by_hash(&self, hash: &StoreHash) -> Result<Option<PathInfo>, StoreDbError> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        let lower = format!("{STORE_DIR}/{hash}");
+        let prefix = format!("{lower}-");
+        self.with_conn(|conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT id, path, hash, deriver, narSize, sigs, ca, registrationTime \
+                     FROM ValidPaths WHERE path >= ?1 ORDER BY path LIMIT 1",
+                )?
+                .query_row([&lower], Row::from_sql)
+                .optional()?;
+            match row {
+                Some(row) if row.path.starts_with(&prefix) => Ok(Some(row.into_info(conn)?)),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    /// Every valid path whose NAR has this hash (a full scan: `hash` has no index in Nix's schema;
+    /// callers keep their own index and come here only on a miss).
+    pub fn query_by_nar_hash(&self, nar_hash: &NarHash) -> Result<Vec<PathInfo>, StoreDbError> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        self.with_conn(|conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT id, path, hash, deriver, narSize, sigs, ca, registrationTime \
+                     FROM ValidPaths WHERE hash = ?1",
+                )?
+                .query_map([nar_hash.to_db_string()], Row::from_sql)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(|r| r.into_info(conn)).collect()
+        })
+    }
+
+    /// Number of valid paths and the sum of their NAR sizes.
+    pub fn counts(&self) -> Result<(u64, u64), StoreDbError> {
+        if !self.exists() {
+            return Ok((0, 0));
+        }
+        self.with_conn(|conn| {
+            Ok(conn.query_row(
+                "SELECT count(*), coalesce(sum(narSize), 0) FROM ValidPaths",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )?)
+        })
+    }
+}
+
+struct Row {
+    id: i64,
+    path: String,
+    hash: String,
+    deriver: Option<String>,
+    nar_size: Option<i64>,
+    sigs: Option<String>,
+    ca: Option<String>,
+    registration_time: i64,
+}
+
+impl Row {
+    fn from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            path: r.get(1)?,
+            hash: r.get(2)?,
+            deriver: r.get(3)?,
+            nar_size: r.get(4)?,
+            sigs: r.get(5)?,
+            ca: r.get(6)?,
+            registration_time: r.get::<_, Option<i64>>(7)?.unwrap_or(0),
+        })
+    }
+
+    fn into_info(self, conn: &Connection) -> Result<PathInfo, StoreDbError> {
+        let bad = || StoreDbError::Row(self.path.clone());
+        let path = StorePath::parse(&self.path).map_err(|_| bad())?;
+        let nar_hash = NarHash::parse(&self.hash).map_err(|_| bad())?;
+        let nar_size = self.nar_size.filter(|&n| n > 0).ok_or_else(bad)? as u64;
+        let references = conn
+            .prepare_cached(
+                "SELECT v.path FROM Refs r JOIN ValidPaths v ON r.reference = v.id WHERE r.referrer = ?1",
+            )?
+            .query_map([self.id], |r| r.get::<_, String>(0))?
+            .map(|p| p.map_err(StoreDbError::from).and_then(|p| StorePath::parse(&p).map_err(|_| bad())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let deriver = self
+            .deriver
+            .as_deref()
+            .and_then(|d| d.strip_prefix(STORE_DIR))
+            .and_then(|d| d.strip_prefix('/'))
+            .map(str::to_owned);
+        let sigs = self
+            .sigs
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let mut references = references;
+        references.sort();
+        Ok(PathInfo {
+            path,
+            nar_hash,
+            nar_size,
+            references,
+            deriver,
+            sigs,
+            ca: self.ca.filter(|c| !c.is_empty()),
+            registration_time: self.registration_time,
+        })
+    }
+}

@@ -1,0 +1,224 @@
+//! peerix's own state: one SQLite file in the state dir (`peerix.sqlite`).
+//!
+//! Holds what the Nix DB cannot tell us: which NAR hash belongs to which store path (so a
+//! `nar/<narhash>.nar` URL handed out 30 days ago still resolves after a restart) and the upstream
+//! verdicts of the publish gate. Later layers add blocks, chunk indexes, providers and peers through
+//! new schema versions in [`schema`].
+//!
+//! Concurrency: SQLite allows one writer; we keep one connection behind a std `Mutex` (never held
+//! across an `.await`). Writes are a few rows per served path, far below what one connection does.
+//! WAL with `synchronous=NORMAL`: a crash can lose the last transactions, never corrupt the file, and
+//! everything here can be recomputed.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::nix::hash::NarHash;
+use crate::nix::store_path::StorePath;
+
+pub const STATE_DB_FILE: &str = "peerix.sqlite";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create state directory {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state database error")]
+    Sql(#[from] rusqlite::Error),
+    #[error(
+        "state database {path} has schema version {found}, newer than this peerix ({supported})"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("state database lock poisoned")]
+    Poisoned,
+}
+
+/// What the upstream cache said about a local path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamVerdict {
+    /// Upstream has the same store path with the same NarHash.
+    Same = 1,
+    /// Upstream does not have it, or has it with another NarHash.
+    Absent = 0,
+    /// Upstream did not answer in time or answered with an error.
+    Unreachable = 2,
+}
+
+/// A verdict as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVerdict {
+    pub verdict: UpstreamVerdict,
+    pub upstream_sigs: Vec<String>,
+    pub checked_at: i64,
+}
+
+pub struct StateDb {
+    conn: Mutex<Connection>,
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl StateDb {
+    /// Opens (creating and migrating) `<state_dir>/peerix.sqlite`.
+    pub fn open(state_dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StateError::Dir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let path = state_dir.join(STATE_DB_FILE);
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        conn.pragma_update(None, "synchronous", "normal")?;
+        conn.pragma_update(None, "foreign_keys", "on")?;
+        schema::migrate(&mut conn, &path)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
+        let conn = self.conn.lock().map_err(|_| StateError::Poisoned)?;
+        Ok(f(&conn)?)
+    }
+
+    /// Remembers that `path` has NAR `nar_hash` (idempotent).
+    pub fn record_local_path(
+        &self,
+        path: &StorePath,
+        nar_hash: &NarHash,
+        nar_size: u64,
+    ) -> Result<(), StateError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO paths (hash32, store_path, nar_hash, nar_size, origin, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, 'local', ?5) \
+                 ON CONFLICT(hash32) DO UPDATE SET store_path = excluded.store_path, \
+                   nar_hash = excluded.nar_hash, nar_size = excluded.nar_size, updated_at = excluded.updated_at \
+                 WHERE paths.nar_hash != excluded.nar_hash OR paths.store_path != excluded.store_path",
+            )?
+            .execute(params![
+                path.hash().as_str(),
+                path.to_string(),
+                nar_hash.to_nix32(),
+                nar_size as i64,
+                now_secs()
+            ])?;
+            Ok(())
+        })
+    }
+
+    /// Store paths we have seen with this NAR hash.
+    pub fn paths_by_nar_hash(&self, nar_hash: &NarHash) -> Result<Vec<StorePath>, StateError> {
+        self.with(|c| {
+            let rows = c
+                .prepare_cached("SELECT store_path FROM paths WHERE nar_hash = ?1")?
+                .query_map([nar_hash.to_nix32()], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .iter()
+                .filter_map(|p| StorePath::parse(p).ok())
+                .collect())
+        })
+    }
+
+    /// The stored verdict for `path` with `nar_hash`: the verdict, upstream's Sig values, and when
+    /// it was taken (unix seconds).
+    pub fn upstream_verdict(
+        &self,
+        path: &StorePath,
+        nar_hash: &NarHash,
+    ) -> Result<Option<StoredVerdict>, StateError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT verdict, upstream_sigs, checked_at FROM verdicts WHERE store_path = ?1 AND nar_hash = ?2",
+            )?
+            .query_row(params![path.to_string(), nar_hash.to_nix32()], |r| {
+                let verdict = match r.get::<_, i64>(0)? {
+                    1 => UpstreamVerdict::Same,
+                    2 => UpstreamVerdict::Unreachable,
+                    _ => UpstreamVerdict::Absent,
+                };
+                let sigs: String = r.get(1)?;
+                Ok(StoredVerdict {
+                    verdict,
+                    upstream_sigs: sigs.split_whitespace().map(str::to_owned).collect(),
+                    checked_at: r.get(2)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    pub fn set_upstream_verdict(
+        &self,
+        path: &StorePath,
+        nar_hash: &NarHash,
+        verdict: UpstreamVerdict,
+        upstream_sigs: &[String],
+    ) -> Result<(), StateError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO verdicts (store_path, nar_hash, verdict, upstream_sigs, checked_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT(store_path) DO UPDATE SET nar_hash = excluded.nar_hash, verdict = excluded.verdict, \
+                   upstream_sigs = excluded.upstream_sigs, checked_at = excluded.checked_at",
+            )?
+            .execute(params![path.to_string(), nar_hash.to_nix32(), verdict as i64, upstream_sigs.join(" "), now_secs()])?;
+            Ok(())
+        })
+    }
+
+    /// (paths known, upstream verdicts stored).
+    pub fn counts(&self) -> Result<(u64, u64), StateError> {
+        self.with(|c| {
+            let paths: i64 = c.query_row("SELECT count(*) FROM paths", [], |r| r.get(0))?;
+            let verdicts: i64 = c.query_row("SELECT count(*) FROM verdicts", [], |r| r.get(0))?;
+            Ok((paths as u64, verdicts as u64))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_and_paths_persist_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = StorePath::parse("/nix/store/qxkmhhvi8i3pc831vvw023h4mhzpfflr-with-refs").unwrap();
+        let h = NarHash([3; 32]);
+        {
+            let db = StateDb::open(dir.path()).unwrap();
+            db.record_local_path(&p, &h, 792).unwrap();
+            db.record_local_path(&p, &h, 792).unwrap();
+            db.set_upstream_verdict(&p, &h, UpstreamVerdict::Same, &["k:sig".to_owned()])
+                .unwrap();
+        }
+        let db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(db.paths_by_nar_hash(&h).unwrap(), vec![p.clone()]);
+        let stored = db.upstream_verdict(&p, &h).unwrap().unwrap();
+        assert_eq!(stored.verdict, UpstreamVerdict::Same);
+        assert_eq!(stored.upstream_sigs, vec!["k:sig".to_owned()]);
+        // A verdict is about one NarHash: another hash for the same path has none.
+        assert_eq!(db.upstream_verdict(&p, &NarHash([4; 32])).unwrap(), None);
+        assert_eq!(db.counts().unwrap(), (1, 1));
+    }
+}

@@ -1,0 +1,168 @@
+//! The publish gate (ARCHITECTURE §3): which local store paths may leave this machine.
+//!
+//! A local path is served — on every interface — only if
+//! (a) Nix's DB holds a signature on it that verifies under a trusted key (default `cache.nixos.org-1`),
+//! (b) the upstream cache has the same store path with the same NarHash (verdict kept in SQLite:
+//!     "same" forever, "absent" re-checked after `negative_ttl`, "unreachable" after 60 s), or
+//! (c) the operator opted in with `--serve-private`.
+//! Anything else — including an upstream that cannot be reached — is private. Callers see a
+//! [`Verdict`]; only [`Verdict::allowed`] ones may be served, and a private path looks exactly like an
+//! absent one from outside (404), so the gate leaks nothing about what is in the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use crate::nix::signing::{self, PublicKey};
+use crate::nix::store_db::PathInfo;
+use crate::store::{StateDb, StateError, UpstreamVerdict, now_secs};
+use crate::upstream::Upstream;
+
+/// The key cache.nixos.org signs with; trusted unless the operator names other keys.
+pub const CACHE_NIXOS_ORG_KEY: &str =
+    "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+
+/// An unreachable upstream is asked again after this long (a flapping link should not turn every
+/// narinfo request into a 5 s wait, nor keep a path private for an hour).
+const UNREACHABLE_RETRY: Duration = Duration::from_secs(60);
+
+/// At most this many upstream checks run at once; more wait (a `nix` asking for 1000 unsigned paths
+/// must not open 1000 connections to cache.nixos.org).
+const MAX_UPSTREAM_CHECKS: usize = 16;
+
+/// Why a path may or may not be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Signed in the Nix DB by this trusted key.
+    TrustedSignature { key: String },
+    /// Upstream has the same NAR; these are upstream's signatures on it.
+    Upstream { sigs: Vec<String> },
+    /// `--serve-private` is set.
+    ServePrivate,
+    /// Not to be served, and why (for operators only; never sent to a client).
+    Private { reason: &'static str },
+}
+
+impl Verdict {
+    pub fn allowed(&self) -> bool {
+        !matches!(self, Verdict::Private { .. })
+    }
+}
+
+pub struct Gate {
+    trusted: Vec<PublicKey>,
+    upstream: Option<Upstream>,
+    serve_private: bool,
+    negative_ttl: Duration,
+    state: Arc<StateDb>,
+    checks: Semaphore,
+}
+
+impl Gate {
+    pub fn new(
+        trusted: Vec<PublicKey>,
+        upstream: Option<Upstream>,
+        serve_private: bool,
+        negative_ttl: Duration,
+        state: Arc<StateDb>,
+    ) -> Self {
+        Self {
+            trusted,
+            upstream,
+            serve_private,
+            negative_ttl,
+            state,
+            checks: Semaphore::new(MAX_UPSTREAM_CHECKS),
+        }
+    }
+
+    pub fn trusted_keys(&self) -> &[PublicKey] {
+        &self.trusted
+    }
+
+    /// The name of a trusted key whose signature on `info` verifies, if any.
+    pub fn trusted_signer(&self, info: &PathInfo) -> Option<&str> {
+        if info.sigs.is_empty() {
+            return None;
+        }
+        let fp = signing::fingerprint(
+            &info.path,
+            &info.nar_hash.to_string(),
+            info.nar_size,
+            &info.references,
+        );
+        self.trusted
+            .iter()
+            .find(|k| info.sigs.iter().any(|s| k.verifies(&fp, s)))
+            .map(|k| k.name.as_str())
+    }
+
+    pub async fn check(&self, info: &PathInfo) -> Result<Verdict, StateError> {
+        if let Some(key) = self.trusted_signer(info) {
+            return Ok(Verdict::TrustedSignature {
+                key: key.to_owned(),
+            });
+        }
+        if self.serve_private {
+            return Ok(Verdict::ServePrivate);
+        }
+        let Some(upstream) = &self.upstream else {
+            return Ok(Verdict::Private {
+                reason: "no trusted signature and no upstream configured",
+            });
+        };
+        if let Some(stored) = self.state.upstream_verdict(&info.path, &info.nar_hash)? {
+            if let Some(v) = self.fresh(stored.verdict, stored.checked_at, stored.upstream_sigs) {
+                return Ok(v);
+            }
+        }
+        let _permit = self.checks.acquire().await.ok();
+        let (verdict, sigs) = match upstream.narinfo(&info.path.hash()).await {
+            Ok(Some(up)) if up.store_path == info.path && up.nar_hash == info.nar_hash => {
+                (UpstreamVerdict::Same, up.sigs)
+            }
+            Ok(Some(up)) => {
+                debug!(path = %info.path, upstream_path = %up.store_path, "upstream has a different NAR");
+                (UpstreamVerdict::Absent, Vec::new())
+            }
+            Ok(None) => (UpstreamVerdict::Absent, Vec::new()),
+            Err(e) => {
+                warn!(path = %info.path, upstream = upstream.url(), cause = %e, "upstream check failed");
+                (UpstreamVerdict::Unreachable, Vec::new())
+            }
+        };
+        self.state
+            .set_upstream_verdict(&info.path, &info.nar_hash, verdict, &sigs)?;
+        Ok(Self::verdict_of(verdict, sigs))
+    }
+
+    /// A stored verdict, if it is still to be believed.
+    fn fresh(
+        &self,
+        verdict: UpstreamVerdict,
+        checked_at: i64,
+        sigs: Vec<String>,
+    ) -> Option<Verdict> {
+        let age = now_secs().saturating_sub(checked_at).max(0) as u64;
+        let fresh = match verdict {
+            UpstreamVerdict::Same => true,
+            UpstreamVerdict::Absent => age < self.negative_ttl.as_secs(),
+            UpstreamVerdict::Unreachable => age < UNREACHABLE_RETRY.as_secs(),
+        };
+        fresh.then(|| Self::verdict_of(verdict, sigs))
+    }
+
+    fn verdict_of(verdict: UpstreamVerdict, sigs: Vec<String>) -> Verdict {
+        match verdict {
+            UpstreamVerdict::Same => Verdict::Upstream { sigs },
+            UpstreamVerdict::Absent => Verdict::Private {
+                reason: "no trusted signature and upstream does not have this NAR",
+            },
+            UpstreamVerdict::Unreachable => Verdict::Private {
+                reason: "no trusted signature and upstream could not be reached",
+            },
+        }
+    }
+}
