@@ -1,0 +1,352 @@
+//! Shared test harness: a real `nix` (Debian's 2.8, single-user as root), fixture closures built from
+//! derivations, chroot stores, and the `peerix` binary run as a separate process.
+//!
+//! Every daemon binds 127.0.0.1 port 0 and reports its address on stderr ("listening on http://…"),
+//! which the harness waits for: no fixed ports, no sleeps.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const NIX_CONFIG: &str =
+    "experimental-features = nix-command\nsubstituters =\nsandbox = false\nbuild-users-group =\n";
+
+/// A `Command` for a nix tool with settings that work here without a daemon or network.
+pub fn nix(program: &str, xdg_cache: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.env_remove("NIX_REMOTE")
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .env("XDG_CACHE_HOME", xdg_cache);
+    c
+}
+
+/// Runs a command, panicking with its stderr if it fails; returns trimmed stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A unique string per call, for fixture paths no other test (or earlier run) has built.
+pub fn nonce() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        t,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A scratch directory with helpers for keys, fixtures and stores.
+pub struct Work {
+    pub dir: tempfile::TempDir,
+}
+
+impl Work {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("peerix-test-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// A fresh narinfo disk cache dir (nix caches hits for 30 days and misses for 1 h).
+    pub fn xdg(&self) -> PathBuf {
+        self.path(&format!("xdg-{}", nonce()))
+    }
+
+    pub fn nix(&self, program: &str) -> Command {
+        nix(program, &self.xdg())
+    }
+
+    /// `nix-store --generate-binary-cache-key`; returns (secret key file, public key text).
+    pub fn keypair(&self, name: &str) -> (PathBuf, String) {
+        let sk = self.path(&format!("{name}.sk"));
+        let pk = self.path(&format!("{name}.pk"));
+        run(self
+            .nix("nix-store")
+            .arg("--generate-binary-cache-key")
+            .arg(name)
+            .arg(&sk)
+            .arg(&pk));
+        (sk, std::fs::read_to_string(&pk).expect("pk"))
+    }
+
+    /// Builds an input-addressed closure (top → dep) in /nix/store: top has an executable and a
+    /// symlink into dep. Input-addressed, because content-addressed paths need no signature.
+    pub fn build_fixture(&self) -> Fixture {
+        let n = nonce();
+        let expr = self.path(&format!("fixture-{n}.nix"));
+        std::fs::write(
+            &expr,
+            format!(
+                r#"let dep = builtins.derivation {{ name = "peerix-dep"; system = builtins.currentSystem; builder = "/bin/sh";
+                     nonce = "{n}"; args = [ "-c" "echo hello-from-dep > $out" ]; }};
+in builtins.derivation {{ name = "peerix-top"; system = builtins.currentSystem; builder = "/bin/sh";
+     PATH = "/usr/bin:/bin"; nonce = "{n}";
+     args = [ "-c" "mkdir -p $out/bin; printf '#!/bin/sh\\ncat ${{dep}}\\n' > $out/bin/show; chmod +x $out/bin/show; ln -s ${{dep}} $out/dep" ]; }}
+"#
+            ),
+        )
+        .expect("write fixture");
+        let top = run(self.nix("nix-build").arg(&expr).arg("--no-out-link"));
+        let dep = run(self.nix("nix-store").args(["-q", "--references"]).arg(&top));
+        Fixture { top, dep }
+    }
+
+    /// `nix store sign` on the machine's store (the signature travels with `nix copy`).
+    pub fn sign(&self, path: &str, sk: &Path) {
+        run(self
+            .nix("nix")
+            .args(["store", "sign", "-r", "--key-file"])
+            .arg(sk)
+            .arg(path));
+    }
+
+    /// Copies `path`'s closure into a new chroot store under this work dir.
+    pub fn chroot_store(&self, name: &str, paths: &[&str]) -> PathBuf {
+        let root = self.path(name);
+        let mut cmd = self.nix("nix");
+        cmd.args(["copy", "--no-check-sigs", "--to"])
+            .arg(&root)
+            .args(paths);
+        run(&mut cmd);
+        root
+    }
+
+    /// Substitutes `path` into a new, empty chroot store from `url`, trusting `keys`.
+    pub fn substitute(&self, store: &str, path: &str, url: &str, keys: &str) -> Output {
+        self.nix("nix-store")
+            .arg("--store")
+            .arg(self.path(store))
+            .args([
+                "--realise",
+                path,
+                "--option",
+                "substituters",
+                url,
+                "--option",
+                "trusted-public-keys",
+                keys,
+            ])
+            .args(["--option", "download-attempts", "1"])
+            .output()
+            .expect("nix-store --realise")
+    }
+}
+
+pub struct Fixture {
+    pub top: String,
+    pub dep: String,
+}
+
+/// The hash part of a store path.
+pub fn hash_part(path: &str) -> &str {
+    &path["/nix/store/".len().."/nix/store/".len() + 32]
+}
+
+/// The NAR URL peerix hands out for `path` in the machine's store: `nar/<NarHash nix32>.nar`.
+pub fn nar_url_of(work: &Work, path: &str) -> String {
+    let json = run(work.nix("nix").args(["path-info", "--json", path]));
+    let v: serde_json::Value = serde_json::from_str(&json).expect("path-info json");
+    let sri = v[0]["narHash"].as_str().expect("narHash").to_owned();
+    let nix32 = run(work.nix("nix").args(["hash", "to-base32", &sri]));
+    format!("nar/{nix32}.nar")
+}
+
+/// `nix-store --dump` of a path (or any file tree).
+pub fn nix_dump(path: &Path) -> Vec<u8> {
+    let out = nix("nix-store", Path::new("/tmp"))
+        .arg("--dump")
+        .arg(path)
+        .output()
+        .expect("nix-store --dump");
+    assert!(
+        out.status.success(),
+        "nix-store --dump {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A `peerix serve` process; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    pub url: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `peerix serve` on 127.0.0.1:0 with `--upstream none` unless `args` names one, and waits
+    /// for it to report its address.
+    pub fn start(state_dir: &Path, args: &[&str]) -> Self {
+        Self::try_start(state_dir, args)
+            .unwrap_or_else(|log| panic!("peerix did not start:\n{log}"))
+    }
+
+    /// As `start`, but returns the daemon's output if it exits instead of listening.
+    pub fn try_start(state_dir: &Path, args: &[&str]) -> Result<Self, String> {
+        Self::try_start_env(state_dir, args, &[])
+    }
+
+    /// As `try_start`, with extra environment variables.
+    pub fn try_start_env(
+        state_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerix"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--state-dir")
+            .arg(state_dir);
+        if !args.contains(&"--upstream") {
+            cmd.args(["--upstream", "none"]);
+        }
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn peerix");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                }
+                if let Ok(mut l) = sink.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        // The channel closes when stderr does, i.e. when the process exits without listening.
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => {
+                let addr: SocketAddr = addr.parse().expect("address");
+                Ok(Self {
+                    child,
+                    addr,
+                    url: format!("http://{addr}"),
+                    log,
+                })
+            }
+            Err(_) => {
+                let _ = child.wait();
+                Err(log.lock().map(|l| l.clone()).unwrap_or_default())
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// True if the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if !self.alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP response.
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client that does not decompress (we check `Content-Encoding` bytes ourselves).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+pub async fn request(
+    c: &reqwest::Client,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut rb = c.request(
+        reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+        url,
+    );
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let resp = rb
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.expect("body").to_vec();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Resp {
+    request(&client(), "GET", url, &[]).await
+}
