@@ -79,12 +79,7 @@ pub struct ServeArgs {
 
     /// A key (name:base64) whose signatures make a local path shareable; repeatable
     /// [default: cache.nixos.org-1's key]. Giving any replaces the default.
-    #[arg(
-        long = "trusted-public-key",
-        env = "PEERIX_TRUSTED_PUBLIC_KEYS",
-        value_delimiter = ' ',
-        value_name = "KEY"
-    )]
+    #[arg(long = "trusted-public-key", env = "PEERIX_TRUSTED_PUBLIC_KEYS", value_delimiter = ' ', value_name = "KEY")]
     pub trusted_public_keys: Vec<String>,
 
     /// Binary cache asked whether it has a local path with the same NarHash (then it is shareable),
@@ -136,14 +131,9 @@ pub struct ServeConfig {
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.message().to_owned(),
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })
     }
 }
 
@@ -158,40 +148,24 @@ impl ServeConfig {
             Some(d) => d,
             None => default_state_dir().ok_or(ConfigError::NoStateDir)?,
         };
-        let store_root = args
-            .store_root
-            .or(file.store_root)
-            .unwrap_or_else(|| PathBuf::from("/"));
+        let store_root = args.store_root.or(file.store_root).unwrap_or_else(|| PathBuf::from("/"));
         let key_texts = if !args.trusted_public_keys.is_empty() {
             args.trusted_public_keys
         } else {
-            file.trusted_public_keys
-                .unwrap_or_else(|| vec![CACHE_NIXOS_ORG_KEY.to_owned()])
+            file.trusted_public_keys.unwrap_or_else(|| vec![CACHE_NIXOS_ORG_KEY.to_owned()])
         };
         let trusted_keys = key_texts
             .iter()
             .filter(|k| !k.trim().is_empty())
-            .map(|k| {
-                PublicKey::parse(k).map_err(|source| ConfigError::TrustedKey {
-                    key: k.clone(),
-                    source,
-                })
-            })
+            .map(|k| PublicKey::parse(k).map_err(|source| ConfigError::TrustedKey { key: k.clone(), source }))
             .collect::<Result<Vec<_>, _>>()?;
-        let upstream = match args
-            .upstream
-            .or(file.upstream)
-            .unwrap_or_else(|| DEFAULT_UPSTREAM.to_owned())
-        {
+        let upstream = match args.upstream.or(file.upstream).unwrap_or_else(|| DEFAULT_UPSTREAM.to_owned()) {
             u if u == "none" || u.is_empty() => None,
             u if u.starts_with("http://") || u.starts_with("https://") => Some(u),
             u => return Err(ConfigError::Upstream(u)),
         };
         let signer = match args.private_key_file.or(file.private_key_file) {
-            Some(p) => Some(
-                SecretKey::from_file(&p)
-                    .map_err(|source| ConfigError::PrivateKey { path: p, source })?,
-            ),
+            Some(p) => Some(SecretKey::from_file(&p).map_err(|source| ConfigError::PrivateKey { path: p, source })?),
             None => None,
         };
         Ok(Self {
@@ -202,9 +176,7 @@ impl ServeConfig {
             trusted_keys,
             upstream,
             upstream_negative_ttl: Duration::from_secs(
-                args.upstream_negative_ttl
-                    .or(file.upstream_negative_ttl)
-                    .unwrap_or(DEFAULT_NEGATIVE_TTL_SECS),
+                args.upstream_negative_ttl.or(file.upstream_negative_ttl).unwrap_or(DEFAULT_NEGATIVE_TTL_SECS),
             ),
             serve_private: args.serve_private || file.serve_private.unwrap_or(false),
             signer,
@@ -235,11 +207,7 @@ mod tests {
     fn flags_win_over_file_and_file_over_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("peerix.toml");
-        std::fs::write(
-            &cfg,
-            "listen = \"127.0.0.1:9999\"\npriority = 7\nupstream = \"none\"\n",
-        )
-        .unwrap();
+        std::fs::write(&cfg, "listen = \"127.0.0.1:9999\"\npriority = 7\nupstream = \"none\"\n").unwrap();
         let args = ServeArgs {
             config: Some(cfg.clone()),
             priority: Some(3),
@@ -259,30 +227,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("peerix.toml");
         std::fs::write(&cfg, "listne = \"127.0.0.1:1\"\n").unwrap();
-        let err = ServeConfig::resolve(ServeArgs {
-            config: Some(cfg),
-            ..Default::default()
-        })
-        .err()
-        .unwrap();
+        let err = ServeConfig::resolve(ServeArgs { config: Some(cfg), ..Default::default() }).err().unwrap();
         assert!(err.to_string().contains("unknown field"), "{err}");
         let missing = ServeArgs {
             private_key_file: Some(dir.path().join("nope")),
             state_dir: Some(dir.path().into()),
             ..Default::default()
         };
-        assert!(matches!(
-            ServeConfig::resolve(missing),
-            Err(ConfigError::PrivateKey { .. })
-        ));
+        assert!(matches!(ServeConfig::resolve(missing), Err(ConfigError::PrivateKey { .. })));
         let bad = ServeArgs {
             trusted_public_keys: vec!["garbage".into()],
             state_dir: Some(dir.path().into()),
             ..Default::default()
         };
-        assert!(matches!(
-            ServeConfig::resolve(bad),
-            Err(ConfigError::TrustedKey { .. })
-        ));
+        assert!(matches!(ServeConfig::resolve(bad), Err(ConfigError::TrustedKey { .. })));
     }
 }

@@ -74,22 +74,14 @@ pub struct LocalCache {
 }
 
 impl LocalCache {
-    pub fn new(
-        store_root: &Path,
-        state: Arc<StateDb>,
-        gate: Gate,
-        signer: Option<SecretKey>,
-    ) -> Self {
+    pub fn new(store_root: &Path, state: Arc<StateDb>, gate: Gate, signer: Option<SecretKey>) -> Self {
         Self {
             store_root: store_root.to_owned(),
             db: StoreDb::new(store_root),
             state,
             gate,
             signer,
-            rendered: Mutex::new(Rendered {
-                version: None,
-                map: HashMap::new(),
-            }),
+            rendered: Mutex::new(Rendered { version: None, map: HashMap::new() }),
             counters: Counters::default(),
         }
     }
@@ -126,8 +118,7 @@ impl LocalCache {
             self.counters.narinfo_denied.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
-        self.state
-            .record_local_path(&info.path, &info.nar_hash, info.nar_size)?;
+        self.state.record_local_path(&info.path, &info.nar_hash, info.nar_size)?;
         let body = Bytes::from(self.render(info, verdict).render());
         self.remember(*hash, version, body.clone());
         self.counters.narinfo_hits.fetch_add(1, Ordering::Relaxed);
@@ -194,10 +185,10 @@ impl LocalCache {
     pub async fn nar(&self, nar_hash: &NarHash) -> Result<Option<NarSource>, CacheError> {
         let mut candidates = Vec::new();
         for path in self.state.paths_by_nar_hash(nar_hash)? {
-            if let Some(info) = self.db.query_by_hash(&path.hash())? {
-                if info.nar_hash == *nar_hash {
-                    candidates.push(info);
-                }
+            if let Some(info) = self.db.query_by_hash(&path.hash())?
+                && info.nar_hash == *nar_hash
+            {
+                candidates.push(info);
             }
         }
         if candidates.is_empty() {
@@ -205,13 +196,9 @@ impl LocalCache {
         }
         for info in candidates {
             if self.gate.check(&info).await?.allowed() {
-                self.state
-                    .record_local_path(&info.path, &info.nar_hash, info.nar_size)?;
+                self.state.record_local_path(&info.path, &info.nar_hash, info.nar_size)?;
                 return Ok(Some(NarSource {
-                    fs_path: self
-                        .store_root
-                        .join("nix/store")
-                        .join(info.path.base_name()),
+                    fs_path: self.store_root.join("nix/store").join(info.path.base_name()),
                     path: info.path,
                     nar_size: info.nar_size,
                 }));

@@ -61,11 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => run_serve(args),
-        Command::Keygen {
-            name,
-            secret_file,
-            public_file,
-        } => keygen(&name, &secret_file, &public_file),
+        Command::Keygen { name, secret_file, public_file } => keygen(&name, &secret_file, &public_file),
         Command::Status { url, json } => status(&url, json),
     };
     match result {
@@ -78,10 +74,7 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -92,20 +85,13 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let state = Arc::new(StateDb::open(&cfg.state_dir)?);
     let upstream = cfg.upstream.as_deref().map(Upstream::new).transpose()?;
-    let gate = Gate::new(
-        cfg.trusted_keys,
-        upstream,
-        cfg.serve_private,
-        cfg.upstream_negative_ttl,
-        state.clone(),
-    );
+    let gate = Gate::new(cfg.trusted_keys, upstream, cfg.serve_private, cfg.upstream_negative_ttl, state.clone());
     let signing_key = cfg.signer.as_ref().map(|k| k.name.clone());
     let cache = LocalCache::new(&cfg.store_root, state, gate, cfg.signer);
     if !cache.store_db().exists() {
         warn!(db = %cache.store_db().db_path().display(), "no Nix database yet; serving nothing until it appears");
     }
-    let listener =
-        http::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = http::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let listen = listener.local_addr()?;
     let app = http::router(AppState::new(Inner {
         cache,
@@ -142,11 +128,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn keygen(
-    name: &str,
-    secret_file: &std::path::Path,
-    public_file: &std::path::Path,
-) -> anyhow::Result<()> {
+fn keygen(name: &str, secret_file: &std::path::Path, public_file: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let key = SecretKey::generate(name)?;
@@ -167,25 +149,15 @@ fn keygen(
 fn status(url: &str, json: bool) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let url = format!("{}/api/status", url.trim_end_matches('/'));
-        let resp = reqwest::get(&url)
-            .await
-            .with_context(|| format!("cannot reach {url} (is `peerix serve` running?)"))?;
+        let resp =
+            reqwest::get(&url).await.with_context(|| format!("cannot reach {url} (is `peerix serve` running?)"))?;
         let v: serde_json::Value = serde_json::from_str(&resp.error_for_status()?.text().await?)?;
         if json {
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
         }
-        let g = |p: &str| {
-            v.pointer(p)
-                .map(|x| x.to_string())
-                .unwrap_or_else(|| "?".into())
-        };
-        println!(
-            "peerix {}  listening on {}  up {}s",
-            g("/version"),
-            g("/listen"),
-            g("/uptime_secs")
-        );
+        let g = |p: &str| v.pointer(p).map(|x| x.to_string()).unwrap_or_else(|| "?".into());
+        println!("peerix {}  listening on {}  up {}s", g("/version"), g("/listen"), g("/uptime_secs"));
         println!(
             "store      {} ({} valid paths, {} NAR bytes)",
             g("/store_root"),

@@ -21,8 +21,7 @@ use crate::store::{StateDb, StateError, UpstreamVerdict, now_secs};
 use crate::upstream::Upstream;
 
 /// The key cache.nixos.org signs with; trusted unless the operator names other keys.
-pub const CACHE_NIXOS_ORG_KEY: &str =
-    "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+pub const CACHE_NIXOS_ORG_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
 
 /// An unreachable upstream is asked again after this long (a flapping link should not turn every
 /// narinfo request into a 5 s wait, nor keep a path private for an hour).
@@ -68,14 +67,7 @@ impl Gate {
         negative_ttl: Duration,
         state: Arc<StateDb>,
     ) -> Self {
-        Self {
-            trusted,
-            upstream,
-            serve_private,
-            negative_ttl,
-            state,
-            checks: Semaphore::new(MAX_UPSTREAM_CHECKS),
-        }
+        Self { trusted, upstream, serve_private, negative_ttl, state, checks: Semaphore::new(MAX_UPSTREAM_CHECKS) }
     }
 
     pub fn trusted_keys(&self) -> &[PublicKey] {
@@ -87,36 +79,24 @@ impl Gate {
         if info.sigs.is_empty() {
             return None;
         }
-        let fp = signing::fingerprint(
-            &info.path,
-            &info.nar_hash.to_string(),
-            info.nar_size,
-            &info.references,
-        );
-        self.trusted
-            .iter()
-            .find(|k| info.sigs.iter().any(|s| k.verifies(&fp, s)))
-            .map(|k| k.name.as_str())
+        let fp = signing::fingerprint(&info.path, &info.nar_hash.to_string(), info.nar_size, &info.references);
+        self.trusted.iter().find(|k| info.sigs.iter().any(|s| k.verifies(&fp, s))).map(|k| k.name.as_str())
     }
 
     pub async fn check(&self, info: &PathInfo) -> Result<Verdict, StateError> {
         if let Some(key) = self.trusted_signer(info) {
-            return Ok(Verdict::TrustedSignature {
-                key: key.to_owned(),
-            });
+            return Ok(Verdict::TrustedSignature { key: key.to_owned() });
         }
         if self.serve_private {
             return Ok(Verdict::ServePrivate);
         }
         let Some(upstream) = &self.upstream else {
-            return Ok(Verdict::Private {
-                reason: "no trusted signature and no upstream configured",
-            });
+            return Ok(Verdict::Private { reason: "no trusted signature and no upstream configured" });
         };
-        if let Some(stored) = self.state.upstream_verdict(&info.path, &info.nar_hash)? {
-            if let Some(v) = self.fresh(stored.verdict, stored.checked_at, stored.upstream_sigs) {
-                return Ok(v);
-            }
+        if let Some(stored) = self.state.upstream_verdict(&info.path, &info.nar_hash)?
+            && let Some(v) = self.fresh(stored.verdict, stored.checked_at, stored.upstream_sigs)
+        {
+            return Ok(v);
         }
         let _permit = self.checks.acquire().await.ok();
         let (verdict, sigs) = match upstream.narinfo(&info.path.hash()).await {
@@ -133,18 +113,12 @@ impl Gate {
                 (UpstreamVerdict::Unreachable, Vec::new())
             }
         };
-        self.state
-            .set_upstream_verdict(&info.path, &info.nar_hash, verdict, &sigs)?;
+        self.state.set_upstream_verdict(&info.path, &info.nar_hash, verdict, &sigs)?;
         Ok(Self::verdict_of(verdict, sigs))
     }
 
     /// A stored verdict, if it is still to be believed.
-    fn fresh(
-        &self,
-        verdict: UpstreamVerdict,
-        checked_at: i64,
-        sigs: Vec<String>,
-    ) -> Option<Verdict> {
+    fn fresh(&self, verdict: UpstreamVerdict, checked_at: i64, sigs: Vec<String>) -> Option<Verdict> {
         let age = now_secs().saturating_sub(checked_at).max(0) as u64;
         let fresh = match verdict {
             UpstreamVerdict::Same => true,
@@ -157,12 +131,12 @@ impl Gate {
     fn verdict_of(verdict: UpstreamVerdict, sigs: Vec<String>) -> Verdict {
         match verdict {
             UpstreamVerdict::Same => Verdict::Upstream { sigs },
-            UpstreamVerdict::Absent => Verdict::Private {
-                reason: "no trusted signature and upstream does not have this NAR",
-            },
-            UpstreamVerdict::Unreachable => Verdict::Private {
-                reason: "no trusted signature and upstream could not be reached",
-            },
+            UpstreamVerdict::Absent => {
+                Verdict::Private { reason: "no trusted signature and upstream does not have this NAR" }
+            }
+            UpstreamVerdict::Unreachable => {
+                Verdict::Private { reason: "no trusted signature and upstream could not be reached" }
+            }
         }
     }
 }

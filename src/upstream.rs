@@ -39,10 +39,7 @@ impl Upstream {
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("peerix/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            http,
-        })
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
     }
 
     pub fn url(&self) -> &str {
@@ -51,20 +48,13 @@ impl Upstream {
 
     /// The upstream narinfo for `hash`, `None` on 404/403 (what Nix also reads as "not in cache").
     pub async fn narinfo(&self, hash: &StoreHash) -> Result<Option<NarInfo>, UpstreamError> {
-        let mut resp = self
-            .http
-            .get(format!("{}/{hash}.narinfo", self.base))
-            .send()
-            .await?;
+        let mut resp = self.http.get(format!("{}/{hash}.narinfo", self.base)).send().await?;
         match resp.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => return Ok(None),
             other => return Err(UpstreamError::Status(other)),
         }
-        if resp
-            .content_length()
-            .is_some_and(|n| n as usize > MAX_NARINFO_LEN)
-        {
+        if resp.content_length().is_some_and(|n| n as usize > MAX_NARINFO_LEN) {
             return Err(UpstreamError::TooLarge);
         }
         let mut body = Vec::new();

@@ -2,6 +2,8 @@
 //! concurrent narinfo requests, and bad input answered with a one-line 4xx while the daemon keeps
 //! serving (a real substitution after a burst of garbage still works).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{Read as _, Write as _};
@@ -25,25 +27,10 @@ fn setup() -> Setup {
     let f = w.build_fixture();
     w.sign(&f.top, &sk);
     let srv = w.chroot_store("srv", &[&f.top]);
-    let d = Daemon::start(
-        &w.path("state"),
-        &[
-            "--store-root",
-            srv.to_str().unwrap(),
-            "--trusted-public-key",
-            &pk,
-        ],
-    );
+    let d = Daemon::start(&w.path("state"), &["--store-root", srv.to_str().unwrap(), "--trusted-public-key", &pk]);
     let nar_url = format!("{}/{}", d.url, nar_url_of(&w, &f.top));
     let nar = nix_dump(std::path::Path::new(&f.top));
-    Setup {
-        w,
-        pk,
-        f,
-        d,
-        nar_url,
-        nar,
-    }
+    Setup { w, pk, f, d, nar_url, nar }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -80,18 +67,11 @@ async fn head_range_and_zstd() {
         assert_eq!(r.body, &s.nar[want.clone()], "{spec}");
         let cr = format!("bytes {}-{}/{n}", want.start, want.end - 1);
         assert_eq!(r.header("content-range"), Some(cr.as_str()), "{spec}");
-        assert_eq!(
-            r.header("content-encoding"),
-            None,
-            "ranges are never compressed"
-        );
+        assert_eq!(r.header("content-encoding"), None, "ranges are never compressed");
     }
     let r = request(&c, "GET", &s.nar_url, &[("range", &format!("bytes={n}-"))]).await;
     assert_eq!(r.status, 416);
-    assert_eq!(
-        r.header("content-range"),
-        Some(format!("bytes */{n}").as_str())
-    );
+    assert_eq!(r.header("content-range"), Some(format!("bytes */{n}").as_str()));
     // A Range we do not understand is ignored (RFC 9110): the whole NAR.
     let r = request(&c, "GET", &s.nar_url, &[("range", "bytes=0-1,4-5")]).await;
     assert_eq!((r.status, r.body.len()), (200, n));
@@ -100,13 +80,7 @@ async fn head_range_and_zstd() {
     assert_eq!(z.status, 200);
     assert_eq!(z.header("content-encoding"), Some("zstd"));
     assert_eq!(zstd::decode_all(&z.body[..]).unwrap(), s.nar);
-    let r = request(
-        &c,
-        "GET",
-        &s.nar_url,
-        &[("accept-encoding", "zstd"), ("range", "bytes=0-3")],
-    )
-    .await;
+    let r = request(&c, "GET", &s.nar_url, &[("accept-encoding", "zstd"), ("range", "bytes=0-3")]).await;
     assert_eq!((r.status, r.header("content-encoding")), (206, None));
     assert_eq!(r.body, &s.nar[0..4]);
 }
@@ -124,9 +98,7 @@ async fn five_hundred_concurrent_narinfo_requests_are_all_correct() {
     let mut tasks = Vec::new();
     for i in 0..500 {
         let (c, url) = (c.clone(), [&top, &dep, &miss][i % 3].clone());
-        tasks.push(tokio::spawn(async move {
-            (i % 3, request(&c, "GET", &url, &[]).await)
-        }));
+        tasks.push(tokio::spawn(async move { (i % 3, request(&c, "GET", &url, &[]).await) }));
     }
     for t in tasks {
         let (kind, r) = t.await.unwrap();
@@ -154,25 +126,14 @@ async fn bad_requests_get_one_line_4xx_and_the_daemon_keeps_serving() {
         (format!("{u}/index.html"), "GET", 404),
         (format!("{u}/nix-cache-info"), "POST", 405),
         (format!("{u}/{}.narinfo", hash_part(&s.f.top)), "PUT", 405),
-        (
-            format!("{u}/{}.narinfo", hash_part(&s.f.top)),
-            "DELETE",
-            405,
-        ),
+        (format!("{u}/{}.narinfo", hash_part(&s.f.top)), "DELETE", 405),
     ];
     for (url, method, status) in &cases {
         let r = request(&c, method, url, &[]).await;
         assert_eq!(r.status, *status, "{method} {url}");
         let body = r.text();
-        assert!(
-            body.ends_with('\n') && body.matches('\n').count() == 1,
-            "one line: {body:?}"
-        );
-        assert_eq!(
-            r.header("cache-control"),
-            Some("no-store"),
-            "{method} {url}"
-        );
+        assert!(body.ends_with('\n') && body.matches('\n').count() == 1, "one line: {body:?}");
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{method} {url}");
     }
     // Raw garbage on the socket: bad request lines, huge headers, a client that sends half a
     // request and leaves. Each gets an error or a closed connection, never a crash.
@@ -190,19 +151,14 @@ async fn bad_requests_get_one_line_4xx_and_the_daemon_keeps_serving() {
             let _ = sock.shutdown(std::net::Shutdown::Write);
             let mut reply = Vec::new();
             let _ = sock.read_to_end(&mut reply);
-            assert!(
-                reply.is_empty() || reply.starts_with(b"HTTP/1.1 4"),
-                "{:?}",
-                String::from_utf8_lossy(&reply)
-            );
+            assert!(reply.is_empty() || reply.starts_with(b"HTTP/1.1 4"), "{:?}", String::from_utf8_lossy(&reply));
         }
     }
     // A Range header that is not valid text is a header we ignore, not an error: the whole NAR.
     let path = s.nar_url.trim_start_matches(u.as_str());
     let mut sock = TcpStream::connect(s.d.addr).unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nRange: bytes=");
-    sock.write_all(&[req.as_bytes(), b"\xff-\xfe\r\n\r\n"].concat())
-        .unwrap();
+    sock.write_all(&[req.as_bytes(), b"\xff-\xfe\r\n\r\n"].concat()).unwrap();
     let mut reply = Vec::new();
     sock.read_to_end(&mut reply).unwrap();
     assert!(
@@ -211,22 +167,11 @@ async fn bad_requests_get_one_line_4xx_and_the_daemon_keeps_serving() {
         String::from_utf8_lossy(&reply[..60])
     );
     let huge = "x".repeat(1 << 20);
-    let r = c
-        .get(format!("{u}/nix-cache-info"))
-        .header("x-big", huge)
-        .send()
-        .await;
-    assert!(
-        r.map(|r| r.status().as_u16() == 431 || r.status().is_client_error())
-            .unwrap_or(true)
-    );
+    let r = c.get(format!("{u}/nix-cache-info")).header("x-big", huge).send().await;
+    assert!(r.map(|r| r.status().as_u16() == 431 || r.status().is_client_error()).unwrap_or(true));
     assert!(s.d.alive(), "daemon died:\n{}", s.d.log());
 
     let out = s.w.substitute("client", &s.f.top, &s.d.url, &s.pk);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!s.d.log().contains("panicked"), "{}", s.d.log());
 }

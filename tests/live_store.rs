@@ -2,6 +2,8 @@
 //! request, a signature added later shows up, and a deleted path is gone from every route at once
 //! (the rendered-narinfo cache is dropped whenever Nix's DB changes).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -16,15 +18,7 @@ async fn new_signed_and_deleted_paths_are_seen_without_restart() {
     w.sign(&first.top, &sk);
     w.sign(&second.top, &sk);
     let store = w.chroot_store("srv", &[&first.top]);
-    let d = Daemon::start(
-        &w.path("state"),
-        &[
-            "--store-root",
-            store.to_str().unwrap(),
-            "--trusted-public-key",
-            &pk,
-        ],
-    );
+    let d = Daemon::start(&w.path("state"), &["--store-root", store.to_str().unwrap(), "--trusted-public-key", &pk]);
     let narinfo = |p: &str| format!("{}/{}.narinfo", d.url, hash_part(p));
 
     let before = get(&narinfo(&first.top)).await;
@@ -32,21 +26,11 @@ async fn new_signed_and_deleted_paths_are_seen_without_restart() {
     assert_eq!(get(&narinfo(&second.top)).await.status, 404);
 
     // A new path appears.
-    run(w
-        .nix("nix")
-        .args(["copy", "--no-check-sigs", "--to"])
-        .arg(&store)
-        .arg(&second.top));
+    run(w.nix("nix").args(["copy", "--no-check-sigs", "--to"]).arg(&store).arg(&second.top));
     assert_eq!(get(&narinfo(&second.top)).await.status, 200);
 
     // A second signature is added to an already served (and cached) path.
-    run(w
-        .nix("nix")
-        .args(["store", "sign", "--store"])
-        .arg(&store)
-        .arg("--key-file")
-        .arg(&sk2)
-        .arg(&first.top));
+    run(w.nix("nix").args(["store", "sign", "--store"]).arg(&store).arg("--key-file").arg(&sk2).arg(&first.top));
     let after = get(&narinfo(&first.top)).await;
     assert!(!before.text().contains("Sig: live-2:"));
     assert!(after.text().contains("Sig: live-2:"), "{}", after.text());
@@ -54,11 +38,7 @@ async fn new_signed_and_deleted_paths_are_seen_without_restart() {
     // The path is deleted: narinfo and NAR are gone.
     let nar = format!("{}/{}", d.url, nar_url_of(&w, &second.top));
     assert_eq!(get(&nar).await.status, 200);
-    run(w
-        .nix("nix-store")
-        .arg("--store")
-        .arg(&store)
-        .args(["--delete", &second.top]));
+    run(w.nix("nix-store").arg("--store").arg(&store).args(["--delete", &second.top]));
     assert_eq!(get(&narinfo(&second.top)).await.status, 404);
     assert_eq!(get(&nar).await.status, 404);
 }

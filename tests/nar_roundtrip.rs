@@ -2,6 +2,8 @@
 //! both from the library writer and as served over HTTP; and our NAR validator accepts what nix
 //! dumps, with the same hash.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::ffi::OsStr;
@@ -34,16 +36,10 @@ fn zoo(root: &Path) -> PathBuf {
         write(&z.join(format!("pad/{n:02}")), &vec![b'x'; n], 0o644);
     }
     // Bytewise order: "B" < "Z" < "_" < "a" < "a-b" < "a.b" < "ä" < "é"; digits sort as text.
-    for name in [
-        "a", "B", "_", "Z", "a.b", "a-b", "ä", "é", "10", "9", "日本",
-    ] {
+    for name in ["a", "B", "_", "Z", "a.b", "a-b", "ä", "é", "10", "9", "日本"] {
         write(&z.join("names").join(name), name.as_bytes(), 0o644);
     }
-    write(
-        &z.join("names").join(OsStr::from_bytes(b"raw\xff\xfebytes")),
-        b"not utf-8",
-        0o644,
-    );
+    write(&z.join("names").join(OsStr::from_bytes(b"raw\xff\xfebytes")), b"not utf-8", 0o644);
     fs::create_dir_all(z.join("empty-dir")).unwrap();
     write(&z.join("n/e/s/t/e/d/deep"), b"deep", 0o644);
     fs::create_dir_all(z.join("n/e/s/t/empty")).unwrap();
@@ -75,21 +71,13 @@ fn writer_matches_nix_store_dump_for_awkward_trees() {
         );
         let summary = nar_reader::validate(&theirs[..]).unwrap();
         assert_eq!(summary.nar_size, theirs.len() as u64);
-        assert_eq!(
-            summary.nar_hash.0,
-            <[u8; 32]>::from(Sha256::digest(&theirs))
-        );
+        assert_eq!(summary.nar_hash.0, <[u8; 32]>::from(Sha256::digest(&theirs)));
     }
 }
 
 /// sha256 and length of `nix-store --dump`, streamed (the NAR can be large).
 fn nix_dump_digest(path: &Path) -> ([u8; 32], u64) {
-    let mut child = nix("nix-store", Path::new("/tmp"))
-        .arg("--dump")
-        .arg(path)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = nix("nix-store", Path::new("/tmp")).arg("--dump").arg(path).stdout(Stdio::piped()).spawn().unwrap();
     let mut out = child.stdout.take().unwrap();
     let (mut h, mut n, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
     loop {
@@ -126,16 +114,8 @@ fn pseudo_random_file(path: &Path, len: usize) {
 async fn served_nar_digest(d: &Daemon, store_path: &str) -> ([u8; 32], u64, Resp) {
     let info = get(&format!("{}/{}.narinfo", d.url, hash_part(store_path))).await;
     assert_eq!(info.status, 200, "{}", d.log());
-    let url = info
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix("URL: ").map(str::to_owned))
-        .unwrap();
-    let mut resp = client()
-        .get(format!("{}/{url}", d.url))
-        .send()
-        .await
-        .unwrap();
+    let url = info.text().lines().find_map(|l| l.strip_prefix("URL: ").map(str::to_owned)).unwrap();
+    let mut resp = client().get(format!("{}/{url}", d.url)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let (mut h, mut n) = (Sha256::new(), 0u64);
     while let Some(chunk) = resp.chunk().await.unwrap() {
@@ -154,40 +134,19 @@ async fn served_nars_match_nix_store_dump() {
     let big = w.path("big.bin");
     pseudo_random_file(&big, 100_000_003);
     let store = w.path("store");
-    let add = |p: &Path| {
-        run(w
-            .nix("nix-store")
-            .arg("--store")
-            .arg(&store)
-            .arg("--add")
-            .arg(p))
-    };
+    let add = |p: &Path| run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(p));
     let zoo_path = add(&z);
     let big_path = add(&big);
-    let d = Daemon::start(
-        &w.path("state"),
-        &["--store-root", store.to_str().unwrap(), "--serve-private"],
-    );
+    let d = Daemon::start(&w.path("state"), &["--store-root", store.to_str().unwrap(), "--serve-private"]);
 
     for (store_path, source) in [(&zoo_path, &z), (&big_path, &big)] {
         let (ours, n, info) = served_nar_digest(&d, store_path).await;
         let (theirs, m) = nix_dump_digest(source);
         assert_eq!(n, m, "{store_path}: length");
-        assert!(
-            ours == theirs,
-            "{store_path}: NAR bytes differ from nix-store --dump"
-        );
+        assert!(ours == theirs, "{store_path}: NAR bytes differ from nix-store --dump");
         assert!(info.text().contains(&format!("NarSize: {m}\n")));
-        let nix32 = run(w.nix("nix-hash").args([
-            "--type",
-            "sha256",
-            "--to-base32",
-            &data_encoding::HEXLOWER.encode(&theirs),
-        ]));
-        assert!(
-            info.text().contains(&format!("NarHash: sha256:{nix32}\n")),
-            "{}",
-            info.text()
-        );
+        let nix32 =
+            run(w.nix("nix-hash").args(["--type", "sha256", "--to-base32", &data_encoding::HEXLOWER.encode(&theirs)]));
+        assert!(info.text().contains(&format!("NarHash: sha256:{nix32}\n")), "{}", info.text());
     }
 }

@@ -33,9 +33,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, *what),
             ApiError::BadRequest(why) => (StatusCode::BAD_REQUEST, *why),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-            ApiError::RangeNotSatisfiable(_) => {
-                (StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable")
-            }
+            ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         };
         match &self {
@@ -45,14 +43,11 @@ impl IntoResponse for ApiError {
         let mut resp = (status, format!("{phrase}\n")).into_response();
         let headers = resp.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        if let ApiError::RangeNotSatisfiable(size) = self {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                headers.insert(header::CONTENT_RANGE, v);
-            }
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if let ApiError::RangeNotSatisfiable(size) = self
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            headers.insert(header::CONTENT_RANGE, v);
         }
         resp
     }

@@ -86,11 +86,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Binds `addr` with a real backlog.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
@@ -122,10 +118,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(true);
+            builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let result = tokio::select! {
@@ -142,13 +135,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
         });
     }
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            open = tracker.len(),
-            "shutdown grace period over; dropping open connections"
-        );
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        warn!(open = tracker.len(), "shutdown grace period over; dropping open connections");
     }
 }

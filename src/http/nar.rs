@@ -45,8 +45,7 @@ pub async fn get(
     let Some(stem) = file.strip_suffix(".nar") else {
         return Err(ApiError::NotFound("no such NAR"));
     };
-    let nar_hash =
-        NarHash::parse_digits(stem).map_err(|_| ApiError::BadRequest("malformed NAR hash"))?;
+    let nar_hash = NarHash::parse_digits(stem).map_err(|_| ApiError::BadRequest("malformed NAR hash"))?;
     let Some(source) = app.cache.nar(&nar_hash).await? else {
         return Err(ApiError::NotFound("no such NAR"));
     };
@@ -64,33 +63,21 @@ pub async fn get(
         Some(r) => {
             resp = resp
                 .status(StatusCode::PARTIAL_CONTENT)
-                .header(
-                    header::CONTENT_RANGE,
-                    format!("bytes {}-{}/{size}", r.start, r.end - 1),
-                )
+                .header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start, r.end - 1))
                 .header(header::CONTENT_LENGTH, r.end - r.start);
             r.clone()
         }
         None if zstd => {
-            resp = resp
-                .header(header::CONTENT_ENCODING, "zstd")
-                .header(header::VARY, "Accept-Encoding");
+            resp = resp.header(header::CONTENT_ENCODING, "zstd").header(header::VARY, "Accept-Encoding");
             0..size
         }
         None => {
-            resp = resp
-                .header(header::CONTENT_LENGTH, size)
-                .header(header::VARY, "Accept-Encoding");
+            resp = resp.header(header::CONTENT_LENGTH, size).header(header::VARY, "Accept-Encoding");
             0..size
         }
     };
-    let body = if method == Method::HEAD {
-        Body::empty()
-    } else {
-        stream(app, source, window, zstd)
-    };
-    resp.body(body)
-        .map_err(|_| ApiError::BadRequest("unrepresentable header"))
+    let body = if method == Method::HEAD { Body::empty() } else { stream(app, source, window, zstd) };
+    resp.body(body).map_err(|_| ApiError::BadRequest("unrepresentable header"))
 }
 
 /// Starts the dump thread and returns the body it feeds.
@@ -121,26 +108,12 @@ fn stream(app: AppState, source: NarSource, window: Range<u64>, zstd: bool) -> B
 }
 
 /// Dumps the window; returns the bytes handed to the channel (before compression when `zstd`).
-fn dump(
-    source: &NarSource,
-    window: Range<u64>,
-    zstd: bool,
-    tx: &mpsc::Sender<io::Result<Bytes>>,
-) -> io::Result<u64> {
-    let send = |piece: Bytes| {
-        tx.blocking_send(Ok(piece))
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
-    };
+fn dump(source: &NarSource, window: Range<u64>, zstd: bool, tx: &mpsc::Sender<io::Result<Bytes>>) -> io::Result<u64> {
+    let send = |piece: Bytes| tx.blocking_send(Ok(piece)).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe));
     let mut sent = 0u64;
     let expected = window.end - window.start;
     if zstd {
-        let mut enc = zstd::stream::write::Encoder::new(
-            PieceWriter {
-                buf: BytesMut::new(),
-                send: &send,
-            },
-            ZSTD_LEVEL,
-        )?;
+        let mut enc = zstd::stream::write::Encoder::new(PieceWriter { buf: BytesMut::new(), send: &send }, ZSTD_LEVEL)?;
         NarWriter::new(window, |piece: Bytes| {
             sent += piece.len() as u64;
             check_len(sent, expected)?;
@@ -200,13 +173,8 @@ impl http_body::Body for ChannelBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|piece| piece.map(|r| r.map(Frame::data)))
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.rx.poll_recv(cx).map(|piece| piece.map(|r| r.map(Frame::data)))
     }
 }
 
@@ -257,22 +225,15 @@ fn parse_range(spec: &str, size: u64) -> Result<Option<Range<u64>>, ApiError> {
 
 /// True if `Accept-Encoding` lists zstd with a non-zero q-value.
 fn accepts_zstd(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',').any(|item| {
-                let mut parts = item.split(';');
-                let coding = parts.next().unwrap_or("").trim();
-                let q_zero = parts.any(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
-                });
-                coding.eq_ignore_ascii_case("zstd") && !q_zero
-            })
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q_zero = parts
+                .any(|p| p.trim().strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0)));
+            coding.eq_ignore_ascii_case("zstd") && !q_zero
         })
+    })
 }
 
 #[cfg(test)]

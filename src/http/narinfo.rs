@@ -9,15 +9,11 @@ use super::error::ApiError;
 use crate::nix::store_path::StoreHash;
 
 /// Every single-segment path other than `/nix-cache-info`, `/health` and `/` lands here.
-pub async fn get(
-    State(app): State<AppState>,
-    Path(file): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn get(State(app): State<AppState>, Path(file): Path<String>) -> Result<Response, ApiError> {
     let Some(hash) = file.strip_suffix(".narinfo") else {
         return Err(ApiError::NotFound("no such resource"));
     };
-    let hash =
-        StoreHash::parse(hash).map_err(|_| ApiError::BadRequest("malformed store path hash"))?;
+    let hash = StoreHash::parse(hash).map_err(|_| ApiError::BadRequest("malformed store path hash"))?;
     match app.cache.narinfo(&hash).await? {
         Some(body) => Ok(([(header::CONTENT_TYPE, "text/x-nix-narinfo")], body).into_response()),
         None => Err(ApiError::NotFound("no such path")),

@@ -15,14 +15,8 @@ pub async fn health() -> &'static str {
 
 pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let cache = &app.cache;
-    let (valid_paths, nar_bytes) = cache
-        .store_db()
-        .counts()
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let (known_paths, verdicts) = cache
-        .state()
-        .counts()
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let (valid_paths, nar_bytes) = cache.store_db().counts().map_err(|e| ApiError::Internal(e.into()))?;
+    let (known_paths, verdicts) = cache.state().counts().map_err(|e| ApiError::Internal(e.into()))?;
     let c = &cache.counters;
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -43,11 +43,7 @@ pub fn encode(bytes: &[u8]) -> String {
         let i = b / 8;
         let j = b % 8;
         let low = bytes[i] as u16 >> j;
-        let high = if i + 1 < bytes.len() {
-            (bytes[i + 1] as u16) << (8 - j)
-        } else {
-            0
-        };
+        let high = if i + 1 < bytes.len() { (bytes[i + 1] as u16) << (8 - j) } else { 0 };
         out.push(ALPHABET[((low | high) & 0x1f) as usize] as char);
     }
     out
@@ -58,19 +54,13 @@ pub fn decode<const N: usize>(s: &str) -> Result<[u8; N], DecodeError> {
     let input = s.as_bytes();
     let expected = encoded_len(N);
     if input.len() != expected {
-        return Err(DecodeError::Length {
-            got: input.len(),
-            expected,
-        });
+        return Err(DecodeError::Length { got: input.len(), expected });
     }
     let mut out = [0u8; N];
     for (n, &byte) in input.iter().rev().enumerate() {
         let digit = REVERSE[byte as usize];
         if digit == 0xff {
-            return Err(DecodeError::Character {
-                pos: input.len() - 1 - n,
-                byte,
-            });
+            return Err(DecodeError::Character { pos: input.len() - 1 - n, byte });
         }
         let b = n * 5;
         let i = b / 8;
@@ -100,22 +90,14 @@ mod tests {
     fn sha256_of_hello_matches_nix_hash() {
         // `echo hello | nix-hash --type sha256 --flat --base32 /dev/stdin`, checked on this machine kind.
         let digest: [u8; 32] = Sha256::digest(b"hello\n").into();
-        assert_eq!(
-            encode(&digest),
-            "00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq"
-        );
-        assert_eq!(
-            decode::<32>("00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq"),
-            Ok(digest)
-        );
+        assert_eq!(encode(&digest), "00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq");
+        assert_eq!(decode::<32>("00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq"), Ok(digest));
     }
 
     #[test]
     fn roundtrips_every_length_and_pattern() {
         for len in [1usize, 2, 5, 19, 20, 32, 64] {
-            let bytes: Vec<u8> = (0..len)
-                .map(|i| (i as u8).wrapping_mul(151).wrapping_add(7))
-                .collect();
+            let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(151).wrapping_add(7)).collect();
             let s = encode(&bytes);
             assert_eq!(s.len(), encoded_len(len));
             match len {
@@ -129,21 +111,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert!(matches!(
-            decode::<20>("abc"),
-            Err(DecodeError::Length { .. })
-        ));
+        assert!(matches!(decode::<20>("abc"), Err(DecodeError::Length { .. })));
         let bad = format!("e{}", "0".repeat(31));
-        assert!(matches!(
-            decode::<20>(&bad),
-            Err(DecodeError::Character { pos: 0, .. })
-        ));
+        assert!(matches!(decode::<20>(&bad), Err(DecodeError::Character { pos: 0, .. })));
         // 52 digits hold 260 bits; a leading digit above 0b1 overflows 256 bits.
         let over = format!("z{}", "0".repeat(51));
-        assert!(matches!(
-            decode::<32>(&over),
-            Err(DecodeError::Overflow { .. })
-        ));
+        assert!(matches!(decode::<32>(&over), Err(DecodeError::Overflow { .. })));
         assert!(!is_nix32("0123e"));
         assert!(is_nix32("0123a"));
     }

@@ -29,13 +29,9 @@ impl NarHash {
     /// A bare digest: 52 nix32 characters or 64 hex digits.
     pub fn parse_digits(digits: &str) -> Result<Self, HashError> {
         match digits.len() {
-            52 => base32::decode::<32>(digits)
-                .map(Self)
-                .map_err(|_| HashError),
+            52 => base32::decode::<32>(digits).map(Self).map_err(|_| HashError),
             64 => {
-                let bytes = HEXLOWER_PERMISSIVE
-                    .decode(digits.as_bytes())
-                    .map_err(|_| HashError)?;
+                let bytes = HEXLOWER_PERMISSIVE.decode(digits.as_bytes()).map_err(|_| HashError)?;
                 bytes.as_slice().try_into().map(Self).map_err(|_| HashError)
             }
             _ => Err(HashError),

@@ -51,10 +51,7 @@ fn walk_node(
     depth: usize,
 ) -> io::Result<()> {
     if depth > MAX_DUMP_DEPTH {
-        return Err(io::Error::other(format!(
-            "{} nests deeper than {MAX_DUMP_DEPTH} levels",
-            path.display()
-        )));
+        return Err(io::Error::other(format!("{} nests deeper than {MAX_DUMP_DEPTH} levels", path.display())));
     }
     let meta = fs::symlink_metadata(path)?;
     put_str(framing, b"(");
@@ -81,9 +78,7 @@ fn walk_node(
         framing.extend_from_slice(padding(len));
     } else if ft.is_dir() {
         put_str(framing, b"directory");
-        let mut names: Vec<_> = fs::read_dir(path)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()?;
+        let mut names: Vec<_> = fs::read_dir(path)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             put_str(framing, b"entry");
@@ -95,10 +90,7 @@ fn walk_node(
             put_str(framing, b")");
         }
     } else {
-        return Err(io::Error::other(format!(
-            "{} has an unsupported file type",
-            path.display()
-        )));
+        return Err(io::Error::other(format!("{} has an unsupported file type", path.display())));
     }
     put_str(framing, b")");
     Ok(())
@@ -126,12 +118,7 @@ pub struct NarWriter<F: FnMut(Bytes) -> io::Result<()>> {
 
 impl<F: FnMut(Bytes) -> io::Result<()>> NarWriter<F> {
     pub fn new(window: Range<u64>, ship: F) -> Self {
-        Self {
-            window,
-            pos: 0,
-            buf: BytesMut::with_capacity(OUT_CHUNK),
-            ship,
-        }
+        Self { window, pos: 0, buf: BytesMut::with_capacity(OUT_CHUNK), ship }
     }
 
     /// Dumps `root` and returns how many bytes the whole NAR has (not only the window).
@@ -191,21 +178,14 @@ impl<F: FnMut(Bytes) -> io::Result<()>> NarWriter<F> {
 
     /// Reads `count` bytes from `offset` of a file that must be `expected_len` long, straight into
     /// the output buffer (no intermediate copy).
-    fn copy_file(
-        &mut self,
-        path: &Path,
-        offset: u64,
-        count: u64,
-        expected_len: u64,
-    ) -> io::Result<()> {
+    fn copy_file(&mut self, path: &Path, offset: u64, count: u64, expected_len: u64) -> io::Result<()> {
         let mut file = File::open(path)?;
         if offset > 0 {
             file.seek(SeekFrom::Start(offset))?;
         }
         let mut left = count;
         while left > 0 {
-            let room =
-                (OUT_CHUNK - self.buf.len()).min(usize::try_from(left).unwrap_or(usize::MAX));
+            let room = (OUT_CHUNK - self.buf.len()).min(usize::try_from(left).unwrap_or(usize::MAX));
             let filled = self.buf.len();
             self.buf.resize(filled + room, 0);
             let n = read_full(&mut file, &mut self.buf[filled..])?;
@@ -213,10 +193,7 @@ impl<F: FnMut(Bytes) -> io::Result<()>> NarWriter<F> {
             if n < room {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "{} shrank below {expected_len} bytes while being read",
-                        path.display()
-                    ),
+                    format!("{} shrank below {expected_len} bytes while being read", path.display()),
                 ));
             }
             left -= n as u64;
@@ -265,15 +242,7 @@ mod tests {
         fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
         let nar = dump_to_vec(&f).unwrap();
         let mut expect = Vec::new();
-        for t in [
-            &b"nix-archive-1"[..],
-            b"(",
-            b"type",
-            b"regular",
-            b"contents",
-            b"hi",
-            b")",
-        ] {
+        for t in [&b"nix-archive-1"[..], b"(", b"type", b"regular", b"contents", b"hi", b")"] {
             put_str(&mut expect, t);
         }
         assert_eq!(nar, expect);
@@ -289,15 +258,7 @@ mod tests {
         std::os::unix::fs::symlink("../a", root.join("sub/l")).unwrap();
         let whole = dump_to_vec(&root).unwrap();
         let n = whole.len() as u64;
-        for (s, e) in [
-            (0, 1),
-            (0, n),
-            (1, n),
-            (100, 200),
-            (200, OUT_CHUNK as u64 * 2 + 3),
-            (n - 9, n),
-            (n - 1, n),
-        ] {
+        for (s, e) in [(0, 1), (0, n), (1, n), (100, 200), (200, OUT_CHUNK as u64 * 2 + 3), (n - 9, n), (n - 1, n)] {
             let mut part = Vec::new();
             let total = NarWriter::new(s..e, |b: Bytes| {
                 part.extend_from_slice(&b);

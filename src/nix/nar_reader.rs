@@ -35,10 +35,7 @@ pub enum NarErrorKind {
     #[error("read failed")]
     Io(#[source] io::Error),
     #[error("expected {expected:?}, found {found:?}")]
-    Unexpected {
-        expected: &'static str,
-        found: String,
-    },
+    Unexpected { expected: &'static str, found: String },
     #[error("token of {0} bytes is longer than allowed")]
     TooLong(u64),
     #[error("non-zero padding")]
@@ -65,12 +62,7 @@ pub struct NarSummary {
 
 /// Reads a whole NAR from `input` and validates it.
 pub fn validate(input: impl Read) -> Result<NarSummary, NarError> {
-    let mut p = Parser {
-        input,
-        offset: 0,
-        hasher: Sha256::new(),
-        summary: (0, 0, 0),
-    };
+    let mut p = Parser { input, offset: 0, hasher: Sha256::new(), summary: (0, 0, 0) };
     p.expect(MAGIC, "nix-archive-1")?;
     p.node(0)?;
     let mut probe = [0u8; 1];
@@ -97,10 +89,7 @@ struct Parser<R> {
 
 impl<R: Read> Parser<R> {
     fn err(&self, kind: NarErrorKind) -> NarError {
-        NarError {
-            offset: self.offset,
-            kind,
-        }
+        NarError { offset: self.offset, kind }
     }
 
     fn fill(&mut self, buf: &mut [u8]) -> Result<(), NarError> {
@@ -132,10 +121,7 @@ impl<R: Read> Parser<R> {
         let mut b = [0u8; 8];
         self.fill(&mut b[..pad])?;
         if b[..pad].iter().any(|&x| x != 0) {
-            return Err(NarError {
-                offset: at,
-                kind: NarErrorKind::Padding,
-            });
+            return Err(NarError { offset: at, kind: NarErrorKind::Padding });
         }
         Ok(())
     }
@@ -144,10 +130,7 @@ impl<R: Read> Parser<R> {
         let at = self.offset;
         let len = self.u64()?;
         if len > max {
-            return Err(NarError {
-                offset: at,
-                kind: NarErrorKind::TooLong(len),
-            });
+            return Err(NarError { offset: at, kind: NarErrorKind::TooLong(len) });
         }
         let mut s = vec![0u8; len as usize];
         self.fill(&mut s)?;
@@ -199,10 +182,7 @@ impl<R: Read> Parser<R> {
                 let at = self.offset;
                 let target = self.string(MAX_TARGET)?;
                 if target.is_empty() || target.contains(&0) {
-                    return Err(NarError {
-                        offset: at,
-                        kind: NarErrorKind::BadName(lossy(&target)),
-                    });
+                    return Err(NarError { offset: at, kind: NarErrorKind::BadName(lossy(&target)) });
                 }
             }
             b"directory" => {
@@ -219,27 +199,16 @@ impl<R: Read> Parser<R> {
                     self.expect(b"name", "name")?;
                     let at = self.offset;
                     let name = self.string(MAX_NAME)?;
-                    if name.is_empty()
-                        || name == b"."
-                        || name == b".."
-                        || name.contains(&b'/')
-                        || name.contains(&0)
+                    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+                        return Err(NarError { offset: at, kind: NarErrorKind::BadName(lossy(&name)) });
+                    }
+                    if let Some(p) = &prev
+                        && name <= *p
                     {
                         return Err(NarError {
                             offset: at,
-                            kind: NarErrorKind::BadName(lossy(&name)),
+                            kind: NarErrorKind::Unsorted { prev: lossy(p), name: lossy(&name) },
                         });
-                    }
-                    if let Some(p) = &prev {
-                        if name <= *p {
-                            return Err(NarError {
-                                offset: at,
-                                kind: NarErrorKind::Unsorted {
-                                    prev: lossy(p),
-                                    name: lossy(&name),
-                                },
-                            });
-                        }
                     }
                     self.expect(b"node", "node")?;
                     self.node(depth + 1)?;
@@ -268,13 +237,7 @@ fn lossy(b: &[u8]) -> String {
 }
 
 fn unexpected(offset: u64, expected: &'static str, found: &[u8]) -> NarError {
-    NarError {
-        offset,
-        kind: NarErrorKind::Unexpected {
-            expected,
-            found: lossy(found),
-        },
-    }
+    NarError { offset, kind: NarErrorKind::Unexpected { expected, found: lossy(found) } }
 }
 
 #[cfg(test)]
@@ -287,8 +250,7 @@ mod tests {
         fn s(mut self, t: &[u8]) -> Self {
             self.0.extend_from_slice(&(t.len() as u64).to_le_bytes());
             self.0.extend_from_slice(t);
-            self.0
-                .extend_from_slice(crate::nix::nar::padding(t.len() as u64));
+            self.0.extend_from_slice(crate::nix::nar::padding(t.len() as u64));
             self
         }
         fn toks(self, ts: &[&str]) -> Self {
@@ -301,10 +263,7 @@ mod tests {
     fn dir_with(names: &[&[u8]]) -> Vec<u8> {
         let mut b = nar().toks(&["(", "type", "directory"]);
         for n in names {
-            b = b
-                .toks(&["entry", "(", "name"])
-                .s(n)
-                .toks(&["node", "(", "type", "symlink", "target", "x", ")", ")"]);
+            b = b.toks(&["entry", "(", "name"]).s(n).toks(&["node", "(", "type", "symlink", "target", "x", ")", ")"]);
         }
         b.toks(&[")"]).0
     }
@@ -321,26 +280,14 @@ mod tests {
     #[test]
     fn rejects_each_malformed_case_with_its_offset() {
         let kind = |b: &[u8]| validate(b).unwrap_err().kind;
-        assert!(matches!(
-            kind(&dir_with(&[b"b", b"a"])),
-            NarErrorKind::Unsorted { .. }
-        ));
-        assert!(matches!(
-            kind(&dir_with(&[b"a", b"a"])),
-            NarErrorKind::Unsorted { .. }
-        ));
+        assert!(matches!(kind(&dir_with(&[b"b", b"a"])), NarErrorKind::Unsorted { .. }));
+        assert!(matches!(kind(&dir_with(&[b"a", b"a"])), NarErrorKind::Unsorted { .. }));
         for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
-            assert!(
-                matches!(kind(&dir_with(&[bad])), NarErrorKind::BadName(_)),
-                "{bad:?}"
-            );
+            assert!(matches!(kind(&dir_with(&[bad])), NarErrorKind::BadName(_)), "{bad:?}");
         }
         let good = dir_with(&[b"a"]);
         for cut in [1, 8, 20, good.len() - 1] {
-            assert!(
-                matches!(kind(&good[..cut]), NarErrorKind::Truncated),
-                "cut {cut}"
-            );
+            assert!(matches!(kind(&good[..cut]), NarErrorKind::Truncated), "cut {cut}");
         }
         let mut trailing = good.clone();
         trailing.push(0);
@@ -351,14 +298,8 @@ mod tests {
         let e = validate(&pad[..]).unwrap_err();
         assert!(matches!(e.kind, NarErrorKind::Padding));
         assert_eq!(e.offset, 21);
-        assert!(matches!(
-            kind(&nar().toks(&["(", "type", "fifo", ")"]).0),
-            NarErrorKind::Unexpected { .. }
-        ));
-        assert!(matches!(
-            kind(&nar().s(b"nix-archive-2").0),
-            NarErrorKind::Unexpected { .. }
-        ));
+        assert!(matches!(kind(&nar().toks(&["(", "type", "fifo", ")"]).0), NarErrorKind::Unexpected { .. }));
+        assert!(matches!(kind(&nar().s(b"nix-archive-2").0), NarErrorKind::Unexpected { .. }));
     }
 
     #[test]
@@ -375,26 +316,12 @@ mod tests {
             b.0
         }
         assert!(validate(&nested(MAX_DEPTH)[..]).is_ok());
-        assert!(matches!(
-            validate(&nested(MAX_DEPTH + 1)[..]).unwrap_err().kind,
-            NarErrorKind::TooDeep
-        ));
+        assert!(matches!(validate(&nested(MAX_DEPTH + 1)[..]).unwrap_err().kind, NarErrorKind::TooDeep));
     }
 
     #[test]
     fn executable_file_with_padding() {
-        let b = nar()
-            .toks(&[
-                "(",
-                "type",
-                "regular",
-                "executable",
-                "",
-                "contents",
-                "hello",
-                ")",
-            ])
-            .0;
+        let b = nar().toks(&["(", "type", "regular", "executable", "", "contents", "hello", ")"]).0;
         let s = validate(&b[..]).unwrap();
         assert_eq!(s.regular_files, 1);
     }

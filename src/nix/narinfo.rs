@@ -86,23 +86,15 @@ impl NarInfo {
                 "URL" => return Err(ParseError::Field("URL")),
                 "Compression" => set(&mut compression, value.to_owned(), "Compression")?,
                 "FileHash" => set(&mut file_hash, value.to_owned(), "FileHash")?,
-                "FileSize" => set(
-                    &mut file_size,
-                    value.parse().map_err(|_| ParseError::Field("FileSize"))?,
-                    "FileSize",
-                )?,
-                "NarHash" => set(
-                    &mut nar_hash,
-                    NarHash::parse(value).map_err(|_| ParseError::Field("NarHash"))?,
-                    "NarHash",
-                )?,
-                "NarSize" => set(
-                    &mut nar_size,
-                    value
-                        .parse::<u64>()
-                        .map_err(|_| ParseError::Field("NarSize"))?,
-                    "NarSize",
-                )?,
+                "FileSize" => {
+                    set(&mut file_size, value.parse().map_err(|_| ParseError::Field("FileSize"))?, "FileSize")?
+                }
+                "NarHash" => {
+                    set(&mut nar_hash, NarHash::parse(value).map_err(|_| ParseError::Field("NarHash"))?, "NarHash")?
+                }
+                "NarSize" => {
+                    set(&mut nar_size, value.parse::<u64>().map_err(|_| ParseError::Field("NarSize"))?, "NarSize")?
+                }
                 "References" => {
                     let refs = value
                         .split(' ')
@@ -112,9 +104,7 @@ impl NarInfo {
                         .map_err(|_| ParseError::Field("References"))?;
                     set(&mut references, refs, "References")?
                 }
-                "Deriver" if value != "unknown-deriver" => {
-                    set(&mut deriver, value.to_owned(), "Deriver")?
-                }
+                "Deriver" if value != "unknown-deriver" => set(&mut deriver, value.to_owned(), "Deriver")?,
                 "Sig" => sigs.push(value.to_owned()),
                 "CA" => set(&mut ca, value.to_owned(), "CA")?,
                 _ => {}
@@ -127,9 +117,7 @@ impl NarInfo {
         Ok(Self {
             store_path: store_path.ok_or(ParseError::Missing("StorePath"))?,
             url: url.ok_or(ParseError::Missing("URL"))?,
-            compression: compression
-                .filter(|c| !c.is_empty())
-                .unwrap_or_else(|| "bzip2".into()),
+            compression: compression.filter(|c| !c.is_empty()).unwrap_or_else(|| "bzip2".into()),
             file_hash,
             file_size,
             nar_hash: nar_hash.ok_or(ParseError::Missing("NarHash"))?,
@@ -179,12 +167,7 @@ impl NarInfo {
     }
 
     pub fn fingerprint(&self) -> String {
-        signing::fingerprint(
-            &self.store_path,
-            &self.nar_hash.to_string(),
-            self.nar_size,
-            &self.references,
-        )
+        signing::fingerprint(&self.store_path, &self.nar_hash.to_string(), self.nar_size, &self.references)
     }
 }
 
@@ -210,8 +193,7 @@ Sig: test1:W3XrHvMHL+euCWu9qO70z2D0pHcRUeBv4xyS6rm3KWCjbf06s6G8ci40xHPVpDlhJTEyZ
         let info = NarInfo::parse(REAL).unwrap();
         assert_eq!(info.render(), REAL);
         assert_eq!(info.references.len(), 1);
-        let pk = signing::PublicKey::parse("test1:bIaRPL6uuzV+ejRATqJRADAMeGZd68iYCdkypnRHOlE=")
-            .unwrap();
+        let pk = signing::PublicKey::parse("test1:bIaRPL6uuzV+ejRATqJRADAMeGZd68iYCdkypnRHOlE=").unwrap();
         assert!(pk.verifies(&info.fingerprint(), &info.sigs[0]));
     }
 
@@ -225,30 +207,14 @@ Sig: test1:W3XrHvMHL+euCWu9qO70z2D0pHcRUeBv4xyS6rm3KWCjbf06s6G8ci40xHPVpDlhJTEyZ
 
     #[test]
     fn rejects_what_nix_rejects() {
-        assert_eq!(
-            NarInfo::parse(REAL.trim_end()),
-            Err(ParseError::NoTrailingNewline)
-        );
-        assert_eq!(
-            NarInfo::parse(&REAL.replace("NarSize: 792", "NarSize: 0")),
-            Err(ParseError::Field("NarSize"))
-        );
-        assert_eq!(
-            NarInfo::parse(&REAL.replace("NarSize: 792\n", "")),
-            Err(ParseError::Missing("NarSize"))
-        );
+        assert_eq!(NarInfo::parse(REAL.trim_end()), Err(ParseError::NoTrailingNewline));
+        assert_eq!(NarInfo::parse(&REAL.replace("NarSize: 792", "NarSize: 0")), Err(ParseError::Field("NarSize")));
+        assert_eq!(NarInfo::parse(&REAL.replace("NarSize: 792\n", "")), Err(ParseError::Missing("NarSize")));
         assert!(NarInfo::parse(&REAL.replace('\n', "\r\n")).is_err());
         assert_eq!(NarInfo::parse("garbage\n"), Err(ParseError::Line(1)));
-        let dup =
-            format!("{REAL}StorePath: /nix/store/4mspmnyqbg8wgv51qfcjppav6w9x9zfw-hello-out\n");
-        assert_eq!(
-            NarInfo::parse(&dup),
-            Err(ParseError::Duplicate("StorePath"))
-        );
-        assert_eq!(
-            NarInfo::parse(&"x".repeat(MAX_NARINFO_LEN + 1)),
-            Err(ParseError::TooLarge)
-        );
+        let dup = format!("{REAL}StorePath: /nix/store/4mspmnyqbg8wgv51qfcjppav6w9x9zfw-hello-out\n");
+        assert_eq!(NarInfo::parse(&dup), Err(ParseError::Duplicate("StorePath")));
+        assert_eq!(NarInfo::parse(&"x".repeat(MAX_NARINFO_LEN + 1)), Err(ParseError::TooLarge));
     }
 
     #[test]

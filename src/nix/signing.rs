@@ -22,11 +22,7 @@ pub enum KeyError {
     #[error("key data is not valid base64")]
     Base64,
     #[error("{kind} key must decode to {expected} bytes, got {got}")]
-    Length {
-        kind: &'static str,
-        expected: usize,
-        got: usize,
-    },
+    Length { kind: &'static str, expected: usize, got: usize },
     #[error("secret key's public half does not match its seed")]
     Mismatch,
     #[error("public key is not a valid ed25519 point")]
@@ -40,11 +36,7 @@ pub enum KeyError {
 }
 
 fn check_name(name: &str) -> Result<(), KeyError> {
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-    {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
         return Err(KeyError::Name(name.to_owned()));
     }
     Ok(())
@@ -53,9 +45,7 @@ fn check_name(name: &str) -> Result<(), KeyError> {
 fn split_key(s: &str) -> Result<(&str, Vec<u8>), KeyError> {
     let (name, data) = s.trim().split_once(':').ok_or(KeyError::Form)?;
     check_name(name)?;
-    let bytes = BASE64
-        .decode(data.as_bytes())
-        .map_err(|_| KeyError::Base64)?;
+    let bytes = BASE64.decode(data.as_bytes()).map_err(|_| KeyError::Base64)?;
     Ok((name, bytes))
 }
 
@@ -75,10 +65,7 @@ impl PublicKey {
             got: bytes.len(),
         })?;
         let key = VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::Point)?;
-        Ok(Self {
-            name: name.to_owned(),
-            key,
-        })
+        Ok(Self { name: name.to_owned(), key })
     }
 
     /// True if `sig` (a whole `name:base64` Sig value) is this key's valid signature over `fingerprint`.
@@ -96,9 +83,7 @@ impl PublicKey {
             return false;
         };
         let signature = ed25519_dalek::Signature::from_bytes(&arr);
-        self.key
-            .verify_strict(fingerprint.as_bytes(), &signature)
-            .is_ok()
+        self.key.verify_strict(fingerprint.as_bytes(), &signature).is_ok()
     }
 }
 
@@ -124,11 +109,7 @@ impl SecretKey {
     pub fn parse(s: &str) -> Result<Self, KeyError> {
         let (name, bytes) = split_key(s)?;
         if bytes.len() != 64 {
-            return Err(KeyError::Length {
-                kind: "secret",
-                expected: 64,
-                got: bytes.len(),
-            });
+            return Err(KeyError::Length { kind: "secret", expected: 64, got: bytes.len() });
         }
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&bytes[..32]);
@@ -136,17 +117,12 @@ impl SecretKey {
         if key.verifying_key().as_bytes() != &bytes[32..] {
             return Err(KeyError::Mismatch);
         }
-        Ok(Self {
-            name: name.to_owned(),
-            key,
-        })
+        Ok(Self { name: name.to_owned(), key })
     }
 
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| KeyError::Io { path: path.display().to_string(), source })?;
         Self::parse(&text)
     }
 
@@ -154,21 +130,13 @@ impl SecretKey {
     pub fn generate(name: &str) -> Result<Self, KeyError> {
         check_name(name)?;
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| KeyError::Io {
-            path: "getrandom".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        Ok(Self {
-            name: name.to_owned(),
-            key: SigningKey::from_bytes(&seed),
-        })
+        getrandom::fill(&mut seed)
+            .map_err(|e| KeyError::Io { path: "getrandom".into(), source: std::io::Error::other(e.to_string()) })?;
+        Ok(Self { name: name.to_owned(), key: SigningKey::from_bytes(&seed) })
     }
 
     pub fn public(&self) -> PublicKey {
-        PublicKey {
-            name: self.name.clone(),
-            key: self.key.verifying_key(),
-        }
+        PublicKey { name: self.name.clone(), key: self.key.verifying_key() }
     }
 
     /// `name:base64(seed ‖ public)`, exactly as `nix-store --generate-binary-cache-key` writes it.
@@ -186,12 +154,7 @@ impl SecretKey {
 }
 
 /// `1;<path>;<narHash>;<narSize>;<ref paths comma-joined>`, references sorted as Nix's `StorePathSet`.
-pub fn fingerprint(
-    path: &StorePath,
-    nar_hash: &str,
-    nar_size: u64,
-    references: &[StorePath],
-) -> String {
+pub fn fingerprint(path: &StorePath, nar_hash: &str, nar_size: u64, references: &[StorePath]) -> String {
     let mut refs: Vec<&StorePath> = references.iter().collect();
     refs.sort();
     let refs: Vec<String> = refs.iter().map(|r| r.to_string()).collect();
@@ -209,16 +172,9 @@ mod tests {
     const SIG: &str = "test1:W3XrHvMHL+euCWu9qO70z2D0pHcRUeBv4xyS6rm3KWCjbf06s6G8ci40xHPVpDlhJTEyZ8NnjzeQ+4XAzfMhBg==";
 
     fn fixture_fingerprint() -> String {
-        let path =
-            StorePath::parse("/nix/store/qxkmhhvi8i3pc831vvw023h4mhzpfflr-with-refs").unwrap();
-        let dep =
-            StorePath::parse("/nix/store/4mspmnyqbg8wgv51qfcjppav6w9x9zfw-hello-out").unwrap();
-        fingerprint(
-            &path,
-            "sha256:1fchakpf46v0jbbnjwz9qlka85ga08idb2483db55k38z4l8yk0f",
-            792,
-            &[dep],
-        )
+        let path = StorePath::parse("/nix/store/qxkmhhvi8i3pc831vvw023h4mhzpfflr-with-refs").unwrap();
+        let dep = StorePath::parse("/nix/store/4mspmnyqbg8wgv51qfcjppav6w9x9zfw-hello-out").unwrap();
+        fingerprint(&path, "sha256:1fchakpf46v0jbbnjwz9qlka85ga08idb2483db55k38z4l8yk0f", 792, &[dep])
     }
 
     #[test]
@@ -240,14 +196,8 @@ mod tests {
         assert!(!pk.verifies(&fp, &SIG.replace('W', "X")));
         assert!(!pk.verifies(&fp, "test1:AAAA"));
         assert!(matches!(PublicKey::parse("nocolon"), Err(KeyError::Form)));
-        assert!(matches!(
-            PublicKey::parse("a b:AAAA"),
-            Err(KeyError::Name(_))
-        ));
-        assert!(matches!(
-            PublicKey::parse("k:AAAA"),
-            Err(KeyError::Length { .. })
-        ));
+        assert!(matches!(PublicKey::parse("a b:AAAA"), Err(KeyError::Name(_))));
+        assert!(matches!(PublicKey::parse("k:AAAA"), Err(KeyError::Length { .. })));
         let mut bad = SK.to_owned();
         bad.replace_range(bad.len() - 6.., "AAAA==");
         assert!(matches!(SecretKey::parse(&bad), Err(KeyError::Mismatch)));

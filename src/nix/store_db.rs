@@ -78,28 +78,22 @@ impl StoreDb {
             &self.db_path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|source| StoreDbError::Open {
-            path: self.db_path.clone(),
-            source,
-        })?;
+        .map_err(|source| StoreDbError::Open { path: self.db_path.clone(), source })?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         Ok(conn)
     }
 
-    fn with_conn<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreDbError>,
-    ) -> Result<T, StoreDbError> {
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreDbError>) -> Result<T, StoreDbError> {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
         let conn = match pooled {
             Some(c) => c,
             None => self.open()?,
         };
         let out = f(&conn);
-        if let Ok(mut p) = self.pool.lock() {
-            if p.len() < POOL_SIZE {
-                p.push(conn);
-            }
+        if let Ok(mut p) = self.pool.lock()
+            && p.len() < POOL_SIZE
+        {
+            p.push(conn);
         }
         out
     }
@@ -172,11 +166,9 @@ impl StoreDb {
             return Ok((0, 0));
         }
         self.with_conn(|conn| {
-            Ok(conn.query_row(
-                "SELECT count(*), coalesce(sum(narSize), 0) FROM ValidPaths",
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-            )?)
+            Ok(conn.query_row("SELECT count(*), coalesce(sum(narSize), 0) FROM ValidPaths", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })?)
         })
     }
 }
@@ -212,9 +204,7 @@ impl Row {
         let nar_hash = NarHash::parse(&self.hash).map_err(|_| bad())?;
         let nar_size = self.nar_size.filter(|&n| n > 0).ok_or_else(bad)? as u64;
         let references = conn
-            .prepare_cached(
-                "SELECT v.path FROM Refs r JOIN ValidPaths v ON r.reference = v.id WHERE r.referrer = ?1",
-            )?
+            .prepare_cached("SELECT v.path FROM Refs r JOIN ValidPaths v ON r.reference = v.id WHERE r.referrer = ?1")?
             .query_map([self.id], |r| r.get::<_, String>(0))?
             .map(|p| p.map_err(StoreDbError::from).and_then(|p| StorePath::parse(&p).map_err(|_| bad())))
             .collect::<Result<Vec<_>, _>>()?;
@@ -224,13 +214,7 @@ impl Row {
             .and_then(|d| d.strip_prefix(STORE_DIR))
             .and_then(|d| d.strip_prefix('/'))
             .map(str::to_owned);
-        let sigs = self
-            .sigs
-            .as_deref()
-            .unwrap_or("")
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
+        let sigs = self.sigs.as_deref().unwrap_or("").split_whitespace().map(str::to_owned).collect();
         let mut references = references;
         references.sort();
         Ok(PathInfo {

@@ -20,9 +20,7 @@ const MAX_NAME_LEN: usize = 211;
 pub enum StorePathError {
     #[error("store path hash must be 32 nix32 characters")]
     Hash,
-    #[error(
-        "store path name is empty, longer than 211 bytes, or has a character outside [0-9a-zA-Z+-._?=]"
-    )]
+    #[error("store path name is empty, longer than 211 bytes, or has a character outside [0-9a-zA-Z+-._?=]")]
     Name,
     #[error("store path is not of the form /nix/store/<hash>-<name>")]
     Form,
@@ -69,10 +67,7 @@ pub struct StorePath {
 impl StorePath {
     /// Parses `/nix/store/<hash>-<name>`.
     pub fn parse(full: &str) -> Result<Self, StorePathError> {
-        let base = full
-            .strip_prefix(STORE_DIR)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .ok_or(StorePathError::Form)?;
+        let base = full.strip_prefix(STORE_DIR).and_then(|rest| rest.strip_prefix('/')).ok_or(StorePathError::Form)?;
         Self::from_base_name(base)
     }
 
@@ -83,13 +78,10 @@ impl StorePath {
         }
         StoreHash::parse(&base[..HASH_LEN])?;
         let name = &base[HASH_LEN + 1..];
-        if name.len() > MAX_NAME_LEN || !name.bytes().all(valid_name_byte) || name.starts_with('.')
-        {
+        if name.len() > MAX_NAME_LEN || !name.bytes().all(valid_name_byte) || name.starts_with('.') {
             return Err(StorePathError::Name);
         }
-        Ok(Self {
-            base: base.to_owned(),
-        })
+        Ok(Self { base: base.to_owned() })
     }
 
     pub fn hash(&self) -> StoreHash {
@@ -139,10 +131,7 @@ mod tests {
         let p = StorePath::parse("/nix/store/qxkmhhvi8i3pc831vvw023h4mhzpfflr-with-refs").unwrap();
         assert_eq!(p.hash().as_str(), "qxkmhhvi8i3pc831vvw023h4mhzpfflr");
         assert_eq!(p.name(), "with-refs");
-        assert_eq!(
-            p.to_string(),
-            "/nix/store/qxkmhhvi8i3pc831vvw023h4mhzpfflr-with-refs"
-        );
+        assert_eq!(p.to_string(), "/nix/store/qxkmhhvi8i3pc831vvw023h4mhzpfflr-with-refs");
     }
 
     #[test]

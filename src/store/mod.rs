@@ -33,14 +33,8 @@ pub enum StateError {
     },
     #[error("state database error")]
     Sql(#[from] rusqlite::Error),
-    #[error(
-        "state database {path} has schema version {found}, newer than this peerix ({supported})"
-    )]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
+    #[error("state database {path} has schema version {found}, newer than this peerix ({supported})")]
+    TooNew { path: PathBuf, found: i64, supported: i64 },
     #[error("state database lock poisoned")]
     Poisoned,
 }
@@ -69,19 +63,13 @@ pub struct StateDb {
 }
 
 pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 impl StateDb {
     /// Opens (creating and migrating) `<state_dir>/peerix.sqlite`.
     pub fn open(state_dir: &Path) -> Result<Self, StateError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StateError::Dir {
-            path: state_dir.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(state_dir).map_err(|source| StateError::Dir { path: state_dir.to_owned(), source })?;
         let path = state_dir.join(STATE_DB_FILE);
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -89,9 +77,7 @@ impl StateDb {
         conn.pragma_update(None, "synchronous", "normal")?;
         conn.pragma_update(None, "foreign_keys", "on")?;
         schema::migrate(&mut conn, &path)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
+        Ok(Self { conn: Mutex::new(conn) })
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
@@ -100,12 +86,7 @@ impl StateDb {
     }
 
     /// Remembers that `path` has NAR `nar_hash` (idempotent).
-    pub fn record_local_path(
-        &self,
-        path: &StorePath,
-        nar_hash: &NarHash,
-        nar_size: u64,
-    ) -> Result<(), StateError> {
+    pub fn record_local_path(&self, path: &StorePath, nar_hash: &NarHash, nar_size: u64) -> Result<(), StateError> {
         self.with(|c| {
             c.prepare_cached(
                 "INSERT INTO paths (hash32, store_path, nar_hash, nar_size, origin, updated_at) \
@@ -132,20 +113,13 @@ impl StateDb {
                 .prepare_cached("SELECT store_path FROM paths WHERE nar_hash = ?1")?
                 .query_map([nar_hash.to_nix32()], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows
-                .iter()
-                .filter_map(|p| StorePath::parse(p).ok())
-                .collect())
+            Ok(rows.iter().filter_map(|p| StorePath::parse(p).ok()).collect())
         })
     }
 
     /// The stored verdict for `path` with `nar_hash`: the verdict, upstream's Sig values, and when
     /// it was taken (unix seconds).
-    pub fn upstream_verdict(
-        &self,
-        path: &StorePath,
-        nar_hash: &NarHash,
-    ) -> Result<Option<StoredVerdict>, StateError> {
+    pub fn upstream_verdict(&self, path: &StorePath, nar_hash: &NarHash) -> Result<Option<StoredVerdict>, StateError> {
         self.with(|c| {
             c.prepare_cached(
                 "SELECT verdict, upstream_sigs, checked_at FROM verdicts WHERE store_path = ?1 AND nar_hash = ?2",
@@ -181,7 +155,13 @@ impl StateDb {
                  ON CONFLICT(store_path) DO UPDATE SET nar_hash = excluded.nar_hash, verdict = excluded.verdict, \
                    upstream_sigs = excluded.upstream_sigs, checked_at = excluded.checked_at",
             )?
-            .execute(params![path.to_string(), nar_hash.to_nix32(), verdict as i64, upstream_sigs.join(" "), now_secs()])?;
+            .execute(params![
+                path.to_string(),
+                nar_hash.to_nix32(),
+                verdict as i64,
+                upstream_sigs.join(" "),
+                now_secs()
+            ])?;
             Ok(())
         })
     }
@@ -209,8 +189,7 @@ mod tests {
             let db = StateDb::open(dir.path()).unwrap();
             db.record_local_path(&p, &h, 792).unwrap();
             db.record_local_path(&p, &h, 792).unwrap();
-            db.set_upstream_verdict(&p, &h, UpstreamVerdict::Same, &["k:sig".to_owned()])
-                .unwrap();
+            db.set_upstream_verdict(&p, &h, UpstreamVerdict::Same, &["k:sig".to_owned()]).unwrap();
         }
         let db = StateDb::open(dir.path()).unwrap();
         assert_eq!(db.paths_by_nar_hash(&h).unwrap(), vec![p.clone()]);

@@ -32,11 +32,7 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
     let supported = MIGRATIONS.len() as i64;
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > supported {
-        return Err(StateError::TooNew {
-            path: path.to_owned(),
-            found,
-            supported,
-        });
+        return Err(StateError::TooNew { path: path.to_owned(), found, supported });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;

@@ -4,7 +4,7 @@
 //! Every daemon binds 127.0.0.1 port 0 and reports its address on stderr ("listening on http://…"),
 //! which the harness waits for: no fixed ports, no sleeps.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -20,38 +20,22 @@ pub const NIX_CONFIG: &str =
 /// A `Command` for a nix tool with settings that work here without a daemon or network.
 pub fn nix(program: &str, xdg_cache: &Path) -> Command {
     let mut c = Command::new(program);
-    c.env_remove("NIX_REMOTE")
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .env("XDG_CACHE_HOME", xdg_cache);
+    c.env_remove("NIX_REMOTE").env("NIX_CONFIG", NIX_CONFIG).env("XDG_CACHE_HOME", xdg_cache);
     c
 }
 
 /// Runs a command, panicking with its stderr if it fails; returns trimmed stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A unique string per call, for fixture paths no other test (or earlier run) has built.
 pub fn nonce() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        t,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}-{}-{}", std::process::id(), t, N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A scratch directory with helpers for keys, fixtures and stores.
@@ -61,12 +45,7 @@ pub struct Work {
 
 impl Work {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("peerix-test-")
-                .tempdir()
-                .expect("tempdir"),
-        }
+        Self { dir: tempfile::Builder::new().prefix("peerix-test-").tempdir().expect("tempdir") }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -86,12 +65,7 @@ impl Work {
     pub fn keypair(&self, name: &str) -> (PathBuf, String) {
         let sk = self.path(&format!("{name}.sk"));
         let pk = self.path(&format!("{name}.pk"));
-        run(self
-            .nix("nix-store")
-            .arg("--generate-binary-cache-key")
-            .arg(name)
-            .arg(&sk)
-            .arg(&pk));
+        run(self.nix("nix-store").arg("--generate-binary-cache-key").arg(name).arg(&sk).arg(&pk));
         (sk, std::fs::read_to_string(&pk).expect("pk"))
     }
 
@@ -119,20 +93,14 @@ in builtins.derivation {{ name = "peerix-top"; system = builtins.currentSystem; 
 
     /// `nix store sign` on the machine's store (the signature travels with `nix copy`).
     pub fn sign(&self, path: &str, sk: &Path) {
-        run(self
-            .nix("nix")
-            .args(["store", "sign", "-r", "--key-file"])
-            .arg(sk)
-            .arg(path));
+        run(self.nix("nix").args(["store", "sign", "-r", "--key-file"]).arg(sk).arg(path));
     }
 
     /// Copies `path`'s closure into a new chroot store under this work dir.
     pub fn chroot_store(&self, name: &str, paths: &[&str]) -> PathBuf {
         let root = self.path(name);
         let mut cmd = self.nix("nix");
-        cmd.args(["copy", "--no-check-sigs", "--to"])
-            .arg(&root)
-            .args(paths);
+        cmd.args(["copy", "--no-check-sigs", "--to"]).arg(&root).args(paths);
         run(&mut cmd);
         root
     }
@@ -142,16 +110,7 @@ in builtins.derivation {{ name = "peerix-top"; system = builtins.currentSystem; 
         self.nix("nix-store")
             .arg("--store")
             .arg(self.path(store))
-            .args([
-                "--realise",
-                path,
-                "--option",
-                "substituters",
-                url,
-                "--option",
-                "trusted-public-keys",
-                keys,
-            ])
+            .args(["--realise", path, "--option", "substituters", url, "--option", "trusted-public-keys", keys])
             .args(["--option", "download-attempts", "1"])
             .output()
             .expect("nix-store --realise")
@@ -179,17 +138,8 @@ pub fn nar_url_of(work: &Work, path: &str) -> String {
 
 /// `nix-store --dump` of a path (or any file tree).
 pub fn nix_dump(path: &Path) -> Vec<u8> {
-    let out = nix("nix-store", Path::new("/tmp"))
-        .arg("--dump")
-        .arg(path)
-        .output()
-        .expect("nix-store --dump");
-    assert!(
-        out.status.success(),
-        "nix-store --dump {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = nix("nix-store", Path::new("/tmp")).arg("--dump").arg(path).output().expect("nix-store --dump");
+    assert!(out.status.success(), "nix-store --dump {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -205,8 +155,7 @@ impl Daemon {
     /// Starts `peerix serve` on 127.0.0.1:0 with `--upstream none` unless `args` names one, and waits
     /// for it to report its address.
     pub fn start(state_dir: &Path, args: &[&str]) -> Self {
-        Self::try_start(state_dir, args)
-            .unwrap_or_else(|log| panic!("peerix did not start:\n{log}"))
+        Self::try_start(state_dir, args).unwrap_or_else(|log| panic!("peerix did not start:\n{log}"))
     }
 
     /// As `start`, but returns the daemon's output if it exits instead of listening.
@@ -215,25 +164,13 @@ impl Daemon {
     }
 
     /// As `try_start`, with extra environment variables.
-    pub fn try_start_env(
-        state_dir: &Path,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Result<Self, String> {
+    pub fn try_start_env(state_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerix"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--state-dir")
-            .arg(state_dir);
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--state-dir").arg(state_dir);
         if !args.contains(&"--upstream") {
             cmd.args(["--upstream", "none"]);
         }
-        cmd.args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args(args).envs(env.iter().copied()).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn peerix");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
@@ -255,12 +192,7 @@ impl Daemon {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(addr) => {
                 let addr: SocketAddr = addr.parse().expect("address");
-                Ok(Self {
-                    child,
-                    addr,
-                    url: format!("http://{addr}"),
-                    log,
-                })
+                Ok(Self { child, addr, url: format!("http://{addr}"), log })
             }
             Err(_) => {
                 let _ = child.wait();
@@ -281,10 +213,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         for _ in 0..100 {
             if !self.alive() {
                 return;
@@ -314,37 +243,19 @@ impl Resp {
 
 /// A client that does not decompress (we check `Content-Encoding` bytes ourselves).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
+    reqwest::Client::builder().no_proxy().build().expect("client")
 }
 
-pub async fn request(
-    c: &reqwest::Client,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-) -> Resp {
-    let mut rb = c.request(
-        reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
-        url,
-    );
+pub async fn request(c: &reqwest::Client, method: &str, url: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut rb = c.request(reqwest::Method::from_bytes(method.as_bytes()).expect("method"), url);
     for (k, v) in headers {
         rb = rb.header(*k, *v);
     }
-    let resp = rb
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let resp = rb.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.bytes().await.expect("body").to_vec();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    Resp { status, headers, body }
 }
 
 pub async fn get(url: &str) -> Resp {

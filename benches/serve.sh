@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Serving speed: peerix against nginx serving the static output of
+# `nix copy --to file://…?compression=none` for the same store, in one run.
+#
+#   benches/serve.sh [--gib N] [--rounds R] [--seconds S]
+#
+# Prints a table: narinfo latency (1 keep-alive connection) and throughput (64 connections) with
+# wrk, NAR throughput over 1 and 16 connections with curl, each the median of R alternating
+# rounds, and the ratio peerix/nginx. Everything binds 127.0.0.1; peerix runs with --upstream none.
+# Needs root (nix-store --add into a chroot store), nix-bin, nginx, wrk, curl; installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GIB=1; ROUNDS=3; SECS=5
+while (($#)); do
+  case "$1" in
+    --gib) GIB=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --seconds) SECS=$2; shift 2 ;;
+    *) echo "usage: $0 [--gib N] [--rounds R] [--seconds S]" >&2; exit 2 ;;
+  esac
+done
+
+need=()
+for t in nix-store:nix-bin nginx:nginx wrk:wrk curl:curl; do
+  command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
+done
+if ((${#need[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+unset NIX_REMOTE
+export NIX_CONFIG=$'experimental-features = nix-command\nsubstituters =\nsandbox = false\nbuild-users-group =\n'
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/peerix-target}"
+cargo build --release --locked --quiet
+PEERIX="$CARGO_TARGET_DIR/release/peerix"
+
+B=$(mktemp -d /var/tmp/peerix-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$B"; }
+trap cleanup EXIT
+export XDG_CACHE_HOME=$B/xdg
+
+# --- fixture: 8 large NARs (GIB GiB in all) and 256 small paths, signed, in a chroot store --------
+echo "building fixture in $B ($GIB GiB of NARs) ..." >&2
+nix-store --generate-binary-cache-key bench-1 "$B/sk" "$B/pk" 2>/dev/null
+STORE=$B/store
+mkdir -p "$B/src"
+BIG=()
+per=$((GIB * 1024 / 8))
+for i in $(seq 1 8); do
+  head -c "${per}M" /dev/urandom > "$B/src/big-$i.bin"
+  BIG+=("$(nix-store --store "$STORE" --add "$B/src/big-$i.bin")")
+  rm "$B/src/big-$i.bin"
+done
+SMALL=()
+for i in $(seq 1 256); do
+  mkdir -p "$B/src/small-$i/bin"
+  printf 'small path %s\n' "$i" > "$B/src/small-$i/README"
+  printf '#!/bin/sh\necho %s\n' "$i" > "$B/src/small-$i/bin/run"; chmod +x "$B/src/small-$i/bin/run"
+  SMALL+=("$(nix-store --store "$STORE" --add "$B/src/small-$i")")
+done
+nix store sign --store "$STORE" --key-file "$B/sk" "${BIG[@]}" "${SMALL[@]}"
+nix copy --from "$STORE" --to "file://$B/static?compression=none" --no-check-sigs "${BIG[@]}" "${SMALL[@]}" 2>/dev/null
+
+# --- servers -------------------------------------------------------------------------------------
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+NGINX_PORT=$(free_port)
+mkdir -p "$B/nginx"
+cat > "$B/nginx/nginx.conf" <<CONF
+worker_processes 2;
+pid $B/nginx/nginx.pid;
+error_log $B/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 1000000;
+  types { text/x-nix-narinfo narinfo; application/x-nix-nar nar; }
+  client_body_temp_path $B/nginx; proxy_temp_path $B/nginx; fastcgi_temp_path $B/nginx;
+  uwsgi_temp_path $B/nginx; scgi_temp_path $B/nginx;
+  server { listen 127.0.0.1:$NGINX_PORT; root $B/static; }
+}
+CONF
+nginx -c "$B/nginx/nginx.conf" -g 'daemon off;' &
+PIDS+=($!)
+
+RUST_LOG=warn "$PEERIX" serve --listen 127.0.0.1:0 --state-dir "$B/state" --store-root "$STORE" \
+  --upstream none --trusted-public-key "$(cat "$B/pk")" 2> "$B/peerix.log" &
+PIDS+=($!)
+PEERIX_URL=""
+for _ in $(seq 100); do
+  PEERIX_URL=$(grep -o 'listening on http://[0-9.:]*' "$B/peerix.log" 2>/dev/null | sed 's/listening on //' || true)
+  [ -n "$PEERIX_URL" ] && break
+  sleep 0.1
+done
+# RUST_LOG=warn hides the info line; ask the OS instead.
+if [ -z "$PEERIX_URL" ]; then
+  PORT=$(ss -ltnpH | grep "pid=${PIDS[1]}," | awk '{print $4}' | sed 's/.*://' | head -1)
+  PEERIX_URL="http://127.0.0.1:$PORT"
+fi
+NGINX_URL="http://127.0.0.1:$NGINX_PORT"
+for u in "$NGINX_URL" "$PEERIX_URL"; do
+  for _ in $(seq 100); do curl -fsS "$u/nix-cache-info" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+# Each server's own NAR URLs (nginx: nar/<FileHash>.nar; peerix: nar/<NarHash>.nar; equal for
+# uncompressed NARs, but read them from the narinfos to be sure).
+nar_urls() { for p in "${BIG[@]}"; do h=$(basename "$p" | cut -c1-32); echo "$1/$(curl -fsS "$1/$h.narinfo" | sed -n 's/^URL: //p')"; done; }
+mapfile -t NGINX_NARS < <(nar_urls "$NGINX_URL")
+mapfile -t PEERIX_NARS < <(nar_urls "$PEERIX_URL")
+
+# Sanity: both serve the same bytes and narinfos agree on NarHash.
+h=$(basename "${BIG[0]}" | cut -c1-32)
+[ "$(curl -fsS "$NGINX_URL/$h.narinfo" | grep NarHash)" = "$(curl -fsS "$PEERIX_URL/$h.narinfo" | grep NarHash)" ]
+cmp <(curl -fsS "${NGINX_NARS[0]}") <(curl -fsS "${PEERIX_NARS[0]}")
+
+cat > "$B/narinfo.lua" <<LUA
+local paths = {}
+for line in io.lines("$B/narinfo-paths") do paths[#paths + 1] = line end
+local i =
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+LUA
+for p in "${SMALL[@]}"; do echo "/$(basename "$p" | cut -c1-32).narinfo"; done > "$B/narinfo-paths"
+
+# wrk prints "Requests/sec: N" and, with --latency, "50% Xus|ms".
+wrk_rps() { wrk -t"$1" -c"$2" -d"${SECS}s" -s "$B/narinfo.lua" "$3" | awk '/Requests\/sec/ {print $2}'; }
+nar_mbs() { # $1 = parallel downloads; rest = URLs. Downloads every URL once per slot.
+  local par=$1; shift
+  local start end bytes
+  start=$(date +%s.%N)
+  bytes=$(for ((k = 0; k < par; k++)); do printf '%s\n' "$@"; done |
+    xargs -P "$par" -n 1 curl -fsS -o /dev/null -w '%{size_download}\n' | awk '{s += $1} END {print s}')
+  end=$(date +%s.%N)
+  echo "$bytes $start $end" | awk '{printf "%.0f", $1 / ($3 - $2) / 1e6}'
+}
+median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+
+declare -A R
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r/$ROUNDS ..." >&2
+  for s in nginx peerix; do
+    if [ $s = nginx ]; then U=$NGINX_URL; NARS=("${NGINX_NARS[@]}"); else U=$PEERIX_URL; NARS=("${PEERIX_NARS[@]}"); fi
+    R[$s,c1]+="$(wrk_rps 1 1 "$U") "
+    R[$s,c64]+="$(wrk_rps 2 64 "$U") "
+    R[$s,n1]+="$(nar_mbs 1 "${NARS[@]}") "
+    R[$s,n16]+="$(nar_mbs 16 "${NARS[@]}") "
+  done
+done
+med() { tr ' ' '\n' <<<"${R[$1]}" | grep . | median; }
+
+printf '\nserving speed, %s GiB of NARs in 8 paths + 256 small paths, median of %s rounds (%s s each for wrk)\n' "$GIB" "$ROUNDS" "$SECS"
+printf '%-44s %12s %12s %8s\n' "measure" "nginx" "peerix" "ratio"
+row() { awk -v n="$2" -v p="$3" -v l="$1" 'BEGIN {
+  r = p / n; printf "%-44s %12s %12s %7.2fx\n", l, n, p, r }'; }
+n=$(med nginx,c1); p=$(med peerix,c1)
+row "narinfo latency, 1 conn (us/req; ratio p/n)" "$(awk -v x="$n" 'BEGIN{printf "%.1f", 1e6/x}')" "$(awk -v x="$p" 'BEGIN{printf "%.1f", 1e6/x}')"
+row "narinfo req/s, 64 conns" "$(med nginx,c64)" "$(med peerix,c64)"
+row "NAR MB/s, 1 conn" "$(med nginx,n1)" "$(med peerix,n1)"
+row "NAR MB/s, 16 conns" "$(med nginx,n16)" "$(med peerix,n16)"
+echo "(latency ratio: peerix/nginx, lower is better; the others: peerix/nginx, higher is better)"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests and integration tests against a real `nix`.
+# Installs what the tests need when it is missing (Debian's nix-bin 2.8; needs root, as CI has).
+# Integration tests build fixtures in /nix/store as root in single-user mode (no nix-daemon), bind
+# only 127.0.0.1, and run every daemon with `--upstream none` or a local test upstream.
+set -euo pipefail
+cd "$(dirname "$0")"
+export DEBIAN_FRONTEND=noninteractive
+
+need=()
+command -v nix-store >/dev/null 2>&1 || need+=(nix-bin)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if ((${#need[@]})); then
+  echo "test.sh: installing ${need[*]}" >&2
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Single-user nix as root: a systemd user session may set NIX_REMOTE=daemon, and no daemon runs here.
+unset NIX_REMOTE
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked "$@"
