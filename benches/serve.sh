@@ -36,6 +36,7 @@ cargo build --release --locked --quiet
 PEERIX="$CARGO_TARGET_DIR/release/peerix"
 
 B=$(mktemp -d /var/tmp/peerix-bench.XXXXXX)
+chmod 755 "$B" # nginx's workers run as www-data
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$B"; }
 trap cleanup EXIT
@@ -53,13 +54,12 @@ for i in $(seq 1 8); do
   BIG+=("$(nix-store --store "$STORE" --add "$B/src/big-$i.bin")")
   rm "$B/src/big-$i.bin"
 done
-SMALL=()
 for i in $(seq 1 256); do
   mkdir -p "$B/src/small-$i/bin"
   printf 'small path %s\n' "$i" > "$B/src/small-$i/README"
   printf '#!/bin/sh\necho %s\n' "$i" > "$B/src/small-$i/bin/run"; chmod +x "$B/src/small-$i/bin/run"
-  SMALL+=("$(nix-store --store "$STORE" --add "$B/src/small-$i")")
 done
+mapfile -t SMALL < <(nix-store --store "$STORE" --add "$B"/src/small-*)
 nix store sign --store "$STORE" --key-file "$B/sk" "${BIG[@]}" "${SMALL[@]}"
 nix copy --from "$STORE" --to "file://$B/static?compression=none" --no-check-sigs "${BIG[@]}" "${SMALL[@]}" 2>/dev/null
 
@@ -118,7 +118,7 @@ cmp <(curl -fsS "${NGINX_NARS[0]}") <(curl -fsS "${PEERIX_NARS[0]}")
 cat > "$B/narinfo.lua" <<LUA
 local paths = {}
 for line in io.lines("$B/narinfo-paths") do paths[#paths + 1] = line end
-local i =
+local i = 0
 request = function()
   i = i % #paths + 1
   return wrk.format("GET", paths[i])

@@ -49,6 +49,8 @@ pub enum ConfigError {
     Upstream(String),
     #[error("no state directory: set --state-dir, $XDG_STATE_HOME or $HOME")]
     NoStateDir,
+    #[error("size {0:?} is not a number of bytes with an optional K, M, G or T suffix")]
+    Size(String),
 }
 
 /// Flags of `peerix serve`. Every one can also be set by its `PEERIX_*` variable or the config file.
@@ -99,6 +101,16 @@ pub struct ServeArgs {
     /// narinfo, next to the signatures Nix's DB holds.
     #[arg(long, env = "PEERIX_PRIVATE_KEY_FILE", value_name = "FILE")]
     pub private_key_file: Option<PathBuf>,
+
+    /// Store paths chunked at once by the background indexer; each uses one core while it runs
+    /// [default: 1, so a first scan of a big store leaves the machine usable].
+    #[arg(long, env = "PEERIX_INDEX_JOBS", value_name = "N")]
+    pub index_jobs: Option<usize>,
+
+    /// Cap on blocks kept from peers and fallbacks, e.g. 10G [default: 10G]. Local paths are never
+    /// copied and do not count.
+    #[arg(long, env = "PEERIX_CACHE_SIZE", value_name = "BYTES")]
+    pub cache_size: Option<String>,
 }
 
 /// The config file. Keys use the long flag names.
@@ -114,6 +126,8 @@ pub struct FileConfig {
     pub upstream_negative_ttl: Option<u64>,
     pub serve_private: Option<bool>,
     pub private_key_file: Option<PathBuf>,
+    pub index_jobs: Option<usize>,
+    pub cache_size: Option<String>,
 }
 
 /// What the daemon runs with.
@@ -127,6 +141,8 @@ pub struct ServeConfig {
     pub upstream_negative_ttl: Duration,
     pub serve_private: bool,
     pub signer: Option<SecretKey>,
+    pub index_jobs: usize,
+    pub cache_size: u64,
 }
 
 impl FileConfig {
@@ -180,8 +196,34 @@ impl ServeConfig {
             ),
             serve_private: args.serve_private || file.serve_private.unwrap_or(false),
             signer,
+            index_jobs: args.index_jobs.or(file.index_jobs).unwrap_or(1).max(1),
+            cache_size: match args.cache_size.or(file.cache_size) {
+                Some(s) => parse_size(&s)?,
+                None => DEFAULT_CACHE_SIZE,
+            },
         })
     }
+}
+
+/// 10 GiB of received blocks.
+pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+
+/// `1234`, `64K`, `512M`, `10G`, `1T` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        Some((i, 'T' | 't')) => (&t[..i], 40),
+        _ => (t, 0),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| ConfigError::Size(s.to_owned()))
 }
 
 fn default_listen() -> SocketAddr {
@@ -220,6 +262,15 @@ mod tests {
         assert!(c.upstream.is_none());
         assert_eq!(c.trusted_keys.len(), 1);
         assert_eq!(c.trusted_keys[0].name, "cache.nixos.org-1");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("64k").unwrap(), 65536);
+        assert_eq!(parse_size("123").unwrap(), 123);
+        assert!(parse_size("10X").is_err());
+        assert!(parse_size("99999999T").is_err());
     }
 
     #[test]

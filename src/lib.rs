@@ -3,12 +3,18 @@
 //! Data flow of this crate (see `ARCHITECTURE.md` in the design docs):
 //! `nix` → [`http`] (binary-cache API) → [`local_cache`] → [`nix::store_db`] (Nix's DB, read-only)
 //! → [`trust`] (publish gate; [`upstream`] for NarHash checks) → [`nix::nar`] (NAR from disk).
-//! [`store`] is peerix's own SQLite state; [`config`] turns flags, env and TOML into a run config.
+//! [`publish`] indexes gated-in paths as content-defined [`ipld`] blocks; [`blocks`] serves them
+//! by CID (gateway, kubo RPC). [`store`] is peerix's own SQLite state; [`config`] turns flags, env
+//! and TOML into a run config; [`identity`] is the node's persistent ed25519 key.
 
+pub mod blocks;
 pub mod config;
 pub mod http;
+pub mod identity;
+pub mod ipld;
 pub mod local_cache;
 pub mod nix;
+pub mod publish;
 pub mod store;
 pub mod trust;
 pub mod upstream;

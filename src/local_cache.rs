@@ -90,6 +90,11 @@ impl LocalCache {
         &self.store_root
     }
 
+    /// Where a store path's files are on disk (under `--store-root`).
+    pub fn fs_path(&self, path: &StorePath) -> PathBuf {
+        self.store_root.join("nix/store").join(path.base_name())
+    }
+
     pub fn store_db(&self) -> &StoreDb {
         &self.db
     }
@@ -198,7 +203,7 @@ impl LocalCache {
             if self.gate.check(&info).await?.allowed() {
                 self.state.record_local_path(&info.path, &info.nar_hash, info.nar_size)?;
                 return Ok(Some(NarSource {
-                    fs_path: self.store_root.join("nix/store").join(info.path.base_name()),
+                    fs_path: self.fs_path(&info.path),
                     path: info.path,
                     nar_size: info.nar_size,
                 }));

@@ -74,6 +74,25 @@ impl Gate {
         &self.trusted
     }
 
+    pub fn negative_ttl(&self) -> Duration {
+        self.negative_ttl
+    }
+
+    /// Identifies the gate's settings: when it changes between runs, what was published under the
+    /// old settings is checked again before it is served.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut keys: Vec<String> = self.trusted.iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        let text = format!(
+            "keys={};upstream={};serve-private={}",
+            keys.join(","),
+            self.upstream.as_ref().map(|u| u.url()).unwrap_or("none"),
+            self.serve_private
+        );
+        data_encoding::HEXLOWER.encode(&Sha256::digest(text.as_bytes()))
+    }
+
     /// The name of a trusted key whose signature on `info` verifies, if any.
     pub fn trusted_signer(&self, info: &PathInfo) -> Option<&str> {
         if info.sigs.is_empty() {

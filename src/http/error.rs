@@ -4,11 +4,15 @@
 //! response carries `Cache-Control: no-store` (a 404 must not be kept by anything between us and nix,
 //! which already caches misses for an hour). 5xx are logged at `error`, client mistakes at `debug`.
 
+use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cid::Cid;
+use serde_json::json;
 use tracing::{debug, error};
 
-use crate::local_cache::CacheError;
+/// A server-side failure; its text is logged, never sent.
+pub type Internal = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -18,12 +22,14 @@ pub enum ApiError {
     MethodNotAllowed,
     /// `Range` starts past the end; carries the NAR size for `Content-Range: bytes */N`.
     RangeNotSatisfiable(u64),
-    Internal(CacheError),
+    /// An admin route asked from another host.
+    Forbidden,
+    Internal(Internal),
 }
 
-impl From<CacheError> for ApiError {
-    fn from(e: CacheError) -> Self {
-        ApiError::Internal(e)
+impl<E: Into<Internal>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError::Internal(e.into())
     }
 }
 
@@ -34,10 +40,11 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(why) => (StatusCode::BAD_REQUEST, *why),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "admin routes answer loopback clients only"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         };
         match &self {
-            ApiError::Internal(e) => error!(cause = %error_chain(e), "request failed"),
+            ApiError::Internal(e) => error!(cause = %error_chain(e.as_ref()), "request failed"),
             other => debug!(?other, "client error"),
         }
         let mut resp = (status, format!("{phrase}\n")).into_response();
@@ -49,6 +56,48 @@ impl IntoResponse for ApiError {
         {
             headers.insert(header::CONTENT_RANGE, v);
         }
+        resp
+    }
+}
+
+/// Errors of the kubo-compatible RPC, in kubo's JSON shape `{"Message","Code","Type":"error"}`
+/// (Code 1 is kubo's client error, 0 any other).
+#[derive(Debug)]
+pub enum RpcError {
+    Client(String),
+    NotFound(Cid),
+    MethodNotAllowed,
+    Forbidden,
+    Internal(Internal),
+}
+
+impl From<ApiError> for RpcError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Internal(e) => RpcError::Internal(e),
+            ApiError::Forbidden => RpcError::Forbidden,
+            ApiError::MethodNotAllowed => RpcError::MethodNotAllowed,
+            other => RpcError::Client(format!("{other:?}")),
+        }
+    }
+}
+
+impl IntoResponse for RpcError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match &self {
+            RpcError::Client(m) => (StatusCode::BAD_REQUEST, 1, m.clone()),
+            RpcError::NotFound(cid) => {
+                (StatusCode::NOT_FOUND, 0, format!("block was not found locally (offline): ipld: could not find {cid}"))
+            }
+            RpcError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, 1, "405 - Method Not Allowed".into()),
+            RpcError::Forbidden => (StatusCode::FORBIDDEN, 1, "the RPC API answers loopback clients only".into()),
+            RpcError::Internal(e) => {
+                error!(cause = %error_chain(e.as_ref()), "RPC request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, 0, "internal error".into())
+            }
+        };
+        let mut resp = (status, Json(json!({ "Message": message, "Code": code, "Type": "error" }))).into_response();
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
 }

@@ -1,5 +1,6 @@
-//! The daemon's HTTP server: the Nix binary-cache API for the local `nix`, plus `/health` and
-//! `/api/status`. Later layers add the gateway, kubo RPC, metrics and the dashboard here.
+//! The daemon's HTTP server: the Nix binary-cache API for the local `nix`, the trustless gateway
+//! (`/ipfs/{cid}`), a kubo-compatible RPC subset (`/api/v0/*`), and operator routes (`/health`,
+//! `/api/status`, `/api/paths/*`). `/api/*` answers loopback clients only, whatever `--listen` is.
 //!
 //! One module per resource; [`router`] builds every route; [`serve`] runs the accept loop.
 //! The accept loop is hand-rolled on hyper rather than `axum::serve` for three reasons the binary
@@ -7,8 +8,13 @@
 //! "a lot of 408s" under parallel nix load), TCP_NODELAY on every connection (narinfos are small
 //! writes; Nagle + delayed ACK costs 40 ms each), and a connection cap with graceful shutdown.
 
+mod api;
+mod body;
 mod cache_info;
+mod dag;
 mod error;
+mod gateway;
+mod kubo_rpc;
 mod nar;
 mod narinfo;
 mod status;
@@ -18,7 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use bytes::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -30,6 +39,8 @@ use tracing::{debug, warn};
 
 pub use error::{ApiError, error_chain};
 
+use crate::blocks::Blocks;
+use crate::identity::Identity;
 use crate::local_cache::LocalCache;
 
 /// Backlog of the listening socket: nix opens ~10–25 connections at once for parallel narinfo
@@ -46,7 +57,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
-    pub cache: LocalCache,
+    pub cache: Arc<LocalCache>,
+    pub blocks: Arc<Blocks>,
+    pub identity: Identity,
     pub cache_info: Bytes,
     pub started: Instant,
     pub listen: SocketAddr,
@@ -73,15 +86,37 @@ pub fn render_cache_info(priority: u32) -> Bytes {
 }
 
 pub fn router(state: AppState) -> Router {
+    let rpc = Router::new()
+        .route("/block/get", post(kubo_rpc::block_get).get(kubo_rpc::method_not_allowed))
+        .route("/block/stat", post(kubo_rpc::block_stat).get(kubo_rpc::method_not_allowed))
+        .route("/cat", post(kubo_rpc::cat).get(kubo_rpc::method_not_allowed))
+        .route("/dag/export", post(kubo_rpc::dag_export).get(kubo_rpc::method_not_allowed))
+        .route("/id", post(kubo_rpc::id).get(kubo_rpc::method_not_allowed));
+    let admin = Router::new()
+        .route("/status", get(status::status))
+        .route("/paths/{hash}", get(api::path))
+        .nest("/v0", rpc)
+        .layer(middleware::from_fn(loopback_only));
     Router::new()
         .route("/nix-cache-info", get(cache_info::get))
         .route("/health", get(status::health))
-        .route("/api/status", get(status::status))
         .route("/{file}", get(narinfo::get))
         .route("/nar/{file}", get(nar::get))
+        .route("/ipfs/{cid}", get(gateway::get))
+        .nest("/api", admin)
         .fallback(|| async { ApiError::NotFound("no such resource") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
+}
+
+/// `/api/*` is for the operator and local tools: refused to anyone not on loopback, even when the
+/// cache itself is bound to a LAN address.
+async fn loopback_only(req: Request, next: Next) -> Response {
+    let local = req.extensions().get::<ConnectInfo<SocketAddr>>().is_some_and(|c| c.0.ip().is_loopback());
+    if !local {
+        return ApiError::Forbidden.into_response();
+    }
+    next.run(req).await
 }
 
 /// Binds `addr` with a real backlog.
@@ -114,7 +149,11 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let service = TowerToHyperService::new(tower::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            tower::ServiceExt::oneshot(app.clone(), req)
+        }));
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();

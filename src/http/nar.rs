@@ -1,7 +1,7 @@
 //! `GET|HEAD /nar/<NarHash nix32>.nar`: a NAR streamed from the store path on disk.
 //!
 //! The dump runs on a blocking thread (filesystem reads) and hands 256 KiB pieces to the response
-//! through a channel of [`PIECES_IN_FLIGHT`], so a slow client holds ≤ 1 MiB of memory and the dump
+//! through a bounded channel ([`body`]), so a slow client holds ≤ 1 MiB of memory and the dump
 //! waits for it. `Range` (one range; nix uses it to resume) is served from the NAR layout: bytes
 //! before the range are skipped by seeking, not read. With `Accept-Encoding: zstd` and no `Range`, the
 //! body is zstd-compressed on the fly (`Compression: none` stays true of the NAR itself; Nix decodes
@@ -10,27 +10,20 @@
 
 use std::io::{self, Write};
 use std::ops::Range;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use http_body::Frame;
-use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, body};
 use crate::local_cache::NarSource;
 use crate::nix::hash::NarHash;
 use crate::nix::nar::{NarWriter, OUT_CHUNK};
-
-/// Pieces buffered between the dump thread and the socket (4 × 256 KiB).
-const PIECES_IN_FLIGHT: usize = 4;
 
 /// zstd level 1 compresses at ~500 MB/s per core, well above a 1 Gbit/s LAN (125 MB/s); higher
 /// levels would make the CPU, not the wire, the limit.
@@ -82,34 +75,23 @@ pub async fn get(
 
 /// Starts the dump thread and returns the body it feeds.
 fn stream(app: AppState, source: NarSource, window: Range<u64>, zstd: bool) -> Body {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(PIECES_IN_FLIGHT);
     let expected = window.end - window.start;
-    tokio::task::spawn_blocking(move || {
-        let result = dump(&source, window, zstd, &tx);
-        match result {
-            Ok(sent) if !zstd && sent != expected => {
-                warn!(path = %source.path, sent, expected, "NAR on disk differs in size from Nix's DB");
-                let _ = tx.blocking_send(Err(io::Error::other("NAR size mismatch")));
-            }
-            Ok(sent) => {
-                let counters = &app.cache.counters;
-                counters.nars_served.fetch_add(1, Ordering::Relaxed);
-                counters.nar_bytes_served.fetch_add(sent, Ordering::Relaxed);
-            }
-            // The client went away: nothing to tell anyone.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-            Err(e) => {
-                warn!(path = %source.path, cause = %e, "NAR stream aborted");
-                let _ = tx.blocking_send(Err(e));
-            }
+    body::spawn(move |tx| {
+        let sent = dump(&source, window, zstd, tx)?;
+        if !zstd && sent != expected {
+            warn!(path = %source.path, sent, expected, "NAR on disk differs in size from Nix's DB");
+            return Err(io::Error::other("NAR size mismatch"));
         }
-    });
-    Body::new(ChannelBody { rx })
+        let counters = &app.cache.counters;
+        counters.nars_served.fetch_add(1, Ordering::Relaxed);
+        counters.nar_bytes_served.fetch_add(sent, Ordering::Relaxed);
+        Ok(())
+    })
 }
 
-/// Dumps the window; returns the bytes handed to the channel (before compression when `zstd`).
-fn dump(source: &NarSource, window: Range<u64>, zstd: bool, tx: &mpsc::Sender<io::Result<Bytes>>) -> io::Result<u64> {
-    let send = |piece: Bytes| tx.blocking_send(Ok(piece)).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe));
+/// Dumps the window; returns the bytes produced (before compression when `zstd`).
+fn dump(source: &NarSource, window: Range<u64>, zstd: bool, tx: &body::Sender) -> io::Result<u64> {
+    let send = |piece: Bytes| tx.send(piece);
     let mut sent = 0u64;
     let expected = window.end - window.start;
     if zstd {
@@ -161,20 +143,6 @@ impl<F: Fn(Bytes) -> io::Result<()>> Write for PieceWriter<'_, F> {
             (self.send)(self.buf.split().freeze())?;
         }
         Ok(())
-    }
-}
-
-/// A response body fed by the dump thread.
-struct ChannelBody {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-}
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.rx.poll_recv(cx).map(|piece| piece.map(|r| r.map(Frame::data)))
     }
 }
 

@@ -8,18 +8,42 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::store::ScanProgress;
 
 pub async fn health() -> &'static str {
     "ok\n"
 }
 
+/// Scan progress with rate and ETA derived from what is persisted.
+pub fn scan_json(p: &ScanProgress) -> Value {
+    let elapsed = (p.updated_at - p.started_at).max(0) as f64;
+    let rate = if elapsed > 0.0 { p.done_bytes as f64 / elapsed } else { 0.0 };
+    let left = p.total_bytes.saturating_sub(p.done_bytes) as f64;
+    let eta = (p.running && rate > 0.0).then(|| (left / rate).ceil() as u64);
+    json!({
+        "running": p.running,
+        "done_paths": p.done_paths,
+        "total_paths": p.total_paths,
+        "done_bytes": p.done_bytes,
+        "total_bytes": p.total_bytes,
+        "bytes_per_sec": rate.round() as u64,
+        "eta_secs": eta,
+        "started_at": p.started_at,
+        "updated_at": p.updated_at,
+    })
+}
+
 pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let cache = &app.cache;
-    let (valid_paths, nar_bytes) = cache.store_db().counts().map_err(|e| ApiError::Internal(e.into()))?;
-    let (known_paths, verdicts) = cache.state().counts().map_err(|e| ApiError::Internal(e.into()))?;
+    let (valid_paths, nar_bytes) = cache.store_db().counts()?;
+    let (known_paths, verdicts) = cache.state().counts()?;
     let c = &cache.counters;
+    let index = cache.state().index_stats()?;
+    let scan = cache.state().scan_progress()?;
+    let (blocks, block_bytes) = cache.state().block_stats()?;
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "peer_id": app.identity.peer_id(),
         "uptime_secs": app.started.elapsed().as_secs(),
         "listen": app.listen.to_string(),
         "store_root": cache.store_root().display().to_string(),
@@ -36,6 +60,9 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             "serve_private": app.serve_private,
             "signing_key": app.signing_key.clone(),
         },
+        "index": index,
+        "scan": scan_json(&scan),
+        "blockstore": { "blocks": blocks, "bytes": block_bytes },
         "requests": {
             "narinfo_hits": c.narinfo_hits.load(Ordering::Relaxed),
             "narinfo_misses": c.narinfo_misses.load(Ordering::Relaxed),

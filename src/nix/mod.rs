@@ -5,6 +5,7 @@
 pub mod base32;
 pub mod hash;
 pub mod nar;
+pub mod nar_layout;
 pub mod nar_reader;
 pub mod narinfo;
 pub mod signing;

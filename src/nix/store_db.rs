@@ -42,6 +42,8 @@ pub enum StoreDbError {
 /// One valid store path as Nix's DB records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathInfo {
+    /// `ValidPaths.id`: changes when a path is deleted and registered again.
+    pub id: i64,
     pub path: StorePath,
     pub nar_hash: NarHash,
     pub nar_size: u64,
@@ -160,6 +162,28 @@ impl StoreDb {
         })
     }
 
+    /// Every valid path: (ValidPaths.id, path, NarSize), in id order. ~50 ms for 100k paths.
+    pub fn list_paths(&self) -> Result<Vec<(i64, StorePath, u64)>, StoreDbError> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare("SELECT id, path, narSize FROM ValidPaths ORDER BY id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?.unwrap_or(0)))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, path, size) = row?;
+                // A row Nix itself would reject is skipped, not fatal to the whole scan.
+                if let Ok(p) = StorePath::parse(&path) {
+                    out.push((id, p, size.max(0) as u64));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Number of valid paths and the sum of their NAR sizes.
     pub fn counts(&self) -> Result<(u64, u64), StoreDbError> {
         if !self.exists() {
@@ -218,6 +242,7 @@ impl Row {
         let mut references = references;
         references.sort();
         Ok(PathInfo {
+            id: self.id,
             path,
             nar_hash,
             nar_size,

@@ -10,7 +10,11 @@
 //! WAL with `synchronous=NORMAL`: a crash can lose the last transactions, never corrupt the file, and
 //! everything here can be recomputed.
 
+mod blockstore;
+mod index;
 mod schema;
+
+pub use index::{IndexStats, PathEntry, Published, ScanProgress, Seen, Status};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

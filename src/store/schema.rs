@@ -26,6 +26,52 @@ const MIGRATIONS: &[&str] = &[
         upstream_sigs TEXT NOT NULL DEFAULT '', -- upstream's Sig values (space-separated) when same
         checked_at  INTEGER NOT NULL
     );",
+    // 2: the block index (issue: NARs as content-defined IPLD blocks).
+    "ALTER TABLE paths ADD COLUMN nix_id INTEGER;           -- ValidPaths.id when indexed
+    ALTER TABLE paths ADD COLUMN status TEXT;               -- published | private | failed | recheck | NULL
+    ALTER TABLE paths ADD COLUMN reason TEXT;               -- why private or failed
+    ALTER TABLE paths ADD COLUMN verdict TEXT;              -- signed | upstream | serve-private
+    ALTER TABLE paths ADD COLUMN root_cid BLOB;
+    ALTER TABLE paths ADD COLUMN chunk_count INTEGER;
+    ALTER TABLE paths ADD COLUMN checked_at INTEGER;
+    CREATE INDEX paths_by_status ON paths (status);
+    CREATE INDEX paths_by_root ON paths (root_cid);
+    -- Chunks of local NARs: produced on demand from /nix/store, never copied.
+    CREATE TABLE local_chunks (
+        hash32      TEXT NOT NULL,
+        nar_offset  INTEGER NOT NULL,
+        length      INTEGER NOT NULL,
+        cid         BLOB NOT NULL,
+        PRIMARY KEY (hash32, nar_offset)
+    ) WITHOUT ROWID;
+    CREATE INDEX local_chunks_by_cid ON local_chunks (cid);
+    -- dag-pb nodes (UnixFS roots and interior nodes) of local NARs.
+    CREATE TABLE local_nodes (
+        cid         BLOB NOT NULL,
+        hash32      TEXT NOT NULL,
+        data        BLOB NOT NULL,
+        PRIMARY KEY (cid, hash32)
+    ) WITHOUT ROWID;
+    CREATE INDEX local_nodes_by_path ON local_nodes (hash32);
+    -- Blocks from peers and fallbacks, verified on insert, evicted least-recently-used first.
+    CREATE TABLE blocks (
+        cid         BLOB PRIMARY KEY NOT NULL,
+        data        BLOB NOT NULL,
+        size        INTEGER NOT NULL,
+        last_used   INTEGER NOT NULL
+    );
+    CREATE INDEX blocks_lru ON blocks (last_used);
+    CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+    CREATE TABLE scan_progress (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        running     INTEGER NOT NULL,
+        started_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        total_paths INTEGER NOT NULL,
+        done_paths  INTEGER NOT NULL,
+        total_bytes INTEGER NOT NULL,
+        done_bytes  INTEGER NOT NULL
+    );",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {

@@ -1,0 +1,192 @@
+//! Blocks by CID: the one read path behind the trustless gateway, the kubo RPC subset and
+//! (later) bitswap, so the publish gate is enforced in exactly one place.
+//!
+//! Sources, in order: inline identity CIDs; dag-pb nodes of published local NARs (SQLite);
+//! chunks of published local NARs, produced on demand from /nix/store through the NAR layout and
+//! verified against their CID before they are returned; blocks received from peers or fallbacks
+//! (the `blocks` table, verified on insert). A local chunk whose path has left the store drops out
+//! of the index and is reported missing, never wrong.
+//!
+//! The blockstore keeps received blocks under a size cap (`--cache-size`), evicting the least
+//! recently used first but never a block a transfer in progress has pinned.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use cid::Cid;
+use tracing::{debug, warn};
+
+use crate::ipld::{self, MAX_BLOCK};
+use crate::local_cache::{CacheError, LocalCache};
+use crate::nix::nar_layout::NarLayout;
+use crate::nix::store_path::StoreHash;
+use crate::store::StateError;
+
+/// NAR layouts kept for serving chunks: a layout costs one metadata walk of the path to build and
+/// a few hundred bytes per file to keep. Cleared when full.
+const LAYOUT_CACHE_ENTRIES: usize = 256;
+
+/// Where a block came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Inline,
+    LocalNode,
+    LocalChunk,
+    Blockstore,
+}
+
+pub struct Blocks {
+    cache: Arc<LocalCache>,
+    layouts: Mutex<HashMap<String, Arc<NarLayout>>>,
+    pins: Mutex<HashMap<Cid, usize>>,
+    cache_size: u64,
+}
+
+/// Keeps blocks from eviction while alive.
+pub struct PinGuard<'a> {
+    blocks: &'a Blocks,
+    cids: Vec<Cid>,
+}
+
+impl Drop for PinGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut pins) = self.blocks.pins.lock() {
+            for c in &self.cids {
+                if let Some(n) = pins.get_mut(c) {
+                    *n -= 1;
+                    if *n == 0 {
+                        pins.remove(c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("block does not match its CID")]
+    Mismatch,
+    #[error("block is larger than 1 MiB")]
+    TooLarge,
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl Blocks {
+    pub fn new(cache: Arc<LocalCache>, cache_size: u64) -> Self {
+        Self { cache, layouts: Mutex::new(HashMap::new()), pins: Mutex::new(HashMap::new()), cache_size }
+    }
+
+    pub fn cache(&self) -> &LocalCache {
+        &self.cache
+    }
+
+    /// The block, if this node may serve it. Blocking (file and SQLite reads): call from a
+    /// blocking thread on hot paths.
+    pub fn get(&self, cid: &Cid) -> Result<Option<(Bytes, Origin)>, CacheError> {
+        if let Some(data) = ipld::inline_block(cid) {
+            return Ok(Some((Bytes::copy_from_slice(data), Origin::Inline)));
+        }
+        let state = self.cache.state();
+        if cid.codec() == ipld::DAG_PB
+            && let Some(data) = state.local_node(cid)?
+        {
+            return Ok(Some((Bytes::from(data), Origin::LocalNode)));
+        }
+        if cid.codec() == ipld::RAW {
+            for (hash32, offset, len) in state.chunk_locations(cid)? {
+                if let Some(data) = self.local_chunk(cid, &hash32, offset, len)? {
+                    return Ok(Some((data, Origin::LocalChunk)));
+                }
+            }
+        }
+        Ok(state.get_block(cid)?.map(|d| (Bytes::from(d), Origin::Blockstore)))
+    }
+
+    /// Reads a chunk of a local NAR and checks it against its CID. `None` if the path is gone or
+    /// changed (then it leaves the index).
+    fn local_chunk(&self, cid: &Cid, hash32: &str, offset: u64, len: u32) -> Result<Option<Bytes>, CacheError> {
+        let read = self.layout(hash32).and_then(|l| l.read_range(offset, len as usize));
+        match read {
+            Ok(data) if ipld::verify(cid, &data) => return Ok(Some(Bytes::from(data))),
+            Ok(_) => warn!(path = hash32, %cid, "local chunk no longer matches its CID"),
+            Err(e) => debug!(path = hash32, %cid, cause = %e, "local chunk unreadable"),
+        }
+        self.drop_layout(hash32);
+        self.revalidate(hash32)?;
+        Ok(None)
+    }
+
+    /// After a failed read: forget the path if Nix no longer has it, else mark it for re-indexing.
+    fn revalidate(&self, hash32: &str) -> Result<(), CacheError> {
+        let Ok(hash) = StoreHash::parse(hash32) else { return Ok(()) };
+        let state = self.cache.state();
+        match self.cache.store_db().query_by_hash(&hash)? {
+            None => state.forget_path(hash32)?,
+            Some(info) => state.save_unpublished(
+                &info.path,
+                &info.nar_hash,
+                info.nar_size,
+                info.id,
+                crate::store::Status::Failed,
+                "chunk on disk no longer matches the index",
+            )?,
+        }
+        Ok(())
+    }
+
+    fn layout(&self, hash32: &str) -> std::io::Result<Arc<NarLayout>> {
+        if let Some(l) = self.layouts.lock().ok().and_then(|m| m.get(hash32).cloned()) {
+            return Ok(l);
+        }
+        let entry = self
+            .cache
+            .state()
+            .path_entry(hash32)
+            .map_err(std::io::Error::other)?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "path not indexed"))?;
+        let base = entry.store_path.trim_start_matches("/nix/store/");
+        let layout = Arc::new(NarLayout::of(&self.cache.store_root().join("nix/store").join(base))?);
+        if let Ok(mut m) = self.layouts.lock() {
+            if m.len() >= LAYOUT_CACHE_ENTRIES {
+                m.clear();
+            }
+            m.insert(hash32.to_owned(), layout.clone());
+        }
+        Ok(layout)
+    }
+
+    fn drop_layout(&self, hash32: &str) {
+        if let Ok(mut m) = self.layouts.lock() {
+            m.remove(hash32);
+        }
+    }
+
+    /// Stores a block received from elsewhere, after checking it against its CID, then evicts
+    /// down to the size cap.
+    pub fn put(&self, cid: &Cid, data: &[u8]) -> Result<(), PutError> {
+        if data.len() > MAX_BLOCK {
+            return Err(PutError::TooLarge);
+        }
+        if !ipld::verify(cid, data) {
+            return Err(PutError::Mismatch);
+        }
+        let state = self.cache.state();
+        state.put_block(cid, data)?;
+        let pinned: Vec<Cid> = self.pins.lock().map(|p| p.keys().copied().collect()).unwrap_or_default();
+        state.evict_blocks(self.cache_size, &pinned)?;
+        Ok(())
+    }
+
+    /// Protects `cids` from eviction until the guard is dropped (a transfer in progress).
+    pub fn pin(&self, cids: &[Cid]) -> PinGuard<'_> {
+        if let Ok(mut pins) = self.pins.lock() {
+            for c in cids {
+                *pins.entry(*c).or_default() += 1;
+            }
+        }
+        PinGuard { blocks: self, cids: cids.to_vec() }
+    }
+}

@@ -1,0 +1,117 @@
+//! Command-line interface: one module per subcommand.
+
+mod publish;
+mod serve;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use peerix::config::{ServeArgs, ServeConfig};
+use peerix::local_cache::LocalCache;
+use peerix::nix::signing::SecretKey;
+use peerix::store::StateDb;
+use peerix::trust::Gate;
+use peerix::upstream::Upstream;
+
+#[derive(Parser)]
+#[command(name = "peerix", version, about = "Peer-to-peer binary cache for Nix")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: serve the local Nix store as a binary cache and as IPFS blocks.
+    Serve(ServeArgs),
+    /// Index store paths now (all new ones, or the given ones), with progress.
+    Publish {
+        /// Store paths to index; all valid paths when none are given.
+        paths: Vec<String>,
+        /// Paths chunked at once [default: number of cores].
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[command(flatten)]
+        config: ServeArgs,
+    },
+    /// Re-read every indexed chunk and every stored block and check them against their CIDs.
+    Verify {
+        /// Drop what is bad (a bad path is re-indexed by the next scan).
+        #[arg(long)]
+        repair: bool,
+        #[command(flatten)]
+        config: ServeArgs,
+    },
+    /// Show what a running daemon reports, or what it holds for one store path.
+    Status {
+        /// Base URL of the daemon.
+        #[arg(long, env = "PEERIX_URL", default_value = "http://127.0.0.1:12304")]
+        url: String,
+        /// A store path (/nix/store/…) to show instead.
+        #[arg(long)]
+        path: Option<String>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a new signing key pair in Nix's format (as `nix-store --generate-binary-cache-key`).
+    Keygen {
+        /// Key name, e.g. `peerix.myhost-1`.
+        name: String,
+        /// Where to write the secret key (mode 0600; never overwritten).
+        secret_file: PathBuf,
+        /// Where to write the public key.
+        public_file: PathBuf,
+    },
+}
+
+impl Cli {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Serve(args) => runtime()?.block_on(serve::run(ServeConfig::resolve(args)?)),
+            Command::Publish { paths, jobs, config } => {
+                runtime()?.block_on(publish::publish(ServeConfig::resolve(config)?, &paths, jobs))
+            }
+            Command::Verify { repair, config } => {
+                runtime()?.block_on(publish::verify(ServeConfig::resolve(config)?, repair))
+            }
+            Command::Status { url, path, json } => runtime()?.block_on(status::show(&url, path.as_deref(), json)),
+            Command::Keygen { name, secret_file, public_file } => keygen(&name, &secret_file, &public_file),
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// The local cache every subcommand that reads the store builds the same way.
+pub fn open_cache(cfg: &mut ServeConfig) -> anyhow::Result<Arc<LocalCache>> {
+    let state = Arc::new(StateDb::open(&cfg.state_dir)?);
+    let upstream = cfg.upstream.as_deref().map(Upstream::new).transpose()?;
+    let gate =
+        Gate::new(cfg.trusted_keys.clone(), upstream, cfg.serve_private, cfg.upstream_negative_ttl, state.clone());
+    Ok(Arc::new(LocalCache::new(&cfg.store_root, state, gate, cfg.signer.take())))
+}
+
+fn keygen(name: &str, secret_file: &Path, public_file: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = SecretKey::generate(name)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(secret_file)
+        .with_context(|| format!("cannot create {}", secret_file.display()))?;
+    // No trailing newline, exactly as nix writes it.
+    f.write_all(key.to_nix_string().as_bytes())?;
+    std::fs::write(public_file, key.public().to_string())
+        .with_context(|| format!("cannot write {}", public_file.display()))?;
+    println!("{}", key.public());
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! `peerix publish` (index now, with progress) and `peerix verify` (check the index against the
+//! store and the blockstore against CIDs).
+
+use std::io::{IsTerminal, Read};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use peerix::config::ServeConfig;
+use peerix::ipld;
+use peerix::nix::nar_layout::NarLayout;
+use peerix::nix::store_path::StorePath;
+use peerix::publish::Publisher;
+use peerix::store::{ScanProgress, Status};
+
+pub async fn publish(mut cfg: ServeConfig, paths: &[String], jobs: Option<usize>) -> anyhow::Result<()> {
+    let cache = super::open_cache(&mut cfg)?;
+    let only = paths
+        .iter()
+        .map(|p| StorePath::parse(p.trim_end_matches('/')).with_context(|| format!("{p} is not a store path")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let publisher = Publisher::new(cache, jobs)?;
+
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let last_line = Mutex::new(Instant::now() - Duration::from_secs(60));
+    let on_progress = |p: &ScanProgress| match &bar {
+        Some(b) => {
+            b.set_length(p.total_bytes);
+            b.set_position(p.done_bytes);
+            b.set_message(format!("{}/{} paths", p.done_paths, p.total_paths));
+        }
+        None => {
+            let mut last = last_line.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() >= Duration::from_secs(2) || !p.running {
+                *last = Instant::now();
+                eprintln!("indexed {}/{} paths, {}/{} bytes", p.done_paths, p.total_paths, p.done_bytes, p.total_bytes);
+            }
+        }
+    };
+    let only = (!only.is_empty()).then_some(only.as_slice());
+    let report = publisher.scan(only, &on_progress).await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    println!(
+        "published {}, private {}, failed {}, removed {}, rechecked {}, unchanged {}; {} NAR bytes indexed",
+        report.published,
+        report.private,
+        report.failed,
+        report.removed,
+        report.rechecked,
+        report.unchanged,
+        report.bytes_indexed
+    );
+    Ok(())
+}
+
+pub async fn verify(mut cfg: ServeConfig, repair: bool) -> anyhow::Result<()> {
+    let cache = super::open_cache(&mut cfg)?;
+    let cache2 = cache.clone();
+    let (bad, checked) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<String>, String)> {
+        let cache = cache2;
+        let state = cache.state();
+        let mut bad = Vec::new();
+        let (mut paths, mut chunks, mut blocks) = (0u64, 0u64, 0u64);
+        for hash32 in state.published_paths()? {
+            paths += 1;
+            let Some(entry) = state.path_entry(&hash32)? else { continue };
+            let store_path = StorePath::parse(&entry.store_path)?;
+            let problem = match NarLayout::of(&cache.fs_path(&store_path)) {
+                Err(e) => Some(format!("{}: unreadable ({e})", entry.store_path)),
+                Ok(layout) => {
+                    let mut reader = layout.reader();
+                    let mut problem = None;
+                    for (offset, len, cid) in state.chunks_of(&hash32)? {
+                        chunks += 1;
+                        let mut buf = vec![0u8; len as usize];
+                        if let Err(e) = reader.read_exact(&mut buf) {
+                            problem = Some(format!("{}: chunk at {offset} unreadable ({e})", entry.store_path));
+                            break;
+                        }
+                        if !ipld::verify(&cid, &buf) {
+                            problem = Some(format!("{}: chunk {cid} at {offset} does not match", entry.store_path));
+                            break;
+                        }
+                    }
+                    problem
+                }
+            };
+            if let Some(p) = problem {
+                if repair {
+                    match cache.store_db().query_by_hash(&store_path.hash())? {
+                        None => state.forget_path(&hash32)?,
+                        Some(info) => state.save_unpublished(
+                            &info.path,
+                            &info.nar_hash,
+                            info.nar_size,
+                            info.id,
+                            Status::Failed,
+                            "verify found chunks that do not match",
+                        )?,
+                    }
+                }
+                bad.push(p);
+            }
+        }
+        for cid in state.block_cids()? {
+            blocks += 1;
+            let ok = state.get_block(&cid)?.is_some_and(|d| ipld::verify(&cid, &d));
+            if !ok {
+                if repair {
+                    state.delete_block(&cid)?;
+                }
+                bad.push(format!("block {cid} does not match its CID"));
+            }
+        }
+        Ok((bad, format!("{paths} paths ({chunks} chunks), {blocks} stored blocks")))
+    })
+    .await??;
+    for b in &bad {
+        println!("BAD {b}");
+    }
+    println!("verified {checked}: {} bad{}", bad.len(), if repair && !bad.is_empty() { " (repaired)" } else { "" });
+    anyhow::ensure!(bad.is_empty() || repair, "{} bad entries (run with --repair to drop them)", bad.len());
+    Ok(())
+}

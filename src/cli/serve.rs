@@ -1,0 +1,89 @@
+//! `peerix serve`: the HTTP server plus the background indexer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use peerix::blocks::Blocks;
+use peerix::config::ServeConfig;
+use peerix::http::{self, AppState, Inner};
+use peerix::identity::Identity;
+use peerix::publish::Publisher;
+
+/// How often the indexer looks for a changed Nix DB (one cheap `PRAGMA data_version`).
+const STORE_POLL: Duration = Duration::from_secs(5);
+
+pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
+    let identity = Identity::load_or_create(&cfg.state_dir)?;
+    let signing_key = cfg.signer.as_ref().map(|k| k.name.clone());
+    let cache = super::open_cache(&mut cfg)?;
+    if !cache.store_db().exists() {
+        warn!(db = %cache.store_db().db_path().display(), "no Nix database yet; serving nothing until it appears");
+    }
+    let blocks = Arc::new(Blocks::new(cache.clone(), cfg.cache_size));
+    let publisher = Publisher::new(cache.clone(), cfg.index_jobs)?;
+    let listener = http::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listen = listener.local_addr()?;
+    let peer_id = identity.peer_id();
+    let app = http::router(AppState::new(Inner {
+        cache,
+        blocks,
+        identity,
+        cache_info: http::render_cache_info(cfg.priority),
+        started: Instant::now(),
+        listen,
+        upstream: cfg.upstream,
+        serve_private: cfg.serve_private,
+        signing_key,
+    }));
+    info!(state_dir = %cfg.state_dir.display(), store_root = %cfg.store_root.display(), %peer_id, "listening on http://{listen}");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(index_forever(publisher, shutdown.clone()));
+    http::serve(listener, app, shutdown).await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Scans at start and again whenever Nix's DB changes.
+async fn index_forever(publisher: Publisher, shutdown: CancellationToken) {
+    let mut last_version = None;
+    loop {
+        let version = publisher.store_version();
+        if version.is_none() || version != last_version {
+            match publisher.scan(None, &|_| {}).await {
+                Ok(r) if r.published + r.private + r.failed + r.removed + r.rechecked > 0 => {
+                    info!(?r, "index updated")
+                }
+                Ok(_) => {}
+                Err(e) => warn!(cause = %http::error_chain(&e), "index scan failed"),
+            }
+            last_version = version;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STORE_POLL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// SIGINT or SIGTERM (systemd's stop) begins a graceful shutdown.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    info!("shutting down");
+    shutdown.cancel();
+}

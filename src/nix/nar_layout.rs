@@ -1,0 +1,185 @@
+//! Random access into the NAR of a store path without producing the NAR.
+//!
+//! [`NarLayout`] records, from one metadata walk, where every piece of the NAR comes from: framing
+//! bytes (kept in memory, a few hundred bytes per file) or a range of a file on disk. A chunk of the
+//! block index (`local_chunks`: path, NAR offset, length) is then produced by [`NarLayout::read_range`]
+//! — seeking into file contents, reading only what the chunk covers — and the whole NAR can be read
+//! sequentially through [`LayoutReader`] (the chunker's input when a path is indexed).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::nar::{Segment, walk};
+
+enum Piece {
+    Framing(Vec<u8>),
+    File { path: PathBuf, len: u64 },
+}
+
+/// Where each byte of one NAR comes from.
+pub struct NarLayout {
+    /// NAR offset at which each piece starts, ascending.
+    starts: Vec<u64>,
+    pieces: Vec<Piece>,
+    size: u64,
+}
+
+impl NarLayout {
+    /// Walks `root` (metadata and symlink targets only; no file contents are read).
+    pub fn of(root: &Path) -> io::Result<Self> {
+        let mut layout = Self { starts: Vec::new(), pieces: Vec::new(), size: 0 };
+        walk(root, &mut |seg| {
+            let (piece, len) = match seg {
+                Segment::Framing(b) if b.is_empty() => return Ok(()),
+                Segment::Framing(b) => {
+                    // Consecutive framing pieces merge (the walk emits many tiny ones).
+                    if let Some(Piece::Framing(prev)) = layout.pieces.last_mut() {
+                        prev.extend_from_slice(b);
+                        layout.size += b.len() as u64;
+                        return Ok(());
+                    }
+                    (Piece::Framing(b.to_vec()), b.len() as u64)
+                }
+                Segment::Contents { path, len } => (Piece::File { path: path.to_owned(), len }, len),
+            };
+            layout.starts.push(layout.size);
+            layout.pieces.push(piece);
+            layout.size += len;
+            Ok(())
+        })?;
+        Ok(layout)
+    }
+
+    /// Length of the whole NAR.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Number of regular files with contents (each costs an `open` when read).
+    pub fn files(&self) -> usize {
+        self.pieces.iter().filter(|p| matches!(p, Piece::File { .. })).count()
+    }
+
+    /// Bytes `offset .. offset + len` of the NAR.
+    pub fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let end = offset.checked_add(len as u64).filter(|&e| e <= self.size).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("range {offset}+{len} is past the NAR's end"))
+        })?;
+        let mut out = Vec::with_capacity(len);
+        let mut i = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let mut pos = offset;
+        while pos < end {
+            let start = self.starts[i];
+            let within = pos - start;
+            match &self.pieces[i] {
+                Piece::Framing(b) => {
+                    let take = (b.len() as u64 - within).min(end - pos) as usize;
+                    out.extend_from_slice(&b[within as usize..within as usize + take]);
+                    pos += take as u64;
+                }
+                Piece::File { path, len: flen } => {
+                    let take = (flen - within).min(end - pos);
+                    let mut f = File::open(path)?;
+                    f.seek(SeekFrom::Start(within))?;
+                    let before = out.len();
+                    f.take(take).read_to_end(&mut out)?;
+                    if ((out.len() - before) as u64) < take {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("{} is shorter than when it was indexed", path.display()),
+                        ));
+                    }
+                    pos += take;
+                }
+            }
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    /// A sequential reader over the whole NAR.
+    pub fn reader(&self) -> LayoutReader<'_> {
+        LayoutReader { layout: self, index: 0, within: 0, file: None }
+    }
+}
+
+/// Reads a [`NarLayout`] front to back, opening each file once.
+pub struct LayoutReader<'a> {
+    layout: &'a NarLayout,
+    index: usize,
+    within: u64,
+    file: Option<File>,
+}
+
+impl Read for LayoutReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(piece) = self.layout.pieces.get(self.index) else { return Ok(0) };
+            let (plen, n) = match piece {
+                Piece::Framing(b) => {
+                    let n = (b.len() - self.within as usize).min(buf.len());
+                    buf[..n].copy_from_slice(&b[self.within as usize..self.within as usize + n]);
+                    (b.len() as u64, n)
+                }
+                Piece::File { path, len } => {
+                    if self.within == *len {
+                        (*len, 0)
+                    } else {
+                        let f = match &mut self.file {
+                            Some(f) => f,
+                            None => self.file.insert(File::open(path)?),
+                        };
+                        let want = ((len - self.within) as usize).min(buf.len());
+                        let n = f.read(&mut buf[..want])?;
+                        if n == 0 {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                format!("{} shrank while being read", path.display()),
+                            ));
+                        }
+                        (*len, n)
+                    }
+                }
+            };
+            self.within += n as u64;
+            if self.within == plen {
+                self.index += 1;
+                self.within = 0;
+                self.file = None;
+            }
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nix::nar::dump_to_vec;
+    use std::fs;
+
+    #[test]
+    fn ranges_and_reader_match_the_dump() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        fs::create_dir_all(root.join("d/e")).unwrap();
+        fs::write(root.join("big"), (0..300_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>()).unwrap();
+        fs::write(root.join("d/small"), b"abc").unwrap();
+        fs::write(root.join("d/empty"), b"").unwrap();
+        std::os::unix::fs::symlink("x", root.join("d/e/l")).unwrap();
+        let whole = dump_to_vec(&root).unwrap();
+        let layout = NarLayout::of(&root).unwrap();
+        assert_eq!(layout.size(), whole.len() as u64);
+        let mut seq = Vec::new();
+        layout.reader().read_to_end(&mut seq).unwrap();
+        assert_eq!(seq, whole);
+        let n = whole.len();
+        for (off, len) in [(0, 1), (0, n), (7, 100), (150, 200_000), (n - 5, 5), (n - 1, 1), (300, 0)] {
+            assert_eq!(layout.read_range(off as u64, len).unwrap(), &whole[off..off + len], "{off}+{len}");
+        }
+        assert!(layout.read_range(n as u64 - 1, 2).is_err());
+    }
+}

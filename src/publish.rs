@@ -1,0 +1,278 @@
+//! The scanner/publisher: turns gated-in local store paths into indexed NARs.
+//!
+//! Data flow: Nix DB (`ValidPaths`) → diff against the state DB → publish gate → NAR layout →
+//! FastCDC chunks (CIDs) + UnixFS nodes → one transaction per path. Nothing is copied: only
+//! (CID, path, NAR offset, length) rows and the small dag-pb nodes are stored.
+//!
+//! A scan reads the Nix DB's id list and our own index once (a rescan of an unchanged store of
+//! 10 000 paths is two queries and a set difference), then works only on new paths, paths that
+//! left the store (dropped), private paths whose verdict has expired, failed paths, and paths whose
+//! gate configuration changed (re-checked without re-chunking). At most `jobs` paths are chunked at
+//! once, each on a blocking thread, so a first scan of a big store keeps the machine usable.
+//! Progress is committed per path: a kill -9 loses at most the paths in flight.
+//!
+//! While chunking, the whole NAR is hashed and compared with Nix's NarHash: a store path modified
+//! on disk is marked failed and never published.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cid::Cid;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+
+use crate::ipld::{chunker, raw_cid, unixfs};
+use crate::local_cache::{CacheError, LocalCache};
+use crate::nix::hash::NarHash;
+use crate::nix::nar_layout::NarLayout;
+use crate::nix::store_path::StorePath;
+use crate::store::{Published, ScanProgress, Seen, Status, now_secs};
+use crate::trust::Verdict;
+
+/// Progress is written to SQLite at most this often (and at the end).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// What one scan did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ScanReport {
+    pub published: u64,
+    pub private: u64,
+    pub failed: u64,
+    pub removed: u64,
+    pub rechecked: u64,
+    pub unchanged: u64,
+    pub bytes_indexed: u64,
+}
+
+enum Outcome {
+    Published(u64),
+    Private,
+    Failed,
+}
+
+pub struct Publisher {
+    cache: Arc<LocalCache>,
+    jobs: usize,
+}
+
+impl Publisher {
+    /// `jobs`: paths chunked at once (each uses one core while it runs).
+    pub fn new(cache: Arc<LocalCache>, jobs: usize) -> Result<Self, CacheError> {
+        let changed = cache.state().reconcile_gate(&cache.gate().fingerprint())?;
+        if changed > 0 {
+            info!(paths = changed, "publish gate settings changed; published paths will be checked again");
+        }
+        Ok(Self { cache, jobs: jobs.max(1) })
+    }
+
+    /// Changes whenever Nix's DB does (see [`crate::nix::store_db::StoreDb::data_version`]).
+    pub fn store_version(&self) -> Option<i64> {
+        self.cache.store_db().data_version()
+    }
+
+    /// Brings the index up to date with the store. With `only`, just those paths (and the removal
+    /// of vanished ones). `on_progress` sees every update (for a progress bar).
+    pub async fn scan(
+        &self,
+        only: Option<&[StorePath]>,
+        on_progress: &(dyn Fn(&ScanProgress) + Sync),
+    ) -> Result<ScanReport, CacheError> {
+        let db = self.cache.store_db();
+        let state = self.cache.state();
+        let valid = db.list_paths()?;
+        let seen = state.seen_paths()?;
+        let mut report = ScanReport::default();
+
+        let live: HashSet<String> = valid.iter().map(|(_, p, _)| p.hash().as_str().to_owned()).collect();
+        for hash in seen.keys().filter(|h| !live.contains(*h)) {
+            state.forget_path(hash)?;
+            report.removed += 1;
+        }
+
+        let negative_ttl = self.cache.gate().negative_ttl().as_secs() as i64;
+        let now = now_secs();
+        let wanted: Option<HashSet<&StorePath>> = only.map(|o| o.iter().collect());
+        let mut todo = Vec::new();
+        let mut recheck = Vec::new();
+        for (id, path, size) in &valid {
+            if wanted.as_ref().is_some_and(|w| !w.contains(path)) {
+                continue;
+            }
+            match seen.get(path.hash().as_str()) {
+                Some(Seen { nix_id, status: Status::Published, .. }) if nix_id == id => report.unchanged += 1,
+                Some(Seen { nix_id, status: Status::Recheck, .. }) if nix_id == id => recheck.push(path.clone()),
+                Some(Seen { nix_id, status: Status::Private, checked_at })
+                    if nix_id == id && now - checked_at < negative_ttl =>
+                {
+                    report.unchanged += 1
+                }
+                _ => todo.push((path.clone(), *size)),
+            }
+        }
+
+        for path in recheck {
+            let Some(info) = db.query_by_hash(&path.hash())? else { continue };
+            match self.cache.gate().check(&info).await? {
+                v @ (Verdict::TrustedSignature { .. } | Verdict::Upstream { .. } | Verdict::ServePrivate) => {
+                    state.confirm_published(path.hash().as_str(), verdict_name(&v))?
+                }
+                Verdict::Private { reason } => state.save_unpublished(
+                    &info.path,
+                    &info.nar_hash,
+                    info.nar_size,
+                    info.id,
+                    Status::Private,
+                    reason,
+                )?,
+            }
+            report.rechecked += 1;
+        }
+
+        let progress = Mutex::new(ScanProgress {
+            running: true,
+            started_at: now,
+            updated_at: now,
+            total_paths: todo.len() as u64,
+            total_bytes: todo.iter().map(|(_, s)| s).sum(),
+            ..Default::default()
+        });
+        let last_write = Mutex::new(Instant::now());
+        let publish_progress = |p: &ScanProgress, force: bool| {
+            on_progress(p);
+            let mut last = last_write.lock().unwrap_or_else(|e| e.into_inner());
+            if force || last.elapsed() >= PROGRESS_EVERY {
+                *last = Instant::now();
+                if let Err(e) = state.set_scan_progress(p) {
+                    warn!(cause = %e, "cannot record scan progress");
+                }
+            }
+        };
+        if let Ok(p) = progress.lock() {
+            publish_progress(&p, true);
+        }
+        if !todo.is_empty() {
+            info!(paths = todo.len(), "indexing store paths");
+        }
+        let mut outcomes = futures_util::stream::iter(todo)
+            .map(|(path, size)| async move { (self.index_one(&path).await, size) })
+            .buffer_unordered(self.jobs);
+        while let Some((outcome, size)) = outcomes.next().await {
+            match outcome? {
+                Outcome::Published(bytes) => {
+                    report.published += 1;
+                    report.bytes_indexed += bytes;
+                }
+                Outcome::Private => report.private += 1,
+                Outcome::Failed => report.failed += 1,
+            }
+            let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+            p.done_paths += 1;
+            p.done_bytes += size;
+            p.updated_at = now_secs();
+            publish_progress(&p, false);
+        }
+        let mut p = progress.into_inner().unwrap_or_else(|e| e.into_inner());
+        p.running = false;
+        p.updated_at = now_secs();
+        publish_progress(&p, true);
+        Ok(report)
+    }
+
+    /// Gate-checks and indexes one path.
+    async fn index_one(&self, path: &StorePath) -> Result<Outcome, CacheError> {
+        let state = self.cache.state();
+        let Some(info) = self.cache.store_db().query_by_hash(&path.hash())? else {
+            // Deleted between listing and now.
+            return Ok(Outcome::Failed);
+        };
+        let verdict = self.cache.gate().check(&info).await?;
+        if let Verdict::Private { reason } = verdict {
+            state.save_unpublished(&info.path, &info.nar_hash, info.nar_size, info.id, Status::Private, reason)?;
+            return Ok(Outcome::Private);
+        }
+        let fs_path = self.cache.fs_path(&info.path);
+        let expect = (info.nar_hash, info.nar_size);
+        let chunked = tokio::task::spawn_blocking(move || chunk_path(fs_path, expect)).await;
+        let chunked = match chunked {
+            Ok(r) => r,
+            Err(e) => Err(format!("indexing task failed: {e}")),
+        };
+        match chunked {
+            Ok(c) => {
+                state.save_published(&Published {
+                    path: &info.path,
+                    nix_id: info.id,
+                    nar_hash: &info.nar_hash,
+                    nar_size: info.nar_size,
+                    verdict: verdict_name(&verdict),
+                    root: c.root,
+                    chunks: &c.chunks,
+                    nodes: &c.nodes,
+                })?;
+                debug!(path = %info.path, root = %c.root, chunks = c.chunks.len(), "published");
+                Ok(Outcome::Published(info.nar_size))
+            }
+            Err(reason) => {
+                warn!(path = %info.path, %reason, "cannot index");
+                state.save_unpublished(&info.path, &info.nar_hash, info.nar_size, info.id, Status::Failed, &reason)?;
+                Ok(Outcome::Failed)
+            }
+        }
+    }
+}
+
+pub fn verdict_name(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::TrustedSignature { .. } => "signed",
+        Verdict::Upstream { .. } => "upstream",
+        Verdict::ServePrivate => "serve-private",
+        Verdict::Private { .. } => "private",
+    }
+}
+
+/// A chunked NAR.
+pub struct Chunked {
+    pub root: Cid,
+    pub chunks: Vec<(u64, u32, Cid)>,
+    pub nodes: Vec<(Cid, Vec<u8>)>,
+}
+
+/// Reads the NAR of `fs_path` once: cuts and hashes chunks, and checks the whole against Nix's
+/// NarHash and NarSize. The error is a one-line reason for the index.
+pub fn chunk_path(fs_path: PathBuf, (nar_hash, nar_size): (NarHash, u64)) -> Result<Chunked, String> {
+    let layout = NarLayout::of(&fs_path).map_err(|e| format!("cannot read {}: {e}", fs_path.display()))?;
+    if layout.size() != nar_size {
+        return Err(format!("NAR on disk has {} bytes, Nix's DB says {nar_size}", layout.size()));
+    }
+    let mut hasher = Sha256::new();
+    let reader = HashingReader { inner: layout.reader(), hasher: &mut hasher };
+    let mut chunks = Vec::with_capacity((nar_size / chunker::AVG_CHUNK as u64) as usize + 1);
+    for chunk in chunker::chunks(reader) {
+        let chunk = chunk.map_err(|e| format!("cannot read {}: {e}", fs_path.display()))?;
+        chunks.push((chunk.offset, chunk.data.len() as u32, raw_cid(&chunk.data)));
+    }
+    if NarHash(hasher.finalize().into()) != nar_hash {
+        return Err("NAR on disk does not match Nix's NarHash (modified store path)".into());
+    }
+    let leaves: Vec<(Cid, u64)> = chunks.iter().map(|(_, len, cid)| (*cid, *len as u64)).collect();
+    let dag = unixfs::build(&leaves);
+    Ok(Chunked { root: dag.root, chunks, nodes: dag.nodes })
+}
+
+struct HashingReader<'h, R> {
+    inner: R,
+    hasher: &'h mut Sha256,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}

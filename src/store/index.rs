@@ -1,0 +1,427 @@
+//! The block index in the state database: which local store paths are published, their chunks
+//! (`local_chunks`: CID → path, NAR offset, length — the bytes stay in /nix/store), their dag-pb
+//! nodes, and scan progress. One path's index is written in one transaction, so a kill -9 at any
+//! moment leaves each path either fully indexed or not at all, and the next scan resumes.
+
+use std::collections::HashMap;
+
+use cid::Cid;
+use rusqlite::{OptionalExtension, params};
+
+use super::{StateDb, StateError, now_secs};
+use crate::nix::hash::NarHash;
+use crate::nix::store_path::StorePath;
+
+/// Index status of a local path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Gated in and chunked: served on every interface.
+    Published,
+    /// Gated out: never served; re-checked after the negative TTL.
+    Private,
+    /// Could not be read or did not match Nix's NarHash: re-tried on the next scan.
+    Failed,
+    /// Indexed, but the gate's configuration changed since: not served until checked again.
+    Recheck,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Published => "published",
+            Status::Private => "private",
+            Status::Failed => "failed",
+            Status::Recheck => "recheck",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "published" => Status::Published,
+            "private" => Status::Private,
+            "failed" => Status::Failed,
+            "recheck" => Status::Recheck,
+            _ => return None,
+        })
+    }
+}
+
+/// What a scan needs to know about an already indexed path.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub nix_id: i64,
+    pub status: Status,
+    pub checked_at: i64,
+}
+
+/// A path ready to be written as published.
+pub struct Published<'a> {
+    pub path: &'a StorePath,
+    pub nix_id: i64,
+    pub nar_hash: &'a NarHash,
+    pub nar_size: u64,
+    pub verdict: &'a str,
+    pub root: Cid,
+    /// (NAR offset, length, CID) in NAR order.
+    pub chunks: &'a [(u64, u32, Cid)],
+    pub nodes: &'a [(Cid, Vec<u8>)],
+}
+
+/// One path as `/api/paths/<hash32>` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PathEntry {
+    pub store_path: String,
+    pub nar_hash: String,
+    pub nar_size: u64,
+    pub origin: String,
+    pub status: Option<String>,
+    pub reason: Option<String>,
+    pub verdict: Option<String>,
+    pub root_cid: Option<String>,
+    pub chunk_count: Option<u64>,
+}
+
+/// Totals for status reports.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IndexStats {
+    pub published_paths: u64,
+    pub private_paths: u64,
+    pub failed_paths: u64,
+    pub published_nar_bytes: u64,
+    pub chunks: u64,
+    pub unique_chunks: u64,
+    /// NAR bytes that are covered by a chunk some other (or the same) path already has.
+    pub bytes_deduplicated: u64,
+}
+
+/// Scan progress, persisted so `peerix status` shows it from any process.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ScanProgress {
+    pub running: bool,
+    pub started_at: i64,
+    pub updated_at: i64,
+    pub total_paths: u64,
+    pub done_paths: u64,
+    pub total_bytes: u64,
+    pub done_bytes: u64,
+}
+
+impl StateDb {
+    /// Every path a scan has decided about, by hash.
+    pub fn seen_paths(&self) -> Result<HashMap<String, Seen>, StateError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT hash32, nix_id, status, checked_at FROM paths WHERE status IS NOT NULL")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, String>(2)?, r.get(3)?))
+            })?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let (hash, id, status, checked): (String, Option<i64>, String, Option<i64>) = row?;
+                if let Some(status) = Status::parse(&status) {
+                    out.insert(hash, Seen { nix_id: id.unwrap_or(-1), status, checked_at: checked.unwrap_or(0) });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Writes a published path with its chunks and nodes, replacing what was there, atomically.
+    pub fn save_published(&self, p: &Published<'_>) -> Result<(), StateError> {
+        let hash = p.path.hash();
+        let mut conn = self.conn.lock().map_err(|_| StateError::Poisoned)?;
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM local_chunks WHERE hash32 = ?1", [hash.as_str()])?;
+        tx.execute("DELETE FROM local_nodes WHERE hash32 = ?1", [hash.as_str()])?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO local_chunks (hash32, nar_offset, length, cid) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (off, len, cid) in p.chunks {
+                ins.execute(params![hash.as_str(), *off as i64, *len, cid.to_bytes()])?;
+            }
+            let mut ins =
+                tx.prepare_cached("INSERT OR REPLACE INTO local_nodes (cid, hash32, data) VALUES (?1, ?2, ?3)")?;
+            for (cid, data) in p.nodes {
+                ins.execute(params![cid.to_bytes(), hash.as_str(), data])?;
+            }
+        }
+        upsert_path(
+            &tx,
+            p.path,
+            p.nar_hash,
+            p.nar_size,
+            p.nix_id,
+            Status::Published,
+            None,
+            Some(p.verdict),
+            Some((&p.root, p.chunks.len() as u64)),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a path that is not published (private or failed), dropping any index it had.
+    pub fn save_unpublished(
+        &self,
+        path: &StorePath,
+        nar_hash: &NarHash,
+        nar_size: u64,
+        nix_id: i64,
+        status: Status,
+        reason: &str,
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn.lock().map_err(|_| StateError::Poisoned)?;
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM local_chunks WHERE hash32 = ?1", [path.hash().as_str()])?;
+        tx.execute("DELETE FROM local_nodes WHERE hash32 = ?1", [path.hash().as_str()])?;
+        upsert_path(&tx, path, nar_hash, nar_size, nix_id, status, Some(reason), None, None)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A path that passed the gate again after a [`Status::Recheck`].
+    pub fn confirm_published(&self, hash32: &str, verdict: &str) -> Result<(), StateError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE paths SET status = 'published', verdict = ?2, reason = NULL, checked_at = ?3 WHERE hash32 = ?1",
+                params![hash32, verdict, now_secs()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Forgets a path that left the store (garbage-collected).
+    pub fn forget_path(&self, hash32: &str) -> Result<(), StateError> {
+        let mut conn = self.conn.lock().map_err(|_| StateError::Poisoned)?;
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM local_chunks WHERE hash32 = ?1", [hash32])?;
+        tx.execute("DELETE FROM local_nodes WHERE hash32 = ?1", [hash32])?;
+        tx.execute("DELETE FROM paths WHERE hash32 = ?1", [hash32])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks every published path for a gate re-check when the gate's configuration (trusted keys,
+    /// upstream, serve-private) differs from the one they were published under.
+    pub fn reconcile_gate(&self, gate_fingerprint: &str) -> Result<u64, StateError> {
+        let mut conn = self.conn.lock().map_err(|_| StateError::Poisoned)?;
+        let tx = conn.transaction()?;
+        let old: Option<String> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'gate'", [], |r| r.get(0)).optional()?;
+        let mut changed = 0;
+        if old.as_deref() != Some(gate_fingerprint) {
+            if old.is_some() {
+                changed = tx.execute("UPDATE paths SET status = 'recheck' WHERE status = 'published'", [])? as u64;
+                // Private verdicts may now be wrong too: ask again on the next scan.
+                tx.execute("UPDATE paths SET checked_at = 0 WHERE status = 'private'", [])?;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('gate', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [gate_fingerprint],
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// Where the bytes of a chunk are: (hash32, NAR offset, length) of published paths holding it.
+    pub fn chunk_locations(&self, cid: &Cid) -> Result<Vec<(String, u64, u32)>, StateError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT l.hash32, l.nar_offset, l.length FROM local_chunks l JOIN paths p ON p.hash32 = l.hash32 \
+                 WHERE l.cid = ?1 AND p.status = 'published'",
+            )?
+            .query_map([cid.to_bytes()], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?
+            .collect()
+        })
+    }
+
+    /// A dag-pb node of a published local NAR.
+    pub fn local_node(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StateError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT n.data FROM local_nodes n JOIN paths p ON p.hash32 = n.hash32 \
+                 WHERE n.cid = ?1 AND p.status = 'published' LIMIT 1",
+            )?
+            .query_row([cid.to_bytes()], |r| r.get(0))
+            .optional()
+        })
+    }
+
+    /// Every chunk of a path, in NAR order: (offset, length, CID).
+    pub fn chunks_of(&self, hash32: &str) -> Result<Vec<(u64, u32, Cid)>, StateError> {
+        self.with(|c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT nar_offset, length, cid FROM local_chunks WHERE hash32 = ?1 ORDER BY nar_offset",
+                )?
+                .query_map([hash32], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get::<_, Vec<u8>>(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows.into_iter().filter_map(|(o, l, c)| Cid::try_from(c).ok().map(|c| (o, l, c))).collect())
+        })
+    }
+
+    /// Hashes of every published path (for `peerix verify`).
+    pub fn published_paths(&self) -> Result<Vec<String>, StateError> {
+        self.with(|c| {
+            c.prepare("SELECT hash32 FROM paths WHERE status = 'published' ORDER BY hash32")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+    }
+
+    pub fn path_entry(&self, hash32: &str) -> Result<Option<PathEntry>, StateError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT store_path, nar_hash, nar_size, origin, status, reason, verdict, root_cid, chunk_count \
+                 FROM paths WHERE hash32 = ?1",
+                [hash32],
+                |r| {
+                    Ok(PathEntry {
+                        store_path: r.get(0)?,
+                        nar_hash: format!("sha256:{}", r.get::<_, String>(1)?),
+                        nar_size: r.get::<_, i64>(2)? as u64,
+                        origin: r.get(3)?,
+                        status: r.get(4)?,
+                        reason: r.get(5)?,
+                        verdict: r.get(6)?,
+                        root_cid: r
+                            .get::<_, Option<Vec<u8>>>(7)?
+                            .and_then(|b| Cid::try_from(b).ok())
+                            .map(|c| c.to_string()),
+                        chunk_count: r.get::<_, Option<i64>>(8)?.map(|n| n as u64),
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// The published path whose NAR root is `root`, if any.
+    pub fn path_by_root(&self, root: &Cid) -> Result<Option<String>, StateError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT hash32 FROM paths WHERE root_cid = ?1 AND status = 'published' LIMIT 1")?
+                .query_row([root.to_bytes()], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    pub fn index_stats(&self) -> Result<IndexStats, StateError> {
+        self.with(|c| {
+            let mut s = IndexStats::default();
+            let mut stmt =
+                c.prepare("SELECT status, count(*), coalesce(sum(nar_size), 0) FROM paths GROUP BY status")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+            })?;
+            for row in rows {
+                match row? {
+                    (Some(st), n, bytes) if st == "published" => {
+                        s.published_paths = n;
+                        s.published_nar_bytes = bytes;
+                    }
+                    (Some(st), n, _) if st == "private" => s.private_paths = n,
+                    (Some(st), n, _) if st == "failed" => s.failed_paths = n,
+                    _ => {}
+                }
+            }
+            let (chunks, total): (i64, i64) =
+                c.query_row("SELECT count(*), coalesce(sum(length), 0) FROM local_chunks", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            let (unique, unique_bytes): (i64, i64) = c.query_row(
+                "SELECT count(*), coalesce(sum(length), 0) FROM \
+                 (SELECT cid, max(length) AS length FROM local_chunks GROUP BY cid)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            s.chunks = chunks as u64;
+            s.unique_chunks = unique as u64;
+            s.bytes_deduplicated = (total - unique_bytes).max(0) as u64;
+            Ok(s)
+        })
+    }
+
+    pub fn set_scan_progress(&self, p: &ScanProgress) -> Result<(), StateError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO scan_progress (id, running, started_at, updated_at, total_paths, done_paths, \
+                 total_bytes, done_bytes) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE SET \
+                 running = excluded.running, started_at = excluded.started_at, updated_at = excluded.updated_at, \
+                 total_paths = excluded.total_paths, done_paths = excluded.done_paths, \
+                 total_bytes = excluded.total_bytes, done_bytes = excluded.done_bytes",
+            )?
+            .execute(params![
+                p.running,
+                p.started_at,
+                p.updated_at,
+                p.total_paths as i64,
+                p.done_paths as i64,
+                p.total_bytes as i64,
+                p.done_bytes as i64
+            ])?;
+            Ok(())
+        })
+    }
+
+    pub fn scan_progress(&self) -> Result<ScanProgress, StateError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT running, started_at, updated_at, total_paths, done_paths, total_bytes, done_bytes \
+                 FROM scan_progress WHERE id = 1",
+                [],
+                |r| {
+                    Ok(ScanProgress {
+                        running: r.get(0)?,
+                        started_at: r.get(1)?,
+                        updated_at: r.get(2)?,
+                        total_paths: r.get::<_, i64>(3)? as u64,
+                        done_paths: r.get::<_, i64>(4)? as u64,
+                        total_bytes: r.get::<_, i64>(5)? as u64,
+                        done_bytes: r.get::<_, i64>(6)? as u64,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_default())
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn upsert_path(
+    tx: &rusqlite::Transaction<'_>,
+    path: &StorePath,
+    nar_hash: &NarHash,
+    nar_size: u64,
+    nix_id: i64,
+    status: Status,
+    reason: Option<&str>,
+    verdict: Option<&str>,
+    root: Option<(&Cid, u64)>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO paths (hash32, store_path, nar_hash, nar_size, origin, updated_at, nix_id, status, reason, \
+           verdict, root_cid, chunk_count, checked_at) \
+         VALUES (?1, ?2, ?3, ?4, 'local', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?5) \
+         ON CONFLICT(hash32) DO UPDATE SET store_path = excluded.store_path, nar_hash = excluded.nar_hash, \
+           nar_size = excluded.nar_size, updated_at = excluded.updated_at, nix_id = excluded.nix_id, \
+           status = excluded.status, reason = excluded.reason, verdict = excluded.verdict, \
+           root_cid = excluded.root_cid, chunk_count = excluded.chunk_count, checked_at = excluded.checked_at",
+    )?
+    .execute(params![
+        path.hash().as_str(),
+        path.to_string(),
+        nar_hash.to_nix32(),
+        nar_size as i64,
+        now_secs(),
+        nix_id,
+        status.as_str(),
+        reason,
+        verdict,
+        root.map(|(c, _)| c.to_bytes()),
+        root.map(|(_, n)| n as i64),
+    ])?;
+    Ok(())
+}
