@@ -16,6 +16,11 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# The Helia (JavaScript IPFS) interop peer: pinned by tests/helia/package-lock.json.
+if [ ! -d tests/helia/node_modules ] || [ tests/helia/package-lock.json -nt tests/helia/node_modules ]; then
+  (cd tests/helia && npm ci --no-audit --no-fund --loglevel=error)
+  touch tests/helia/node_modules
+fi
 # Single-user nix as root: a systemd user session may set NIX_REMOTE=daemon, and no daemon runs here.
 unset NIX_REMOTE
 

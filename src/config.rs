@@ -107,6 +107,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PEERIX_INDEX_JOBS", value_name = "N")]
     pub index_jobs: Option<usize>,
 
+    /// Read rate cap of the indexer in bytes per second, e.g. 100M, or 0 for none [default for
+    /// `serve`: 256M, so background indexing leaves the disk to the user; for `publish`: none].
+    #[arg(long, env = "PEERIX_INDEX_RATE", value_name = "BYTES")]
+    pub index_rate: Option<String>,
+
     /// Cap on blocks kept from peers and fallbacks, e.g. 10G [default: 10G]. Local paths are never
     /// copied and do not count.
     #[arg(long, env = "PEERIX_CACHE_SIZE", value_name = "BYTES")]
@@ -127,6 +132,7 @@ pub struct FileConfig {
     pub serve_private: Option<bool>,
     pub private_key_file: Option<PathBuf>,
     pub index_jobs: Option<usize>,
+    pub index_rate: Option<String>,
     pub cache_size: Option<String>,
 }
 
@@ -142,6 +148,9 @@ pub struct ServeConfig {
     pub serve_private: bool,
     pub signer: Option<SecretKey>,
     pub index_jobs: usize,
+    /// Bytes per second the indexer may read; `None` when not configured (each command picks its
+    /// default), `Some(0)` for no cap.
+    pub index_rate: Option<u64>,
     pub cache_size: u64,
 }
 
@@ -197,6 +206,7 @@ impl ServeConfig {
             serve_private: args.serve_private || file.serve_private.unwrap_or(false),
             signer,
             index_jobs: args.index_jobs.or(file.index_jobs).unwrap_or(1).max(1),
+            index_rate: args.index_rate.or(file.index_rate).map(|s| parse_size(&s)).transpose()?,
             cache_size: match args.cache_size.or(file.cache_size) {
                 Some(s) => parse_size(&s)?,
                 None => DEFAULT_CACHE_SIZE,

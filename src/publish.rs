@@ -58,16 +58,53 @@ enum Outcome {
 pub struct Publisher {
     cache: Arc<LocalCache>,
     jobs: usize,
+    throttle: Arc<Throttle>,
+}
+
+/// A read-rate cap shared by all indexing jobs: after each read, a job sleeps until the bytes read
+/// so far (by everyone) fit under `rate` per second since the scan began.
+pub struct Throttle {
+    rate: u64,
+    start: Mutex<(Instant, u64)>,
+}
+
+impl Throttle {
+    /// `rate` bytes per second; 0 means no cap.
+    pub fn new(rate: u64) -> Self {
+        Self { rate, start: Mutex::new((Instant::now(), 0)) }
+    }
+
+    fn restart(&self) {
+        if let Ok(mut s) = self.start.lock() {
+            *s = (Instant::now(), 0);
+        }
+    }
+
+    fn consumed(&self, n: usize) {
+        if self.rate == 0 {
+            return;
+        }
+        let wait = {
+            let Ok(mut s) = self.start.lock() else { return };
+            s.1 += n as u64;
+            let due = Duration::from_secs_f64(s.1 as f64 / self.rate as f64);
+            due.saturating_sub(s.0.elapsed())
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
 }
 
 impl Publisher {
-    /// `jobs`: paths chunked at once (each uses one core while it runs).
-    pub fn new(cache: Arc<LocalCache>, jobs: usize) -> Result<Self, CacheError> {
+    /// `jobs`: paths chunked at once (each uses one core while it runs); `rate`: bytes per second
+    /// all jobs together may read, 0 for no cap.
+    pub fn new(cache: Arc<LocalCache>, jobs: usize, rate: u64) -> Result<Self, CacheError> {
         let changed = cache.state().reconcile_gate(&cache.gate().fingerprint())?;
         if changed > 0 {
             info!(paths = changed, "publish gate settings changed; published paths will be checked again");
         }
-        Ok(Self { cache, jobs: jobs.max(1) })
+        Ok(Self { cache, jobs: jobs.max(1), throttle: Arc::new(Throttle::new(rate)) })
     }
 
     /// Changes whenever Nix's DB does (see [`crate::nix::store_db::StoreDb::data_version`]).
@@ -158,6 +195,7 @@ impl Publisher {
         if !todo.is_empty() {
             info!(paths = todo.len(), "indexing store paths");
         }
+        self.throttle.restart();
         let mut outcomes = futures_util::stream::iter(todo)
             .map(|(path, size)| async move { (self.index_one(&path).await, size) })
             .buffer_unordered(self.jobs);
@@ -197,7 +235,8 @@ impl Publisher {
         }
         let fs_path = self.cache.fs_path(&info.path);
         let expect = (info.nar_hash, info.nar_size);
-        let chunked = tokio::task::spawn_blocking(move || chunk_path(fs_path, expect)).await;
+        let throttle = self.throttle.clone();
+        let chunked = tokio::task::spawn_blocking(move || chunk_path_throttled(fs_path, expect, &throttle)).await;
         let chunked = match chunked {
             Ok(r) => r,
             Err(e) => Err(format!("indexing task failed: {e}")),
@@ -244,13 +283,21 @@ pub struct Chunked {
 
 /// Reads the NAR of `fs_path` once: cuts and hashes chunks, and checks the whole against Nix's
 /// NarHash and NarSize. The error is a one-line reason for the index.
-pub fn chunk_path(fs_path: PathBuf, (nar_hash, nar_size): (NarHash, u64)) -> Result<Chunked, String> {
+pub fn chunk_path(fs_path: PathBuf, expect: (NarHash, u64)) -> Result<Chunked, String> {
+    chunk_path_throttled(fs_path, expect, &Throttle::new(0))
+}
+
+fn chunk_path_throttled(
+    fs_path: PathBuf,
+    (nar_hash, nar_size): (NarHash, u64),
+    throttle: &Throttle,
+) -> Result<Chunked, String> {
     let layout = NarLayout::of(&fs_path).map_err(|e| format!("cannot read {}: {e}", fs_path.display()))?;
     if layout.size() != nar_size {
         return Err(format!("NAR on disk has {} bytes, Nix's DB says {nar_size}", layout.size()));
     }
     let mut hasher = Sha256::new();
-    let reader = HashingReader { inner: layout.reader(), hasher: &mut hasher };
+    let reader = HashingReader { inner: layout.reader(), hasher: &mut hasher, throttle };
     let mut chunks = Vec::with_capacity((nar_size / chunker::AVG_CHUNK as u64) as usize + 1);
     for chunk in chunker::chunks(reader) {
         let chunk = chunk.map_err(|e| format!("cannot read {}: {e}", fs_path.display()))?;
@@ -267,12 +314,14 @@ pub fn chunk_path(fs_path: PathBuf, (nar_hash, nar_size): (NarHash, u64)) -> Res
 struct HashingReader<'h, R> {
     inner: R,
     hasher: &'h mut Sha256,
+    throttle: &'h Throttle,
 }
 
 impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.throttle.consumed(n);
         Ok(n)
     }
 }

@@ -22,7 +22,7 @@ pub async fn publish(mut cfg: ServeConfig, paths: &[String], jobs: Option<usize>
         .map(|p| StorePath::parse(p.trim_end_matches('/')).with_context(|| format!("{p} is not a store path")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let publisher = Publisher::new(cache, jobs)?;
+    let publisher = Publisher::new(cache, jobs, cfg.index_rate.unwrap_or(0))?;
 
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = ProgressBar::new(0);
@@ -42,7 +42,7 @@ pub async fn publish(mut cfg: ServeConfig, paths: &[String], jobs: Option<usize>
         }
         None => {
             let mut last = last_line.lock().unwrap_or_else(|e| e.into_inner());
-            if last.elapsed() >= Duration::from_secs(2) || !p.running {
+            if last.elapsed() >= Duration::from_millis(500) || !p.running {
                 *last = Instant::now();
                 eprintln!("indexed {}/{} paths, {}/{} bytes", p.done_paths, p.total_paths, p.done_bytes, p.total_bytes);
             }

@@ -13,6 +13,10 @@ use peerix::http::{self, AppState, Inner};
 use peerix::identity::Identity;
 use peerix::publish::Publisher;
 
+/// The background indexer reads at most this many bytes per second unless told otherwise: a
+/// first scan of a 100 GB store then takes ~7 min and leaves most of an SSD's bandwidth to the user.
+const DEFAULT_SERVE_INDEX_RATE: u64 = 256 << 20;
+
 /// How often the indexer looks for a changed Nix DB (one cheap `PRAGMA data_version`).
 const STORE_POLL: Duration = Duration::from_secs(5);
 
@@ -24,7 +28,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         warn!(db = %cache.store_db().db_path().display(), "no Nix database yet; serving nothing until it appears");
     }
     let blocks = Arc::new(Blocks::new(cache.clone(), cfg.cache_size));
-    let publisher = Publisher::new(cache.clone(), cfg.index_jobs)?;
+    let publisher = Publisher::new(cache.clone(), cfg.index_jobs, cfg.index_rate.unwrap_or(DEFAULT_SERVE_INDEX_RATE))?;
     let listener = http::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let listen = listener.local_addr()?;
     let peer_id = identity.peer_id();

@@ -178,3 +178,52 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
         warn!(open = tracker.len(), "shutdown grace period over; dropping open connections");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StateDb;
+    use crate::trust::Gate;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    fn app(dir: &std::path::Path) -> Router {
+        let state = Arc::new(StateDb::open(&dir.join("state")).unwrap());
+        let gate = Gate::new(Vec::new(), None, false, Duration::from_secs(60), state.clone());
+        let cache = Arc::new(LocalCache::new(&dir.join("store"), state, gate, None));
+        router(AppState::new(Inner {
+            blocks: Arc::new(Blocks::new(cache.clone(), 1 << 20)),
+            cache,
+            identity: Identity::load_or_create(&dir.join("state")).unwrap(),
+            cache_info: render_cache_info(30),
+            started: Instant::now(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            upstream: None,
+            serve_private: false,
+            signing_key: None,
+        }))
+    }
+
+    async fn status_from(app: &Router, peer: &str, method: &str, uri: &str) -> u16 {
+        let mut req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        app.clone().oneshot(req).await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn admin_routes_answer_loopback_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        for (method, uri) in
+            [("GET", "/api/status"), ("POST", "/api/v0/id"), ("GET", &format!("/api/paths/{}", "0".repeat(32)))]
+        {
+            assert_eq!(status_from(&app, "192.0.2.7:4000", method, uri).await, 403, "{uri}");
+            assert_eq!(status_from(&app, "[2001:db8::1]:4000", method, uri).await, 403, "{uri}");
+            assert_ne!(status_from(&app, "127.0.0.1:4000", method, uri).await, 403, "{uri}");
+            assert_ne!(status_from(&app, "[::1]:4000", method, uri).await, 403, "{uri}");
+        }
+        // The binary-cache API and the gateway are for everyone the listener lets in.
+        assert_eq!(status_from(&app, "192.0.2.7:4000", "GET", "/nix-cache-info").await, 200);
+        assert_eq!(status_from(&app, "192.0.2.7:4000", "GET", "/ipfs/bafkqaaa").await, 200);
+    }
+}

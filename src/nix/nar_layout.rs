@@ -31,7 +31,7 @@ impl NarLayout {
         let mut layout = Self { starts: Vec::new(), pieces: Vec::new(), size: 0 };
         walk(root, &mut |seg| {
             let (piece, len) = match seg {
-                Segment::Framing(b) if b.is_empty() => return Ok(()),
+                Segment::Framing([]) => return Ok(()),
                 Segment::Framing(b) => {
                     // Consecutive framing pieces merge (the walk emits many tiny ones).
                     if let Some(Piece::Framing(prev)) = layout.pieces.last_mut() {

@@ -261,3 +261,59 @@ pub async fn request(c: &reqwest::Client, method: &str, url: &str, headers: &[(&
 pub async fn get(url: &str) -> Resp {
     request(&client(), "GET", url, &[]).await
 }
+
+/// Runs a `peerix` subcommand (`publish`, `verify`, …) with `--upstream none` unless given.
+pub fn peerix_cmd(sub: &str, state_dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerix"));
+    cmd.arg(sub).arg("--state-dir").arg(state_dir);
+    if !args.contains(&"--upstream") {
+        cmd.args(["--upstream", "none"]);
+    }
+    cmd.args(args).env("RUST_LOG", "warn");
+    cmd
+}
+
+/// A CAR v1 split into its root list and (CID, data) blocks; panics on malformed framing.
+pub fn parse_car(bytes: &[u8]) -> (Vec<u8>, Vec<(cid::Cid, Vec<u8>)>) {
+    fn varint(b: &[u8]) -> (u64, usize) {
+        let mut v = 0u64;
+        for (i, &x) in b.iter().enumerate() {
+            v |= ((x & 0x7f) as u64) << (7 * i);
+            if x & 0x80 == 0 {
+                return (v, i + 1);
+            }
+        }
+        panic!("truncated varint");
+    }
+    let (hlen, n) = varint(bytes);
+    let header = bytes[n..n + hlen as usize].to_vec();
+    let mut at = n + hlen as usize;
+    let mut blocks = Vec::new();
+    while at < bytes.len() {
+        let (len, n) = varint(&bytes[at..]);
+        let frame = &bytes[at + n..at + n + len as usize];
+        let mut cursor = std::io::Cursor::new(frame);
+        let cid = cid::Cid::read_bytes(&mut cursor).expect("cid in CAR frame");
+        let data = frame[cursor.position() as usize..].to_vec();
+        blocks.push((cid, data));
+        at += n + len as usize;
+    }
+    (header, blocks)
+}
+
+/// True if `data` hashes (sha2-256) to the digest in `cid`, checked without peerix's own code.
+pub fn block_matches(cid: &cid::Cid, data: &[u8]) -> bool {
+    use sha2::Digest;
+    cid.hash().code() == 0x12 && cid.hash().digest() == sha2::Sha256::digest(data).as_slice()
+}
+
+/// The root CID recorded for a path in a state DB (read straight from SQLite).
+pub fn indexed_root(state_dir: &Path, store_path: &str) -> Option<String> {
+    let db = rusqlite::Connection::open(state_dir.join("peerix.sqlite")).ok()?;
+    db.query_row("SELECT root_cid FROM paths WHERE store_path = ?1 AND status = 'published'", [store_path], |r| {
+        r.get::<_, Vec<u8>>(0)
+    })
+    .ok()
+    .and_then(|b| cid::Cid::try_from(b).ok())
+    .map(|c| c.to_string())
+}
