@@ -85,7 +85,7 @@ CONF
 nginx -c "$B/nginx/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 
-RUST_LOG=warn "$PEERIX" serve --listen 127.0.0.1:0 --state-dir "$B/state" --store-root "$STORE" \
+RUST_LOG=info "$PEERIX" serve --listen 127.0.0.1:0 --state-dir "$B/state" --store-root "$STORE" \
   --upstream none --trusted-public-key "$(cat "$B/pk")" 2> "$B/peerix.log" &
 PIDS+=($!)
 PEERIX_URL=""
@@ -94,11 +94,7 @@ for _ in $(seq 100); do
   [ -n "$PEERIX_URL" ] && break
   sleep 0.1
 done
-# RUST_LOG=warn hides the info line; ask the OS instead.
-if [ -z "$PEERIX_URL" ]; then
-  PORT=$(ss -ltnpH | grep "pid=${PIDS[1]}," | awk '{print $4}' | sed 's/.*://' | head -1)
-  PEERIX_URL="http://127.0.0.1:$PORT"
-fi
+[ -n "$PEERIX_URL" ] || { cat "$B/peerix.log" >&2; exit 1; }
 NGINX_URL="http://127.0.0.1:$NGINX_PORT"
 for u in "$NGINX_URL" "$PEERIX_URL"; do
   for _ in $(seq 100); do curl -fsS "$u/nix-cache-info" >/dev/null 2>&1 && break; sleep 0.1; done

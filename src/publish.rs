@@ -7,8 +7,9 @@
 //! A scan reads the Nix DB's id list and our own index once (a rescan of an unchanged store of
 //! 10 000 paths is two queries and a set difference), then works only on new paths, paths that
 //! left the store (dropped), private paths whose verdict has expired, failed paths, and paths whose
-//! gate configuration changed (re-checked without re-chunking). At most `jobs` paths are chunked at
-//! once, each on a blocking thread, so a first scan of a big store keeps the machine usable.
+//! gate configuration changed (re-checked without re-chunking). Gate checks overlap (up to 16, they
+//! may wait on upstream); at most `jobs` paths are chunked at once, each on a blocking thread, and
+//! an optional read-rate cap ([`Throttle`]) spans them all, so a first scan keeps the machine usable.
 //! Progress is committed per path: a kill -9 loses at most the paths in flight.
 //!
 //! While chunking, the whole NAR is hashed and compared with Nix's NarHash: a store path modified
@@ -34,6 +35,10 @@ use crate::nix::store_path::StorePath;
 use crate::store::{Published, ScanProgress, Seen, Status, now_secs};
 use crate::trust::Verdict;
 
+/// Paths whose gate check may be in flight at once. Checks of unsigned paths ask upstream (~50 ms
+/// each to cache.nixos.org), so they overlap; only the chunking after them is bounded by `jobs`.
+const GATE_CHECKS: usize = 16;
+
 /// Progress is written to SQLite at most this often (and at the end).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -58,6 +63,8 @@ enum Outcome {
 pub struct Publisher {
     cache: Arc<LocalCache>,
     jobs: usize,
+    /// `jobs` permits: one per path being chunked.
+    chunking: tokio::sync::Semaphore,
     throttle: Arc<Throttle>,
 }
 
@@ -104,7 +111,8 @@ impl Publisher {
         if changed > 0 {
             info!(paths = changed, "publish gate settings changed; published paths will be checked again");
         }
-        Ok(Self { cache, jobs: jobs.max(1), throttle: Arc::new(Throttle::new(rate)) })
+        let jobs = jobs.max(1);
+        Ok(Self { cache, jobs, chunking: tokio::sync::Semaphore::new(jobs), throttle: Arc::new(Throttle::new(rate)) })
     }
 
     /// Changes whenever Nix's DB does (see [`crate::nix::store_db::StoreDb::data_version`]).
@@ -198,7 +206,7 @@ impl Publisher {
         self.throttle.restart();
         let mut outcomes = futures_util::stream::iter(todo)
             .map(|(path, size)| async move { (self.index_one(&path).await, size) })
-            .buffer_unordered(self.jobs);
+            .buffer_unordered(GATE_CHECKS.max(self.jobs));
         while let Some((outcome, size)) = outcomes.next().await {
             match outcome? {
                 Outcome::Published(bytes) => {
@@ -236,6 +244,7 @@ impl Publisher {
         let fs_path = self.cache.fs_path(&info.path);
         let expect = (info.nar_hash, info.nar_size);
         let throttle = self.throttle.clone();
+        let _permit = self.chunking.acquire().await.ok();
         let chunked = tokio::task::spawn_blocking(move || chunk_path_throttled(fs_path, expect, &throttle)).await;
         let chunked = match chunked {
             Ok(r) => r,

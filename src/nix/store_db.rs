@@ -112,7 +112,8 @@ impl StoreDb {
             *guard = self.open().ok();
         }
         let conn = guard.as_ref()?;
-        match conn.query_row("PRAGMA data_version", [], |r| r.get(0)) {
+        // Prepared once per connection: this runs on every narinfo request.
+        match conn.prepare_cached("PRAGMA data_version").and_then(|mut s| s.query_row([], |r| r.get(0))) {
             Ok(v) => Some(v),
             Err(_) => {
                 *guard = None;
