@@ -9,7 +9,7 @@
 //! Why a memory cache: a narinfo hit must cost little more than the HTTP exchange to match a static
 //! file server (≈ 60 µs here), while the DB query (≈ 30 µs) plus an ed25519 verify and sign (≈ 80 µs)
 //! would triple it. Entries are only ever served narinfos; the whole map is dropped whenever Nix's DB
-//! changes (`PRAGMA data_version`), so a new signature, a garbage-collected path or a new path is seen
+//! changes ([`StoreDb::stamp`]), so a new signature, a garbage-collected path or a new path is seen
 //! on the very next request.
 
 use std::collections::HashMap;
@@ -59,7 +59,7 @@ pub struct Counters {
 }
 
 struct Rendered {
-    version: Option<i64>,
+    version: Option<[i64; 6]>,
     map: HashMap<StoreHash, Bytes>,
 }
 
@@ -109,7 +109,7 @@ impl LocalCache {
 
     /// The rendered narinfo for `hash`, or `None` when the path is absent or private.
     pub async fn narinfo(&self, hash: &StoreHash) -> Result<Option<Bytes>, CacheError> {
-        let version = self.db.data_version();
+        let version = self.db.stamp();
         if let Some(hit) = self.cached(hash, version) {
             self.counters.narinfo_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(hit));
@@ -130,7 +130,7 @@ impl LocalCache {
         Ok(Some(body))
     }
 
-    fn cached(&self, hash: &StoreHash, version: Option<i64>) -> Option<Bytes> {
+    fn cached(&self, hash: &StoreHash, version: Option<[i64; 6]>) -> Option<Bytes> {
         let mut r = self.rendered.lock().ok()?;
         if r.version != version || version.is_none() {
             r.map.clear();
@@ -140,7 +140,7 @@ impl LocalCache {
         r.map.get(hash).cloned()
     }
 
-    fn remember(&self, hash: StoreHash, version: Option<i64>, body: Bytes) {
+    fn remember(&self, hash: StoreHash, version: Option<[i64; 6]>, body: Bytes) {
         let Ok(mut r) = self.rendered.lock() else {
             return;
         };

@@ -7,8 +7,10 @@
 //! Concurrency: a small pool of read-only connections behind a std `Mutex` (no `.await` while one is
 //! held). A lookup is an index seek plus a references join, ~30 µs on a 100k-path store, so it runs on
 //! the calling task; handing it to `spawn_blocking` would cost as much as the query. A separate watch
-//! connection answers `PRAGMA data_version`, which changes whenever Nix commits, so callers can cache
-//! what they derived from the DB and drop it the moment the store changes (new path, GC, `nix store sign`).
+//! connection answers `PRAGMA data_version`, which changes whenever Nix commits. [`StoreDb::stamp`]
+//! is the lock-free equivalent for hot paths: the (mtime, size, inode) of the DB file and its WAL,
+//! two `stat`s, which change on every commit (WAL append) and checkpoint (DB write), so callers can
+//! cache what they derived from the DB and drop it the moment the store changes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -103,6 +105,28 @@ impl StoreDb {
     /// True when the DB file exists (a machine without Nix has none; we then serve nothing).
     pub fn exists(&self) -> bool {
         self.db_path.exists()
+    }
+
+    /// Changes whenever Nix commits to its DB or checkpoints it, without taking a lock or touching
+    /// SQLite: ~1 µs against ~10 µs for `data_version` behind a mutex shared by every request.
+    /// `None` if the DB does not exist.
+    pub fn stamp(&self) -> Option<[i64; 6]> {
+        use std::os::unix::fs::MetadataExt;
+        let db = std::fs::metadata(&self.db_path).ok()?;
+        let mut wal_path = self.db_path.clone().into_os_string();
+        wal_path.push("-wal");
+        let (wal_mtime, wal_size, wal_ino) = match std::fs::metadata(&wal_path) {
+            Ok(m) => (m.mtime() * 1_000_000_000 + m.mtime_nsec(), m.size() as i64, m.ino() as i64),
+            Err(_) => (0, -1, 0),
+        };
+        Some([
+            db.mtime() * 1_000_000_000 + db.mtime_nsec(),
+            db.size() as i64,
+            db.ino() as i64,
+            wal_mtime,
+            wal_size,
+            wal_ino,
+        ])
     }
 
     /// A number that changes whenever Nix commits to its DB; `None` if the DB cannot be read.
