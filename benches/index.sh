@@ -102,7 +102,7 @@ for i in $(seq 1 "$RSS_GIB"); do
   rm -f "$B/rand-$i.bin"
 done
 RUST_LOG=info "$PEERIX" serve --listen 127.0.0.1:0 --state-dir "$B/state-big" --store-root "$BIG" \
-  --upstream none --serve-private --index-rate 0 --index-jobs 2 2>"$B/daemon.log" &
+  --upstream none --no-p2p --serve-private --index-rate 0 --index-jobs 2 2>"$B/daemon.log" &
 DAEMON=$!
 PORT=""
 for _ in $(seq 300); do

@@ -86,7 +86,7 @@ nginx -c "$B/nginx/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 
 RUST_LOG=info "$PEERIX" serve --listen 127.0.0.1:0 --state-dir "$B/state" --store-root "$STORE" \
-  --upstream none --trusted-public-key "$(cat "$B/pk")" 2> "$B/peerix.log" &
+  --upstream none --no-p2p --trusted-public-key "$(cat "$B/pk")" 2> "$B/peerix.log" &
 PIDS+=($!)
 PEERIX_URL=""
 for _ in $(seq 100); do

@@ -51,6 +51,8 @@ pub enum ConfigError {
     NoStateDir,
     #[error("size {0:?} is not a number of bytes with an optional K, M, G or T suffix")]
     Size(String),
+    #[error("{0:?} is not a multiaddr")]
+    Multiaddr(String),
 }
 
 /// Flags of `peerix serve`. Every one can also be set by its `PEERIX_*` variable or the config file.
@@ -116,6 +118,46 @@ pub struct ServeArgs {
     /// copied and do not count.
     #[arg(long, env = "PEERIX_CACHE_SIZE", value_name = "BYTES")]
     pub cache_size: Option<String>,
+
+    /// Address for the IPFS node to listen on; repeatable [default: /ip4/0.0.0.0/tcp/12306 and
+    /// /ip4/0.0.0.0/udp/12306/quic-v1].
+    #[arg(long = "p2p-listen", env = "PEERIX_P2P_LISTEN", value_delimiter = ' ', value_name = "MULTIADDR")]
+    pub p2p_listen: Vec<String>,
+
+    /// Peer to join the DHT through (/…/p2p/<id>); repeatable. The public IPFS bootstrap peers are
+    /// used only when none is given; `none` means no bootstrap at all.
+    #[arg(long, env = "PEERIX_BOOTSTRAP", value_delimiter = ' ', value_name = "MULTIADDR")]
+    pub bootstrap: Vec<String>,
+
+    /// `ipfs`: Kademlia DHT + mDNS; `lan`: mDNS only, nothing leaves the local network [default: ipfs].
+    #[arg(long, env = "PEERIX_MODE", value_enum)]
+    pub mode: Option<crate::p2p::Mode>,
+
+    /// Do not look for peers with mDNS (multicast on every interface).
+    #[arg(long, env = "PEERIX_NO_MDNS")]
+    pub no_mdns: bool,
+
+    /// An address other peers can reach us at (announced in provider records); repeatable.
+    #[arg(
+        long = "external-address",
+        env = "PEERIX_EXTERNAL_ADDRESSES",
+        value_delimiter = ' ',
+        value_name = "MULTIADDR"
+    )]
+    pub external_addresses: Vec<String>,
+
+    /// Act as a DHT server from the start and announce our listen addresses as reachable, as kubo's
+    /// `dhtserver` routing does. For LANs and labs where no peer can confirm our address (AutoNAT).
+    #[arg(long, env = "PEERIX_DHT_SERVER")]
+    pub dht_server: bool,
+
+    /// Published paths announced to the DHT per second at most (each is a DHT walk) [default: 10].
+    #[arg(long, env = "PEERIX_PROVIDE_RATE", value_name = "N")]
+    pub provide_rate: Option<u32>,
+
+    /// Run no IPFS node: serve the local store over HTTP only.
+    #[arg(long, env = "PEERIX_NO_P2P")]
+    pub no_p2p: bool,
 }
 
 /// The config file. Keys use the long flag names.
@@ -134,6 +176,14 @@ pub struct FileConfig {
     pub index_jobs: Option<usize>,
     pub index_rate: Option<String>,
     pub cache_size: Option<String>,
+    pub p2p_listen: Option<Vec<String>>,
+    pub bootstrap: Option<Vec<String>>,
+    pub mode: Option<crate::p2p::Mode>,
+    pub mdns: Option<bool>,
+    pub external_addresses: Option<Vec<String>>,
+    pub provide_rate: Option<u32>,
+    pub dht_server: Option<bool>,
+    pub p2p: Option<bool>,
 }
 
 /// What the daemon runs with.
@@ -152,6 +202,8 @@ pub struct ServeConfig {
     /// default), `Some(0)` for no cap.
     pub index_rate: Option<u64>,
     pub cache_size: u64,
+    /// The IPFS node's settings; `None` with `--no-p2p`.
+    pub p2p: Option<crate::p2p::Config>,
 }
 
 impl FileConfig {
@@ -211,8 +263,37 @@ impl ServeConfig {
                 Some(s) => parse_size(&s)?,
                 None => DEFAULT_CACHE_SIZE,
             },
+            p2p: if args.no_p2p || file.p2p == Some(false) {
+                None
+            } else {
+                let pick =
+                    |flag: Vec<String>, file: Option<Vec<String>>| if flag.is_empty() { file } else { Some(flag) };
+                let listen = pick(args.p2p_listen, file.p2p_listen)
+                    .unwrap_or_else(|| DEFAULT_P2P_LISTEN.iter().map(|s| s.to_string()).collect());
+                let bootstrap = match pick(args.bootstrap, file.bootstrap) {
+                    None => crate::p2p::PUBLIC_BOOTSTRAP.iter().map(|s| s.to_string()).collect(),
+                    Some(b) if b.iter().any(|x| x == "none") => Vec::new(),
+                    Some(b) => b,
+                };
+                Some(crate::p2p::Config {
+                    listen: multiaddrs(&listen)?,
+                    bootstrap: multiaddrs(&bootstrap)?,
+                    mode: args.mode.or(file.mode).unwrap_or(crate::p2p::Mode::Ipfs),
+                    mdns: !args.no_mdns && file.mdns.unwrap_or(true),
+                    external: multiaddrs(&pick(args.external_addresses, file.external_addresses).unwrap_or_default())?,
+                    provide_rate: args.provide_rate.or(file.provide_rate).unwrap_or(10).max(1),
+                    dht_server: args.dht_server || file.dht_server.unwrap_or(false),
+                })
+            },
         })
     }
+}
+
+/// TCP and QUIC on 12306, next to the HTTP port 12304 and the tracker's 12305.
+pub const DEFAULT_P2P_LISTEN: &[&str] = &["/ip4/0.0.0.0/tcp/12306", "/ip4/0.0.0.0/udp/12306/quic-v1"];
+
+fn multiaddrs(list: &[String]) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
+    list.iter().map(|s| s.parse().map_err(|_| ConfigError::Multiaddr(s.clone()))).collect()
 }
 
 /// 10 GiB of received blocks.

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ipld;
 pub mod local_cache;
 pub mod nix;
+pub mod p2p;
 pub mod publish;
 pub mod store;
 pub mod trust;

@@ -103,6 +103,10 @@ impl LocalCache {
         &self.state
     }
 
+    pub fn state_arc(&self) -> Arc<StateDb> {
+        self.state.clone()
+    }
+
     pub fn gate(&self) -> &Gate {
         &self.gate
     }

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+mod fetch;
 mod publish;
 mod serve;
 mod status;
@@ -46,6 +47,17 @@ enum Command {
         #[command(flatten)]
         config: ServeArgs,
     },
+    /// Get a file (e.g. a NAR) by its root CID through the running daemon: from its store, or from
+    /// the IPFS network by bitswap (every block verified, and kept for the gateway).
+    Fetch {
+        cid: String,
+        /// Write here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Base URL of the daemon.
+        #[arg(long, env = "PEERIX_URL", default_value = "http://127.0.0.1:12304")]
+        url: String,
+    },
     /// Show what a running daemon reports, or what it holds for one store path.
     Status {
         /// Base URL of the daemon.
@@ -79,6 +91,7 @@ impl Cli {
             Command::Verify { repair, config } => {
                 runtime()?.block_on(publish::verify(ServeConfig::resolve(config)?, repair))
             }
+            Command::Fetch { cid, output, url } => runtime()?.block_on(fetch::fetch(&url, &cid, output.as_deref())),
             Command::Status { url, path, json } => runtime()?.block_on(status::show(&url, path.as_deref(), json)),
             Command::Keygen { name, secret_file, public_file } => keygen(&name, &secret_file, &public_file),
         }

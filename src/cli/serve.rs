@@ -29,6 +29,14 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     }
     let blocks = Arc::new(Blocks::new(cache.clone(), cfg.cache_size));
     let publisher = Publisher::new(cache.clone(), cfg.index_jobs, cfg.index_rate.unwrap_or(DEFAULT_SERVE_INDEX_RATE))?;
+    let shutdown = CancellationToken::new();
+    let p2p = match cfg.p2p.take() {
+        Some(p2p_cfg) => Some(
+            peerix::p2p::start(p2p_cfg, &identity, blocks.clone(), cache.state_arc(), &cfg.state_dir, shutdown.clone())
+                .context("cannot start the IPFS node")?,
+        ),
+        None => None,
+    };
     let listener = http::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let listen = listener.local_addr()?;
     let peer_id = identity.peer_id();
@@ -36,6 +44,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         cache,
         blocks,
         identity,
+        p2p,
         cache_info: http::render_cache_info(cfg.priority),
         started: Instant::now(),
         listen,
@@ -44,7 +53,6 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         signing_key,
     }));
     info!(state_dir = %cfg.state_dir.display(), store_root = %cfg.store_root.display(), %peer_id, "listening on http://{listen}");
-    let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     tokio::spawn(index_forever(publisher, shutdown.clone()));
     http::serve(listener, app, shutdown).await;

@@ -2,7 +2,10 @@
 //! `POST /api/v0/block/get?arg=`, `/block/stat`, `/cat?arg=&offset=&length=`, `/dag/export`, `/id`.
 //! Like kubo: POST only (GET → 405), arguments in the query, errors as
 //! `{"Message","Code","Type":"error"}`. Unlike kubo, a client's mistake is a 400 and a missing block
-//! a 404, not a 500. Loopback clients only (see [`super::loopback_only`]); gated content only.
+//! a 404, not a 500. Loopback clients only (see [`super::loopback_only`]); local content is gated.
+//! As in kubo, `block/get` and `cat` fetch what is not local from the IPFS network (bitswap;
+//! verified and kept in the blockstore, so the gateway serves it afterwards) unless `offline=true`.
+//! `peerix fetch` is `cat` through this route.
 
 use std::sync::Arc;
 
@@ -26,6 +29,14 @@ pub struct Args {
     arg: Option<String>,
     offset: Option<u64>,
     length: Option<u64>,
+    #[serde(default)]
+    offline: bool,
+}
+
+/// The IPFS node, when the request allows the network and the node runs.
+fn network<'a>(app: &'a AppState, args: &Result<Query<Args>, QueryRejection>) -> Option<&'a crate::p2p::Node> {
+    let offline = args.as_ref().map(|Query(a)| a.offline).unwrap_or(false);
+    app.p2p.as_ref().filter(|_| !offline)
 }
 
 /// `arg` as a CID: `<cid>` or `/ipfs/<cid>` (sub-paths are not supported).
@@ -67,17 +78,46 @@ pub async fn cat(State(app): State<AppState>, args: Result<Query<Args>, QueryRej
     let blocks = app.blocks.clone();
     let size = tokio::task::spawn_blocking(move || dag::file_size(&blocks, &cid))
         .await
-        .map_err(|e| RpcError::Internal(e.into()))?
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => RpcError::NotFound(cid),
-            _ => RpcError::Client(format!("{cid} is not a file")),
-        })?;
+        .map_err(|e| RpcError::Internal(e.into()))?;
+    let size = match (size, network(&app, &args)) {
+        (Ok(size), _) => size,
+        (Err(e), Some(node)) if e.kind() == std::io::ErrorKind::NotFound => {
+            let body = window(node.bitswap.fetch_file(cid), offset.unwrap_or(0), length);
+            let mut resp = Response::new(axum::body::Body::from_stream(body));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            return Ok(resp);
+        }
+        (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => return Err(RpcError::NotFound(cid)),
+        (Err(_), _) => return Err(RpcError::Client(format!("{cid} is not a file"))),
+    };
     let start = offset.unwrap_or(0).min(size);
     let end = length.map_or(size, |l| start.saturating_add(l).min(size));
     let mut resp = Response::new(dag::cat_body(app.blocks.clone(), cid, start..end));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp.headers_mut().insert("x-content-length", HeaderValue::from(end - start));
     Ok(resp)
+}
+
+/// The bytes `offset .. offset + length` of a stream of pieces.
+fn window<E: Send + 'static>(
+    pieces: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, E>>,
+    offset: u64,
+    length: Option<u64>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static {
+    use futures_util::StreamExt;
+    let end = length.map_or(u64::MAX, |l| offset.saturating_add(l));
+    pieces
+        .scan(0u64, move |pos, piece| {
+            let out = piece.map(|b| {
+                let (start, stop) = (*pos, *pos + b.len() as u64);
+                *pos = stop;
+                let (from, to) = (offset.max(start), end.min(stop));
+                if from < to { b.slice((from - start) as usize..(to - start) as usize) } else { bytes::Bytes::new() }
+            });
+            let done = *pos >= end;
+            futures_util::future::ready(if done && out.as_ref().is_ok_and(|b| b.is_empty()) { None } else { Some(out) })
+        })
+        .filter(|r| futures_util::future::ready(!r.as_ref().is_ok_and(|b| b.is_empty())))
 }
 
 pub async fn dag_export(
@@ -92,13 +132,34 @@ pub async fn dag_export(
 }
 
 pub async fn id(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let (addresses, protocols) = match &app.p2p {
+        Some(node) => (
+            node.client.info().await.map(|i| i.listen_addrs).unwrap_or_default(),
+            crate::p2p::bitswap::PROTOCOLS.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     Json(json!({
         "ID": app.identity.peer_id(),
         "PublicKey": app.identity.public_key_base64(),
-        "Addresses": [],
+        "Addresses": addresses,
         "AgentVersion": concat!("peerix/", env!("CARGO_PKG_VERSION")),
-        "Protocols": [],
+        "Protocols": protocols,
     }))
+}
+
+/// `routing/findprovs`: providers of a CID in the DHT, in kubo's event shape (Type 4 = Provider).
+pub async fn findprovs(
+    State(app): State<AppState>,
+    args: Result<Query<Args>, QueryRejection>,
+) -> Result<Response, RpcError> {
+    let cid = cid_arg(&args)?;
+    let Some(node) = &app.p2p else {
+        return Err(RpcError::Client("no IPFS node runs (--no-p2p)".into()));
+    };
+    let providers = node.client.get_providers(libp2p::kad::RecordKey::new(&cid.hash().to_bytes())).await;
+    let responses: Vec<_> = providers.iter().map(|p| json!({ "ID": p.to_string(), "Addrs": [] })).collect();
+    Ok(Json(json!({ "Extra": "", "ID": "", "Type": 4, "Responses": responses })).into_response())
 }
 
 /// kubo answers GET on the RPC with 405.

@@ -60,6 +60,8 @@ pub struct Inner {
     pub cache: Arc<LocalCache>,
     pub blocks: Arc<Blocks>,
     pub identity: Identity,
+    /// The IPFS node, unless `--no-p2p`.
+    pub p2p: Option<crate::p2p::Node>,
     pub cache_info: Bytes,
     pub started: Instant,
     pub listen: SocketAddr,
@@ -91,7 +93,8 @@ pub fn router(state: AppState) -> Router {
         .route("/block/stat", post(kubo_rpc::block_stat).get(kubo_rpc::method_not_allowed))
         .route("/cat", post(kubo_rpc::cat).get(kubo_rpc::method_not_allowed))
         .route("/dag/export", post(kubo_rpc::dag_export).get(kubo_rpc::method_not_allowed))
-        .route("/id", post(kubo_rpc::id).get(kubo_rpc::method_not_allowed));
+        .route("/id", post(kubo_rpc::id).get(kubo_rpc::method_not_allowed))
+        .route("/routing/findprovs", post(kubo_rpc::findprovs).get(kubo_rpc::method_not_allowed));
     let admin = Router::new()
         .route("/status", get(status::status))
         .route("/paths/{hash}", get(api::path))
@@ -195,6 +198,7 @@ mod tests {
             blocks: Arc::new(Blocks::new(cache.clone(), 1 << 20)),
             cache,
             identity: Identity::load_or_create(&dir.join("state")).unwrap(),
+            p2p: None,
             cache_info: render_cache_info(30),
             started: Instant::now(),
             listen: "127.0.0.1:0".parse().unwrap(),

@@ -41,9 +41,19 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
     let index = cache.state().index_stats()?;
     let scan = cache.state().scan_progress()?;
     let (blocks, block_bytes) = cache.state().block_stats()?;
+    let node = match &app.p2p {
+        Some(n) => n.client.info().await,
+        None => None,
+    };
+    let p2p = match &app.p2p {
+        Some(n) => json!({ "node": node, "bitswap": n.bitswap.stats() }),
+        None => Value::Null,
+    };
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "peer_id": app.identity.peer_id(),
+        "listen_addrs": node.as_ref().map(|n| n.listen_addrs.clone()).unwrap_or_default(),
+        "connected_peers": node.as_ref().map(|n| n.connected_peers.clone()).unwrap_or_default(),
         "uptime_secs": app.started.elapsed().as_secs(),
         "listen": app.listen.to_string(),
         "store_root": cache.store_root().display().to_string(),
@@ -63,6 +73,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         "index": index,
         "scan": scan_json(&scan),
         "blockstore": { "blocks": blocks, "bytes": block_bytes },
+        "p2p": p2p,
         "requests": {
             "narinfo_hits": c.narinfo_hits.load(Ordering::Relaxed),
             "narinfo_misses": c.narinfo_misses.load(Ordering::Relaxed),

@@ -343,6 +343,31 @@ impl StateDb {
         })
     }
 
+    /// Published paths never announced to the DHT, or not since `older_than` seconds: (hash32, root).
+    pub fn due_announcements(&self, limit: usize, older_than: i64) -> Result<Vec<(String, Cid)>, StateError> {
+        self.with(|c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT hash32, root_cid FROM paths WHERE status = 'published' AND root_cid IS NOT NULL \
+                     AND (announced_at IS NULL OR announced_at < ?1) ORDER BY announced_at IS NOT NULL, announced_at \
+                     LIMIT ?2",
+                )?
+                .query_map(params![now_secs() - older_than, limit as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows.into_iter().filter_map(|(h, c)| Cid::try_from(c).ok().map(|c| (h, c))).collect())
+        })
+    }
+
+    pub fn mark_announced(&self, hash32: &str) -> Result<(), StateError> {
+        self.with(|c| {
+            c.prepare_cached("UPDATE paths SET announced_at = ?2 WHERE hash32 = ?1")?
+                .execute(params![hash32, now_secs()])?;
+            Ok(())
+        })
+    }
+
     pub fn set_scan_progress(&self, p: &ScanProgress) -> Result<(), StateError> {
         self.with(|c| {
             c.prepare_cached(

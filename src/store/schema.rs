@@ -72,6 +72,16 @@ const MIGRATIONS: &[&str] = &[
         total_bytes INTEGER NOT NULL,
         done_bytes  INTEGER NOT NULL
     );",
+    // 3: the embedded IPFS node (issue: libp2p swarm, bitswap, Kademlia, mDNS).
+    "ALTER TABLE paths ADD COLUMN announced_at INTEGER;     -- last DHT announcement of root + store key
+    CREATE TABLE kad_providers (
+        key         BLOB NOT NULL,
+        provider    BLOB NOT NULL,              -- peer id bytes
+        addrs       TEXT NOT NULL,              -- space-separated multiaddrs
+        expires_at  INTEGER NOT NULL,           -- unix seconds, 0 = never
+        PRIMARY KEY (key, provider)
+    ) WITHOUT ROWID;
+    CREATE INDEX kad_providers_by_provider ON kad_providers (provider);",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {

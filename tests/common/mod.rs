@@ -170,7 +170,21 @@ impl Daemon {
         if !args.contains(&"--upstream") {
             cmd.args(["--upstream", "none"]);
         }
-        cmd.args(args).envs(env.iter().copied()).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
+        // No test reaches past loopback: a daemon gets an IPFS node only when the test names its
+        // listen address (and then never the public bootstrap peers or mDNS unless it says so).
+        if !args.contains(&"--p2p-listen") {
+            cmd.arg("--no-p2p");
+        } else if !args.contains(&"--bootstrap") {
+            cmd.args(["--bootstrap", "none"]);
+        }
+        if args.contains(&"--p2p-listen") && !args.contains(&"--mdns") {
+            cmd.arg("--no-mdns");
+        }
+        cmd.args(args.iter().filter(|a| **a != "--mdns"))
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn peerix");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));

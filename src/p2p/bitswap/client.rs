@@ -1,0 +1,362 @@
+//! The fetching side of bitswap: wants waiting for blocks, and sessions that fetch a whole DAG.
+//!
+//! A want is registered before it is sent; a received block is accepted only if the CID computed
+//! from its bytes (sha2-256 over the data, per the prefix it came with) is one we want, so a wrong
+//! block can never be delivered — it is counted and dropped. A [`Session`] remembers which peers
+//! answered, asks them directly (want-block), and falls back to asking every connected peer
+//! (want-have, `sendDontHave`) and then the DHT's providers when they do not have a block or time out.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cid::Cid;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use libp2p::PeerId;
+use libp2p::kad::RecordKey;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info};
+
+use super::message::{self, DONT_HAVE, Entry, HAVE, Message, WANT_BLOCK, WANT_HAVE, Wantlist};
+use super::{Bitswap, Stats};
+use crate::ipld::{self, DAG_PB, RAW, unixfs};
+
+/// How long one peer gets to answer a want before the session asks elsewhere.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A block nobody delivers within this is a failure.
+const BLOCK_DEADLINE: Duration = Duration::from_secs(60);
+/// Connected peers asked at once when the session knows nobody who has the block.
+const BROADCAST_PEERS: usize = 16;
+/// Blocks in flight in a DAG fetch: 64 × ≤ 256 KiB keeps a LAN busy with ≤ 16 MiB buffered.
+pub const WINDOW: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("no peer delivered block {0} within 60 s")]
+    Timeout(Cid),
+    #[error("block {0} is not a UnixFS file node")]
+    NotAFile(Cid),
+    #[error("cannot store a received block")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Receives the block and the peer that sent it.
+type BlockRx = oneshot::Receiver<(PeerId, Bytes)>;
+/// Receives (peer, has it) presences.
+type PresenceRx = mpsc::Receiver<(PeerId, bool)>;
+
+struct Waiter {
+    block: Vec<oneshot::Sender<(PeerId, Bytes)>>,
+    presence: Vec<mpsc::Sender<(PeerId, bool)>>,
+}
+
+/// Blocks and presences we are waiting for.
+#[derive(Default)]
+pub struct Wants {
+    map: Mutex<HashMap<Cid, Waiter>>,
+}
+
+impl Wants {
+    fn register(&self, cid: Cid) -> (BlockRx, PresenceRx) {
+        let (btx, brx) = oneshot::channel();
+        let (ptx, prx) = mpsc::channel(BROADCAST_PEERS * 2);
+        if let Ok(mut m) = self.map.lock() {
+            let w = m.entry(cid).or_insert_with(|| Waiter { block: Vec::new(), presence: Vec::new() });
+            w.block.push(btx);
+            w.presence.push(ptx);
+        }
+        (brx, prx)
+    }
+
+    fn forget(&self, cid: &Cid) {
+        if let Ok(mut m) = self.map.lock()
+            && let Some(w) = m.get_mut(cid)
+        {
+            w.block.retain(|s| !s.is_closed());
+            w.presence.retain(|s| !s.is_closed());
+            if w.block.is_empty() {
+                m.remove(cid);
+            }
+        }
+    }
+
+    /// Delivers what `peer` sent: blocks we want (verified by construction), and presences.
+    pub(super) fn receive(&self, peer: PeerId, msg: &Message, stats: &Stats) {
+        let Ok(mut m) = self.map.lock() else { return };
+        for b in &msg.payload {
+            deliver(&mut m, peer, message::cid_of(&b.prefix, &b.data), &b.data, stats);
+        }
+        for data in &msg.blocks {
+            // Bitswap 1.0.0: no prefix; it is one of ours if its sha2-256 matches a wanted CID.
+            let digest = ipld::raw_cid(data);
+            let cid = m.keys().find(|c| c.hash().digest() == digest.hash().digest()).copied();
+            deliver(&mut m, peer, cid, data, stats);
+        }
+        for p in &msg.block_presences {
+            let Ok(cid) = Cid::try_from(p.cid.as_slice()) else { continue };
+            if let Some(w) = m.get(&cid) {
+                let have = p.r#type == HAVE;
+                if have || p.r#type == DONT_HAVE {
+                    for tx in &w.presence {
+                        let _ = tx.try_send((peer, have));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Hands a received block to its waiters, or counts and drops it when nobody wants that CID
+/// (including when the bytes do not hash to the CID that was asked for).
+fn deliver(m: &mut HashMap<Cid, Waiter>, peer: PeerId, cid: Option<Cid>, data: &[u8], stats: &Stats) {
+    match cid.and_then(|c| m.remove(&c)) {
+        Some(w) => {
+            stats.blocks_received.fetch_add(1, Ordering::Relaxed);
+            stats.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
+            let data = Bytes::copy_from_slice(data);
+            for tx in w.block {
+                let _ = tx.send((peer, data.clone()));
+            }
+        }
+        None => {
+            stats.unwanted_blocks.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "dropping a block nobody asked for (or one that does not match its CID)");
+        }
+    }
+}
+
+/// Peers that have served this DAG so far, best first.
+#[derive(Default)]
+pub struct Session {
+    good: Mutex<Vec<PeerId>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Session {
+    fn pick(&self) -> Option<PeerId> {
+        let good = self.good.lock().ok()?;
+        if good.is_empty() {
+            return None;
+        }
+        Some(good[self.next.fetch_add(1, Ordering::Relaxed) % good.len()])
+    }
+
+    fn served(&self, peer: PeerId) {
+        if let Ok(mut g) = self.good.lock()
+            && !g.contains(&peer)
+        {
+            g.push(peer);
+        }
+    }
+
+    fn failed(&self, peer: PeerId) {
+        if let Ok(mut g) = self.good.lock() {
+            g.retain(|p| *p != peer);
+        }
+    }
+}
+
+fn want(cid: &Cid, want_type: i32, cancel: bool) -> Message {
+    Message {
+        wantlist: Some(Wantlist {
+            entries: vec![Entry { block: cid.to_bytes(), priority: 1, cancel, want_type, send_dont_have: !cancel }],
+            full: false,
+        }),
+        ..Default::default()
+    }
+}
+
+impl Bitswap {
+    /// One block: from the local blockstore if it is there, else from peers. Stored on arrival.
+    pub async fn get(&self, cid: Cid, session: &Session) -> Result<Bytes, FetchError> {
+        let blocks = self.inner.blocks.clone();
+        if let Ok(Ok(Some((data, _)))) = tokio::task::spawn_blocking(move || blocks.get(&cid)).await {
+            return Ok(data);
+        }
+        let (mut block_rx, mut presence_rx) = self.inner.wants.register(cid);
+        let result = self.chase(cid, session, &mut block_rx, &mut presence_rx).await;
+        self.inner.wants.forget(&cid);
+        let (peer, data) = result?;
+        session.served(peer);
+        let blocks = self.inner.blocks.clone();
+        let stored = data.clone();
+        tokio::task::spawn_blocking(move || blocks.put(&cid, &stored))
+            .await
+            .map_err(|e| FetchError::Store(e.into()))?
+            .map_err(|e| FetchError::Store(e.into()))?;
+        Ok(data)
+    }
+
+    async fn chase(
+        &self,
+        cid: Cid,
+        session: &Session,
+        block_rx: &mut BlockRx,
+        presence_rx: &mut PresenceRx,
+    ) -> Result<(PeerId, Bytes), FetchError> {
+        let deadline = Instant::now() + BLOCK_DEADLINE;
+        let mut asked_block: HashSet<PeerId> = HashSet::new();
+        let mut dont_have: HashSet<PeerId> = HashSet::new();
+        let mut asked_dht = false;
+        while Instant::now() < deadline {
+            // Whom to ask this round: a peer that served this session, else everyone connected.
+            let mut targets = Vec::new();
+            if let Some(p) = session.pick().filter(|p| !dont_have.contains(p)) {
+                self.inner.outbox.send(p, want(&cid, WANT_BLOCK, false));
+                asked_block.insert(p);
+                targets.push(p);
+            } else {
+                let peers = self.inner.node.connected_peers().await;
+                for p in peers.into_iter().filter(|p| !dont_have.contains(p)).take(BROADCAST_PEERS) {
+                    self.inner.outbox.send(p, want(&cid, WANT_HAVE, false));
+                    targets.push(p);
+                }
+            }
+            if targets.is_empty() && !asked_dht {
+                asked_dht = true;
+                self.inner.stats.provider_lookups.fetch_add(1, Ordering::Relaxed);
+                let providers = self.inner.node.get_providers(RecordKey::new(&cid.hash().to_bytes())).await;
+                info!(%cid, providers = providers.len(), "looked up providers in the DHT");
+                for p in providers.into_iter().filter(|p| *p != self.inner.node.peer_id()) {
+                    self.inner.outbox.send(p, want(&cid, WANT_BLOCK, false));
+                    asked_block.insert(p);
+                    targets.push(p);
+                }
+            }
+            if targets.is_empty() {
+                // Nobody to ask yet: wait for a peer to connect (or the deadline).
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+            let attempt_end = tokio::time::Instant::now() + ATTEMPT_TIMEOUT;
+            let mut pending: HashSet<PeerId> = targets.iter().copied().collect();
+            loop {
+                tokio::select! {
+                    block = &mut *block_rx => {
+                        let (from, data) = block.map_err(|_| FetchError::Timeout(cid))?;
+                        // Cancel the want everywhere else.
+                        for p in asked_block.iter().chain(targets.iter()).collect::<HashSet<_>>() {
+                            if *p != from {
+                                self.inner.outbox.send(*p, want(&cid, WANT_BLOCK, true));
+                            }
+                        }
+                        return Ok((from, data));
+                    }
+                    Some((peer, have)) = presence_rx.recv() => {
+                        pending.remove(&peer);
+                        if have && !asked_block.contains(&peer) {
+                            self.inner.outbox.send(peer, want(&cid, WANT_BLOCK, false));
+                            asked_block.insert(peer);
+                        } else if !have {
+                            dont_have.insert(peer);
+                            session.failed(peer);
+                            if pending.is_empty() && asked_block.iter().all(|p| dont_have.contains(p)) {
+                                break;
+                            }
+                        }
+                    }
+                    _ = tokio::time::sleep_until(attempt_end) => {
+                        for p in &targets {
+                            if !dont_have.contains(p) {
+                                session.failed(*p);
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        Err(FetchError::Timeout(cid))
+    }
+
+    /// The bytes of the UnixFS file (or raw block) under `root`, in order, with [`WINDOW`] blocks in
+    /// flight. Every block is verified and stored as it arrives.
+    pub fn fetch_file(&self, root: Cid) -> BoxStream<'static, Result<Bytes, FetchError>> {
+        let bs = self.clone();
+        let session = Arc::new(Session::default());
+        let plan = {
+            let (bs, session) = (bs.clone(), session.clone());
+            async move { bs.resolve(root, &session).await }
+        };
+        futures_util::stream::once(plan)
+            .flat_map(move |plan| match plan {
+                Err(e) => futures_util::stream::iter([Err(e)]).boxed(),
+                Ok(items) => {
+                    let (bs, session) = (bs.clone(), session.clone());
+                    futures_util::stream::iter(items)
+                        .map(move |item| {
+                            let (bs, session) = (bs.clone(), session.clone());
+                            async move {
+                                match item {
+                                    Item::Data(b) => Ok(b),
+                                    Item::Raw(c) => bs.get(c, &session).await,
+                                    Item::Node(c) => Err(FetchError::NotAFile(c)),
+                                }
+                            }
+                        })
+                        .buffered(WINDOW)
+                        .boxed()
+                }
+            })
+            .boxed()
+    }
+
+    /// Expands the DAG's interior nodes, level by level (each level fetched [`WINDOW`] at a time),
+    /// into the file's pieces in order: raw leaves to fetch, and inline data.
+    async fn resolve(&self, root: Cid, session: &Arc<Session>) -> Result<Vec<Item>, FetchError> {
+        let mut items = vec![Item::Node(root)];
+        // Our DAGs are 2–3 levels deep; 32 bounds a hostile one.
+        for _ in 0..32 {
+            let nodes: Vec<Cid> =
+                items.iter().filter_map(|i| if let Item::Node(c) = i { Some(*c) } else { None }).collect();
+            if nodes.is_empty() {
+                return Ok(items);
+            }
+            let fetched: Vec<Result<Bytes, FetchError>> = futures_util::stream::iter(nodes)
+                .map(|c| {
+                    let session = session.clone();
+                    async move { self.get(c, &session).await }
+                })
+                .buffered(WINDOW)
+                .collect()
+                .await;
+            let mut fetched = fetched.into_iter();
+            let mut next = Vec::with_capacity(items.len());
+            for item in items {
+                let Item::Node(cid) = item else {
+                    next.push(item);
+                    continue;
+                };
+                let data = fetched.next().ok_or(FetchError::NotAFile(cid))??;
+                match cid.codec() {
+                    RAW => next.push(Item::Data(data)),
+                    DAG_PB => {
+                        let node = unixfs::decode(&data).map_err(|_| FetchError::NotAFile(cid))?;
+                        if !node.inline_data.is_empty() {
+                            next.push(Item::Data(Bytes::from(node.inline_data)));
+                        }
+                        next.extend(
+                            node.links.into_iter().map(|c| if c.codec() == RAW { Item::Raw(c) } else { Item::Node(c) }),
+                        );
+                    }
+                    _ => return Err(FetchError::NotAFile(cid)),
+                }
+            }
+            items = next;
+        }
+        Err(FetchError::NotAFile(root))
+    }
+}
+
+/// A piece of a file being fetched.
+enum Item {
+    /// An interior node still to be expanded.
+    Node(Cid),
+    /// A raw leaf to fetch.
+    Raw(Cid),
+    /// Bytes already at hand (a raw root, or inline UnixFS data).
+    Data(Bytes),
+}

@@ -1,0 +1,206 @@
+//! Bitswap 1.2.0 (also accepting 1.1.0, 1.0.0 and `/ipfs/bitswap`) on `libp2p-stream`.
+//!
+//! Bitswap is message-based, not request/response: wants go out on a stream we open, and blocks
+//! and presences come back on a stream the *other* side opens (boxo, Helia). So every inbound stream,
+//! whatever it carries, is read here ([`Bitswap::serve_stream`]): wantlists are answered from
+//! [`Blocks`] (gated content only), received blocks and presences are handed to the waiting fetches
+//! ([`client`]). Outgoing messages go through one writer task per peer ([`outbox`]), which keeps one
+//! stream open and merges queued messages.
+//!
+//! Server rules (boxo/Helia): want-block → the block; want-have → HAVE, or the block itself when it
+//! is ≤ 1 KiB; a missing block → DONT_HAVE when the entry asked for it (`sendDontHave`). Limits: 4 MiB
+//! per message, 1024 wants answered per message, 256 inbound streams at once, responses cut at
+//! 2 MiB of payload. A peer that sends a malformed or over-size message is disconnected.
+
+pub mod client;
+pub mod message;
+mod outbox;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use cid::Cid;
+use futures_util::StreamExt;
+use libp2p::{PeerId, StreamProtocol};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use self::message::{Block, BlockPresence, DONT_HAVE, HAVE, Message, WANT_BLOCK};
+use super::{Client, P2pError};
+use crate::blocks::Blocks;
+
+pub const PROTOCOL_1_2_0: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
+pub const PROTOCOL_1_1_0: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1.1.0");
+pub const PROTOCOL_1_0_0: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1.0.0");
+pub const PROTOCOL_LEGACY: StreamProtocol = StreamProtocol::new("/ipfs/bitswap");
+/// Every version we accept; outbound streams try them in this order.
+pub const PROTOCOLS: [StreamProtocol; 4] = [PROTOCOL_1_2_0, PROTOCOL_1_1_0, PROTOCOL_1_0_0, PROTOCOL_LEGACY];
+
+/// Blocks this small are sent in place of a HAVE (boxo `DefaultWantHaveReplaceSize`, Helia likewise).
+const REPLACE_HAVE_WITH_BLOCK: usize = 1024;
+/// Wants answered from one message; the rest are ignored (boxo caps queued entries per peer at 1024).
+const MAX_WANTS_PER_MESSAGE: usize = 1024;
+/// Inbound streams served at once; a further stream is dropped (and the peer retries).
+const MAX_INBOUND_STREAMS: usize = 256;
+/// Payload bytes per response message (under the 4 MiB cap with room for framing).
+const RESPONSE_PAYLOAD: usize = 2 << 20;
+
+/// Counters for `/api/status`.
+#[derive(Default, Serialize)]
+pub struct Stats {
+    pub blocks_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub blocks_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub unwanted_blocks: AtomicU64,
+    pub peers_dropped: AtomicU64,
+    pub provider_lookups: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Bitswap {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    blocks: Arc<Blocks>,
+    node: Client,
+    wants: client::Wants,
+    outbox: outbox::Outbox,
+    streams: Arc<Semaphore>,
+    stats: Stats,
+}
+
+impl Bitswap {
+    /// Registers every bitswap protocol and starts the accept loops.
+    pub fn start(
+        control: libp2p_stream::Control,
+        blocks: Arc<Blocks>,
+        node: Client,
+        shutdown: CancellationToken,
+    ) -> Result<Self, P2pError> {
+        let bitswap = Self {
+            inner: Arc::new(Inner {
+                blocks,
+                node,
+                wants: client::Wants::default(),
+                outbox: outbox::Outbox::new(control.clone()),
+                streams: Arc::new(Semaphore::new(MAX_INBOUND_STREAMS)),
+                stats: Stats::default(),
+            }),
+        };
+        for protocol in PROTOCOLS {
+            let mut incoming = control.clone().accept(protocol.clone()).map_err(|_| P2pError::Protocol)?;
+            let bs = bitswap.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        next = incoming.next() => {
+                            let Some((peer, stream)) = next else { break };
+                            // Hand the stream off at once: libp2p-stream drops inbound streams while
+                            // this loop is busy.
+                            match bs.inner.streams.clone().try_acquire_owned() {
+                                Ok(permit) => {
+                                    let bs = bs.clone();
+                                    let protocol = protocol.clone();
+                                    tokio::spawn(async move {
+                                        bs.serve_stream(peer, stream, protocol).await;
+                                        drop(permit);
+                                    });
+                                }
+                                Err(_) => debug!(%peer, "too many bitswap streams; dropping one"),
+                            }
+                        }
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            });
+        }
+        Ok(bitswap)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    pub fn blocks(&self) -> &Arc<Blocks> {
+        &self.inner.blocks
+    }
+
+    /// Reads messages from one inbound stream until it ends.
+    async fn serve_stream(&self, peer: PeerId, mut stream: libp2p::Stream, protocol: StreamProtocol) {
+        loop {
+            match message::read(&mut stream).await {
+                Ok(Some(msg)) => self.on_message(peer, msg, &protocol).await,
+                Ok(None) => break,
+                Err(message::WireError::Io(e)) => {
+                    debug!(%peer, cause = %e, "bitswap stream ended");
+                    break;
+                }
+                Err(e) => {
+                    warn!(%peer, cause = %e, "malformed bitswap message; dropping the peer");
+                    self.inner.stats.peers_dropped.fetch_add(1, Ordering::Relaxed);
+                    self.inner.node.disconnect(peer);
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn on_message(&self, peer: PeerId, msg: Message, protocol: &StreamProtocol) {
+        if !msg.payload.is_empty() || !msg.blocks.is_empty() || !msg.block_presences.is_empty() {
+            self.inner.wants.receive(peer, &msg, &self.inner.stats);
+        }
+        let Some(wantlist) = msg.wantlist else { return };
+        let wants: Vec<(Cid, i32, bool)> = wantlist
+            .entries
+            .into_iter()
+            .filter(|e| !e.cancel)
+            .take(MAX_WANTS_PER_MESSAGE)
+            .filter_map(|e| Cid::try_from(e.block.as_slice()).ok().map(|c| (c, e.want_type, e.send_dont_have)))
+            .collect();
+        if wants.is_empty() {
+            return;
+        }
+        let blocks = self.inner.blocks.clone();
+        let cids: Vec<Cid> = wants.iter().map(|w| w.0).collect();
+        let found = tokio::task::spawn_blocking(move || {
+            cids.iter().map(|c| blocks.get(c).ok().flatten().map(|(d, _)| d)).collect::<Vec<Option<Bytes>>>()
+        })
+        .await
+        .unwrap_or_default();
+        let presences_ok = *protocol == PROTOCOL_1_2_0;
+        let mut out = Message::default();
+        let mut payload_bytes = 0;
+        for ((cid, want_type, send_dont_have), data) in wants.into_iter().zip(found) {
+            match data {
+                Some(d) if want_type == WANT_BLOCK || d.len() <= REPLACE_HAVE_WITH_BLOCK || !presences_ok => {
+                    if payload_bytes + d.len() > RESPONSE_PAYLOAD && payload_bytes > 0 {
+                        self.send(peer, std::mem::take(&mut out));
+                        payload_bytes = 0;
+                    }
+                    payload_bytes += d.len();
+                    self.inner.stats.blocks_sent.fetch_add(1, Ordering::Relaxed);
+                    self.inner.stats.bytes_sent.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    out.payload.push(Block { prefix: message::prefix_of(&cid), data: d.to_vec() });
+                }
+                Some(_) => out.block_presences.push(BlockPresence { cid: cid.to_bytes(), r#type: HAVE }),
+                None if send_dont_have && presences_ok => {
+                    out.block_presences.push(BlockPresence { cid: cid.to_bytes(), r#type: DONT_HAVE })
+                }
+                None => {}
+            }
+        }
+        if !out.payload.is_empty() || !out.block_presences.is_empty() {
+            self.send(peer, out);
+        }
+    }
+
+    fn send(&self, peer: PeerId, msg: Message) {
+        self.inner.outbox.send(peer, msg);
+    }
+}

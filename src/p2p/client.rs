@@ -1,0 +1,67 @@
+//! The handle the rest of peerix uses to talk to the swarm: typed async methods that send a
+//! command to the [`super::EventLoop`] and await its oneshot reply.
+
+use libp2p::kad::RecordKey;
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use super::event_loop::Command;
+
+/// What `/api/status` shows of the node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    pub peer_id: String,
+    pub mode: super::Mode,
+    /// Full multiaddrs, ending in `/p2p/<peer id>`.
+    pub listen_addrs: Vec<String>,
+    pub external_addrs: Vec<String>,
+    pub connected_peers: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Command>,
+    peer_id: PeerId,
+}
+
+impl Client {
+    pub(super) fn new(tx: mpsc::Sender<Command>, peer_id: PeerId) -> Self {
+        Self { tx, peer_id }
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Peers with an open connection.
+    pub async fn connected_peers(&self) -> Vec<PeerId> {
+        self.ask(|reply| Command::Connected { reply }).await.unwrap_or_default()
+    }
+
+    /// Providers of `key` (multihash bytes of a CID, or a store-path key) from the DHT; empty when
+    /// there are none, the DHT is off (`lan` mode) or the query timed out.
+    pub async fn get_providers(&self, key: RecordKey) -> Vec<PeerId> {
+        self.ask(|reply| Command::GetProviders { key, reply }).await.unwrap_or_default()
+    }
+
+    /// Starts a dial; `Err` only if it could not even start.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), String> {
+        self.ask(|reply| Command::Dial { addr, reply }).await.unwrap_or_else(|| Err("node stopped".into()))
+    }
+
+    pub async fn info(&self) -> Option<NodeInfo> {
+        self.ask(|reply| Command::Info { reply }).await
+    }
+
+    /// Drops every connection to a misbehaving peer (never blocks: a full queue drops the request).
+    pub fn disconnect(&self, peer: PeerId) {
+        let _ = self.tx.try_send(Command::Disconnect { peer });
+    }
+}

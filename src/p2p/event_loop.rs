@@ -1,0 +1,260 @@
+//! The task that owns the `Swarm`: applies [`Command`]s from [`Client`]s, reacts to swarm events
+//! (identify → Kademlia addresses, mDNS → dials, query results → replies), and announces published
+//! NARs to the DHT at a bounded rate.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult, RecordKey};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Behaviour, BehaviourEvent, Client, Config, NodeInfo};
+use crate::store::StateDb;
+
+/// Commands waiting for the loop; a full queue makes callers wait, never the loop.
+const COMMAND_QUEUE: usize = 256;
+/// A provider query that has not answered by then answers "none".
+const PROVIDER_QUERY_DEADLINE: Duration = Duration::from_secs(30);
+/// Provider records live 48 h on other nodes; announce again well before (kubo uses 22 h).
+const REPROVIDE_AFTER: Duration = Duration::from_secs(22 * 3600);
+
+pub(crate) enum Command {
+    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<(), String>> },
+    GetProviders { key: RecordKey, reply: oneshot::Sender<Vec<PeerId>> },
+    Connected { reply: oneshot::Sender<Vec<PeerId>> },
+    Info { reply: oneshot::Sender<NodeInfo> },
+    Disconnect { peer: PeerId },
+}
+
+/// A provider query: who asked, what was found so far, when it started.
+type PendingProviders = (oneshot::Sender<Vec<PeerId>>, HashSet<PeerId>, Instant);
+
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    cfg: Config,
+    state: Arc<StateDb>,
+    connected: HashMap<PeerId, u32>,
+    listen_addrs: Vec<Multiaddr>,
+    pending_providers: HashMap<QueryId, PendingProviders>,
+}
+
+pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, state: Arc<StateDb>) -> (Client, EventLoop) {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let client = Client::new(tx, *swarm.local_peer_id());
+    let event_loop = EventLoop {
+        swarm,
+        commands: rx,
+        cfg,
+        state,
+        connected: HashMap::new(),
+        listen_addrs: Vec::new(),
+        pending_providers: HashMap::new(),
+    };
+    (client, event_loop)
+}
+
+/// The DHT key under which a store path's providers are announced.
+pub fn store_path_key(hash32: &str) -> RecordKey {
+    use multihash_codetable::{Code, MultihashDigest};
+    RecordKey::new(&Code::Sha2_256.digest(format!("/peerix/store/{hash32}").as_bytes()).to_bytes())
+}
+
+impl EventLoop {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.bootstrap();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    self.sweep();
+                    self.provide_due();
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        debug!("p2p event loop stopped");
+    }
+
+    fn bootstrap(&mut self) {
+        for addr in self.cfg.bootstrap.clone() {
+            if let Some(Protocol::P2p(peer)) = addr.iter().last()
+                && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+            {
+                kad.add_address(&peer, addr.clone());
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                warn!(%addr, cause = %e, "cannot dial bootstrap peer");
+            }
+        }
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+            && !self.cfg.bootstrap.is_empty()
+        {
+            let _ = kad.bootstrap();
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Dial { addr, reply } => {
+                let _ = reply.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
+            }
+            Command::GetProviders { key, reply } => match self.swarm.behaviour_mut().kad.as_mut() {
+                Some(kad) => {
+                    let id = kad.get_providers(key);
+                    self.pending_providers.insert(id, (reply, HashSet::new(), Instant::now()));
+                }
+                None => {
+                    let _ = reply.send(Vec::new());
+                }
+            },
+            Command::Connected { reply } => {
+                let _ = reply.send(self.connected.keys().copied().collect());
+            }
+            Command::Info { reply } => {
+                let local = *self.swarm.local_peer_id();
+                let with_id = |a: &Multiaddr| format!("{a}/p2p/{local}");
+                let _ = reply.send(NodeInfo {
+                    peer_id: local.to_string(),
+                    mode: self.cfg.mode,
+                    listen_addrs: self.listen_addrs.iter().map(with_id).collect(),
+                    external_addrs: self.swarm.external_addresses().map(with_id).collect(),
+                    connected_peers: self.connected.keys().map(|p| p.to_string()).collect(),
+                });
+            }
+            Command::Disconnect { peer } => {
+                warn!(%peer, "disconnecting misbehaving peer");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!("p2p listening on {address}/p2p/{}", self.swarm.local_peer_id());
+                if self.cfg.dht_server {
+                    self.swarm.add_external_address(address.clone());
+                }
+                self.listen_addrs.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| *a != address),
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                let n = self.connected.entry(peer_id).or_default();
+                *n += 1;
+                if *n == 1 {
+                    info!(%peer_id, addr = %endpoint.get_remote_address(), "peer connected");
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => match num_established {
+                0 => {
+                    self.connected.remove(&peer_id);
+                }
+                n => {
+                    self.connected.insert(peer_id, n);
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    for addr in info.listen_addrs {
+                        kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                        kad.add_address(&peer, addr.clone());
+                    }
+                    if !self.connected.contains_key(&peer) {
+                        info!(%peer, %addr, "mDNS found a peer");
+                        let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, .. })) => {
+                self.on_query(id, result)
+            }
+            _ => {}
+        }
+    }
+
+    fn on_query(&mut self, id: QueryId, result: QueryResult) {
+        match result {
+            QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) => {
+                if let Some(entry) = self.pending_providers.get_mut(&id) {
+                    entry.1.extend(providers);
+                    // The first answer is enough to start fetching; the query may go on.
+                    if let Some((reply, found, _)) = self.pending_providers.remove(&id) {
+                        let _ = reply.send(found.into_iter().collect());
+                    }
+                }
+            }
+            QueryResult::GetProviders(other) => {
+                if let Some((reply, found, _)) = self.pending_providers.remove(&id) {
+                    if let Err(e) = other {
+                        debug!(cause = %e, "provider query ended");
+                    }
+                    let _ = reply.send(found.into_iter().collect());
+                }
+            }
+            QueryResult::StartProviding(Err(e)) => debug!(cause = %e, "announcement failed"),
+            _ => {}
+        }
+    }
+
+    /// Answers provider queries that outlived their deadline.
+    fn sweep(&mut self) {
+        let expired: Vec<QueryId> = self
+            .pending_providers
+            .iter()
+            .filter(|(_, (_, _, t))| t.elapsed() > PROVIDER_QUERY_DEADLINE)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((reply, found, _)) = self.pending_providers.remove(&id) {
+                let _ = reply.send(found.into_iter().collect());
+            }
+        }
+    }
+
+    /// Announces up to `provide_rate` published paths (NAR root and store-path key) that were never
+    /// announced or not for 22 h. Waits for a first connection: an announcement nobody hears is lost.
+    fn provide_due(&mut self) {
+        if self.connected.is_empty() || self.swarm.behaviour().kad.as_ref().is_none() {
+            return;
+        }
+        let due = match self.state.due_announcements(self.cfg.provide_rate as usize, REPROVIDE_AFTER.as_secs() as i64) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(cause = %e, "cannot read announcements due");
+                return;
+            }
+        };
+        let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else { return };
+        for (hash32, root) in due {
+            for key in [RecordKey::new(&root.hash().to_bytes()), store_path_key(&hash32)] {
+                if let Err(e) = kad.start_providing(key) {
+                    warn!(cause = %e, "cannot store provider record");
+                }
+            }
+            if let Err(e) = self.state.mark_announced(&hash32) {
+                warn!(cause = %e, "cannot record announcement");
+            }
+        }
+    }
+}

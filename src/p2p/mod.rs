@@ -1,0 +1,185 @@
+//! The embedded IPFS node: a rust-libp2p swarm (TCP + QUIC, noise, yamux, identify, ping,
+//! Kademlia, mDNS) with bitswap 1.2.0 on `libp2p-stream`, so peerix exchanges NAR blocks with
+//! other peerix nodes, Helia and kubo without an external IPFS daemon.
+//!
+//! Concurrency model: one [`EventLoop`] task owns the `Swarm` and is the only code that touches it;
+//! everyone else holds a cloneable [`Client`] that sends [`event_loop::Command`]s over a bounded
+//! channel and awaits a oneshot reply. The loop never awaits a consumer: replies are oneshots, and
+//! pending queries carry deadlines. Bitswap streams never enter the loop at all: `libp2p-stream`
+//! hands each inbound stream to [`bitswap`], which gives it its own task at once (kubo opens a new
+//! stream per message; a slow accept drops streams). The loop stops when the shutdown token fires.
+//!
+//! Modes: `ipfs` (Kademlia on `/ipfs/kad/1.0.0` + mDNS) and `lan` (mDNS only: no DHT, nothing
+//! leaves the LAN). The identity is the node's persistent ed25519 key ([`crate::identity`]).
+
+pub mod bitswap;
+mod client;
+mod event_loop;
+mod provider_store;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{Multiaddr, StreamProtocol, connection_limits, identify, kad, mdns, noise, ping, tcp, yamux};
+use tokio_util::sync::CancellationToken;
+
+pub use client::{Client, NodeInfo};
+pub use event_loop::EventLoop;
+
+use crate::blocks::Blocks;
+use crate::identity::Identity;
+use crate::store::StateDb;
+
+/// Which networks the node takes part in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Kademlia DHT (`/ipfs/kad/1.0.0`) with bootstrap peers, plus mDNS.
+    Ipfs,
+    /// mDNS only: peers on the local network, nothing else.
+    Lan,
+}
+
+/// The public IPFS bootstrap peers (kubo's list): the default only when no `--bootstrap` is given.
+pub const PUBLIC_BOOTSTRAP: &[&str] = &[
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
+    "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+];
+
+/// The node's settings, resolved from flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub mode: Mode,
+    pub mdns: bool,
+    pub external: Vec<Multiaddr>,
+    /// Provider announcements per second at most (each is a DHT walk).
+    pub provide_rate: u32,
+    /// Serve the DHT and treat listen addresses as reachable (kubo's `dhtserver`).
+    pub dht_server: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum P2pError {
+    #[error("invalid identity key")]
+    Identity(#[from] libp2p::identity::DecodingError),
+    #[error("cannot set up the transport")]
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: Multiaddr,
+        #[source]
+        source: libp2p::TransportError<std::io::Error>,
+    },
+    #[error("cannot open the provider store")]
+    Store(#[from] rusqlite::Error),
+    #[error("bitswap protocol registered twice")]
+    Protocol,
+}
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: Toggle<kad::Behaviour<provider_store::ProviderStore>>,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub stream: libp2p_stream::Behaviour,
+    pub limits: connection_limits::Behaviour,
+}
+
+/// Connections at most, in all and per peer: a node serving a LAN has tens of peers; 512 bounds
+/// what a flood of dials can make us hold.
+const MAX_CONNECTIONS: u32 = 512;
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+const MAX_PENDING_INCOMING: u32 = 64;
+/// go-libp2p accepts 4 MiB; the kad default of 16 KiB rejects real FIND_NODE answers (26–43 KB).
+const KAD_MAX_PACKET: usize = 4 << 20;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
+
+/// A running node: the swarm's handle and the bitswap engine.
+#[derive(Clone)]
+pub struct Node {
+    pub client: Client,
+    pub bitswap: bitswap::Bitswap,
+}
+
+/// Builds the swarm, starts listening and dialing, and spawns the event loop and bitswap.
+pub fn start(
+    cfg: Config,
+    identity: &Identity,
+    blocks: Arc<Blocks>,
+    state: Arc<StateDb>,
+    state_dir: &Path,
+    shutdown: CancellationToken,
+) -> Result<Node, P2pError> {
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.seed())?;
+    let local = keypair.public().to_peer_id();
+    let store = provider_store::ProviderStore::open(state_dir, local)?;
+    let mode = cfg.mode;
+    let use_mdns = cfg.mdns;
+    let dht_server = cfg.dht_server;
+    let boxed = |e: &dyn std::fmt::Display| P2pError::Transport(e.to_string().into());
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| boxed(&e))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| boxed(&e))?
+        .with_behaviour(|key| {
+            let kad = (mode == Mode::Ipfs).then(|| {
+                let mut c = kad::Config::new(KAD_PROTOCOL);
+                c.set_max_packet_size(KAD_MAX_PACKET);
+                // We announce at a bounded rate ourselves (EventLoop::provide_due) instead of
+                // kad's walk over every provided key at once.
+                c.set_provider_publication_interval(None);
+                c.set_query_timeout(Duration::from_secs(30));
+                let mut kad = kad::Behaviour::with_config(local, store, c);
+                if dht_server {
+                    kad.set_mode(Some(kad::Mode::Server));
+                }
+                kad
+            });
+            let mdns = if use_mdns { mdns::tokio::Behaviour::new(mdns::Config::default(), local).ok() } else { None };
+            Behaviour {
+                identify: identify::Behaviour::new(
+                    identify::Config::new("ipfs/0.1.0".into(), key.public())
+                        .with_agent_version(format!("peerix/{}", env!("CARGO_PKG_VERSION")))
+                        .with_push_listen_addr_updates(true),
+                ),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                kad: Toggle::from(kad),
+                mdns: Toggle::from(mdns),
+                stream: libp2p_stream::Behaviour::new(),
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_established(Some(MAX_CONNECTIONS))
+                        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
+                ),
+            }
+        })
+        .map_err(|e| boxed(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+        .build();
+    for addr in &cfg.listen {
+        swarm.listen_on(addr.clone()).map_err(|source| P2pError::Listen { addr: addr.clone(), source })?;
+    }
+    for addr in &cfg.external {
+        swarm.add_external_address(addr.clone());
+    }
+    let control = swarm.behaviour().stream.new_control();
+    let (client, event_loop) = event_loop::new(swarm, cfg, state);
+    let bitswap = bitswap::Bitswap::start(control, blocks, client.clone(), shutdown.clone())?;
+    tokio::spawn(event_loop.run(shutdown));
+    Ok(Node { client, bitswap })
+}
