@@ -54,3 +54,76 @@ async fn helia_cats_the_nar_from_our_car() {
     let nar = nix_dump(&store.join(&path[1..]));
     assert!(std::fs::read(&out).unwrap() == nar, "Helia's cat differs from nix-store --dump");
 }
+
+/// A daemon with a published multi-chunk NAR and an IPFS node on 127.0.0.1.
+fn published_daemon(w: &Work, extra: &[&str]) -> (Daemon, String, Vec<u8>) {
+    let src = w.path("nar-src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data: Vec<u8> = (0..2_500_000u32).map(|i| (i.wrapping_mul(2246822519) >> 11) as u8).collect();
+    std::fs::write(src.join("payload"), &data).unwrap();
+    let store = w.path("nar-store");
+    let path = run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src));
+    let state = w.path("nar-state");
+    let root_args = ["--store-root", store.to_str().unwrap(), "--serve-private"];
+    run(&mut peerix_cmd("publish", &state, &root_args));
+    let root = indexed_root(&state, &path).unwrap();
+    let args = [&root_args[..], &["--p2p-listen", "/ip4/127.0.0.1/tcp/0"], extra].concat();
+    let d = Daemon::start(&state, &args);
+    (d, root, nix_dump(&store.join(&path[1..])))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helia_fetches_a_nar_from_our_daemon_by_bitswap() {
+    let w = Work::new();
+    let (d, root, nar) = published_daemon(&w, &["--mode", "lan"]);
+    let out = w.path("from-peerix.nar");
+    let summary = helia("fetch.mjs", &[&d.p2p_addr(), &root, out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == nar, "Helia's bitswap copy differs from nix-store --dump");
+    let v: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
+    assert_eq!(v["bytes"].as_u64().unwrap(), nar.len() as u64);
+    let status: serde_json::Value = serde_json::from_slice(&get(&format!("{}/api/status", d.url)).await.body).unwrap();
+    assert!(status["p2p"]["bitswap"]["blocks_sent"].as_u64().unwrap() > 10, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn we_find_a_block_only_helia_has_through_the_dht_and_fetch_it() {
+    use std::io::{BufRead, BufReader};
+    let w = Work::new();
+    let expected = w.path("helia-block.bin");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helia");
+    let mut peer = Command::new("node")
+        .current_dir(&dir)
+        .args(["--import", "./polyfill.mjs", "provide.mjs", "300000"])
+        .arg(&expected)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(peer.stdout.take().unwrap()).lines();
+    let hello: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let (addr, cid) = (hello["addr"].as_str().unwrap().to_owned(), hello["cid"].as_str().unwrap().to_owned());
+
+    // Our daemon joins the DHT through Helia; Helia announces the block to it, then hangs up.
+    let state = w.path("state");
+    let d = Daemon::start(
+        &state,
+        &["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", &addr, "--mode", "ipfs", "--dht-server"],
+    );
+    for expect in ["provided", "hung-up"] {
+        assert_eq!(lines.next().unwrap().unwrap(), expect, "{}", d.log());
+    }
+    d.wait_log("stored provider record");
+
+    let out = w.path("fetched.bin");
+    let f = Command::new(env!("CARGO_BIN_EXE_peerix"))
+        .args(["fetch", &cid, "--url", &d.url, "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(f.status.success(), "{}\n{}", String::from_utf8_lossy(&f.stderr), d.log());
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&expected).unwrap());
+    let line = d.wait_log("looked up providers in the DHT");
+    assert!(line.contains(&cid) && line.contains("providers=1"), "{line}");
+    drop(peer.stdin.take());
+    let _ = peer.wait();
+}

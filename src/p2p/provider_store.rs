@@ -127,6 +127,9 @@ impl RecordStore for ProviderStore {
             Ok(true)
         };
         match write() {
+            Ok(true) if record.provider != self.local => {
+                tracing::info!(provider = %record.provider, "stored provider record");
+            }
             Ok(true) => {}
             Ok(false) => return Err(Error::MaxProvidedKeys),
             Err(e) => {

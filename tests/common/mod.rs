@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const NIX_CONFIG: &str =
@@ -25,6 +25,13 @@ pub fn nix(program: &str, xdg_cache: &Path) -> Command {
 }
 
 /// Runs a command, panicking with its stderr if it fails; returns trimmed stdout.
+/// The root CID a running daemon reports for a store path.
+pub async fn root_cid(d: &Daemon, store_path: &str) -> String {
+    let r = get(&format!("{}/api/paths/{}", d.url, hash_part(store_path))).await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    v["index"]["root_cid"].as_str().unwrap_or_else(|| panic!("not indexed: {v}")).to_owned()
+}
+
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -148,7 +155,7 @@ pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
     pub url: String,
-    log: Arc<Mutex<String>>,
+    log: Arc<(Mutex<String>, Condvar)>,
 }
 
 impl Daemon {
@@ -187,7 +194,7 @@ impl Daemon {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn peerix");
         let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
+        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let (tx, rx) = mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
@@ -196,10 +203,11 @@ impl Daemon {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
                     let _ = tx.send(addr);
                 }
-                if let Ok(mut l) = sink.lock() {
+                if let Ok(mut l) = sink.0.lock() {
                     l.push_str(&line);
                     l.push('\n');
                 }
+                sink.1.notify_all();
             }
         });
         // The channel closes when stderr does, i.e. when the process exits without listening.
@@ -210,13 +218,34 @@ impl Daemon {
             }
             Err(_) => {
                 let _ = child.wait();
-                Err(log.lock().map(|l| l.clone()).unwrap_or_default())
+                Err(log.0.lock().map(|l| l.clone()).unwrap_or_default())
             }
         }
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.log.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits (on the daemon's log, not a timer) for a line containing `needle`; panics after 60 s.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let (lock, cvar) = &*self.log;
+        let mut log = lock.lock().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "no log line with {needle:?} within 60 s:\n{log}");
+            log = cvar.wait_timeout(log, left).unwrap().0;
+        }
+    }
+
+    /// The daemon's p2p address (`/ip4/…/tcp/…/p2p/<id>`), once it listens.
+    pub fn p2p_addr(&self) -> String {
+        let line = self.wait_log("p2p listening on /ip4/");
+        line.split("p2p listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
     }
 
     /// True if the process is still running.

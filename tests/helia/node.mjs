@@ -1,0 +1,44 @@
+// A Helia node that only ever talks to 127.0.0.1: TCP + noise + yamux, identify, ping, bitswap,
+// and (optionally) Kademlia on /ipfs/kad/1.0.0 in server mode. No bootstrap, no mDNS, no
+// delegated routing: createHeliaLight + withLibp2pLight start nothing that reaches the internet.
+import { createHeliaLight } from 'helia'
+import { withLibp2pLight } from '@helia/libp2p'
+import { withBitswap } from '@helia/bitswap'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
+import { MemoryBlockstore } from 'blockstore-core'
+import { MemoryDatastore } from 'datastore-core'
+
+export async function makeNode ({ dht = false } = {}) {
+  const services = { identify: identify(), ping: ping() }
+  if (dht) {
+    services.dht = kadDHT({ protocol: '/ipfs/kad/1.0.0', clientMode: false, peerInfoMapper: passthroughMapper })
+  }
+  const helia = withBitswap(withLibp2pLight(createHeliaLight({
+    blockstore: new MemoryBlockstore(), datastore: new MemoryDatastore()
+  }), {
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services
+  }))
+  await helia.start()
+  return helia
+}
+
+// Reads a whole async iterable of Uint8Array chunks.
+export async function collect (iter) {
+  const parts = []
+  for await (const c of iter) parts.push(c)
+  return Buffer.concat(parts)
+}
+
+// Exits with an error if the test has not finished with us by then.
+export function deadline (ms) {
+  setTimeout(() => { console.error('deadline reached'); process.exit(2) }, ms).unref()
+}
