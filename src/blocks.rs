@@ -11,6 +11,7 @@
 //! recently used first but never a block a transfer in progress has pinned.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -41,6 +42,8 @@ pub struct Blocks {
     layouts: Mutex<HashMap<String, Arc<NarLayout>>>,
     pins: Mutex<HashMap<Cid, usize>>,
     cache_size: u64,
+    /// Bytes in the `blocks` table, kept here so a put does not scan the table.
+    stored: AtomicU64,
 }
 
 /// Keeps blocks from eviction while alive.
@@ -76,7 +79,14 @@ pub enum PutError {
 
 impl Blocks {
     pub fn new(cache: Arc<LocalCache>, cache_size: u64) -> Self {
-        Self { cache, layouts: Mutex::new(HashMap::new()), pins: Mutex::new(HashMap::new()), cache_size }
+        let stored = cache.state().block_stats().map(|(_, bytes)| bytes).unwrap_or(0);
+        Self {
+            cache,
+            layouts: Mutex::new(HashMap::new()),
+            pins: Mutex::new(HashMap::new()),
+            cache_size,
+            stored: AtomicU64::new(stored),
+        }
     }
 
     pub fn cache(&self) -> &LocalCache {
@@ -174,9 +184,15 @@ impl Blocks {
             return Err(PutError::Mismatch);
         }
         let state = self.cache.state();
-        state.put_block(cid, data)?;
-        let pinned: Vec<Cid> = self.pins.lock().map(|p| p.keys().copied().collect()).unwrap_or_default();
-        state.evict_blocks(self.cache_size, &pinned)?;
+        if !state.put_block(cid, data)? {
+            return Ok(());
+        }
+        let total = self.stored.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+        if total > self.cache_size {
+            let pinned: Vec<Cid> = self.pins.lock().map(|p| p.keys().copied().collect()).unwrap_or_default();
+            let freed = state.evict_blocks(self.cache_size, &pinned)?;
+            self.stored.fetch_sub(freed.min(total), Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -109,10 +109,25 @@ async fn we_find_a_block_only_helia_has_through_the_dht_and_fetch_it() {
         &state,
         &["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", &addr, "--mode", "ipfs", "--dht-server"],
     );
-    for expect in ["provided", "hung-up"] {
-        assert_eq!(lines.next().unwrap().unwrap(), expect, "{}", d.log());
+    use std::io::Write as _;
+    let mut stdin = peer.stdin.take().unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "provided");
+    // js kad-dht's provide() can resolve before its ADD_PROVIDER reached anyone; announce again
+    // until our daemon has stored the record (3 tries).
+    let mut stored = false;
+    for _ in 0..3 {
+        if d.wait_log_for("stored provider record", std::time::Duration::from_secs(15)).is_some() {
+            stored = true;
+            break;
+        }
+        writeln!(stdin, "provide").unwrap();
+        assert_eq!(lines.next().unwrap().unwrap(), "provided");
     }
-    d.wait_log("stored provider record");
+    assert!(stored, "Helia's announcement never reached us:\n{}", d.log());
+    writeln!(stdin, "hangup").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "hung-up");
+    let status: serde_json::Value = serde_json::from_slice(&get(&format!("{}/api/status", d.url)).await.body).unwrap();
+    assert_eq!(status["connected_peers"].as_array().unwrap().len(), 0, "Helia hung up: {status}");
 
     let out = w.path("fetched.bin");
     let f = Command::new(env!("CARGO_BIN_EXE_peerix"))
@@ -124,6 +139,6 @@ async fn we_find_a_block_only_helia_has_through_the_dht_and_fetch_it() {
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&expected).unwrap());
     let line = d.wait_log("looked up providers in the DHT");
     assert!(line.contains(&cid) && line.contains("providers=1"), "{line}");
-    drop(peer.stdin.take());
+    drop(stdin);
     let _ = peer.wait();
 }

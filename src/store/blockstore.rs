@@ -7,14 +7,19 @@ use rusqlite::{OptionalExtension, params};
 use super::{StateDb, StateError, now_secs};
 
 impl StateDb {
-    pub fn put_block(&self, cid: &Cid, data: &[u8]) -> Result<(), StateError> {
+    /// Stores a block; returns true if it was new (false: it was there, and is now marked used).
+    pub fn put_block(&self, cid: &Cid, data: &[u8]) -> Result<bool, StateError> {
         self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO blocks (cid, data, size, last_used) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT(cid) DO UPDATE SET last_used = excluded.last_used",
-            )?
-            .execute(params![cid.to_bytes(), data, data.len() as i64, now_secs()])?;
-            Ok(())
+            let key = cid.to_bytes();
+            let updated = c
+                .prepare_cached("UPDATE blocks SET last_used = ?2 WHERE cid = ?1")?
+                .execute(params![key, now_secs()])?;
+            if updated > 0 {
+                return Ok(false);
+            }
+            c.prepare_cached("INSERT INTO blocks (cid, size, last_used, data) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![key, data.len() as i64, now_secs(), data])?;
+            Ok(true)
         })
     }
 
@@ -62,7 +67,8 @@ impl StateDb {
     }
 
     /// Deletes least-recently-used blocks until at most `cap` bytes remain, skipping `pinned`.
-    /// Returns the bytes freed.
+    /// Returns the bytes freed. Scans the table: callers keep a running total and call this only
+    /// when it is over the cap.
     pub fn evict_blocks(&self, cap: u64, pinned: &[Cid]) -> Result<u64, StateError> {
         self.with(|c| {
             let total: i64 = c.query_row("SELECT coalesce(sum(size), 0) FROM blocks", [], |r| r.get(0))?;
@@ -106,8 +112,9 @@ mod tests {
         let db = StateDb::open(dir.path()).unwrap();
         let blocks: Vec<(Cid, Vec<u8>)> = (0..10u8).map(|i| (raw_cid(&[i; 100]), vec![i; 100])).collect();
         for (c, d) in &blocks {
-            db.put_block(c, d).unwrap();
+            assert!(db.put_block(c, d).unwrap());
         }
+        assert!(!db.put_block(&blocks[0].0, &blocks[0].1).unwrap());
         assert_eq!(db.block_stats().unwrap(), (10, 1000));
         // Pin the oldest: eviction must skip it and take the next ones.
         let freed = db.evict_blocks(650, &[blocks[0].0]).unwrap();

@@ -54,11 +54,13 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX local_nodes_by_path ON local_nodes (hash32);
     -- Blocks from peers and fallbacks, verified on insert, evicted least-recently-used first.
+    -- `size` and `last_used` come before `data`: SQLite keeps a large blob in overflow pages, and a
+    -- column stored after it can only be reached by walking them.
     CREATE TABLE blocks (
         cid         BLOB PRIMARY KEY NOT NULL,
-        data        BLOB NOT NULL,
         size        INTEGER NOT NULL,
-        last_used   INTEGER NOT NULL
+        last_used   INTEGER NOT NULL,
+        data        BLOB NOT NULL
     );
     CREATE INDEX blocks_lru ON blocks (last_used);
     CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);

@@ -172,7 +172,23 @@ impl Daemon {
 
     /// As `try_start`, with extra environment variables.
     pub fn try_start_env(state_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerix"));
+        Self::try_start_in(&[], state_dir, args, env)
+    }
+
+    /// Starts the daemon under a command prefix (e.g. `ip netns exec NS`).
+    pub fn start_in(prefix: &[&str], state_dir: &Path, args: &[&str]) -> Self {
+        Self::try_start_in(prefix, state_dir, args, &[]).unwrap_or_else(|log| panic!("peerix did not start:\n{log}"))
+    }
+
+    fn try_start_in(prefix: &[&str], state_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_peerix"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_peerix")),
+        };
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--state-dir").arg(state_dir);
         if !args.contains(&"--upstream") {
             cmd.args(["--upstream", "none"]);
@@ -229,15 +245,23 @@ impl Daemon {
 
     /// Waits (on the daemon's log, not a timer) for a line containing `needle`; panics after 60 s.
     pub fn wait_log(&self, needle: &str) -> String {
+        self.wait_log_for(needle, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("no log line with {needle:?} within 60 s:\n{}", self.log()))
+    }
+
+    /// As `wait_log`, giving up (with `None`) after `limit`.
+    pub fn wait_log_for(&self, needle: &str, limit: Duration) -> Option<String> {
         let (lock, cvar) = &*self.log;
         let mut log = lock.lock().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(line) = log.lines().find(|l| l.contains(needle)) {
-                return line.to_owned();
+                return Some(line.to_owned());
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            assert!(!left.is_zero(), "no log line with {needle:?} within 60 s:\n{log}");
+            if left.is_zero() {
+                return None;
+            }
             log = cvar.wait_timeout(log, left).unwrap().0;
         }
     }

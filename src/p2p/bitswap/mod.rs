@@ -45,6 +45,8 @@ const REPLACE_HAVE_WITH_BLOCK: usize = 1024;
 const MAX_WANTS_PER_MESSAGE: usize = 1024;
 /// Inbound streams served at once; a further stream is dropped (and the peer retries).
 const MAX_INBOUND_STREAMS: usize = 256;
+/// Messages of one stream answered at once.
+const MESSAGES_IN_FLIGHT: usize = 4;
 /// Payload bytes per response message (under the 4 MiB cap with room for framing).
 const RESPONSE_PAYLOAD: usize = 2 << 20;
 
@@ -131,11 +133,20 @@ impl Bitswap {
         &self.inner.blocks
     }
 
-    /// Reads messages from one inbound stream until it ends.
+    /// Reads messages from one inbound stream until it ends. Up to [`MESSAGES_IN_FLIGHT`] are
+    /// answered at once (block lookups overlap the next read; bitswap answers need no order).
     async fn serve_stream(&self, peer: PeerId, mut stream: libp2p::Stream, protocol: StreamProtocol) {
+        let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
         loop {
             match message::read(&mut stream).await {
-                Ok(Some(msg)) => self.on_message(peer, msg, &protocol).await,
+                Ok(Some(msg)) => {
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+                    let (bs, protocol) = (self.clone(), protocol.clone());
+                    tokio::spawn(async move {
+                        bs.on_message(peer, msg, &protocol).await;
+                        drop(permit);
+                    });
+                }
                 Ok(None) => break,
                 Err(message::WireError::Io(e)) => {
                     debug!(%peer, cause = %e, "bitswap stream ended");
