@@ -196,6 +196,19 @@ impl Blocks {
         Ok(())
     }
 
+    /// Stores blocks that were already checked against their CIDs (by construction: bitswap
+    /// computes the CID from the bytes), in one transaction, then evicts down to the cap.
+    pub fn put_verified(&self, blocks: &[(Cid, Bytes)]) -> Result<(), PutError> {
+        let added = self.cache.state().put_blocks(blocks)?;
+        let total = self.stored.fetch_add(added, Ordering::Relaxed) + added;
+        if total > self.cache_size {
+            let pinned: Vec<Cid> = self.pins.lock().map(|p| p.keys().copied().collect()).unwrap_or_default();
+            let freed = self.cache.state().evict_blocks(self.cache_size, &pinned)?;
+            self.stored.fetch_sub(freed.min(total), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Protects `cids` from eviction until the guard is dropped (a transfer in progress).
     pub fn pin(&self, cids: &[Cid]) -> PinGuard<'_> {
         if let Ok(mut pins) = self.pins.lock() {

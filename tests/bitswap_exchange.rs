@@ -26,16 +26,7 @@ fn source() -> Source {
     let w = Work::new();
     let src = w.path("tree");
     std::fs::create_dir_all(src.join("lib")).unwrap();
-    let mut x = 0x2545F4914F6CDD1Du64;
-    let data: Vec<u8> = (0..3_000_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(src.join("lib/data.bin"), data).unwrap();
+    std::fs::write(src.join("lib/data.bin"), pseudo_random(3_000_000, 0x2545F4914F6CDD1D)).unwrap();
     std::fs::write(src.join("README"), "shared over bitswap\n").unwrap();
     let store = w.path("store");
     let path = run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src));
@@ -191,7 +182,10 @@ async fn wrong_blocks_are_dropped_and_malformed_messages_disconnect() {
                     .iter()
                     .filter(|e| !e.cancel)
                     .filter_map(|e| cid::Cid::try_from(e.block.as_slice()).ok())
-                    .map(|c| Block { prefix: message::prefix_of(&c), data: b"definitely not this block".to_vec() })
+                    .map(|c| Block {
+                        prefix: message::prefix_of(&c),
+                        data: bytes::Bytes::from_static(b"definitely not this block"),
+                    })
                     .collect();
                 if payload.is_empty() {
                     continue;

@@ -19,16 +19,7 @@ use common::*;
 fn tree(dir: &Path, name: &str, seed: u64) -> PathBuf {
     let root = dir.join(name);
     fs::create_dir_all(root.join("lib")).unwrap();
-    let mut x = seed | 1;
-    let big: Vec<u8> = (0..1_500_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    fs::write(root.join("lib/big.so"), big).unwrap();
+    fs::write(root.join("lib/big.so"), pseudo_random(1_500_000, seed)).unwrap();
     fs::write(root.join("README"), format!("tree {name}\n")).unwrap();
     fs::write(root.join("run"), "#!/bin/sh\n").unwrap();
     fs::set_permissions(root.join("run"), fs::Permissions::from_mode(0o755)).unwrap();

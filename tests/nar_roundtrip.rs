@@ -8,7 +8,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -92,25 +92,6 @@ fn nix_dump_digest(path: &Path) -> ([u8; 32], u64) {
     (h.finalize().into(), n)
 }
 
-/// Deterministic, incompressible-looking bytes (xorshift), without pulling in a RNG crate.
-fn pseudo_random_file(path: &Path, len: usize) {
-    let mut f = fs::File::create(path).unwrap();
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-        let n = left.min(buf.len());
-        f.write_all(&buf[..n]).unwrap();
-        left -= n;
-    }
-}
-
 async fn served_nar_digest(d: &Daemon, store_path: &str) -> ([u8; 32], u64, Resp) {
     let info = get(&format!("{}/{}.narinfo", d.url, hash_part(store_path))).await;
     assert_eq!(info.status, 200, "{}", d.log());
@@ -132,7 +113,7 @@ async fn served_nars_match_nix_store_dump() {
     let w = Work::new();
     let z = zoo(w.dir.path());
     let big = w.path("big.bin");
-    pseudo_random_file(&big, 100_000_003);
+    fs::write(&big, pseudo_random(100_000_003, 0x9E37_79B9_7F4A_7C15)).unwrap();
     let store = w.path("store");
     let add = |p: &Path| run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(p));
     let zoo_path = add(&z);

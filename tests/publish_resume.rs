@@ -17,16 +17,10 @@ fn kill_9_during_publish_loses_nothing() {
     let mut srcs = Vec::new();
     for i in 0..24u64 {
         let f = w.path(&format!("blob-{i:02}.bin"));
-        let mut file = std::fs::File::create(&f).unwrap();
-        let mut x = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut buf = vec![0u8; 6 << 20];
-        for b in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b.copy_from_slice(&x.to_le_bytes());
-        }
-        file.write_all(&buf).unwrap();
+        std::fs::File::create(&f)
+            .unwrap()
+            .write_all(&pseudo_random(6 << 20, (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            .unwrap();
         srcs.push(f);
     }
     let store = w.path("store");

@@ -384,3 +384,18 @@ pub fn indexed_root(state_dir: &Path, store_path: &str) -> Option<String> {
     .and_then(|b| cid::Cid::try_from(b).ok())
     .map(|c| c.to_string())
 }
+
+/// `len` deterministic, incompressible-looking bytes (xorshift64 from `seed`): test payloads that
+/// chunk into many distinct blocks, without a RNG dependency.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

@@ -111,12 +111,11 @@ impl Wants {
 
 /// Hands a received block to its waiters, or counts and drops it when nobody wants that CID
 /// (including when the bytes do not hash to the CID that was asked for).
-fn deliver(m: &mut HashMap<Cid, Waiter>, peer: PeerId, cid: Option<Cid>, data: &[u8], stats: &Stats) {
+fn deliver(m: &mut HashMap<Cid, Waiter>, peer: PeerId, cid: Option<Cid>, data: &Bytes, stats: &Stats) {
     match cid.and_then(|c| m.remove(&c)) {
         Some(w) => {
             stats.blocks_received.fetch_add(1, Ordering::Relaxed);
             stats.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
-            let data = Bytes::copy_from_slice(data);
             for tx in w.block {
                 let _ = tx.send((peer, data.clone()));
             }
@@ -182,14 +181,13 @@ impl Bitswap {
         let (peer, data) = result?;
         session.served(peer);
         // Keep it (verified: its CID was computed from these bytes) without holding up the caller.
-        let blocks = self.inner.blocks.clone();
-        let stored = data.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = blocks.put(&cid, &stored) {
-                tracing::warn!(%cid, cause = %e, "cannot keep a fetched block");
-            }
-        });
+        self.inner.writer.put(cid, data.clone()).await;
         Ok(data)
+    }
+
+    /// Waits until every block fetched so far is in the blockstore.
+    pub async fn flush(&self) {
+        self.inner.writer.flush().await
     }
 
     async fn chase(
@@ -288,6 +286,13 @@ impl Bitswap {
                 Err(e) => futures_util::stream::iter([Err(e)]).boxed(),
                 Ok(items) => {
                     let (bs, session) = (bs.clone(), session.clone());
+                    let flusher = bs.clone();
+                    // After the last piece: wait until every block is stored, yielding nothing.
+                    let flushed = futures_util::stream::once(async move {
+                        flusher.flush().await;
+                        Ok(Bytes::new())
+                    })
+                    .filter(|r: &Result<Bytes, FetchError>| futures_util::future::ready(r.is_err()));
                     futures_util::stream::iter(items)
                         .map(move |item| {
                             let (bs, session) = (bs.clone(), session.clone());
@@ -300,6 +305,7 @@ impl Bitswap {
                             }
                         })
                         .buffered(WINDOW)
+                        .chain(flushed)
                         .boxed()
                 }
             })

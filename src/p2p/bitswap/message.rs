@@ -16,8 +16,8 @@ pub struct Message {
     #[prost(message, optional, tag = "1")]
     pub wantlist: Option<Wantlist>,
     /// Bitswap 1.0.0 blocks (CIDv0 implied).
-    #[prost(bytes = "vec", repeated, tag = "2")]
-    pub blocks: Vec<Vec<u8>>,
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    pub blocks: Vec<bytes::Bytes>,
     #[prost(message, repeated, tag = "3")]
     pub payload: Vec<Block>,
     #[prost(message, repeated, tag = "4")]
@@ -57,8 +57,9 @@ pub struct Block {
     /// `uvarint(version) uvarint(codec) uvarint(mh code) uvarint(mh len)`.
     #[prost(bytes = "vec", tag = "1")]
     pub prefix: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    pub data: Vec<u8>,
+    /// Block bytes: `Bytes`, so a decoded message shares its buffer instead of copying each block.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub data: bytes::Bytes,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -122,7 +123,7 @@ pub async fn read<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Option<Message
     }
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await?;
-    Ok(Some(prost::Message::decode(body.as_slice())?))
+    Ok(Some(prost::Message::decode(bytes::Bytes::from(body))?))
 }
 
 /// The CID prefix bitswap sends with a block.
@@ -163,7 +164,7 @@ mod tests {
     async fn framing_roundtrip_and_caps() {
         let cid = raw_cid(b"block");
         let msg = Message {
-            payload: vec![Block { prefix: prefix_of(&cid), data: b"block".to_vec() }],
+            payload: vec![Block { prefix: prefix_of(&cid), data: bytes::Bytes::from_static(b"block") }],
             block_presences: vec![BlockPresence { cid: cid.to_bytes(), r#type: DONT_HAVE }],
             ..Default::default()
         };

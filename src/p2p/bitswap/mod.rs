@@ -15,6 +15,7 @@
 pub mod client;
 pub mod message;
 mod outbox;
+mod writer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +73,7 @@ struct Inner {
     node: Client,
     wants: client::Wants,
     outbox: outbox::Outbox,
+    writer: writer::Writer,
     streams: Arc<Semaphore>,
     stats: Stats,
 }
@@ -86,10 +88,11 @@ impl Bitswap {
     ) -> Result<Self, P2pError> {
         let bitswap = Self {
             inner: Arc::new(Inner {
-                blocks,
+                blocks: blocks.clone(),
                 node,
                 wants: client::Wants::default(),
                 outbox: outbox::Outbox::new(control.clone()),
+                writer: writer::Writer::start(blocks.clone()),
                 streams: Arc::new(Semaphore::new(MAX_INBOUND_STREAMS)),
                 stats: Stats::default(),
             }),
@@ -197,7 +200,7 @@ impl Bitswap {
                     payload_bytes += d.len();
                     self.inner.stats.blocks_sent.fetch_add(1, Ordering::Relaxed);
                     self.inner.stats.bytes_sent.fetch_add(d.len() as u64, Ordering::Relaxed);
-                    out.payload.push(Block { prefix: message::prefix_of(&cid), data: d.to_vec() });
+                    out.payload.push(Block { prefix: message::prefix_of(&cid), data: d });
                 }
                 Some(_) => out.block_presences.push(BlockPresence { cid: cid.to_bytes(), r#type: HAVE }),
                 None if send_dont_have && presences_ok => {
