@@ -114,7 +114,7 @@ async fn five_hundred_concurrent_narinfo_requests_are_all_correct() {
 async fn bad_requests_get_one_line_4xx_and_the_daemon_keeps_serving() {
     let mut s = setup();
     let c = client();
-    let u = &s.d.url;
+    let u = &s.d.url.clone();
     let cases: Vec<(String, &str, u16)> = vec![
         (format!("{u}/{}.narinfo", "e".repeat(32)), "GET", 400),
         (format!("{u}/short.narinfo"), "GET", 400),
@@ -170,6 +170,17 @@ async fn bad_requests_get_one_line_4xx_and_the_daemon_keeps_serving() {
     let r = c.get(format!("{u}/nix-cache-info")).header("x-big", huge).send().await;
     assert!(r.map(|r| r.status().as_u16() == 431 || r.status().is_client_error()).unwrap_or(true));
     assert!(s.d.alive(), "daemon died:\n{}", s.d.log());
+
+    // A made-up NAR hash costs one scan of Nix's DB, not one per request.
+    let scans = || async {
+        let v: serde_json::Value = serde_json::from_slice(&get(&format!("{u}/api/status")).await.body).unwrap();
+        v["requests"]["nar_db_scans"].as_u64().unwrap()
+    };
+    let before = scans().await;
+    for _ in 0..20 {
+        assert_eq!(get(&format!("{u}/nar/{}.nar", "1".repeat(52))).await.status, 404);
+    }
+    assert_eq!(scans().await, before + 1);
 
     let out = s.w.substitute("client", &s.f.top, &s.d.url, &s.pk);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -80,6 +80,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             "narinfo_private": c.narinfo_denied.load(Ordering::Relaxed),
             "nars_served": c.nars_served.load(Ordering::Relaxed),
             "nar_bytes_served": c.nar_bytes_served.load(Ordering::Relaxed),
+            "nar_db_scans": c.nar_db_scans.load(Ordering::Relaxed),
         },
     })))
 }
