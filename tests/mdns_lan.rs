@@ -1,5 +1,6 @@
 //! mDNS in `lan` mode: two daemons in two network namespaces joined by a veth pair find each other
-//! with no bootstrap peer and exchange a NAR by bitswap. The test creates and deletes the
+//! with no bootstrap peer, exchange a NAR by bitswap, and stay connected: a connection that drops
+//! is dialed again (mDNS itself would only re-query after 5 min). The test creates and deletes the
 //! namespaces itself (root needed, as in CI); multicast stays inside them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -105,6 +106,12 @@ fn daemons_in_two_namespaces_find_each_other_by_mdns_and_exchange_a_nar() {
         .unwrap();
     assert!(f.status.success(), "{}\n{}", String::from_utf8_lossy(&f.stderr), b.log());
     assert!(std::fs::read(&out).unwrap() == nix_dump(&store.join(&path[1..])));
+
+    // Kill B's TCP connection to A (from inside B's namespace): the peers must reconnect by
+    // themselves, long before the next mDNS query.
+    let killed = Command::new("ip").args(["netns", "exec", &lan.b, "ss", "-K", "dst", &lan.ip_a]).output().unwrap();
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    b.wait_log_count("peer connected", 2);
     drop(b);
     drop(a);
 }

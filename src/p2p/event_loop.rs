@@ -45,6 +45,10 @@ pub struct EventLoop {
     connected: HashMap<PeerId, u32>,
     listen_addrs: Vec<Multiaddr>,
     pending_providers: HashMap<QueryId, PendingProviders>,
+    /// Peers mDNS announced and has not expired: kept connected (re-dialed when a connection
+    /// closes, e.g. after the 60 s idle timeout), since in `lan` mode they are the only way to a
+    /// block and mDNS re-queries only every 5 min.
+    lan_peers: HashMap<PeerId, Vec<Multiaddr>>,
 }
 
 pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, state: Arc<StateDb>) -> (Client, EventLoop) {
@@ -58,6 +62,7 @@ pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, state: Arc<StateDb>) -> 
         connected: HashMap::new(),
         listen_addrs: Vec::new(),
         pending_providers: HashMap::new(),
+        lan_peers: HashMap::new(),
     };
     (client, event_loop)
 }
@@ -163,6 +168,10 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => match num_established {
                 0 => {
                     self.connected.remove(&peer_id);
+                    if let Some(addrs) = self.lan_peers.get(&peer_id) {
+                        debug!(%peer_id, "re-dialing a LAN peer");
+                        let _ = self.swarm.dial(DialOpts::peer_id(peer_id).addresses(addrs.clone()).build());
+                    }
                 }
                 n => {
                     self.connected.insert(peer_id, n);
@@ -175,8 +184,22 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                for (peer, addr) in gone {
+                    if let Some(addrs) = self.lan_peers.get_mut(&peer) {
+                        addrs.retain(|a| *a != addr);
+                        if addrs.is_empty() {
+                            self.lan_peers.remove(&peer);
+                        }
+                    }
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
+                    let known = self.lan_peers.entry(peer).or_default();
+                    if !known.contains(&addr) {
+                        known.push(addr.clone());
+                    }
                     if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                         kad.add_address(&peer, addr.clone());
                     }

@@ -249,6 +249,18 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no log line with {needle:?} within 60 s:\n{}", self.log()))
     }
 
+    /// Waits for the `n`-th log line containing `needle`; panics after 60 s.
+    pub fn wait_log_count(&self, needle: &str, n: usize) {
+        let (lock, cvar) = &*self.log;
+        let mut log = lock.lock().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while log.lines().filter(|l| l.contains(needle)).count() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "fewer than {n} log lines with {needle:?} within 60 s:\n{log}");
+            log = cvar.wait_timeout(log, left).unwrap().0;
+        }
+    }
+
     /// As `wait_log`, giving up (with `None`) after `limit`.
     pub fn wait_log_for(&self, needle: &str, limit: Duration) -> Option<String> {
         let (lock, cvar) = &*self.log;
