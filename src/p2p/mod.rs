@@ -23,7 +23,10 @@ use std::time::Duration;
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{Multiaddr, StreamProtocol, connection_limits, identify, kad, mdns, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, StreamProtocol, connection_limits, identify, kad, mdns, memory_connection_limits, noise, ping, tcp,
+    yamux,
+};
 use tokio_util::sync::CancellationToken;
 
 pub use client::{Client, NodeInfo};
@@ -92,6 +95,7 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub stream: libp2p_stream::Behaviour,
     pub limits: connection_limits::Behaviour,
+    pub memory: memory_connection_limits::Behaviour,
 }
 
 /// Connections at most, in all and per peer: a node serving a LAN has tens of peers; 512 bounds
@@ -99,6 +103,9 @@ pub struct Behaviour {
 const MAX_CONNECTIONS: u32 = 512;
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 const MAX_PENDING_INCOMING: u32 = 64;
+/// New connections are refused while the process holds more than this: the daemon runs at
+/// 25–90 MiB (measured), so 1 GiB means something is wrong, and more peers would make it worse.
+const MAX_PROCESS_MEMORY: usize = 1 << 30;
 /// go-libp2p accepts 4 MiB; the kad default of 16 KiB rejects real FIND_NODE answers (26–43 KB).
 const KAD_MAX_PACKET: usize = 4 << 20;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -166,6 +173,7 @@ pub fn start(
                         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
                         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
                 ),
+                memory: memory_connection_limits::Behaviour::with_max_bytes(MAX_PROCESS_MEMORY),
             }
         })
         .map_err(|e| boxed(&e))?
