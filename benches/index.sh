@@ -21,19 +21,12 @@ while (($#)); do
     *) echo "usage: $0 [--rounds R] [--rss-gib N]" >&2; exit 2 ;;
   esac
 done
-command -v nix-store >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nix-bin >/dev/null; }
-unset NIX_REMOTE
-export NIX_CONFIG=$'experimental-features = nix-command\nsubstituters =\nsandbox = false\nbuild-users-group =\n'
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/peerix-target}"
-cargo build --release --locked --quiet
-PEERIX="$CARGO_TARGET_DIR/release/peerix"
+. benches/common.sh
 B=$(mktemp -d /var/tmp/peerix-index-bench.XXXXXX)
 DAEMON=""
 cleanup() { [ -n "$DAEMON" ] && kill "$DAEMON" 2>/dev/null; wait 2>/dev/null || true; chmod -R u+w "$B" 2>/dev/null; rm -rf "$B"; }
 trap cleanup EXIT
 export XDG_CACHE_HOME=$B/xdg
-now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 publish() { "$PEERIX" publish --state-dir "$1" --store-root "$2" --upstream none --serve-private --index-rate 0 "${@:3}" 2>/dev/null; }
 
 echo "building fixtures in $B ..." >&2

@@ -16,20 +16,13 @@ while (($#)); do
     *) echo "usage: $0 [--gib N] [--rounds R]" >&2; exit 2 ;;
   esac
 done
-command -v nix-store >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nix-bin >/dev/null; }
+. benches/common.sh
 [ -d tests/helia/node_modules ] || (cd tests/helia && npm ci --no-audit --no-fund --loglevel=error)
-unset NIX_REMOTE
-export NIX_CONFIG=$'experimental-features = nix-command\nsubstituters =\nsandbox = false\nbuild-users-group =\n'
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/peerix-target}"
-cargo build --release --locked --quiet
-PEERIX="$CARGO_TARGET_DIR/release/peerix"
 B=$(mktemp -d /var/tmp/peerix-p2p-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; chmod -R u+w "$B" 2>/dev/null; rm -rf "$B"; }
 trap cleanup EXIT
 export XDG_CACHE_HOME=$B/xdg
-now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 mbs() { echo "$1 $2 $3" | awk '{printf "%.0f", $1 / ($3 - $2) / 1e6}'; }
 # Starts a daemon in the background; sets URL and P2P (its first p2p address) for it.
 start() {

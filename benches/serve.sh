@@ -21,19 +21,8 @@ while (($#)); do
   esac
 done
 
-need=()
-for t in nix-store:nix-bin nginx:nginx wrk:wrk curl:curl; do
-  command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
-done
-if ((${#need[@]})); then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-unset NIX_REMOTE
-export NIX_CONFIG=$'experimental-features = nix-command\nsubstituters =\nsandbox = false\nbuild-users-group =\n'
-
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/peerix-target}"
-cargo build --release --locked --quiet
-PEERIX="$CARGO_TARGET_DIR/release/peerix"
+. benches/common.sh
+need nginx:nginx wrk:wrk
 
 B=$(mktemp -d /var/tmp/peerix-bench.XXXXXX)
 chmod 755 "$B" # nginx's workers run as www-data
@@ -85,6 +74,8 @@ CONF
 nginx -c "$B/nginx/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 
+# Index first, so the daemon's background scan does not compete with the measurements.
+"$PEERIX" publish --state-dir "$B/state" --store-root "$STORE" --upstream none --trusted-public-key "$(cat "$B/pk")" >/dev/null 2>&1
 RUST_LOG=info "$PEERIX" serve --listen 127.0.0.1:0 --state-dir "$B/state" --store-root "$STORE" \
   --upstream none --no-p2p --trusted-public-key "$(cat "$B/pk")" 2> "$B/peerix.log" &
 PIDS+=($!)
@@ -133,7 +124,6 @@ nar_mbs() { # $1 = parallel downloads; rest = URLs. Downloads every URL once per
   end=$(date +%s.%N)
   echo "$bytes $start $end" | awk '{printf "%.0f", $1 / ($3 - $2) / 1e6}'
 }
-median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
 declare -A R
 for r in $(seq 1 "$ROUNDS"); do
