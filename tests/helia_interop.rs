@@ -87,6 +87,17 @@ async fn helia_fetches_a_nar_from_our_daemon_by_bitswap() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn we_find_a_block_only_helia_has_through_the_dht_and_fetch_it() {
+    find_through_dht("/ipfs/kad/1.0.0", "wan").await;
+}
+
+/// kubo's dual DHT: a peer that speaks only `/ipfs/lan/kad/1.0.0` (as kubo does for peers with
+/// private addresses) is found through our LAN DHT.
+#[tokio::test(flavor = "multi_thread")]
+async fn we_find_a_block_through_kubos_lan_dht() {
+    find_through_dht("/ipfs/lan/kad/1.0.0", "lan").await;
+}
+
+async fn find_through_dht(protocol: &str, dht: &str) {
     use std::io::{BufRead, BufReader};
     let w = Work::new();
     let expected = w.path("helia-block.bin");
@@ -95,6 +106,7 @@ async fn we_find_a_block_only_helia_has_through_the_dht_and_fetch_it() {
         .current_dir(&dir)
         .args(["--import", "./polyfill.mjs", "provide.mjs", "300000"])
         .arg(&expected)
+        .arg(protocol)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -116,7 +128,8 @@ async fn we_find_a_block_only_helia_has_through_the_dht_and_fetch_it() {
     // until our daemon has stored the record (3 tries).
     let mut stored = false;
     for _ in 0..3 {
-        if d.wait_log_for("stored provider record", std::time::Duration::from_secs(15)).is_some() {
+        if let Some(line) = d.wait_log_for("stored provider record", std::time::Duration::from_secs(15)) {
+            assert!(line.contains(&format!("dht=\"{dht}\"")) || line.contains(&format!("dht={dht}")), "{line}");
             stored = true;
             break;
         }

@@ -34,8 +34,22 @@ pub(crate) enum Command {
     Disconnect { peer: PeerId },
 }
 
-/// A provider query: who asked, what was found so far, when it started.
-type PendingProviders = (oneshot::Sender<Vec<PeerId>>, HashSet<PeerId>, Instant);
+/// Which of kubo's two DHTs a query runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Dht {
+    Wan,
+    Lan,
+}
+
+/// A provider lookup, run on every DHT at once: answered by the first DHT that finds providers,
+/// or when all have finished without, or at the deadline.
+struct PendingProviders {
+    reply: Option<oneshot::Sender<Vec<PeerId>>>,
+    found: HashSet<PeerId>,
+    started: Instant,
+    /// Queries of this lookup still running.
+    running: usize,
+}
 
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -44,7 +58,10 @@ pub struct EventLoop {
     state: Arc<StateDb>,
     connected: HashMap<PeerId, u32>,
     listen_addrs: Vec<Multiaddr>,
-    pending_providers: HashMap<QueryId, PendingProviders>,
+    pending_providers: HashMap<u64, PendingProviders>,
+    /// Query (per DHT: query ids are per-behaviour counters) → lookup.
+    provider_queries: HashMap<(Dht, QueryId), u64>,
+    next_lookup: u64,
     /// Peers mDNS announced and has not expired: kept connected (re-dialed when a connection
     /// closes, e.g. after the 60 s idle timeout), since in `lan` mode they are the only way to a
     /// block and mDNS re-queries only every 5 min.
@@ -62,6 +79,8 @@ pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, state: Arc<StateDb>) -> 
         connected: HashMap::new(),
         listen_addrs: Vec::new(),
         pending_providers: HashMap::new(),
+        provider_queries: HashMap::new(),
+        next_lookup: 0,
         lan_peers: HashMap::new(),
     };
     (client, event_loop)
@@ -71,6 +90,11 @@ pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, state: Arc<StateDb>) -> 
 pub fn store_path_key(hash32: &str) -> RecordKey {
     use multihash_codetable::{Code, MultihashDigest};
     RecordKey::new(&Code::Sha2_256.digest(format!("/peerix/store/{hash32}").as_bytes()).to_bytes())
+}
+
+/// The DHTs this node runs (none in `lan` mode), borrowed from the behaviour.
+fn dhts(b: &mut Behaviour) -> impl Iterator<Item = (Dht, &mut kad::Behaviour<super::provider_store::ProviderStore>)> {
+    [(Dht::Wan, b.kad.as_mut()), (Dht::Lan, b.kad_lan.as_mut())].into_iter().filter_map(|(d, k)| k.map(|k| (d, k)))
 }
 
 impl EventLoop {
@@ -97,19 +121,19 @@ impl EventLoop {
 
     fn bootstrap(&mut self) {
         for addr in self.cfg.bootstrap.clone() {
-            if let Some(Protocol::P2p(peer)) = addr.iter().last()
-                && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
-            {
-                kad.add_address(&peer, addr.clone());
+            if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                for (_, kad) in dhts(self.swarm.behaviour_mut()) {
+                    kad.add_address(&peer, addr.clone());
+                }
             }
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 warn!(%addr, cause = %e, "cannot dial bootstrap peer");
             }
         }
-        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
-            && !self.cfg.bootstrap.is_empty()
-        {
-            let _ = kad.bootstrap();
+        if !self.cfg.bootstrap.is_empty() {
+            for (_, kad) in dhts(self.swarm.behaviour_mut()) {
+                let _ = kad.bootstrap();
+            }
         }
     }
 
@@ -118,15 +142,28 @@ impl EventLoop {
             Command::Dial { addr, reply } => {
                 let _ = reply.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
             }
-            Command::GetProviders { key, reply } => match self.swarm.behaviour_mut().kad.as_mut() {
-                Some(kad) => {
-                    let id = kad.get_providers(key);
-                    self.pending_providers.insert(id, (reply, HashSet::new(), Instant::now()));
+            Command::GetProviders { key, reply } => {
+                let lookup = self.next_lookup;
+                self.next_lookup += 1;
+                let mut running = 0;
+                for (dht, kad) in dhts(self.swarm.behaviour_mut()) {
+                    self.provider_queries.insert((dht, kad.get_providers(key.clone())), lookup);
+                    running += 1;
                 }
-                None => {
+                if running == 0 {
                     let _ = reply.send(Vec::new());
+                } else {
+                    self.pending_providers.insert(
+                        lookup,
+                        PendingProviders {
+                            reply: Some(reply),
+                            found: HashSet::new(),
+                            started: Instant::now(),
+                            running,
+                        },
+                    );
                 }
-            },
+            }
             Command::Connected { reply } => {
                 let _ = reply.send(self.connected.keys().copied().collect());
             }
@@ -178,9 +215,9 @@ impl EventLoop {
                 }
             },
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
-                    for addr in info.listen_addrs {
-                        kad.add_address(&peer_id, addr);
+                for (_, kad) in dhts(self.swarm.behaviour_mut()) {
+                    for addr in &info.listen_addrs {
+                        kad.add_address(&peer_id, addr.clone());
                     }
                 }
             }
@@ -200,7 +237,7 @@ impl EventLoop {
                     if !known.contains(&addr) {
                         known.push(addr.clone());
                     }
-                    if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    for (_, kad) in dhts(self.swarm.behaviour_mut()) {
                         kad.add_address(&peer, addr.clone());
                     }
                     if !self.connected.contains_key(&peer) {
@@ -210,55 +247,78 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, .. })) => {
-                self.on_query(id, result)
+                self.on_query(Dht::Wan, id, result)
             }
+            SwarmEvent::Behaviour(BehaviourEvent::KadLan(kad::Event::OutboundQueryProgressed {
+                id, result, ..
+            })) => self.on_query(Dht::Lan, id, result),
             _ => {}
         }
     }
 
-    fn on_query(&mut self, id: QueryId, result: QueryResult) {
-        match result {
+    fn on_query(&mut self, dht: Dht, id: QueryId, result: QueryResult) {
+        let finished = match result {
             QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) => {
-                if let Some(entry) = self.pending_providers.get_mut(&id) {
-                    entry.1.extend(providers);
-                    // The first answer is enough to start fetching; the query may go on.
-                    if let Some((reply, found, _)) = self.pending_providers.remove(&id) {
-                        let _ = reply.send(found.into_iter().collect());
+                if let Some(p) = self.provider_queries.get(&(dht, id)).and_then(|l| self.pending_providers.get_mut(l)) {
+                    p.found.extend(providers);
+                    // The first answer is enough to start fetching; the queries may go on.
+                    if !p.found.is_empty()
+                        && let Some(reply) = p.reply.take()
+                    {
+                        debug!(?dht, providers = p.found.len(), "providers found");
+                        let _ = reply.send(p.found.iter().copied().collect());
                     }
                 }
+                false
             }
             QueryResult::GetProviders(other) => {
-                if let Some((reply, found, _)) = self.pending_providers.remove(&id) {
-                    if let Err(e) = other {
-                        debug!(cause = %e, "provider query ended");
-                    }
-                    let _ = reply.send(found.into_iter().collect());
+                if let Err(e) = other {
+                    debug!(?dht, cause = %e, "provider query ended");
                 }
+                true
             }
-            QueryResult::StartProviding(Err(e)) => debug!(cause = %e, "announcement failed"),
-            _ => {}
+            QueryResult::StartProviding(Err(e)) => {
+                debug!(?dht, cause = %e, "announcement failed");
+                false
+            }
+            _ => false,
+        };
+        if finished && let Some(lookup) = self.provider_queries.remove(&(dht, id)) {
+            let done = self.pending_providers.get_mut(&lookup).is_some_and(|p| {
+                p.running -= 1;
+                p.running == 0
+            });
+            if done
+                && let Some(mut p) = self.pending_providers.remove(&lookup)
+                && let Some(reply) = p.reply.take()
+            {
+                let _ = reply.send(p.found.into_iter().collect());
+            }
         }
     }
 
-    /// Answers provider queries that outlived their deadline.
+    /// Answers provider lookups that outlived their deadline.
     fn sweep(&mut self) {
-        let expired: Vec<QueryId> = self
+        let expired: Vec<u64> = self
             .pending_providers
             .iter()
-            .filter(|(_, (_, _, t))| t.elapsed() > PROVIDER_QUERY_DEADLINE)
-            .map(|(id, _)| *id)
+            .filter(|(_, p)| p.started.elapsed() > PROVIDER_QUERY_DEADLINE)
+            .map(|(l, _)| *l)
             .collect();
-        for id in expired {
-            if let Some((reply, found, _)) = self.pending_providers.remove(&id) {
-                let _ = reply.send(found.into_iter().collect());
+        for lookup in expired {
+            if let Some(mut p) = self.pending_providers.remove(&lookup)
+                && let Some(reply) = p.reply.take()
+            {
+                let _ = reply.send(p.found.into_iter().collect());
             }
+            self.provider_queries.retain(|_, l| *l != lookup);
         }
     }
 
     /// Announces up to `provide_rate` published paths (NAR root and store-path key) that were never
     /// announced or not for 22 h. Waits for a first connection: an announcement nobody hears is lost.
     fn provide_due(&mut self) {
-        if self.connected.is_empty() || self.swarm.behaviour().kad.as_ref().is_none() {
+        if self.connected.is_empty() || dhts(self.swarm.behaviour_mut()).next().is_none() {
             return;
         }
         let due = match self.state.due_announcements(self.cfg.provide_rate as usize, REPROVIDE_AFTER.as_secs() as i64) {
@@ -268,11 +328,12 @@ impl EventLoop {
                 return;
             }
         };
-        let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else { return };
         for (hash32, root) in due {
-            for key in [RecordKey::new(&root.hash().to_bytes()), store_path_key(&hash32)] {
-                if let Err(e) = kad.start_providing(key) {
-                    warn!(cause = %e, "cannot store provider record");
+            for (_, kad) in dhts(self.swarm.behaviour_mut()) {
+                for key in [RecordKey::new(&root.hash().to_bytes()), store_path_key(&hash32)] {
+                    if let Err(e) = kad.start_providing(key) {
+                        warn!(cause = %e, "cannot store provider record");
+                    }
                 }
             }
             if let Err(e) = self.state.mark_announced(&hash32) {

@@ -9,8 +9,8 @@
 //! hands each inbound stream to [`bitswap`], which gives it its own task at once (kubo opens a new
 //! stream per message; a slow accept drops streams). The loop stops when the shutdown token fires.
 //!
-//! Modes: `ipfs` (Kademlia on `/ipfs/kad/1.0.0` + mDNS) and `lan` (mDNS only: no DHT, nothing
-//! leaves the LAN). The identity is the node's persistent ed25519 key ([`crate::identity`]).
+//! Modes: `ipfs` (kubo's dual DHT — Kademlia on `/ipfs/kad/1.0.0` and `/ipfs/lan/kad/1.0.0` — plus
+//! mDNS) and `lan` (mDNS only: no DHT, nothing leaves the LAN). The identity is the node's persistent ed25519 key ([`crate::identity`]).
 
 pub mod bitswap;
 mod client;
@@ -92,6 +92,8 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub kad: Toggle<kad::Behaviour<provider_store::ProviderStore>>,
+    /// kubo's LAN DHT (`/ipfs/lan/kad/1.0.0`): kubo puts peers with private addresses only here.
+    pub kad_lan: Toggle<kad::Behaviour<provider_store::ProviderStore>>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub stream: libp2p_stream::Behaviour,
     pub limits: connection_limits::Behaviour,
@@ -111,6 +113,7 @@ const KAD_MAX_PACKET: usize = 4 << 20;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
+pub const KAD_LAN_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/lan/kad/1.0.0");
 
 /// A running node: the swarm's handle and the bitswap engine.
 #[derive(Clone)]
@@ -130,7 +133,8 @@ pub fn start(
 ) -> Result<Node, P2pError> {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.seed())?;
     let local = keypair.public().to_peer_id();
-    let store = provider_store::ProviderStore::open(state_dir, local)?;
+    let store = provider_store::ProviderStore::open(state_dir, local, "wan")?;
+    let lan_store = provider_store::ProviderStore::open(state_dir, local, "lan")?;
     let mode = cfg.mode;
     let use_mdns = cfg.mdns;
     let dht_server = cfg.dht_server;
@@ -143,8 +147,8 @@ pub fn start(
         .with_dns()
         .map_err(|e| boxed(&e))?
         .with_behaviour(|key| {
-            let kad = (mode == Mode::Ipfs).then(|| {
-                let mut c = kad::Config::new(KAD_PROTOCOL);
+            let dht = |protocol: StreamProtocol, store| {
+                let mut c = kad::Config::new(protocol);
                 c.set_max_packet_size(KAD_MAX_PACKET);
                 // We announce at a bounded rate ourselves (EventLoop::provide_due) instead of
                 // kad's walk over every provided key at once.
@@ -155,7 +159,9 @@ pub fn start(
                     kad.set_mode(Some(kad::Mode::Server));
                 }
                 kad
-            });
+            };
+            let kad = (mode == Mode::Ipfs).then(|| dht(KAD_PROTOCOL, store));
+            let kad_lan = (mode == Mode::Ipfs).then(|| dht(KAD_LAN_PROTOCOL, lan_store));
             let mdns = if use_mdns { mdns::tokio::Behaviour::new(mdns::Config::default(), local).ok() } else { None };
             Behaviour {
                 identify: identify::Behaviour::new(
@@ -165,6 +171,7 @@ pub fn start(
                 ),
                 ping: ping::Behaviour::new(ping::Config::new()),
                 kad: Toggle::from(kad),
+                kad_lan: Toggle::from(kad_lan),
                 mdns: Toggle::from(mdns),
                 stream: libp2p_stream::Behaviour::new(),
                 limits: connection_limits::Behaviour::new(

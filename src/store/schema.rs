@@ -77,11 +77,12 @@ const MIGRATIONS: &[&str] = &[
     // 3: the embedded IPFS node (issue: libp2p swarm, bitswap, Kademlia, mDNS).
     "ALTER TABLE paths ADD COLUMN announced_at INTEGER;     -- last DHT announcement of root + store key
     CREATE TABLE kad_providers (
+        dht         TEXT NOT NULL,              -- 'wan' (/ipfs/kad/1.0.0) or 'lan' (/ipfs/lan/kad/1.0.0)
         key         BLOB NOT NULL,
         provider    BLOB NOT NULL,              -- peer id bytes
         addrs       TEXT NOT NULL,              -- space-separated multiaddrs
         expires_at  INTEGER NOT NULL,           -- unix seconds, 0 = never
-        PRIMARY KEY (key, provider)
+        PRIMARY KEY (dht, key, provider)
     ) WITHOUT ROWID;
     CREATE INDEX kad_providers_by_provider ON kad_providers (provider);",
 ];

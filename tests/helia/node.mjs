@@ -1,5 +1,5 @@
 // A Helia node that only ever talks to 127.0.0.1: TCP + noise + yamux, identify, ping, bitswap,
-// and (optionally) Kademlia on /ipfs/kad/1.0.0 in server mode. No bootstrap, no mDNS, no
+// and (optionally) Kademlia in server mode on the protocol given. No bootstrap, no mDNS, no
 // delegated routing: createHeliaLight + withLibp2pLight start nothing that reaches the internet.
 import { createHeliaLight } from 'helia'
 import { withLibp2pLight } from '@helia/libp2p'
@@ -13,10 +13,11 @@ import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { MemoryBlockstore } from 'blockstore-core'
 import { MemoryDatastore } from 'datastore-core'
 
-export async function makeNode ({ dht = false } = {}) {
+export async function makeNode ({ dht = null } = {}) {
   const services = { identify: identify(), ping: ping() }
   if (dht) {
-    services.dht = kadDHT({ protocol: '/ipfs/kad/1.0.0', clientMode: false, peerInfoMapper: passthroughMapper })
+    // dht: the Kademlia protocol, '/ipfs/kad/1.0.0' (WAN) or '/ipfs/lan/kad/1.0.0' (kubo's LAN DHT)
+    services.dht = kadDHT({ protocol: dht, clientMode: false, peerInfoMapper: passthroughMapper })
   }
   const helia = withBitswap(withLibp2pLight(createHeliaLight({
     blockstore: new MemoryBlockstore(), datastore: new MemoryDatastore()

@@ -1,5 +1,5 @@
 // Holds a block nobody else has and announces it in the DHT, then hangs up, so that the only way
-// to find it is a Kademlia get_providers: `provide.mjs <size> <file to write the block to>`.
+// to find it is a Kademlia get_providers: `provide.mjs <size> <file to write the block to> [dht protocol]`.
 // Prints {"addr", "cid"} first, then "provided" after each announcement and "hung-up" when told to
 // hang up; stays up (serving bitswap) until stdin closes.
 import { writeFile } from 'node:fs/promises'
@@ -11,11 +11,11 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import { makeNode, deadline } from './node.mjs'
 
 deadline(300_000)
-const [size, file] = process.argv.slice(2)
+const [size, file, protocol = '/ipfs/kad/1.0.0'] = process.argv.slice(2)
 const data = randomBytes(Number(size))
 await writeFile(file, data)
 const cid = CID.createV1(raw.code, await sha256.digest(data))
-const helia = await makeNode({ dht: true })
+const helia = await makeNode({ dht: protocol })
 await helia.blockstore.put(cid, data)
 console.log(JSON.stringify({ addr: helia.libp2p.getMultiaddrs()[0].toString(), cid: cid.toString() }))
 
