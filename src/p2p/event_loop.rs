@@ -111,6 +111,7 @@ impl EventLoop {
                 },
                 _ = tick.tick() => {
                     self.sweep();
+                    self.keep_lan_peers();
                     self.provide_due();
                 }
                 _ = shutdown.cancelled() => break,
@@ -195,6 +196,9 @@ impl EventLoop {
                 self.listen_addrs.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| *a != address),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(?peer_id, cause = %error, "dial failed");
+            }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 let n = self.connected.entry(peer_id).or_default();
                 *n += 1;
@@ -294,6 +298,24 @@ impl EventLoop {
             {
                 let _ = reply.send(p.found.into_iter().collect());
             }
+        }
+    }
+
+    /// Dials every LAN peer mDNS knows that has no connection and no dial in progress: a dial that
+    /// failed (or a connection that closed) is retried within a second, not at the next mDNS query.
+    fn keep_lan_peers(&mut self) {
+        let missing: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .lan_peers
+            .iter()
+            .filter(|(p, _)| !self.connected.contains_key(*p))
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        for (peer, addrs) in missing {
+            let opts = DialOpts::peer_id(peer)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                .addresses(addrs)
+                .build();
+            let _ = self.swarm.dial(opts);
         }
     }
 

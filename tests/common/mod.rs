@@ -205,7 +205,7 @@ impl Daemon {
         }
         cmd.args(args.iter().filter(|a| **a != "--mdns"))
             .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,peerix::p2p=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn peerix");
