@@ -115,9 +115,9 @@ impl Publisher {
         Ok(Self { cache, jobs, chunking: tokio::sync::Semaphore::new(jobs), throttle: Arc::new(Throttle::new(rate)) })
     }
 
-    /// Changes whenever Nix's DB does (see [`crate::nix::store_db::StoreDb::data_version`]).
-    pub fn store_version(&self) -> Option<i64> {
-        self.cache.store_db().data_version()
+    /// Changes whenever Nix's DB does (see [`crate::nix::store_db::StoreDb::stamp`]).
+    pub fn store_version(&self) -> Option<[i64; 6]> {
+        self.cache.store_db().stamp()
     }
 
     /// Brings the index up to date with the store. With `only`, just those paths (and the removal

@@ -17,7 +17,7 @@ use peerix::publish::Publisher;
 /// first scan of a 100 GB store then takes ~7 min and leaves most of an SSD's bandwidth to the user.
 const DEFAULT_SERVE_INDEX_RATE: u64 = 256 << 20;
 
-/// How often the indexer looks for a changed Nix DB (one cheap `PRAGMA data_version`).
+/// How often the indexer looks for a changed Nix DB (two `stat`s).
 const STORE_POLL: Duration = Duration::from_secs(5);
 
 pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
