@@ -125,26 +125,10 @@ impl Blocks {
             Err(e) => debug!(path = hash32, %cid, cause = %e, "local chunk unreadable"),
         }
         self.drop_layout(hash32);
-        self.revalidate(hash32)?;
-        Ok(None)
-    }
-
-    /// After a failed read: forget the path if Nix no longer has it, else mark it for re-indexing.
-    fn revalidate(&self, hash32: &str) -> Result<(), CacheError> {
-        let Ok(hash) = StoreHash::parse(hash32) else { return Ok(()) };
-        let state = self.cache.state();
-        match self.cache.store_db().query_by_hash(&hash)? {
-            None => state.forget_path(hash32)?,
-            Some(info) => state.save_unpublished(
-                &info.path,
-                &info.nar_hash,
-                info.nar_size,
-                info.id,
-                crate::store::Status::Failed,
-                "chunk on disk no longer matches the index",
-            )?,
+        if let Ok(hash) = StoreHash::parse(hash32) {
+            self.cache.unpublish_broken(&hash, "chunk on disk no longer matches the index")?;
         }
-        Ok(())
+        Ok(None)
     }
 
     fn layout(&self, hash32: &str) -> std::io::Result<Arc<NarLayout>> {

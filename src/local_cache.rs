@@ -222,6 +222,24 @@ impl LocalCache {
         narinfo
     }
 
+    /// Takes a published path whose bytes on disk no longer match its index out of service: it is
+    /// forgotten if Nix no longer lists it, else marked failed (with `reason`) for the next scan
+    /// to re-index. Its blocks are then missing, never wrong.
+    pub fn unpublish_broken(&self, hash: &StoreHash, reason: &str) -> Result<(), CacheError> {
+        match self.db.query_by_hash(hash)? {
+            None => self.state.forget_path(hash.as_str())?,
+            Some(info) => self.state.save_unpublished(
+                &info.path,
+                &info.nar_hash,
+                info.nar_size,
+                info.id,
+                crate::store::Status::Failed,
+                reason,
+            )?,
+        }
+        Ok(())
+    }
+
     /// Where to read the NAR with this hash from, if a gated-in path has it.
     pub async fn nar(&self, nar_hash: &NarHash) -> Result<Option<NarSource>, CacheError> {
         let mut candidates = Vec::new();

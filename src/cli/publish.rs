@@ -13,7 +13,7 @@ use peerix::ipld;
 use peerix::nix::nar_layout::NarLayout;
 use peerix::nix::store_path::StorePath;
 use peerix::publish::Publisher;
-use peerix::store::{ScanProgress, Status};
+use peerix::store::ScanProgress;
 
 pub async fn publish(mut cfg: ServeConfig, paths: &[String], jobs: Option<usize>) -> anyhow::Result<()> {
     let cache = super::open_cache(&mut cfg)?;
@@ -100,17 +100,7 @@ pub async fn verify(mut cfg: ServeConfig, repair: bool) -> anyhow::Result<()> {
             };
             if let Some(p) = problem {
                 if repair {
-                    match cache.store_db().query_by_hash(&store_path.hash())? {
-                        None => state.forget_path(&hash32)?,
-                        Some(info) => state.save_unpublished(
-                            &info.path,
-                            &info.nar_hash,
-                            info.nar_size,
-                            info.id,
-                            Status::Failed,
-                            "verify found chunks that do not match",
-                        )?,
-                    }
+                    cache.unpublish_broken(&store_path.hash(), "verify found chunks that do not match")?;
                 }
                 bad.push(p);
             }
