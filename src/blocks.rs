@@ -167,17 +167,7 @@ impl Blocks {
         if !ipld::verify(cid, data) {
             return Err(PutError::Mismatch);
         }
-        let state = self.cache.state();
-        if !state.put_block(cid, data)? {
-            return Ok(());
-        }
-        let total = self.stored.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
-        if total > self.cache_size {
-            let pinned: Vec<Cid> = self.pins.lock().map(|p| p.keys().copied().collect()).unwrap_or_default();
-            let freed = state.evict_blocks(self.cache_size, &pinned)?;
-            self.stored.fetch_sub(freed.min(total), Ordering::Relaxed);
-        }
-        Ok(())
+        self.put_verified(&[(*cid, Bytes::copy_from_slice(data))])
     }
 
     /// Stores blocks that were already checked against their CIDs (by construction: bitswap
@@ -201,5 +191,28 @@ impl Blocks {
             }
         }
         PinGuard { blocks: self, cids: cids.to_vec() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StateDb;
+    use crate::trust::Gate;
+
+    #[test]
+    fn put_checks_the_cid_and_get_serves_what_was_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(StateDb::open(dir.path()).unwrap());
+        let gate = Gate::new(Vec::new(), None, false, std::time::Duration::from_secs(60), state.clone());
+        let cache = Arc::new(LocalCache::new(&dir.path().join("store"), state, gate, None));
+        let blocks = Blocks::new(cache, 1 << 20);
+        let cid = ipld::raw_cid(b"the real block");
+        assert!(matches!(blocks.put(&cid, b"some other bytes"), Err(PutError::Mismatch)));
+        assert!(blocks.get(&cid).unwrap().is_none(), "a refused block is not kept");
+        assert!(matches!(blocks.put(&cid, &vec![0u8; MAX_BLOCK + 1]), Err(PutError::TooLarge)));
+        blocks.put(&cid, b"the real block").unwrap();
+        let (data, origin) = blocks.get(&cid).unwrap().unwrap();
+        assert_eq!((&data[..], origin), (&b"the real block"[..], Origin::Blockstore));
     }
 }

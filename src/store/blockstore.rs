@@ -7,22 +7,6 @@ use rusqlite::{OptionalExtension, params};
 use super::{StateDb, StateError, now_secs};
 
 impl StateDb {
-    /// Stores a block; returns true if it was new (false: it was there, and is now marked used).
-    pub fn put_block(&self, cid: &Cid, data: &[u8]) -> Result<bool, StateError> {
-        self.with(|c| {
-            let key = cid.to_bytes();
-            let updated = c
-                .prepare_cached("UPDATE blocks SET last_used = ?2 WHERE cid = ?1")?
-                .execute(params![key, now_secs()])?;
-            if updated > 0 {
-                return Ok(false);
-            }
-            c.prepare_cached("INSERT INTO blocks (cid, size, last_used, data) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![key, data.len() as i64, now_secs(), data])?;
-            Ok(true)
-        })
-    }
-
     /// A stored block; marks it used.
     pub fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StateError> {
         self.with(|c| {
@@ -133,11 +117,12 @@ mod tests {
     fn lru_eviction_respects_the_cap_and_pins() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path()).unwrap();
-        let blocks: Vec<(Cid, Vec<u8>)> = (0..10u8).map(|i| (raw_cid(&[i; 100]), vec![i; 100])).collect();
-        for (c, d) in &blocks {
-            assert!(db.put_block(c, d).unwrap());
+        let blocks: Vec<(Cid, bytes::Bytes)> =
+            (0..10u8).map(|i| (raw_cid(&[i; 100]), bytes::Bytes::from(vec![i; 100]))).collect();
+        for b in &blocks {
+            assert_eq!(db.put_blocks(std::slice::from_ref(b)).unwrap(), 100, "new block counted");
         }
-        assert!(!db.put_block(&blocks[0].0, &blocks[0].1).unwrap());
+        assert_eq!(db.put_blocks(&blocks[..1]).unwrap(), 0, "a block already there adds nothing");
         assert_eq!(db.block_stats().unwrap(), (10, 1000));
         // Pin the oldest: eviction must skip it and take the next ones.
         let freed = db.evict_blocks(650, &[blocks[0].0]).unwrap();
