@@ -70,6 +70,24 @@ struct Rendered {
     nar_misses: std::collections::HashSet<NarHash>,
 }
 
+impl Rendered {
+    /// True if what is cached was derived from the store as it is at `version` (a known stamp).
+    fn valid_for(&self, version: Option<[i64; 6]>) -> bool {
+        version.is_some() && self.version == version
+    }
+
+    /// As `valid_for`; when not, drops everything and starts over at `version`.
+    fn current(&mut self, version: Option<[i64; 6]>) -> bool {
+        if self.valid_for(version) {
+            return true;
+        }
+        self.map.clear();
+        self.nar_misses.clear();
+        self.version = version;
+        false
+    }
+}
+
 pub struct LocalCache {
     store_root: PathBuf,
     db: StoreDb,
@@ -143,10 +161,7 @@ impl LocalCache {
 
     fn cached(&self, hash: &StoreHash, version: Option<[i64; 6]>) -> Option<Bytes> {
         let mut r = self.rendered.lock().ok()?;
-        if r.version != version || version.is_none() {
-            r.map.clear();
-            r.nar_misses.clear();
-            r.version = version;
+        if !r.current(version) {
             return None;
         }
         r.map.get(hash).cloned()
@@ -156,18 +171,12 @@ impl LocalCache {
     fn known_nar_miss(&self, nar_hash: &NarHash) -> bool {
         let version = self.db.stamp();
         let Ok(mut r) = self.rendered.lock() else { return false };
-        if r.version != version || version.is_none() {
-            r.map.clear();
-            r.nar_misses.clear();
-            r.version = version;
-            return false;
-        }
-        r.nar_misses.contains(nar_hash)
+        r.current(version) && r.nar_misses.contains(nar_hash)
     }
 
     fn remember_nar_miss(&self, nar_hash: NarHash, version: Option<[i64; 6]>) {
         let Ok(mut r) = self.rendered.lock() else { return };
-        if r.version != version || version.is_none() {
+        if !r.valid_for(version) {
             return;
         }
         if r.nar_misses.len() >= NAR_MISS_ENTRIES {
@@ -180,7 +189,7 @@ impl LocalCache {
         let Ok(mut r) = self.rendered.lock() else {
             return;
         };
-        if r.version != version || version.is_none() {
+        if !r.valid_for(version) {
             return;
         }
         if r.map.len() >= NARINFO_CACHE_ENTRIES {
