@@ -62,9 +62,9 @@ pub struct EventLoop {
     /// Query (per DHT: query ids are per-behaviour counters) → lookup.
     provider_queries: HashMap<(Dht, QueryId), u64>,
     next_lookup: u64,
-    /// Peers mDNS announced and has not expired: kept connected (re-dialed when a connection
-    /// closes, e.g. after the 60 s idle timeout), since in `lan` mode they are the only way to a
-    /// block and mDNS re-queries only every 5 min.
+    /// Peers mDNS announced and has not expired: kept connected (`keep_lan_peers` re-dials them
+    /// when a dial failed or a connection closed, e.g. after the 60 s idle timeout), since in `lan`
+    /// mode they are the only way to a block and mDNS re-queries only every 5 min.
     lan_peers: HashMap<PeerId, Vec<Multiaddr>>,
 }
 
@@ -207,12 +207,9 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => match num_established {
+                // A LAN peer is dialed again by `keep_lan_peers` within a second.
                 0 => {
                     self.connected.remove(&peer_id);
-                    if let Some(addrs) = self.lan_peers.get(&peer_id) {
-                        debug!(%peer_id, "re-dialing a LAN peer");
-                        let _ = self.swarm.dial(DialOpts::peer_id(peer_id).addresses(addrs.clone()).build());
-                    }
                 }
                 n => {
                     self.connected.insert(peer_id, n);
