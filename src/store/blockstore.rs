@@ -26,24 +26,25 @@ impl StateDb {
     /// Stores many blocks in one transaction (one WAL commit instead of one per block); returns the
     /// bytes that were new.
     pub fn put_blocks(&self, blocks: &[(Cid, bytes::Bytes)]) -> Result<u64, StateError> {
-        let mut conn = self.conn.lock().map_err(|_| StateError::Poisoned)?;
-        let tx = conn.transaction()?;
-        let mut added = 0u64;
-        {
-            let mut touch = tx.prepare_cached("UPDATE blocks SET last_used = ?2 WHERE cid = ?1")?;
-            let mut insert =
-                tx.prepare_cached("INSERT INTO blocks (cid, size, last_used, data) VALUES (?1, ?2, ?3, ?4)")?;
-            let now = now_secs();
-            for (cid, data) in blocks {
-                let key = cid.to_bytes();
-                if touch.execute(params![key, now])? == 0 {
-                    insert.execute(params![key, data.len() as i64, now, data.as_ref()])?;
-                    added += data.len() as u64;
+        self.with_block_writer(|conn| {
+            let tx = conn.transaction()?;
+            let mut added = 0u64;
+            {
+                let mut touch = tx.prepare_cached("UPDATE blocks SET last_used = ?2 WHERE cid = ?1")?;
+                let mut insert =
+                    tx.prepare_cached("INSERT INTO blocks (cid, size, last_used, data) VALUES (?1, ?2, ?3, ?4)")?;
+                let now = now_secs();
+                for (cid, data) in blocks {
+                    let key = cid.to_bytes();
+                    if touch.execute(params![key, now])? == 0 {
+                        insert.execute(params![key, data.len() as i64, now, data.as_ref()])?;
+                        added += data.len() as u64;
+                    }
                 }
             }
-        }
-        tx.commit()?;
-        Ok(added)
+            tx.commit()?;
+            Ok(added)
+        })
     }
 
     pub fn delete_block(&self, cid: &Cid) -> Result<(), StateError> {
@@ -77,7 +78,7 @@ impl StateDb {
     /// Returns the bytes freed. Scans the table: callers keep a running total and call this only
     /// when it is over the cap.
     pub fn evict_blocks(&self, cap: u64, pinned: &[Cid]) -> Result<u64, StateError> {
-        self.with(|c| {
+        self.with_block_writer(|c| {
             let total: i64 = c.query_row("SELECT coalesce(sum(size), 0) FROM blocks", [], |r| r.get(0))?;
             let mut excess = total - cap as i64;
             if excess <= 0 {
