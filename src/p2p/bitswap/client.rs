@@ -85,13 +85,16 @@ impl Wants {
 
     /// Delivers what `peer` sent: blocks we want (verified by construction), and presences.
     pub(super) fn receive(&self, peer: PeerId, msg: &Message, stats: &Stats) {
+        // Hash before taking the lock: sha2-256 runs at ~1.5 GB/s here, so a 4 MiB message (the
+        // cap) is ~2.7 ms of hashing that every other message being received would wait out.
+        let payload: Vec<Option<Cid>> = msg.payload.iter().map(|b| message::cid_of(&b.prefix, &b.data)).collect();
+        // Bitswap 1.0.0: no prefix; a block is one of ours if its sha2-256 matches a wanted CID.
+        let bare: Vec<Cid> = msg.blocks.iter().map(|data| ipld::raw_cid(data)).collect();
         let Ok(mut m) = self.map.lock() else { return };
-        for b in &msg.payload {
-            deliver(&mut m, peer, message::cid_of(&b.prefix, &b.data), &b.data, stats);
+        for (b, cid) in msg.payload.iter().zip(payload) {
+            deliver(&mut m, peer, cid, &b.data, stats);
         }
-        for data in &msg.blocks {
-            // Bitswap 1.0.0: no prefix; it is one of ours if its sha2-256 matches a wanted CID.
-            let digest = ipld::raw_cid(data);
+        for (data, digest) in msg.blocks.iter().zip(bare) {
             let cid = m.keys().find(|c| c.hash().digest() == digest.hash().digest()).copied();
             deliver(&mut m, peer, cid, data, stats);
         }

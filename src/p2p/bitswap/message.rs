@@ -88,13 +88,14 @@ pub enum WireError {
 
 /// Writes one framed message.
 pub async fn write<S: AsyncWrite + Unpin>(stream: &mut S, msg: &Message) -> Result<(), WireError> {
-    let body = prost::Message::encode_to_vec(msg);
-    if body.len() > MAX_MESSAGE {
-        return Err(WireError::TooLarge(body.len()));
+    let len = prost::Message::encoded_len(msg);
+    if len > MAX_MESSAGE {
+        return Err(WireError::TooLarge(len));
     }
-    let mut frame = Vec::with_capacity(body.len() + 5);
-    put_varint(&mut frame, body.len() as u64);
-    frame.extend_from_slice(&body);
+    // Prefix and body in one buffer, encoded in place: one copy of the block bytes, not two.
+    let mut frame = Vec::with_capacity(len + 5);
+    put_varint(&mut frame, len as u64);
+    prost::Message::encode_raw(msg, &mut frame);
     stream.write_all(&frame).await?;
     stream.flush().await?;
     Ok(())

@@ -10,7 +10,7 @@
 //! Server rules (boxo/Helia): want-block → the block; want-have → HAVE, or the block itself when it
 //! is ≤ 1 KiB; a missing block → DONT_HAVE when the entry asked for it (`sendDontHave`). Limits: 4 MiB
 //! per message, 1024 wants answered per message, 256 inbound streams at once, responses cut at
-//! 2 MiB of payload. A peer that sends a malformed or over-size message is disconnected.
+//! 256 KiB of payload. A peer that sends a malformed or over-size message is disconnected.
 
 pub mod client;
 pub mod message;
@@ -48,8 +48,11 @@ const MAX_WANTS_PER_MESSAGE: usize = 1024;
 const MAX_INBOUND_STREAMS: usize = 256;
 /// Messages of one stream answered at once.
 const MESSAGES_IN_FLIGHT: usize = 4;
-/// Payload bytes per response message (under the 4 MiB cap with room for framing).
-const RESPONSE_PAYLOAD: usize = 2 << 20;
+/// Payload bytes per response message (then a new one; a message carries at least one block).
+/// Small messages let the receiver verify one while the next is on the wire: 2 MiB messages made
+/// a 1 GiB fetch ~20 % slower (and ~25 % without storing) than 256 KiB ones; 64 KiB ones were no
+/// faster than 256 KiB.
+const RESPONSE_PAYLOAD: usize = 256 << 10;
 
 /// Counters for `/api/status`.
 #[derive(Default, Serialize)]

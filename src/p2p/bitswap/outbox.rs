@@ -1,57 +1,131 @@
-//! One writer task per peer: keeps one outbound bitswap stream open, merges messages that queued up
-//! while it was writing (up to 1 MiB), and reopens the stream if it breaks. The queue per peer is
-//! bounded; a full queue drops the message (the other side re-asks after its timeout) rather than
-//! letting one slow peer hold the whole node.
+//! One writer task per peer: keeps one outbound bitswap stream open and writes what is queued for
+//! the peer, merged into as few messages as possible, reopening the stream if it breaks.
+//!
+//! Each peer has two bounded queues. Wantlist entries (our wants and cancels) are merged into the
+//! next message instead of being queued as messages of their own, so a fetch's window of wants can
+//! never overflow a message queue and lose a want — which cost a 5 s attempt timeout each time it
+//! happened (a 256-block window did it at once). Their cap, [`MAX_ENTRIES`], is only reached by 64
+//! full-window fetches from one peer at once. Responses (blocks, presences) are dropped once
+//! [`MAX_RESPONSES`] are waiting — the asking peer re-asks after its timeout — rather than letting
+//! one slow peer hold the node's memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libp2p::{PeerId, StreamProtocol};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::debug;
 
-use super::message::{self, Message};
+use super::message::{self, Entry, Message, Wantlist};
 use super::{PROTOCOL_1_0_0, PROTOCOLS};
 
-/// Messages queued per peer.
-const QUEUE: usize = 128;
+/// Response messages queued per peer (each ~256 KiB of blocks).
+const MAX_RESPONSES: usize = 128;
+/// Wantlist entries queued per peer.
+const MAX_ENTRIES: usize = 16_384;
+/// Entries per message: what our own server answers from one message (boxo caps a peer's
+/// wantlist at 1024 too).
+const ENTRIES_PER_MESSAGE: usize = 1024;
 /// A writer with nothing to send for this long closes its stream and exits.
 const IDLE: Duration = Duration::from_secs(60);
-/// Merge queued messages up to this size before writing.
-const MERGE_LIMIT: usize = 1 << 20;
+/// Merge queued responses up to this size before writing, as small as the responses themselves
+/// (see `RESPONSE_PAYLOAD`). A message stays far under the 4 MiB cap: 256 KiB + one more response
+/// (≤ 256 KiB + one block of ≤ 1 MiB) + 1024 entries of ~40 bytes.
+const MERGE_LIMIT: usize = 256 << 10;
+
+#[derive(Default)]
+struct Queue {
+    entries: VecDeque<Entry>,
+    responses: VecDeque<Message>,
+}
+
+#[derive(Default)]
+struct PeerQueue {
+    queue: Mutex<Queue>,
+    ready: Notify,
+}
+
+type Peers = Arc<Mutex<HashMap<PeerId, Arc<PeerQueue>>>>;
 
 #[derive(Clone)]
 pub struct Outbox {
     control: libp2p_stream::Control,
-    writers: Arc<Mutex<HashMap<PeerId, mpsc::Sender<Message>>>>,
+    /// A peer is here exactly while its writer runs; both the writer's exit and a send take this
+    /// lock first, so a send never lands in a queue nobody will write.
+    peers: Peers,
 }
 
 impl Outbox {
     pub fn new(control: libp2p_stream::Control) -> Self {
-        Self { control, writers: Arc::new(Mutex::new(HashMap::new())) }
+        Self { control, peers: Arc::new(Mutex::new(HashMap::new())) }
     }
 
-    /// Queues `msg` for `peer`, starting its writer if needed. Never blocks.
+    /// Queues `msg` for `peer`, starting its writer if needed. Never blocks on the network.
     pub fn send(&self, peer: PeerId, msg: Message) {
-        let Ok(mut writers) = self.writers.lock() else { return };
-        let mut msg = Some(msg);
-        if let Some(tx) = writers.get(&peer) {
-            match tx.try_send(msg.take().unwrap_or_default()) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    debug!(%peer, "bitswap queue full; dropping a message");
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(m)) => msg = Some(m),
+        let Ok(mut peers) = self.peers.lock() else { return };
+        let pq = match peers.get(&peer) {
+            Some(pq) => pq.clone(),
+            None => {
+                let pq = Arc::new(PeerQueue::default());
+                peers.insert(peer, pq.clone());
+                tokio::spawn(write_loop(self.control.clone(), peer, pq.clone(), self.peers.clone()));
+                pq
+            }
+        };
+        // Push while still holding `peers`: a writer retires only under that lock, so it cannot
+        // leave between our lookup and the push.
+        let Ok(mut q) = pq.queue.lock() else { return };
+        let dropped = q.push(msg);
+        drop(peers);
+        if dropped > 0 {
+            debug!(%peer, dropped, "bitswap queue full; dropping entries or a response");
+        }
+        drop(q);
+        pq.ready.notify_one();
+    }
+}
+
+impl Queue {
+    /// Queues `msg`'s wantlist entries and its response part; returns how many entries and
+    /// responses did not fit.
+    fn push(&mut self, msg: Message) -> usize {
+        let Message { wantlist, blocks, payload, block_presences, pending_bytes } = msg;
+        let mut dropped = 0;
+        if let Some(w) = wantlist {
+            let room = MAX_ENTRIES.saturating_sub(self.entries.len());
+            dropped += w.entries.len().saturating_sub(room);
+            self.entries.extend(w.entries.into_iter().take(room));
+        }
+        if !blocks.is_empty() || !payload.is_empty() || !block_presences.is_empty() {
+            if self.responses.len() >= MAX_RESPONSES {
+                dropped += 1;
+            } else {
+                self.responses.push_back(Message { wantlist: None, blocks, payload, block_presences, pending_bytes });
             }
         }
-        let (tx, rx) = mpsc::channel(QUEUE);
-        if let Some(m) = msg {
-            let _ = tx.try_send(m);
+        dropped
+    }
+
+    /// The next message to write: pending entries and responses merged up to [`MERGE_LIMIT`].
+    fn next_message(&mut self) -> Option<Message> {
+        if self.entries.is_empty() && self.responses.is_empty() {
+            return None;
         }
-        writers.insert(peer, tx);
-        tokio::spawn(write_loop(self.control.clone(), peer, rx, self.writers.clone()));
+        let mut msg = self.responses.pop_front().unwrap_or_default();
+        let mut size = prost::Message::encoded_len(&msg);
+        while size < MERGE_LIMIT {
+            let Some(more) = self.responses.pop_front() else { break };
+            size += prost::Message::encoded_len(&more);
+            msg.payload.extend(more.payload);
+            msg.blocks.extend(more.blocks);
+            msg.block_presences.extend(more.block_presences);
+        }
+        if !self.entries.is_empty() {
+            let n = self.entries.len().min(ENTRIES_PER_MESSAGE);
+            msg.wantlist = Some(Wantlist { entries: self.entries.drain(..n).collect(), full: false });
+        }
+        Some(msg)
     }
 }
 
@@ -69,36 +143,26 @@ async fn open(control: &mut libp2p_stream::Control, peer: PeerId) -> Option<(lib
     None
 }
 
-async fn write_loop(
-    mut control: libp2p_stream::Control,
-    peer: PeerId,
-    mut rx: mpsc::Receiver<Message>,
-    writers: Arc<Mutex<HashMap<PeerId, mpsc::Sender<Message>>>>,
-) {
+async fn write_loop(mut control: libp2p_stream::Control, peer: PeerId, pq: Arc<PeerQueue>, peers: Peers) {
     let mut stream: Option<(libp2p::Stream, StreamProtocol)> = None;
     loop {
-        let first = match tokio::time::timeout(IDLE, rx.recv()).await {
-            Ok(Some(m)) => m,
-            _ => break,
+        let next = pq.queue.lock().ok().and_then(|mut q| q.next_message());
+        let Some(batch) = next else {
+            // `notify_one` keeps a permit when nobody waits, so a send between the check above and
+            // this wait is not missed.
+            if tokio::time::timeout(IDLE, pq.ready.notified()).await.is_err() && retire(&peers, peer, &pq, false) {
+                return;
+            }
+            continue;
         };
-        let mut batch = first;
-        let mut size = prost::Message::encoded_len(&batch);
-        while size < MERGE_LIMIT {
-            let Ok(more) = rx.try_recv() else { break };
-            size += prost::Message::encoded_len(&more);
-            merge(&mut batch, more);
-        }
         let mut sent = false;
         for _attempt in 0..2 {
             if stream.is_none() {
                 stream = open(&mut control, peer).await;
             }
             let Some((s, protocol)) = stream.as_mut() else { break };
-            let wire = if *protocol == PROTOCOL_1_0_0 || protocol.as_ref() == "/ipfs/bitswap" {
-                to_v100(batch.clone())
-            } else {
-                batch.clone()
-            };
+            let v100 = *protocol == PROTOCOL_1_0_0 || protocol.as_ref() == "/ipfs/bitswap";
+            let wire = if v100 { to_v100(batch.clone()) } else { batch.clone() };
             match message::write(s, &wire).await {
                 Ok(()) => {
                     sent = true;
@@ -110,33 +174,28 @@ async fn write_loop(
                 }
             }
         }
-        if !sent && stream.is_none() {
-            // The peer is gone or speaks no bitswap: stop, so the next send starts afresh.
-            break;
+        // The peer is gone or speaks no bitswap: drop what is queued and stop, so the next send
+        // starts afresh.
+        if !sent && stream.is_none() && retire(&peers, peer, &pq, true) {
+            return;
         }
-    }
-    // Close our end first, so the entry is ours exactly when its sender reports closed (a newer
-    // writer for the same peer has an open one).
-    rx.close();
-    if let Ok(mut w) = writers.lock()
-        && w.get(&peer).is_some_and(|tx| tx.is_closed())
-    {
-        w.remove(&peer);
     }
 }
 
-fn merge(into: &mut Message, more: Message) {
-    match (&mut into.wantlist, more.wantlist) {
-        (Some(a), Some(b)) => {
-            a.entries.extend(b.entries);
-            a.full |= b.full;
-        }
-        (None, Some(b)) => into.wantlist = Some(b),
-        _ => {}
+/// Takes the writer out of `peers` if its queue is empty (or `discard`: emptied). Returns false
+/// when something was queued meanwhile and the writer must go on.
+fn retire(peers: &Peers, peer: PeerId, pq: &Arc<PeerQueue>, discard: bool) -> bool {
+    let Ok(mut peers) = peers.lock() else { return true };
+    let Ok(mut q) = pq.queue.lock() else { return true };
+    if discard {
+        *q = Queue::default();
+    } else if !q.entries.is_empty() || !q.responses.is_empty() {
+        return false;
     }
-    into.payload.extend(more.payload);
-    into.blocks.extend(more.blocks);
-    into.block_presences.extend(more.block_presences);
+    if peers.get(&peer).is_some_and(|p| Arc::ptr_eq(p, pq)) {
+        peers.remove(&peer);
+    }
+    true
 }
 
 /// Bitswap 1.0.0 carries blocks as bare bytes (field 2) and knows no presences.
@@ -144,4 +203,56 @@ fn to_v100(mut m: Message) -> Message {
     m.blocks = m.payload.drain(..).map(|b| b.data).collect();
     m.block_presences.clear();
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipld::raw_cid;
+    use crate::p2p::bitswap::message::{Block, prefix_of};
+
+    fn want(i: u32) -> Message {
+        let e = Entry {
+            block: raw_cid(&i.to_be_bytes()).to_bytes(),
+            priority: 1,
+            cancel: false,
+            want_type: 0,
+            send_dont_have: true,
+        };
+        Message { wantlist: Some(Wantlist { entries: vec![e], full: false }), ..Default::default() }
+    }
+
+    fn block(i: u32, len: usize) -> Message {
+        let data = bytes::Bytes::from(vec![i as u8; len]);
+        let cid = raw_cid(&data);
+        Message { payload: vec![Block { prefix: prefix_of(&cid), data }], ..Default::default() }
+    }
+
+    #[test]
+    fn wants_are_merged_not_dropped_and_responses_are_bounded() {
+        let mut q = Queue::default();
+        // A window of wants far larger than the response queue: every entry is kept.
+        for i in 0..3000 {
+            assert_eq!(q.push(want(i)), 0);
+        }
+        for i in 0..MAX_RESPONSES as u32 {
+            assert_eq!(q.push(block(i, 100 << 10)), 0);
+        }
+        assert_eq!(q.push(block(9999, 10)), 1, "a response beyond the cap is dropped");
+        let (mut entries, mut blocks, mut messages) = (0, 0, 0);
+        while let Some(m) = q.next_message() {
+            let n = m.wantlist.as_ref().map_or(0, |w| w.entries.len());
+            assert!(n <= ENTRIES_PER_MESSAGE);
+            assert!(prost::Message::encoded_len(&m) < message::MAX_MESSAGE);
+            entries += n;
+            blocks += m.payload.len();
+            messages += 1;
+        }
+        assert_eq!((entries, blocks), (3000, MAX_RESPONSES));
+        // 100 KiB blocks merged up to 256 KiB: three per message.
+        assert_eq!(messages, MAX_RESPONSES.div_ceil(3));
+        assert!(q.next_message().is_none());
+        let full = (0..MAX_ENTRIES as u32 + 5).map(want).map(|m| q.push(m)).sum::<usize>();
+        assert_eq!(full, 5, "entries beyond the cap are counted as dropped");
+    }
 }
