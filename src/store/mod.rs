@@ -81,6 +81,12 @@ fn connect(path: &Path) -> Result<Connection, StateError> {
     // SQLite's default cache is 2 MiB; at 64 KiB pages that is 32 pages. 8 MiB per connection.
     conn.pragma_update(None, "cache_size", -8192)?;
     conn.pragma_update(None, "journal_mode", "wal")?;
+    // Checkpoint every 16 MiB of WAL (SQLite counts pages: its default of 1000 was 4 MiB at 4 KiB
+    // pages and would be 64 MiB at 64 KiB). A checkpoint fsyncs, and the block writer waits for it
+    // while fetched blocks queue up: 16 MiB ones let a 1 GiB fetch run at 159–169 MB/s against
+    // 128–143 with 64 MiB ones (same run, disk doing 420 MB/s of synced writes).
+    let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    conn.pragma_update(None, "wal_autocheckpoint", (16 << 20) / page.max(512))?;
     conn.pragma_update(None, "synchronous", "normal")?;
     conn.pragma_update(None, "foreign_keys", "on")?;
     Ok(conn)
