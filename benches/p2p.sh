@@ -2,7 +2,8 @@
 # Block exchange speed on loopback, in one run: a NAR of N GiB (default 1) from daemon A to a fresh
 # daemon B by bitswap (`peerix fetch`), against (a) plain HTTP of the same NAR from A (curl of
 # /nar/…) and (b) a Helia node fetching the same DAG from another Helia node. Median of R rounds;
-# MB/s, ratios, and the peak RSS of each daemon. Every daemon: --bootstrap none, --no-mdns,
+# MB/s, ratios, the peak RSS of each daemon, and the ceilings this machine sets (disk, crypto).
+# Every daemon: --bootstrap none, --no-mdns,
 # --upstream none, 127.0.0.1 only.
 #
 #   benches/p2p.sh [--gib N] [--rounds R]
@@ -17,6 +18,7 @@ while (($#)); do
   esac
 done
 . benches/common.sh
+need openssl:openssl
 [ -d tests/helia/node_modules ] || (cd tests/helia && npm ci --no-audit --no-fund --loglevel=error)
 B=$(mktemp -d /var/tmp/peerix-p2p-bench.XXXXXX)
 PIDS=()
@@ -71,6 +73,16 @@ for r in $(seq 1 "$ROUNDS"); do
   HH+=("$(python3 -c 'import json,sys; v=json.loads(sys.argv[1]); print(round(v["bytes"]/v["ms"]/1e3))' "$OUT")")
 done
 A_HWM=$(hwm "$A_PID")
+# What this machine allows, measured now. Storing: B keeps every block in SQLite, whose WAL writes
+# each byte twice (log, then checkpoint), so synced disk writes / 2 bound a stored fetch. CPU: a
+# verified transfer costs, per byte, sha2-256 on A (chunks are checked before they leave) and on B,
+# plus ChaCha20-Poly1305 (noise) on both ends; with every core on it and nothing else, that bounds
+# any libp2p transfer here.
+DISK=$(dd if=/dev/zero of="$B/dd.bin" bs=1M count=512 conv=fdatasync 2>&1 | awk '/copied/ {print $(NF-1) * ($NF == "GB/s" ? 1000 : 1)}'); rm -f "$B/dd.bin"
+speed() { openssl speed -elapsed -seconds 2 -bytes 16384 -evp "$1" 2>/dev/null | tail -1 | awk '{sub("k", "", $NF); print $NF / 1000}'; }
+AEAD=$(speed chacha20-poly1305); SHA=$(speed sha256)
+CPU_CEIL=$(echo "$AEAD $SHA $(nproc)" | awk '{printf "%.0f", $3 / (2 / $1 + 2 / $2)}')
+STORE_CEIL=$(echo "$DISK" | awk '{printf "%.0f", $1 / 2}')
 H_MBS=$(printf '%s\n' "${HTTP[@]}" | median); B_MBS=$(printf '%s\n' "${BITSWAP[@]}" | median); HH_MBS=$(printf '%s\n' "${HH[@]}" | median)
 
 printf '\nblock exchange over loopback, a %s MB NAR (%s), median of %s rounds\n' "$((SIZE / 1000000))" "$ROOT" "$ROUNDS"
@@ -82,3 +94,11 @@ printf '%-52s %9.2fx %10s\n' "ratio bitswap / plain HTTP" "$(echo "$B_MBS $H_MBS
 printf '%-52s %9.2fx %10s\n' "ratio bitswap / Helia<->Helia" "$(echo "$B_MBS $HH_MBS" | awk '{print $1/$2}')" ">=2x"
 printf '%-52s %7s MiB %10s\n' "peak RSS daemon A (serving)" "$A_HWM" "<200MiB"
 printf '%-52s %7s MiB %10s\n' "peak RSS daemon B (fetching, max over rounds)" "$B_HWM" "<200MiB"
+printf '\nwhat the machine allows (same run)\n'
+printf '%-52s %10s\n' "disk, synced writes (dd conv=fdatasync)" "$DISK"
+printf '%-52s %10.0f\n' "ChaCha20-Poly1305, one core (openssl)" "$AEAD"
+printf '%-52s %10.0f\n' "sha2-256, one core (openssl)" "$SHA"
+printf '%-52s %10s\n' "ceiling: stored fetch (disk / 2, WAL)" "$STORE_CEIL"
+printf '%-52s %10s\n' "ceiling: verified transfer, $(nproc) cores, crypto only" "$CPU_CEIL"
+printf '%-52s %10.0f\n' "0.5x plain HTTP (the goal)" "$(echo "$H_MBS" | awk '{print $1 / 2}')"
+printf '%-52s %9.2fx\n' "ratio bitswap / stored-fetch ceiling" "$(echo "$B_MBS $STORE_CEIL" | awk '{print $1/$2}')"

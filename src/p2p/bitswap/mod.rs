@@ -197,7 +197,7 @@ impl Bitswap {
             match data {
                 Some(d) if want_type == WANT_BLOCK || d.len() <= REPLACE_HAVE_WITH_BLOCK || !presences_ok => {
                     if payload_bytes + d.len() > RESPONSE_PAYLOAD && payload_bytes > 0 {
-                        self.send(peer, std::mem::take(&mut out));
+                        self.inner.outbox.respond(peer, std::mem::take(&mut out)).await;
                         payload_bytes = 0;
                     }
                     payload_bytes += d.len();
@@ -213,11 +213,7 @@ impl Bitswap {
             }
         }
         if !out.payload.is_empty() || !out.block_presences.is_empty() {
-            self.send(peer, out);
+            self.inner.outbox.respond(peer, out).await;
         }
-    }
-
-    fn send(&self, peer: PeerId, msg: Message) {
-        self.inner.outbox.send(peer, msg);
     }
 }

@@ -5,9 +5,10 @@
 //! next message instead of being queued as messages of their own, so a fetch's window of wants can
 //! never overflow a message queue and lose a want — which cost a 5 s attempt timeout each time it
 //! happened (a 256-block window did it at once). Their cap, [`MAX_ENTRIES`], is only reached by 64
-//! full-window fetches from one peer at once. Responses (blocks, presences) are dropped once
-//! [`MAX_RESPONSES`] are waiting — the asking peer re-asks after its timeout — rather than letting
-//! one slow peer hold the node's memory.
+//! full-window fetches from one peer at once. Responses (blocks, presences) are bounded in count
+//! and bytes ([`MAX_RESPONSE_BYTES`]): a server task with a response for a peer whose queue is full
+//! waits for room ([`Outbox::respond`]), which stops it reading that peer's wants, so one slow peer
+//! holds neither the node's memory nor anyone else's answers.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -20,8 +21,13 @@ use tracing::debug;
 use super::message::{self, Entry, Message, Wantlist};
 use super::{PROTOCOL_1_0_0, PROTOCOLS};
 
-/// Response messages queued per peer (each ~256 KiB of blocks).
+/// Response messages queued per peer, and the block bytes in them: a slow peer holds at most
+/// ~8 MiB of ours (32 responses of 256 KiB, what the outbound stream drains in ~40 ms at the rates
+/// measured here).
 const MAX_RESPONSES: usize = 128;
+const MAX_RESPONSE_BYTES: usize = 8 << 20;
+/// How long a response waits for room in a full queue before it is dropped.
+const RESPONSE_WAIT: Duration = Duration::from_secs(10);
 /// Wantlist entries queued per peer.
 const MAX_ENTRIES: usize = 16_384;
 /// Entries per message: what our own server answers from one message (boxo caps a peer's
@@ -38,12 +44,17 @@ const MERGE_LIMIT: usize = 256 << 10;
 struct Queue {
     entries: VecDeque<Entry>,
     responses: VecDeque<Message>,
+    /// Block bytes in `responses`.
+    response_bytes: usize,
 }
 
 #[derive(Default)]
 struct PeerQueue {
     queue: Mutex<Queue>,
+    /// Something was queued (for the writer).
     ready: Notify,
+    /// Responses left the queue (for [`Outbox::respond`] waiting for room).
+    room: Notify,
 }
 
 type Peers = Arc<Mutex<HashMap<PeerId, Arc<PeerQueue>>>>;
@@ -61,9 +72,47 @@ impl Outbox {
         Self { control, peers: Arc::new(Mutex::new(HashMap::new())) }
     }
 
-    /// Queues `msg` for `peer`, starting its writer if needed. Never blocks on the network.
+    /// Queues `msg` for `peer`, starting its writer if needed. Never blocks on the network: used
+    /// for wantlists, whose entries always fit until [`MAX_ENTRIES`].
     pub fn send(&self, peer: PeerId, msg: Message) {
-        let Ok(mut peers) = self.peers.lock() else { return };
+        if let Pushed::Dropped(dropped) = self.push(peer, msg, false) {
+            debug!(%peer, dropped, "bitswap queue full; dropping entries or a response");
+        }
+    }
+
+    /// Queues a response for `peer`, waiting while its queue is full: the serving task waits, so
+    /// we stop reading that peer's wants (boxo's engine does the same) instead of dropping blocks
+    /// the peer would wait for until its own timeout. Dropped only if no room comes within
+    /// [`RESPONSE_WAIT`].
+    pub async fn respond(&self, peer: PeerId, msg: Message) {
+        let mut msg = Box::new(msg);
+        let deadline = tokio::time::Instant::now() + RESPONSE_WAIT;
+        loop {
+            let pq = match self.push(peer, *msg, true) {
+                Pushed::Queued | Pushed::Dropped(_) => return,
+                Pushed::Full(m, pq) => {
+                    msg = m;
+                    pq
+                }
+            };
+            let room = pq.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            // Room may have come between the push and `enable`.
+            if pq.queue.lock().is_ok_and(|q| q.has_room(block_bytes(&msg))) {
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                debug!(%peer, "bitswap response queue stayed full; dropping a response");
+                return;
+            }
+        }
+    }
+
+    /// Pushes `msg` onto `peer`'s queue. With `wait_for_room`, a response that does not fit is
+    /// handed back instead of dropped.
+    fn push(&self, peer: PeerId, msg: Message, wait_for_room: bool) -> Pushed {
+        let Ok(mut peers) = self.peers.lock() else { return Pushed::Dropped(1) };
         let pq = match peers.get(&peer) {
             Some(pq) => pq.clone(),
             None => {
@@ -75,15 +124,25 @@ impl Outbox {
         };
         // Push while still holding `peers`: a writer retires only under that lock, so it cannot
         // leave between our lookup and the push.
-        let Ok(mut q) = pq.queue.lock() else { return };
+        let Ok(mut q) = pq.queue.lock() else { return Pushed::Dropped(1) };
+        if wait_for_room && !q.has_room(block_bytes(&msg)) {
+            drop(q);
+            return Pushed::Full(Box::new(msg), pq);
+        }
         let dropped = q.push(msg);
         drop(peers);
-        if dropped > 0 {
-            debug!(%peer, dropped, "bitswap queue full; dropping entries or a response");
-        }
         drop(q);
         pq.ready.notify_one();
+        if dropped > 0 { Pushed::Dropped(dropped) } else { Pushed::Queued }
     }
+}
+
+enum Pushed {
+    Queued,
+    /// Entries or a response that did not fit and were dropped.
+    Dropped(usize),
+    /// A response that did not fit, handed back with the queue to wait on.
+    Full(Box<Message>, Arc<PeerQueue>),
 }
 
 impl Queue {
@@ -98,13 +157,23 @@ impl Queue {
             self.entries.extend(w.entries.into_iter().take(room));
         }
         if !blocks.is_empty() || !payload.is_empty() || !block_presences.is_empty() {
-            if self.responses.len() >= MAX_RESPONSES {
+            let msg = Message { wantlist: None, blocks, payload, block_presences, pending_bytes };
+            let bytes = block_bytes(&msg);
+            if !self.has_room(bytes) {
                 dropped += 1;
             } else {
-                self.responses.push_back(Message { wantlist: None, blocks, payload, block_presences, pending_bytes });
+                self.response_bytes += bytes;
+                self.responses.push_back(msg);
             }
         }
         dropped
+    }
+
+    /// Whether a response with `bytes` of blocks fits. The first always does (a single block may
+    /// be up to 1 MiB).
+    fn has_room(&self, bytes: usize) -> bool {
+        self.responses.len() < MAX_RESPONSES
+            && (self.response_bytes == 0 || self.response_bytes + bytes <= MAX_RESPONSE_BYTES)
     }
 
     /// The next message to write: pending entries and responses merged up to [`MERGE_LIMIT`].
@@ -113,9 +182,11 @@ impl Queue {
             return None;
         }
         let mut msg = self.responses.pop_front().unwrap_or_default();
+        self.response_bytes -= block_bytes(&msg);
         let mut size = prost::Message::encoded_len(&msg);
         while size < MERGE_LIMIT {
             let Some(more) = self.responses.pop_front() else { break };
+            self.response_bytes -= block_bytes(&more);
             size += prost::Message::encoded_len(&more);
             msg.payload.extend(more.payload);
             msg.blocks.extend(more.blocks);
@@ -127,6 +198,10 @@ impl Queue {
         }
         Some(msg)
     }
+}
+
+fn block_bytes(m: &Message) -> usize {
+    m.payload.iter().map(|b| b.data.len()).chain(m.blocks.iter().map(|b| b.len())).sum()
 }
 
 async fn open(control: &mut libp2p_stream::Control, peer: PeerId) -> Option<(libp2p::Stream, StreamProtocol)> {
@@ -147,6 +222,7 @@ async fn write_loop(mut control: libp2p_stream::Control, peer: PeerId, pq: Arc<P
     let mut stream: Option<(libp2p::Stream, StreamProtocol)> = None;
     loop {
         let next = pq.queue.lock().ok().and_then(|mut q| q.next_message());
+        pq.room.notify_waiters();
         let Some(batch) = next else {
             // `notify_one` keeps a permit when nobody waits, so a send between the check above and
             // this wait is not missed.
@@ -189,6 +265,7 @@ fn retire(peers: &Peers, peer: PeerId, pq: &Arc<PeerQueue>, discard: bool) -> bo
     let Ok(mut q) = pq.queue.lock() else { return true };
     if discard {
         *q = Queue::default();
+        pq.room.notify_waiters();
     } else if !q.entries.is_empty() || !q.responses.is_empty() {
         return false;
     }
@@ -235,10 +312,12 @@ mod tests {
         for i in 0..3000 {
             assert_eq!(q.push(want(i)), 0);
         }
-        for i in 0..MAX_RESPONSES as u32 {
+        // 81 × 100 KiB fit in 8 MiB; the 82nd does not.
+        for i in 0..81 {
             assert_eq!(q.push(block(i, 100 << 10)), 0);
         }
-        assert_eq!(q.push(block(9999, 10)), 1, "a response beyond the cap is dropped");
+        assert_eq!(q.push(block(9999, 100 << 10)), 1, "a response beyond the byte cap is dropped");
+        assert_eq!(q.response_bytes, 81 * (100 << 10));
         let (mut entries, mut blocks, mut messages) = (0, 0, 0);
         while let Some(m) = q.next_message() {
             let n = m.wantlist.as_ref().map_or(0, |w| w.entries.len());
@@ -248,10 +327,16 @@ mod tests {
             blocks += m.payload.len();
             messages += 1;
         }
-        assert_eq!((entries, blocks), (3000, MAX_RESPONSES));
+        assert_eq!((entries, blocks), (3000, 81));
         // 100 KiB blocks merged up to 256 KiB: three per message.
-        assert_eq!(messages, MAX_RESPONSES.div_ceil(3));
+        assert_eq!(messages, 81 / 3);
         assert!(q.next_message().is_none());
+        assert_eq!(q.response_bytes, 0);
+        for i in 0..MAX_RESPONSES as u32 {
+            assert_eq!(q.push(block(i, 10)), 0);
+        }
+        assert_eq!(q.push(block(0, 10)), 1, "a response beyond the count cap is dropped");
+        while q.next_message().is_some() {}
         let full = (0..MAX_ENTRIES as u32 + 5).map(want).map(|m| q.push(m)).sum::<usize>();
         assert_eq!(full, 5, "entries beyond the cap are counted as dropped");
     }
