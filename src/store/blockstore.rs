@@ -9,18 +9,19 @@ use super::{StateDb, StateError, now_secs};
 impl StateDb {
     /// A stored block; marks it used.
     pub fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StateError> {
-        self.with(|c| {
-            let key = cid.to_bytes();
-            let data: Option<Vec<u8>> = c
-                .prepare_cached("SELECT data FROM blocks WHERE cid = ?1")?
-                .query_row([&key], |r| r.get(0))
-                .optional()?;
-            if data.is_some() {
+        let key = cid.to_bytes();
+        let data: Option<Vec<u8>> = self.with(|c| {
+            c.prepare_cached("SELECT data FROM blocks WHERE cid = ?1")?.query_row([&key], |r| r.get(0)).optional()
+        })?;
+        if data.is_some() {
+            // A write: on the writer's connection, so the shared one is not held while a bulk
+            // insert has the write lock.
+            self.with_block_writer(|c| {
                 c.prepare_cached("UPDATE blocks SET last_used = ?2 WHERE cid = ?1 AND last_used < ?2")?
-                    .execute(params![key, now_secs()])?;
-            }
-            Ok(data)
-        })
+                    .execute(params![key, now_secs()])
+            })?;
+        }
+        Ok(data)
     }
 
     /// Stores many blocks in one transaction (one WAL commit instead of one per block); returns the
@@ -48,7 +49,7 @@ impl StateDb {
     }
 
     pub fn delete_block(&self, cid: &Cid) -> Result<(), StateError> {
-        self.with(|c| {
+        self.with_block_writer(|c| {
             c.execute("DELETE FROM blocks WHERE cid = ?1", [cid.to_bytes()])?;
             Ok(())
         })

@@ -7,9 +7,10 @@
 //!
 //! Concurrency: SQLite allows one writer; we keep one connection behind a std `Mutex` (never held
 //! across an `.await`). Writes are a few rows per served path, far below what one connection does.
-//! The exception is the blockstore's bulk insert of fetched blocks (a batch is ~10 MB, tens of ms
-//! of writing): it has a connection of its own, so lookups — every block a fetch probes, every
-//! chunk a peer asks for — read the last committed state (WAL) instead of queueing behind it.
+//! The exception is the blockstore's writes, led by the bulk insert of fetched blocks (a batch is
+//! ~10 MB, tens of ms of writing): they have a connection of their own, so lookups — every block a
+//! fetch probes, every chunk a peer asks for — read the last committed state (WAL) instead of
+//! queueing behind them.
 //! WAL with `synchronous=NORMAL`: a crash can lose the last transactions, never corrupt the file, and
 //! everything here can be recomputed.
 
@@ -67,7 +68,7 @@ pub struct StoredVerdict {
 
 pub struct StateDb {
     conn: Mutex<Connection>,
-    /// Bulk block inserts and evictions only ([`blockstore`]).
+    /// Every write to the `blocks` table ([`blockstore`]): bulk inserts, LRU touches, evictions.
     block_writer: Mutex<Connection>,
 }
 
