@@ -4,8 +4,8 @@
 //! Each peer has two bounded queues. Wantlist entries (our wants and cancels) are merged into the
 //! next message instead of being queued as messages of their own, so a fetch's window of wants can
 //! never overflow a message queue and lose a want — which cost a 5 s attempt timeout each time it
-//! happened (a 256-block window did it at once). Their cap, [`MAX_ENTRIES`], is only reached by 64
-//! full-window fetches from one peer at once. Responses (blocks, presences) are bounded in count
+//! happened (a 256-block window did it at once). Their cap, [`MAX_ENTRIES`], is only reached by 256
+//! fetches with full 64-block windows from one peer at once. Responses (blocks, presences) are bounded in count
 //! and bytes ([`MAX_RESPONSE_BYTES`]): a server task with a response for a peer whose queue is full
 //! waits for room ([`Outbox::respond`]), which stops it reading that peer's wants, so one slow peer
 //! holds neither the node's memory nor anyone else's answers.
