@@ -340,4 +340,51 @@ mod tests {
         let full = (0..MAX_ENTRIES as u32 + 5).map(want).map(|m| q.push(m)).sum::<usize>();
         assert_eq!(full, 5, "entries beyond the cap are counted as dropped");
     }
+
+    /// The server side: a response for a peer whose queue is full waits (which stops reading that
+    /// peer's wants) until the writer takes something, instead of being dropped at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_response_waits_for_room_instead_of_being_dropped() {
+        // No swarm polls this control, so the peer's writer takes one message and then waits in
+        // `open` for a stream that never comes: nothing drains the queue but this test.
+        let behaviour = libp2p_stream::Behaviour::new();
+        let outbox = Outbox::new(behaviour.new_control());
+        let peer = PeerId::random();
+        let pq = || outbox.peers.lock().unwrap().get(&peer).cloned().unwrap();
+        let mut i = 0;
+        while pq_has_room(&outbox, peer) {
+            outbox.respond(peer, block(i, 100 << 10)).await;
+            i += 1;
+            tokio::task::yield_now().await;
+        }
+        let queued = pq().queue.lock().unwrap().responses.len();
+        assert!(queued >= 80, "the queue filled to its byte cap ({queued} responses)");
+        // Full: the next response waits rather than returning (a drop would return at once).
+        let waiting = outbox.respond(peer, block(i, 100 << 10));
+        tokio::pin!(waiting);
+        assert!(tokio::time::timeout(Duration::from_secs(1), &mut waiting).await.is_err());
+        // The writer takes a message and says so: the waiting response goes in, nothing is lost.
+        let taken = pq().queue.lock().unwrap().next_message().unwrap();
+        pq().room.notify_waiters();
+        waiting.await;
+        let after = pq().queue.lock().unwrap().responses.len();
+        assert_eq!(after, queued - taken.payload.len() + 1);
+        // Fill it again; then with no room for RESPONSE_WAIT, a response is dropped and the task
+        // goes on.
+        while pq_has_room(&outbox, peer) {
+            i += 1;
+            outbox.respond(peer, block(i, 100 << 10)).await;
+        }
+        let full = pq().queue.lock().unwrap().responses.len();
+        let started = tokio::time::Instant::now();
+        outbox.respond(peer, block(i + 1, 100 << 10)).await;
+        assert!(started.elapsed() >= RESPONSE_WAIT);
+        assert_eq!(pq().queue.lock().unwrap().responses.len(), full, "the late response was dropped");
+        drop(behaviour);
+    }
+
+    fn pq_has_room(outbox: &Outbox, peer: PeerId) -> bool {
+        let peers = outbox.peers.lock().unwrap();
+        peers.get(&peer).is_none_or(|pq| pq.queue.lock().unwrap().has_room(100 << 10))
+    }
 }
