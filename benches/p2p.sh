@@ -3,8 +3,7 @@
 # daemon B by bitswap (`peerix fetch`), against (a) plain HTTP of the same NAR from A (curl of
 # /nar/…) and (b) a Helia node fetching the same DAG from another Helia node. Median of R rounds;
 # MB/s, ratios, the peak RSS of each daemon, and the ceilings this machine sets (disk, crypto).
-# Every daemon: --bootstrap none, --no-mdns,
-# --upstream none, 127.0.0.1 only.
+# Every daemon: --bootstrap none, --no-mdns, --upstream none, 127.0.0.1 only.
 #
 #   benches/p2p.sh [--gib N] [--rounds R]
 set -euo pipefail

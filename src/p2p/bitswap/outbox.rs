@@ -10,6 +10,7 @@
 //! waits for room ([`Outbox::respond`]), which stops it reading that peer's wants, so one slow peer
 //! holds neither the node's memory nor anyone else's answers.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -238,7 +239,8 @@ async fn write_loop(mut control: libp2p_stream::Control, peer: PeerId, pq: Arc<P
             }
             let Some((s, protocol)) = stream.as_mut() else { break };
             let v100 = *protocol == PROTOCOL_1_0_0 || protocol.as_ref() == "/ipfs/bitswap";
-            let wire = if v100 { to_v100(batch.clone()) } else { batch.clone() };
+            // Only the 1.0.0 form needs a copy (its blocks move to another field).
+            let wire = if v100 { Cow::Owned(to_v100(batch.clone())) } else { Cow::Borrowed(&batch) };
             match message::write(s, &wire).await {
                 Ok(()) => {
                     sent = true;
