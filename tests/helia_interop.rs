@@ -139,6 +139,8 @@ async fn find_through_dht(protocol: &str, dht: &str) {
     assert!(stored, "Helia's announcement never reached us:\n{}", d.log());
     writeln!(stdin, "hangup").unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "hung-up");
+    // Our side sees the close a moment after Helia reports it: wait for that event.
+    d.wait_log("peer disconnected");
     let status: serde_json::Value = serde_json::from_slice(&get(&format!("{}/api/status", d.url)).await.body).unwrap();
     assert_eq!(status["connected_peers"].as_array().unwrap().len(), 0, "Helia hung up: {status}");
 

@@ -210,6 +210,7 @@ impl EventLoop {
                 // A LAN peer is dialed again by `keep_lan_peers` within a second.
                 0 => {
                     self.connected.remove(&peer_id);
+                    info!(%peer_id, "peer disconnected");
                 }
                 n => {
                     self.connected.insert(peer_id, n);

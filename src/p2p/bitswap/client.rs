@@ -204,6 +204,7 @@ impl Bitswap {
         let mut asked_block: HashSet<PeerId> = HashSet::new();
         let mut dont_have: HashSet<PeerId> = HashSet::new();
         let mut asked_dht = false;
+        let mut timed_out = false;
         while Instant::now() < deadline {
             // Whom to ask this round: a peer that served this session, else everyone connected.
             let mut targets = Vec::new();
@@ -218,7 +219,10 @@ impl Bitswap {
                     targets.push(p);
                 }
             }
-            if targets.is_empty() && !asked_dht {
+            // The DHT when nobody is connected, and also once the peers asked first stayed silent
+            // for a round: a connected peer that never answers must not keep the providers unasked
+            // until the deadline (seen: Helia re-dialling after it hung up, silent for 60 s).
+            if (targets.is_empty() || timed_out) && !asked_dht {
                 asked_dht = true;
                 self.inner.stats.provider_lookups.fetch_add(1, Ordering::Relaxed);
                 let providers = self.inner.node.get_providers(RecordKey::new(&cid.hash().to_bytes())).await;
@@ -262,6 +266,7 @@ impl Bitswap {
                         }
                     }
                     _ = tokio::time::sleep_until(attempt_end) => {
+                        timed_out = true;
                         for p in &targets {
                             if !dont_have.contains(p) {
                                 session.failed(*p);
