@@ -24,6 +24,9 @@ if [ ! -d tests/helia/node_modules ] || [ tests/helia/package-lock.json -nt test
 fi
 # Single-user nix as root: a systemd user session may set NIX_REMOTE=daemon, and no daemon runs here.
 unset NIX_REMOTE
+# Create Nix's database once, before tests run in parallel: on a fresh machine every test's first nix
+# command would race to create it, and the losers fail with "SQLite database ... is busy" (seen in CI).
+NIX_CONFIG=$'sandbox = false\nbuild-users-group =\n' nix-store --init
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
