@@ -5,7 +5,8 @@
 //! chunks of published local NARs, produced on demand from /nix/store through the NAR layout and
 //! verified against their CID before they are returned; blocks received from peers or fallbacks
 //! (the `blocks` table, verified on insert). A local chunk whose path has left the store drops out
-//! of the index and is reported missing, never wrong.
+//! of the index and is reported missing, never wrong. A local node or chunk is served only while
+//! the gate, asked live ([`LocalCache::servable_offline`]), still says its path is shareable.
 //!
 //! The blockstore keeps received blocks under a size cap (`--cache-size`), evicting the least
 //! recently used first but never a block a transfer in progress has pinned.
@@ -100,19 +101,28 @@ impl Blocks {
             return Ok(Some((Bytes::copy_from_slice(data), Origin::Inline)));
         }
         let state = self.cache.state();
-        if cid.codec() == ipld::DAG_PB
-            && let Some(data) = state.local_node(cid)?
-        {
-            return Ok(Some((Bytes::from(data), Origin::LocalNode)));
+        if cid.codec() == ipld::DAG_PB {
+            for (hash32, data) in state.local_node(cid)? {
+                if self.servable(&hash32) {
+                    return Ok(Some((Bytes::from(data), Origin::LocalNode)));
+                }
+            }
         }
         if cid.codec() == ipld::RAW {
             for (hash32, offset, len) in state.chunk_locations(cid)? {
+                if !self.servable(&hash32) {
+                    continue;
+                }
                 if let Some(data) = self.local_chunk(cid, &hash32, offset, len)? {
                     return Ok(Some((data, Origin::LocalChunk)));
                 }
             }
         }
         Ok(state.get_block(cid)?.map(|d| (Bytes::from(d), Origin::Blockstore)))
+    }
+
+    fn servable(&self, hash32: &str) -> bool {
+        StoreHash::parse(hash32).is_ok_and(|h| self.cache.servable_offline(&h))
     }
 
     /// Reads a chunk of a local NAR and checks it against its CID. `None` if the path is gone or

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use libp2p::multiaddr::Protocol;
 use serde::Deserialize;
 
 use crate::nix::signing::{PublicKey, SecretKey};
@@ -53,6 +54,12 @@ pub enum ConfigError {
     Size(String),
     #[error("{0:?} is not a multiaddr")]
     Multiaddr(String),
+    #[error("peer {0:?} must be a multiaddr ending in /p2p/<peer id>")]
+    Peer(String),
+    #[error("fallback {0:?} must be an http(s):// gateway URL or a kubo+http(s):// RPC URL")]
+    Fallback(String),
+    #[error("duration {0:?} is not a number of milliseconds (with an optional ms or s suffix)")]
+    Duration(String),
 }
 
 /// Flags of `peerix serve`. Every one can also be set by its `PEERIX_*` variable or the config file.
@@ -158,6 +165,24 @@ pub struct ServeArgs {
     /// Run no IPFS node: serve the local store over HTTP only.
     #[arg(long, env = "PEERIX_NO_P2P")]
     pub no_p2p: bool,
+
+    /// A peerix node to stay connected to (/…/p2p/<id>), dialled at start and again with backoff
+    /// whenever the connection drops; repeatable. For machines that know each other (a desktop and
+    /// a laptop, CI runners); works in both modes.
+    #[arg(long = "peer", env = "PEERIX_PEERS", value_delimiter = ' ', value_name = "MULTIADDR")]
+    pub peers: Vec<String>,
+
+    /// How long a narinfo lookup may ask peers before answering "not found", e.g. 250ms or 1s
+    /// [default: 250ms]. Nix caches that answer for an hour and asks about every path of a closure,
+    /// so this bounds what a miss costs every build.
+    #[arg(long, env = "PEERIX_LOOKUP_TIMEOUT", value_name = "DURATION")]
+    pub lookup_timeout: Option<String>,
+
+    /// Where to get blocks no peer delivers in time: a trustless gateway (http(s)://host:port, asked
+    /// `/ipfs/<cid>?format=raw`) or a kubo RPC API (kubo+http://host:5001); repeatable, tried in
+    /// order. Every block is checked against its CID.
+    #[arg(long = "fallback", env = "PEERIX_FALLBACKS", value_delimiter = ' ', value_name = "URL")]
+    pub fallbacks: Vec<String>,
 }
 
 /// The config file. Keys use the long flag names.
@@ -184,6 +209,9 @@ pub struct FileConfig {
     pub provide_rate: Option<u32>,
     pub dht_server: Option<bool>,
     pub p2p: Option<bool>,
+    pub peers: Option<Vec<String>>,
+    pub lookup_timeout: Option<String>,
+    pub fallbacks: Option<Vec<String>>,
 }
 
 /// What the daemon runs with.
@@ -204,7 +232,15 @@ pub struct ServeConfig {
     pub cache_size: u64,
     /// The IPFS node's settings; `None` with `--no-p2p`.
     pub p2p: Option<crate::p2p::Config>,
+    /// Deadline of a narinfo lookup among peers.
+    pub lookup_timeout: Duration,
+    /// Block sources of last resort.
+    pub fallbacks: Vec<crate::substitute::Fallback>,
 }
+
+/// Nix caches a miss for an hour and asks about every path of a closure: a quarter second bounds
+/// what a peer that does not answer costs each path, while a peer on a LAN answers in ~1 ms.
+pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -216,6 +252,7 @@ impl FileConfig {
 
 impl ServeConfig {
     pub fn resolve(args: ServeArgs) -> Result<Self, ConfigError> {
+        let pick = |flag: Vec<String>, file: Option<Vec<String>>| if flag.is_empty() { file } else { Some(flag) };
         let file = match &args.config {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
@@ -263,22 +300,43 @@ impl ServeConfig {
                 Some(s) => parse_size(&s)?,
                 None => DEFAULT_CACHE_SIZE,
             },
+            lookup_timeout: match args.lookup_timeout.or(file.lookup_timeout) {
+                Some(t) => parse_duration(&t)?,
+                None => DEFAULT_LOOKUP_TIMEOUT,
+            },
+            fallbacks: pick(args.fallbacks, file.fallbacks)
+                .unwrap_or_default()
+                .iter()
+                .map(|u| crate::substitute::Fallback::parse(u).ok_or_else(|| ConfigError::Fallback(u.clone())))
+                .collect::<Result<_, _>>()?,
             p2p: if args.no_p2p || file.p2p == Some(false) {
                 None
             } else {
-                let pick =
-                    |flag: Vec<String>, file: Option<Vec<String>>| if flag.is_empty() { file } else { Some(flag) };
                 let listen = pick(args.p2p_listen, file.p2p_listen)
                     .unwrap_or_else(|| DEFAULT_P2P_LISTEN.iter().map(|s| s.to_string()).collect());
+                let mode = args.mode.or(file.mode).unwrap_or(crate::p2p::Mode::Ipfs);
                 let bootstrap = match pick(args.bootstrap, file.bootstrap) {
+                    // `lan` runs no DHT: nothing to bootstrap, and nothing may leave the LAN.
+                    Some(b) if mode == crate::p2p::Mode::Lan => {
+                        if b.iter().any(|x| x != "none") {
+                            tracing::warn!("--bootstrap is ignored in lan mode (no DHT); use --peer for known peers");
+                        }
+                        Vec::new()
+                    }
+                    None if mode == crate::p2p::Mode::Lan => Vec::new(),
                     None => crate::p2p::PUBLIC_BOOTSTRAP.iter().map(|s| s.to_string()).collect(),
                     Some(b) if b.iter().any(|x| x == "none") => Vec::new(),
                     Some(b) => b,
                 };
+                let peers = multiaddrs(&pick(args.peers, file.peers).unwrap_or_default())?;
+                if let Some(bad) = peers.iter().find(|a| !matches!(a.iter().last(), Some(Protocol::P2p(_)))) {
+                    return Err(ConfigError::Peer(bad.to_string()));
+                }
                 Some(crate::p2p::Config {
                     listen: multiaddrs(&listen)?,
                     bootstrap: multiaddrs(&bootstrap)?,
-                    mode: args.mode.or(file.mode).unwrap_or(crate::p2p::Mode::Ipfs),
+                    peers,
+                    mode,
                     mdns: !args.no_mdns && file.mdns.unwrap_or(true),
                     external: multiaddrs(&pick(args.external_addresses, file.external_addresses).unwrap_or_default())?,
                     provide_rate: args.provide_rate.or(file.provide_rate).unwrap_or(10).max(1),
@@ -294,6 +352,26 @@ pub const DEFAULT_P2P_LISTEN: &[&str] = &["/ip4/0.0.0.0/tcp/12306", "/ip4/0.0.0.
 
 fn multiaddrs(list: &[String]) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
     list.iter().map(|s| s.parse().map_err(|_| ConfigError::Multiaddr(s.clone()))).collect()
+}
+
+/// `250`, `250ms`, `1s`: milliseconds unless suffixed.
+pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
+    let t = s.trim();
+    let (digits, unit) = if let Some(d) = t.strip_suffix("ms") {
+        (d, 1)
+    } else if let Some(d) = t.strip_suffix('s') {
+        (d, 1000)
+    } else {
+        (t, 1)
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|ms| *ms > 0 && *ms <= 3_600_000)
+        .map(Duration::from_millis)
+        .ok_or_else(|| ConfigError::Duration(s.to_owned()))
 }
 
 /// 10 GiB of received blocks.
@@ -362,6 +440,32 @@ mod tests {
         assert_eq!(parse_size("123").unwrap(), 123);
         assert!(parse_size("10X").is_err());
         assert!(parse_size("99999999T").is_err());
+        assert_eq!(parse_duration("250").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn lan_mode_never_bootstraps_and_peers_need_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = || ServeArgs { state_dir: Some(dir.path().into()), ..Default::default() };
+        let lan = ServeConfig::resolve(ServeArgs { mode: Some(crate::p2p::Mode::Lan), ..base() }).unwrap();
+        assert!(lan.p2p.unwrap().bootstrap.is_empty(), "lan mode must not get the public bootstrap peers");
+        let lan = ServeConfig::resolve(ServeArgs {
+            mode: Some(crate::p2p::Mode::Lan),
+            bootstrap: vec!["/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ".into()],
+            ..base()
+        })
+        .unwrap();
+        assert!(lan.p2p.unwrap().bootstrap.is_empty(), "an explicit bootstrap peer is ignored in lan mode");
+        let ipfs = ServeConfig::resolve(base()).unwrap();
+        assert_eq!(ipfs.p2p.unwrap().bootstrap.len(), crate::p2p::PUBLIC_BOOTSTRAP.len());
+        let bad = ServeArgs { peers: vec!["/ip4/127.0.0.1/tcp/1".into()], ..base() };
+        assert!(matches!(ServeConfig::resolve(bad), Err(ConfigError::Peer(_))));
+        let bad = ServeArgs { fallbacks: vec!["ftp://x".into()], ..base() };
+        assert!(matches!(ServeConfig::resolve(bad), Err(ConfigError::Fallback(_))));
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! first served, so a URL handed out before a restart still resolves), falling back to a scan of the
 //! Nix DB.
 //!
+//! The publish gate's verdict is asked through one door for every interface: [`LocalCache::narinfo`]
+//! and [`LocalCache::nar`] (HTTP, the narinfo protocol) check it live, asking upstream when they
+//! must; [`LocalCache::servable_offline`] (every block read: gateway, RPC, bitswap, the block
+//! protocol) checks it from what is known here, never waiting on the network. So a state DB written
+//! by another process with other gate flags cannot make this daemon serve what its own gate refuses.
+//! Changes of what is shareable go out as [`Publication`] events ([`crate::publications`]).
+//!
 //! Why a memory cache: a narinfo hit must cost little more than the HTTP exchange to match a static
 //! file server (≈ 60 µs here), while the DB query (≈ 30 µs) plus an ed25519 verify and sign (≈ 80 µs)
 //! would triple it. Entries are only ever served narinfos; the whole map is dropped whenever Nix's DB
@@ -25,6 +32,7 @@ use crate::nix::narinfo::NarInfo;
 use crate::nix::signing::SecretKey;
 use crate::nix::store_db::{PathInfo, StoreDb, StoreDbError};
 use crate::nix::store_path::{StoreHash, StorePath};
+use crate::publications::{Publication, Publications};
 use crate::store::{StateDb, StateError};
 use crate::trust::{Gate, Verdict};
 
@@ -44,9 +52,9 @@ pub enum CacheError {
     State(#[from] StateError),
 }
 
-/// Where a NAR's bytes come from.
+/// A NAR this machine holds: its bytes are dumped from the store path on disk.
 #[derive(Debug, Clone)]
-pub struct NarSource {
+pub struct LocalNar {
     pub path: StorePath,
     /// The path's top-level file or directory on disk (under `--store-root`).
     pub fs_path: PathBuf,
@@ -68,6 +76,8 @@ struct Rendered {
     version: Option<[i64; 6]>,
     map: HashMap<StoreHash, Bytes>,
     nar_misses: std::collections::HashSet<NarHash>,
+    /// Offline gate verdicts for block reads ([`LocalCache::servable_offline`]).
+    servable: HashMap<StoreHash, bool>,
 }
 
 impl Rendered {
@@ -83,6 +93,7 @@ impl Rendered {
         }
         self.map.clear();
         self.nar_misses.clear();
+        self.servable.clear();
         self.version = version;
         false
     }
@@ -95,6 +106,7 @@ pub struct LocalCache {
     gate: Gate,
     signer: Option<SecretKey>,
     rendered: Mutex<Rendered>,
+    publications: Publications,
     pub counters: Counters,
 }
 
@@ -106,7 +118,13 @@ impl LocalCache {
             state,
             gate,
             signer,
-            rendered: Mutex::new(Rendered { version: None, map: HashMap::new(), nar_misses: Default::default() }),
+            rendered: Mutex::new(Rendered {
+                version: None,
+                map: HashMap::new(),
+                nar_misses: Default::default(),
+                servable: HashMap::new(),
+            }),
+            publications: Publications::default(),
             counters: Counters::default(),
         }
     }
@@ -134,6 +152,58 @@ impl LocalCache {
 
     pub fn gate(&self) -> &Gate {
         &self.gate
+    }
+
+    pub fn publications(&self) -> &Publications {
+        &self.publications
+    }
+
+    /// Tells everyone what became shareable or stopped being so (and forgets a withdrawn path's
+    /// rendered narinfo at once).
+    pub fn publish_event(&self, event: Publication) {
+        if let Publication::Withdrawn { hash, .. } = &event
+            && let Ok(mut r) = self.rendered.lock()
+        {
+            r.map.remove(hash);
+            r.servable.remove(hash);
+        }
+        self.publications.emit(event);
+    }
+
+    /// Adds our signature (`--private-key-file`) to a narinfo we serve, replacing an old one of ours.
+    pub fn sign(&self, narinfo: &mut NarInfo) {
+        if let Some(key) = &self.signer {
+            let prefix = format!("{}:", key.name);
+            narinfo.sigs.retain(|s| !s.starts_with(&prefix));
+            let sig = key.sign(&narinfo.fingerprint());
+            narinfo.sigs.push(sig);
+        }
+    }
+
+    /// The publish gate's verdict on a local path, from what is known here (no network): what every
+    /// block read asks before a chunk or node of the path leaves the machine. Kept per Nix-DB stamp.
+    /// Blocking (Nix DB and state DB reads): call from a blocking thread.
+    pub fn servable_offline(&self, hash: &StoreHash) -> bool {
+        let version = self.db.stamp();
+        if let Ok(mut r) = self.rendered.lock()
+            && r.current(version)
+            && let Some(v) = r.servable.get(hash)
+        {
+            return *v;
+        }
+        let verdict = match self.db.query_by_hash(hash) {
+            Ok(Some(info)) => self.gate.check_offline(&info).ok().flatten().is_some_and(|v| v.allowed()),
+            _ => false,
+        };
+        if let Ok(mut r) = self.rendered.lock()
+            && r.valid_for(version)
+        {
+            if r.servable.len() >= NARINFO_CACHE_ENTRIES {
+                r.servable.clear();
+            }
+            r.servable.insert(*hash, verdict);
+        }
+        verdict
     }
 
     /// The rendered narinfo for `hash`, or `None` when the path is absent or private.
@@ -222,12 +292,7 @@ impl LocalCache {
             sigs,
             ca: info.ca,
         };
-        if let Some(key) = &self.signer {
-            let prefix = format!("{}:", key.name);
-            narinfo.sigs.retain(|s| !s.starts_with(&prefix));
-            let sig = key.sign(&narinfo.fingerprint());
-            narinfo.sigs.push(sig);
-        }
+        self.sign(&mut narinfo);
         narinfo
     }
 
@@ -235,7 +300,7 @@ impl LocalCache {
     /// forgotten if Nix no longer lists it, else marked failed (with `reason`) for the next scan
     /// to re-index. Its blocks are then missing, never wrong.
     pub fn unpublish_broken(&self, hash: &StoreHash, reason: &str) -> Result<(), CacheError> {
-        match self.db.query_by_hash(hash)? {
+        let was = match self.db.query_by_hash(hash)? {
             None => self.state.forget_path(hash.as_str())?,
             Some(info) => self.state.save_unpublished(
                 &info.path,
@@ -245,12 +310,15 @@ impl LocalCache {
                 crate::store::Status::Failed,
                 reason,
             )?,
+        };
+        if let Some(root) = was {
+            self.publish_event(Publication::Withdrawn { hash: *hash, root: Some(root) });
         }
         Ok(())
     }
 
     /// Where to read the NAR with this hash from, if a gated-in path has it.
-    pub async fn nar(&self, nar_hash: &NarHash) -> Result<Option<NarSource>, CacheError> {
+    pub async fn nar(&self, nar_hash: &NarHash) -> Result<Option<LocalNar>, CacheError> {
         let mut candidates = Vec::new();
         for path in self.state.paths_by_nar_hash(nar_hash)? {
             if let Some(info) = self.db.query_by_hash(&path.hash())?
@@ -273,7 +341,7 @@ impl LocalCache {
         for info in candidates {
             if self.gate.check(&info).await?.allowed() {
                 self.state.record_local_path(&info.path, &info.nar_hash, info.nar_size)?;
-                return Ok(Some(NarSource {
+                return Ok(Some(LocalNar {
                     fs_path: self.fs_path(&info.path),
                     path: info.path,
                     nar_size: info.nar_size,

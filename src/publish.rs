@@ -14,6 +14,12 @@
 //!
 //! While chunking, the whole NAR is hashed and compared with Nix's NarHash: a store path modified
 //! on disk is marked failed and never published.
+//!
+//! Every change of what is shareable is emitted as a [`Publication`] (published, withdrawn), which
+//! drives have-summaries and DHT announcements. State DB reads and writes run on blocking threads,
+//! never on the async workers that serve HTTP and the network. Each scan first reconciles the gate
+//! fingerprint, so paths another process published under other gate flags are checked again
+//! under this one's before they are announced.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -31,8 +37,10 @@ use crate::ipld::{chunker, raw_cid, unixfs};
 use crate::local_cache::{CacheError, LocalCache};
 use crate::nix::hash::NarHash;
 use crate::nix::nar_layout::NarLayout;
-use crate::nix::store_path::StorePath;
-use crate::store::{Published, ScanProgress, Seen, Status, now_secs};
+use crate::nix::store_db::PathInfo;
+use crate::nix::store_path::{StoreHash, StorePath};
+use crate::publications::Publication;
+use crate::store::{Published, ScanProgress, Seen, StateDb, StateError, Status, now_secs};
 use crate::trust::Verdict;
 
 /// Paths whose gate check may be in flight at once. Checks of unsigned paths ask upstream (~50 ms
@@ -107,12 +115,43 @@ impl Publisher {
     /// `jobs`: paths chunked at once (each uses one core while it runs); `rate`: bytes per second
     /// all jobs together may read, 0 for no cap.
     pub fn new(cache: Arc<LocalCache>, jobs: usize, rate: u64) -> Result<Self, CacheError> {
-        let changed = cache.state().reconcile_gate(&cache.gate().fingerprint())?;
-        if changed > 0 {
-            info!(paths = changed, "publish gate settings changed; published paths will be checked again");
-        }
         let jobs = jobs.max(1);
-        Ok(Self { cache, jobs, chunking: tokio::sync::Semaphore::new(jobs), throttle: Arc::new(Throttle::new(rate)) })
+        let publisher =
+            Self { cache, jobs, chunking: tokio::sync::Semaphore::new(jobs), throttle: Arc::new(Throttle::new(rate)) };
+        let changed = publisher.cache.state().reconcile_gate(&publisher.cache.gate().fingerprint())?;
+        publisher.rechecking(changed);
+        Ok(publisher)
+    }
+
+    /// Paths published under other gate settings are marked for a re-check: withdrawn until then.
+    fn rechecking(&self, changed: Vec<(String, Option<Cid>)>) {
+        if !changed.is_empty() {
+            info!(paths = changed.len(), "publish gate settings changed; published paths will be checked again");
+        }
+        for (hash, root) in changed {
+            if let Ok(hash) = StoreHash::parse(&hash) {
+                self.cache.publish_event(Publication::Withdrawn { hash, root });
+            }
+        }
+    }
+
+    /// Runs `f` on the state DB on a blocking thread.
+    async fn on_state<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StateDb) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, CacheError> {
+        let state = self.cache.state_arc();
+        match tokio::task::spawn_blocking(move || f(&state)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(CacheError::State(StateError::Poisoned)),
+        }
+    }
+
+    /// Emits a withdrawal if `was` says the path was shareable until now.
+    fn withdrawn(&self, hash: &str, was: Option<Cid>) {
+        if let (Some(root), Ok(hash)) = (was, StoreHash::parse(hash)) {
+            self.cache.publish_event(Publication::Withdrawn { hash, root: Some(root) });
+        }
     }
 
     /// Changes whenever Nix's DB does (see [`crate::nix::store_db::StoreDb::stamp`]).
@@ -127,16 +166,27 @@ impl Publisher {
         only: Option<&[StorePath]>,
         on_progress: &(dyn Fn(&ScanProgress) + Sync),
     ) -> Result<ScanReport, CacheError> {
+        let cache = self.cache.clone();
+        let (changed, valid, seen) = tokio::task::spawn_blocking(move || -> Result<_, CacheError> {
+            let changed = cache.state().reconcile_gate(&cache.gate().fingerprint())?;
+            Ok((changed, cache.store_db().list_paths()?, cache.state().seen_paths()?))
+        })
+        .await
+        .map_err(|_| CacheError::State(StateError::Poisoned))??;
+        self.rechecking(changed);
         let db = self.cache.store_db();
-        let state = self.cache.state();
-        let valid = db.list_paths()?;
-        let seen = state.seen_paths()?;
         let mut report = ScanReport::default();
 
         let live: HashSet<String> = valid.iter().map(|(_, p, _)| p.hash().as_str().to_owned()).collect();
-        for hash in seen.keys().filter(|h| !live.contains(*h)) {
-            state.forget_path(hash)?;
-            report.removed += 1;
+        let gone: Vec<String> = seen.keys().filter(|h| !live.contains(*h)).cloned().collect();
+        report.removed = gone.len() as u64;
+        let forgotten = self
+            .on_state(move |state| {
+                gone.into_iter().map(|h| state.forget_path(&h).map(|was| (h, was))).collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        for (hash, was) in forgotten {
+            self.withdrawn(&hash, was);
         }
 
         let negative_ttl = self.cache.gate().negative_ttl().as_secs() as i64;
@@ -162,18 +212,30 @@ impl Publisher {
 
         for path in recheck {
             let Some(info) = db.query_by_hash(&path.hash())? else { continue };
+            let hash = path.hash();
             match self.cache.gate().check(&info).await? {
                 v @ (Verdict::TrustedSignature { .. } | Verdict::Upstream { .. } | Verdict::ServePrivate) => {
-                    state.confirm_published(path.hash().as_str(), verdict_name(&v))?
+                    let name = verdict_name(&v);
+                    if let Some(root) = self.on_state(move |state| state.confirm_published(hash.as_str(), name)).await?
+                    {
+                        self.cache.publish_event(Publication::Published { hash, root });
+                    }
                 }
-                Verdict::Private { reason } => state.save_unpublished(
-                    &info.path,
-                    &info.nar_hash,
-                    info.nar_size,
-                    info.id,
-                    Status::Private,
-                    reason,
-                )?,
+                Verdict::Private { reason } => {
+                    let was = self
+                        .on_state(move |state| {
+                            state.save_unpublished(
+                                &info.path,
+                                &info.nar_hash,
+                                info.nar_size,
+                                info.id,
+                                Status::Private,
+                                reason,
+                            )
+                        })
+                        .await?;
+                    self.withdrawn(hash.as_str(), was);
+                }
             }
             report.rechecked += 1;
         }
@@ -192,7 +254,7 @@ impl Publisher {
             let mut last = last_write.lock().unwrap_or_else(|e| e.into_inner());
             if force || last.elapsed() >= PROGRESS_EVERY {
                 *last = Instant::now();
-                if let Err(e) = state.set_scan_progress(p) {
+                if let Err(e) = self.cache.state().set_scan_progress(p) {
                     warn!(cause = %e, "cannot record scan progress");
                 }
             }
@@ -229,16 +291,27 @@ impl Publisher {
         Ok(report)
     }
 
+    /// Records a path as private or failed, announcing its withdrawal if it was shared until now.
+    async fn unpublish(&self, info: PathInfo, status: Status, reason: String) -> Result<(), CacheError> {
+        let hash = info.path.hash();
+        let was = self
+            .on_state(move |state| {
+                state.save_unpublished(&info.path, &info.nar_hash, info.nar_size, info.id, status, &reason)
+            })
+            .await?;
+        self.withdrawn(hash.as_str(), was);
+        Ok(())
+    }
+
     /// Gate-checks and indexes one path.
     async fn index_one(&self, path: &StorePath) -> Result<Outcome, CacheError> {
-        let state = self.cache.state();
         let Some(info) = self.cache.store_db().query_by_hash(&path.hash())? else {
             // Deleted between listing and now.
             return Ok(Outcome::Failed);
         };
         let verdict = self.cache.gate().check(&info).await?;
         if let Verdict::Private { reason } = verdict {
-            state.save_unpublished(&info.path, &info.nar_hash, info.nar_size, info.id, Status::Private, reason)?;
+            self.unpublish(info, Status::Private, reason.to_owned()).await?;
             return Ok(Outcome::Private);
         }
         let fs_path = self.cache.fs_path(&info.path);
@@ -252,22 +325,29 @@ impl Publisher {
         };
         match chunked {
             Ok(c) => {
-                state.save_published(&Published {
-                    path: &info.path,
-                    nix_id: info.id,
-                    nar_hash: &info.nar_hash,
-                    nar_size: info.nar_size,
-                    verdict: verdict_name(&verdict),
-                    root: c.root,
-                    chunks: &c.chunks,
-                    nodes: &c.nodes,
-                })?;
-                debug!(path = %info.path, root = %c.root, chunks = c.chunks.len(), "published");
-                Ok(Outcome::Published(info.nar_size))
+                let (hash, root, size, chunks) = (info.path.hash(), c.root, info.nar_size, c.chunks.len());
+                let name = verdict_name(&verdict);
+                let path = info.path.clone();
+                self.on_state(move |state| {
+                    state.save_published(&Published {
+                        path: &info.path,
+                        nix_id: info.id,
+                        nar_hash: &info.nar_hash,
+                        nar_size: info.nar_size,
+                        verdict: name,
+                        root: c.root,
+                        chunks: &c.chunks,
+                        nodes: &c.nodes,
+                    })
+                })
+                .await?;
+                debug!(%path, %root, chunks, "published");
+                self.cache.publish_event(Publication::Published { hash, root });
+                Ok(Outcome::Published(size))
             }
             Err(reason) => {
                 warn!(path = %info.path, %reason, "cannot index");
-                state.save_unpublished(&info.path, &info.nar_hash, info.nar_size, info.id, Status::Failed, &reason)?;
+                self.unpublish(info, Status::Failed, reason).await?;
                 Ok(Outcome::Failed)
             }
         }

@@ -8,6 +8,12 @@
 //! Anything else — including an upstream that cannot be reached — is private. Callers see a
 //! [`Verdict`]; only [`Verdict::allowed`] ones may be served, and a private path looks exactly like an
 //! absent one from outside (404), so the gate leaks nothing about what is in the store.
+//!
+//! The other direction: a narinfo a *peer* sends is used only if [`Gate::accept_foreign`] says so —
+//! it names the path asked for and carries a signature by a trusted key (passed on unchanged, so
+//! the local nix checks it again), or upstream has the same path with the same NarHash and NarSize
+//! (then upstream's own narinfo fields and Sig lines are what we serve). The serving peer's claim
+//! alone is never enough.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +21,10 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+use crate::nix::narinfo::NarInfo;
 use crate::nix::signing::{self, PublicKey};
 use crate::nix::store_db::PathInfo;
+use crate::nix::store_path::StoreHash;
 use crate::store::{StateDb, StateError, UpstreamVerdict, now_secs};
 use crate::upstream::Upstream;
 
@@ -47,6 +55,34 @@ pub enum Verdict {
 impl Verdict {
     pub fn allowed(&self) -> bool {
         !matches!(self, Verdict::Private { .. })
+    }
+}
+
+/// Why a peer's narinfo may be served to the local nix.
+#[derive(Debug, Clone)]
+pub enum Acceptance {
+    /// It carries this trusted key's valid signature: served with its Sig lines unchanged.
+    Signed { key: String },
+    /// Upstream has the same store path and NAR: served with upstream's fields and Sig lines.
+    Upstream(Box<NarInfo>),
+}
+
+/// Why a peer's narinfo was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("narinfo is for {found}, not the path asked for")]
+    WrongPath { found: String },
+    #[error("a signature claims trusted key {key} but does not verify (forged, or the fields were altered)")]
+    Forged { key: String },
+    #[error("no signature by a trusted key, and upstream {0}")]
+    Untrusted(&'static str),
+}
+
+impl Refusal {
+    /// True if the narinfo could only come from a dishonest (or broken) peer, as opposed to one
+    /// that trusts other keys than we do.
+    pub fn is_lie(&self) -> bool {
+        matches!(self, Refusal::WrongPath { .. } | Refusal::Forged { .. })
     }
 }
 
@@ -100,6 +136,65 @@ impl Gate {
         }
         let fp = signing::fingerprint(&info.path, &info.nar_hash.to_string(), info.nar_size, &info.references);
         self.trusted.iter().find(|k| info.sigs.iter().any(|s| k.verifies(&fp, s))).map(|k| k.name.as_str())
+    }
+
+    /// The verdict on a local path from what is known here (signatures, stored upstream verdicts,
+    /// `--serve-private`), never asking upstream: `None` when only upstream could tell. For readers
+    /// that must not wait on the network (block reads on a blocking thread).
+    pub fn check_offline(&self, info: &PathInfo) -> Result<Option<Verdict>, StateError> {
+        if let Some(key) = self.trusted_signer(info) {
+            return Ok(Some(Verdict::TrustedSignature { key: key.to_owned() }));
+        }
+        if self.serve_private {
+            return Ok(Some(Verdict::ServePrivate));
+        }
+        if self.upstream.is_none() {
+            return Ok(Some(Verdict::Private { reason: "no trusted signature and no upstream configured" }));
+        }
+        Ok(self
+            .state
+            .upstream_verdict(&info.path, &info.nar_hash)?
+            .and_then(|stored| self.fresh(stored.verdict, stored.checked_at, stored.upstream_sigs)))
+    }
+
+    /// Decides whether a narinfo a peer sent for `hash` may be served (see the module doc).
+    pub async fn accept_foreign(&self, hash: &StoreHash, info: &NarInfo) -> Result<Acceptance, Refusal> {
+        if info.store_path.hash() != *hash {
+            return Err(Refusal::WrongPath { found: info.store_path.to_string() });
+        }
+        let fp = info.fingerprint();
+        let mut forged = None;
+        for key in &self.trusted {
+            let prefix = format!("{}:", key.name);
+            let claimed: Vec<&String> = info.sigs.iter().filter(|s| s.starts_with(&prefix)).collect();
+            if claimed.iter().any(|s| key.verifies(&fp, s)) {
+                return Ok(Acceptance::Signed { key: key.name.clone() });
+            }
+            if !claimed.is_empty() {
+                forged = Some(key.name.clone());
+            }
+        }
+        let refuse = |why: &'static str| match &forged {
+            Some(key) => Refusal::Forged { key: key.clone() },
+            None => Refusal::Untrusted(why),
+        };
+        let Some(upstream) = &self.upstream else {
+            return Err(refuse("is not configured"));
+        };
+        let _permit = self.checks.acquire().await.ok();
+        match upstream.narinfo(hash).await {
+            Ok(Some(up))
+                if up.store_path == info.store_path && up.nar_hash == info.nar_hash && up.nar_size == info.nar_size =>
+            {
+                Ok(Acceptance::Upstream(Box::new(up)))
+            }
+            Ok(Some(_)) => Err(refuse("has a different NAR")),
+            Ok(None) => Err(refuse("does not have it")),
+            Err(e) => {
+                debug!(%hash, cause = %e, "upstream check of a peer's narinfo failed");
+                Err(refuse("could not be reached"))
+            }
+        }
     }
 
     pub async fn check(&self, info: &PathInfo) -> Result<Verdict, StateError> {

@@ -45,20 +45,12 @@ impl Source {
         Daemon::start(&self.w.path("state-a"), &args)
     }
 
-    fn daemon_b(&self, state: &str, bootstrap: &str, extra: &[&str]) -> Daemon {
+    /// B, joined to A through `connect` (`--peer A` in `lan` mode, `--bootstrap A` for the DHT).
+    fn daemon_b(&self, state: &str, connect: &[&str], extra: &[&str]) -> Daemon {
         let store = self.w.path(&format!("{state}-store"));
-        let args = [
-            &[
-                "--store-root",
-                store.to_str().unwrap(),
-                "--p2p-listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--bootstrap",
-                bootstrap,
-            ][..],
-            extra,
-        ]
-        .concat();
+        let args =
+            [&["--store-root", store.to_str().unwrap(), "--p2p-listen", "/ip4/127.0.0.1/tcp/0"][..], connect, extra]
+                .concat();
         Daemon::start(&self.w.path(state), &args)
     }
 
@@ -84,7 +76,7 @@ async fn a_daemon_fetches_another_daemons_nar_block_by_block() {
     let s = source();
     let a = s.daemon_a(&["--mode", "lan"]);
     let root = root_cid(&a, &s.path).await;
-    let b = s.daemon_b("state-b", &a.p2p_addr(), &["--mode", "lan"]);
+    let b = s.daemon_b("state-b", &["--peer", &a.p2p_addr()], &["--mode", "lan"]);
     b.wait_log("peer connected");
 
     let out = s.w.path("fetched.nar");
@@ -155,7 +147,7 @@ async fn wrong_blocks_are_dropped_and_malformed_messages_disconnect() {
     let s = source();
     let a = s.daemon_a(&["--mode", "lan"]);
     let root = root_cid(&a, &s.path).await;
-    let b = s.daemon_b("state-b", &a.p2p_addr(), &["--mode", "lan"]);
+    let b = s.daemon_b("state-b", &["--peer", &a.p2p_addr()], &["--mode", "lan"]);
     let b_addr: Multiaddr = b.p2p_addr().parse().unwrap();
     let Some(libp2p::multiaddr::Protocol::P2p(b_id)) = b_addr.iter().last() else { panic!("{b_addr}") };
 
@@ -251,7 +243,7 @@ async fn restart_keeps_the_peer_id_and_provider_records() {
     let root = root_cid(&a, &s.path).await;
     let a_id = status(&a).await["peer_id"].as_str().unwrap().to_owned();
     let state_b = "state-b";
-    let b = s.daemon_b(state_b, &a.p2p_addr(), &["--mode", "ipfs", "--dht-server"]);
+    let b = s.daemon_b(state_b, &["--bootstrap", &a.p2p_addr()], &["--mode", "ipfs", "--dht-server"]);
     let b_id = status(&b).await["peer_id"].as_str().unwrap().to_owned();
     // A announces its NAR roots once it has a peer; B, a DHT server, stores the record.
     b.wait_log("stored provider record");
@@ -268,7 +260,7 @@ async fn restart_keeps_the_peer_id_and_provider_records() {
     drop(a);
 
     // B alone, restarted on the same state: same identity, and it still knows who provides the root.
-    let b = s.daemon_b(state_b, "none", &["--mode", "ipfs", "--dht-server"]);
+    let b = s.daemon_b(state_b, &["--bootstrap", "none"], &["--mode", "ipfs", "--dht-server"]);
     assert_eq!(status(&b).await["peer_id"].as_str().unwrap(), b_id);
     assert!(findprovs(&b).await.contains(&a_id), "provider record survived the restart");
 }

@@ -12,6 +12,7 @@ use peerix::config::ServeConfig;
 use peerix::http::{self, AppState, Inner};
 use peerix::identity::Identity;
 use peerix::publish::Publisher;
+use peerix::substitute::Substituter;
 
 /// The background indexer reads at most this many bytes per second unless told otherwise: a
 /// first scan of a 100 GB store then takes ~7 min and leaves most of an SSD's bandwidth to the user.
@@ -32,16 +33,18 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let p2p = match cfg.p2p.take() {
         Some(p2p_cfg) => Some(
-            peerix::p2p::start(p2p_cfg, &identity, blocks.clone(), cache.state_arc(), &cfg.state_dir, shutdown.clone())
+            peerix::p2p::start(p2p_cfg, &identity, blocks.clone(), cache.clone(), &cfg.state_dir, shutdown.clone())
                 .context("cannot start the IPFS node")?,
         ),
         None => None,
     };
+    let substituter = Substituter::new(cache.clone(), p2p.clone(), cfg.lookup_timeout, cfg.fallbacks.clone());
     let listener = http::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let listen = listener.local_addr()?;
     let peer_id = identity.peer_id();
     let app = http::router(AppState::new(Inner {
         cache,
+        substituter,
         blocks,
         identity,
         p2p,

@@ -14,7 +14,7 @@ use cid::Cid;
 
 use super::body;
 use crate::blocks::Blocks;
-use crate::ipld::{DAG_PB, RAW, car, unixfs};
+use crate::ipld::{DAG_PB, RAW, car, unixfs, walk};
 
 /// How much of the DAG a CAR carries (`dag-scope`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,52 +58,37 @@ pub fn car_body(blocks: Arc<Blocks>, root: Cid, scope: Scope) -> Body {
     })
 }
 
-/// The bytes `range` of the UnixFS file (or raw block) at `root`.
+/// The bytes `range` of the UnixFS file (or raw block) at `root`, planned by the one bounded
+/// walk ([`walk`]) and read piece by piece.
 pub fn cat_body(blocks: Arc<Blocks>, root: Cid, range: Range<u64>) -> Body {
-    body::spawn(move |tx| emit(&blocks, &root, 0, &range, tx, 0))
-}
-
-/// Emits the part of the file under `cid` (which starts at file offset `start`) inside `want`.
-fn emit(blocks: &Blocks, cid: &Cid, start: u64, want: &Range<u64>, tx: &body::Sender, depth: usize) -> io::Result<()> {
-    // Our trees are 2–3 levels deep; 32 bounds the recursion for any DAG a peer could hand us.
-    if depth > 32 {
-        return Err(io::Error::other("DAG is deeper than 32 levels"));
-    }
-    let data = get(blocks, cid)?;
-    let slice = |bytes: Bytes| -> Option<Bytes> {
-        let end = start + bytes.len() as u64;
-        let (from, to) = (want.start.max(start), want.end.min(end));
-        (from < to).then(|| bytes.slice((from - start) as usize..(to - start) as usize))
-    };
-    match cid.codec() {
-        RAW => {
-            if let Some(piece) = slice(data) {
-                tx.send(piece)?;
+    body::spawn(move |tx| {
+        let pieces = walk::walk_blocking(root, None, walk::Limits::generic(), |cids| {
+            cids.iter().map(|c| get(&blocks, c)).collect::<io::Result<Vec<_>>>()
+        })
+        .map_err(|e| match e {
+            walk::WalkOrFetch::Fetch(e) => e,
+            walk::WalkOrFetch::Walk(e) => io::Error::other(e),
+        })?;
+        for piece in pieces {
+            let (start, end) = (piece.offset(), piece.offset() + piece.len());
+            let (from, to) = (range.start.max(start), range.end.min(end));
+            if from >= to {
+                continue;
             }
-            Ok(())
-        }
-        DAG_PB => {
-            let node = unixfs::decode(&data).map_err(|e| io::Error::other(format!("{cid}: {e}")))?;
-            if node.links.is_empty() {
-                if let Some(piece) = slice(Bytes::from(node.inline_data)) {
-                    tx.send(piece)?;
+            let bytes = match piece {
+                walk::Piece::Data { bytes, .. } => bytes,
+                walk::Piece::Block { cid, len, .. } => {
+                    let data = get(&blocks, &cid)?;
+                    if data.len() as u64 != len {
+                        return Err(io::Error::other(format!("{cid}: {} bytes where the DAG says {len}", data.len())));
+                    }
+                    data
                 }
-                return Ok(());
-            }
-            if node.block_sizes.len() != node.links.len() {
-                return Err(io::Error::other(format!("{cid}: not a UnixFS file node")));
-            }
-            let mut at = start + node.inline_data.len() as u64;
-            for (child, size) in node.links.iter().zip(&node.block_sizes) {
-                if at < want.end && at + size > want.start {
-                    emit(blocks, child, at, want, tx, depth + 1)?;
-                }
-                at += size;
-            }
-            Ok(())
+            };
+            tx.send(bytes.slice((from - start) as usize..(to - start) as usize))?;
         }
-        other => Err(io::Error::other(format!("{cid}: codec {other:#x} is not a file"))),
-    }
+        Ok(())
+    })
 }
 
 /// The file size of the UnixFS file (or raw block) at `root`.

@@ -58,6 +58,8 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub cache: Arc<LocalCache>,
+    /// Answers for every path, local or from peers.
+    pub substituter: Arc<crate::substitute::Substituter>,
     pub blocks: Arc<Blocks>,
     pub identity: Identity,
     /// The IPFS node, unless `--no-p2p`.
@@ -196,6 +198,12 @@ mod tests {
         let cache = Arc::new(LocalCache::new(&dir.join("store"), state, gate, None));
         router(AppState::new(Inner {
             blocks: Arc::new(Blocks::new(cache.clone(), 1 << 20)),
+            substituter: crate::substitute::Substituter::new(
+                cache.clone(),
+                None,
+                Duration::from_millis(250),
+                Vec::new(),
+            ),
             cache,
             identity: Identity::load_or_create(&dir.join("state")).unwrap(),
             p2p: None,

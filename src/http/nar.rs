@@ -1,4 +1,6 @@
-//! `GET|HEAD /nar/<NarHash nix32>.nar`: a NAR streamed from the store path on disk.
+//! `GET|HEAD /nar/<NarHash nix32>.nar`: a NAR streamed from the store path on disk, or — for a
+//! path accepted from peers — from its DAG ([`crate::substitute`]: every block verified, the whole
+//! hashed, the body aborted on any failure; `Range` served from the blocks that cover it).
 //!
 //! The dump runs on a blocking thread (filesystem reads) and hands 256 KiB pieces to the response
 //! through a bounded channel ([`body`]), so a slow client holds ≤ 1 MiB of memory and the dump
@@ -21,9 +23,10 @@ use tracing::warn;
 
 use super::error::ApiError;
 use super::{AppState, body};
-use crate::local_cache::NarSource;
+use crate::local_cache::LocalNar;
 use crate::nix::hash::NarHash;
 use crate::nix::nar::{NarWriter, OUT_CHUNK};
+use crate::substitute::NarSource;
 
 /// zstd level 1 compresses at ~500 MB/s per core, well above a 1 Gbit/s LAN (125 MB/s); higher
 /// levels would make the CPU, not the wire, the limit.
@@ -39,15 +42,19 @@ pub async fn get(
         return Err(ApiError::NotFound("no such NAR"));
     };
     let nar_hash = NarHash::parse_digits(stem).map_err(|_| ApiError::BadRequest("malformed NAR hash"))?;
-    let Some(source) = app.cache.nar(&nar_hash).await? else {
+    let Some(source) = app.substituter.nar(&nar_hash).await? else {
         return Err(ApiError::NotFound("no such NAR"));
     };
-    let size = source.nar_size;
+    let size = match &source {
+        NarSource::Local(l) => l.nar_size,
+        NarSource::Dag(d) => d.nar_size,
+    };
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(spec) => parse_range(spec, size)?,
         None => None,
     };
-    let zstd = range.is_none() && accepts_zstd(&headers);
+    // zstd needs the bytes in userspace anyway; a peer NAR is sent as it arrives.
+    let zstd = range.is_none() && matches!(source, NarSource::Local(_)) && accepts_zstd(&headers);
 
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, "application/x-nix-nar")
@@ -69,12 +76,19 @@ pub async fn get(
             0..size
         }
     };
-    let body = if method == Method::HEAD { Body::empty() } else { stream(app, source, window, zstd) };
+    let body = match source {
+        _ if method == Method::HEAD => Body::empty(),
+        NarSource::Local(local) => stream(app, local, window, zstd),
+        NarSource::Dag(nar) => match app.substituter.transfer(nar, window).await {
+            Some(pieces) => Body::from_stream(pieces),
+            None => return Err(ApiError::NotFound("no such NAR")),
+        },
+    };
     resp.body(body).map_err(|_| ApiError::BadRequest("unrepresentable header"))
 }
 
 /// Starts the dump thread and returns the body it feeds.
-fn stream(app: AppState, source: NarSource, window: Range<u64>, zstd: bool) -> Body {
+fn stream(app: AppState, source: LocalNar, window: Range<u64>, zstd: bool) -> Body {
     let expected = window.end - window.start;
     body::spawn(move |tx| {
         let sent = dump(&source, window, zstd, tx)?;
@@ -90,7 +104,7 @@ fn stream(app: AppState, source: NarSource, window: Range<u64>, zstd: bool) -> B
 }
 
 /// Dumps the window; returns the bytes produced (before compression when `zstd`).
-fn dump(source: &NarSource, window: Range<u64>, zstd: bool, tx: &body::Sender) -> io::Result<u64> {
+fn dump(source: &LocalNar, window: Range<u64>, zstd: bool, tx: &body::Sender) -> io::Result<u64> {
     let send = |piece: Bytes| tx.send(piece);
     let mut sent = 0u64;
     let expected = window.end - window.start;

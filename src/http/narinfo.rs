@@ -1,4 +1,6 @@
-//! `GET|HEAD /<hash32>.narinfo`.
+//! `GET|HEAD /<hash32>.narinfo`: the local path's narinfo, else one accepted from peers
+//! ([`crate::substitute`]); a miss answers 404 without a network round trip unless a peer's
+//! have-summary matches.
 
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -14,7 +16,7 @@ pub async fn get(State(app): State<AppState>, Path(file): Path<String>) -> Resul
         return Err(ApiError::NotFound("no such resource"));
     };
     let hash = StoreHash::parse(hash).map_err(|_| ApiError::BadRequest("malformed store path hash"))?;
-    match app.cache.narinfo(&hash).await? {
+    match app.substituter.narinfo(&hash).await? {
         Some(body) => Ok(([(header::CONTENT_TYPE, "text/x-nix-narinfo")], body).into_response()),
         None => Err(ApiError::NotFound("no such path")),
     }

@@ -46,9 +46,16 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         None => None,
     };
     let p2p = match &app.p2p {
-        Some(n) => json!({ "node": node, "bitswap": n.bitswap.stats() }),
+        Some(n) => json!({ "node": node, "bitswap": n.bitswap.stats(), "peers": n.peers.view() }),
         None => Value::Null,
     };
+    let sub = &app.substituter;
+    let substitution = json!({
+        "counters": &sub.activity.counters,
+        "lookups": sub.activity.recent_lookups(),
+        "transfers": sub.activity.transfers(),
+        "fallbacks": sub.fallbacks().iter().map(|f| f.url().to_owned()).collect::<Vec<_>>(),
+    });
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "peer_id": app.identity.peer_id(),
@@ -74,6 +81,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         "scan": scan_json(&scan),
         "blockstore": { "blocks": blocks, "bytes": block_bytes },
         "p2p": p2p,
+        "substitution": substitution,
         "requests": {
             "narinfo_hits": c.narinfo_hits.load(Ordering::Relaxed),
             "narinfo_misses": c.narinfo_misses.load(Ordering::Relaxed),

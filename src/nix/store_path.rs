@@ -44,6 +44,18 @@ impl StoreHash {
         // Only nix32 ASCII is ever stored (checked in `parse`).
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
+
+    /// The 20 bytes the hash part encodes (what have-summaries and the wire carry).
+    pub fn to_bytes(&self) -> [u8; 20] {
+        // 32 nix32 digits are exactly 160 bits, so every valid hash part decodes.
+        base32::decode::<20>(self.as_str()).unwrap_or_default()
+    }
+
+    pub fn from_bytes(bytes: &[u8; 20]) -> Self {
+        let mut out = [0u8; HASH_LEN];
+        out.copy_from_slice(base32::encode(bytes).as_bytes());
+        Self(out)
+    }
 }
 
 impl fmt::Display for StoreHash {

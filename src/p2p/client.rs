@@ -60,6 +60,16 @@ impl Client {
         self.ask(|reply| Command::Info { reply }).await
     }
 
+    /// Announces us as a provider of `keys` on every DHT.
+    pub async fn provide(&self, keys: Vec<RecordKey>) {
+        let _ = self.tx.send(Command::Provide { keys }).await;
+    }
+
+    /// Stops announcing `keys`.
+    pub async fn stop_providing(&self, keys: Vec<RecordKey>) {
+        let _ = self.tx.send(Command::StopProviding { keys }).await;
+    }
+
     /// Drops every connection to a misbehaving peer (never blocks: a full queue drops the request).
     pub fn disconnect(&self, peer: PeerId) {
         let _ = self.tx.try_send(Command::Disconnect { peer });

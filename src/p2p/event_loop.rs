@@ -1,6 +1,9 @@
 //! The task that owns the `Swarm`: applies [`Command`]s from [`Client`]s, reacts to swarm events
-//! (identify → Kademlia addresses, mDNS → dials, query results → replies), and announces published
-//! NARs to the DHT at a bounded rate.
+//! (identify → Kademlia addresses and which peers are peerix nodes, mDNS → kept peers, query results
+//! → replies), and keeps `--peer` and mDNS peers connected ([`super::kept`]). Every dial it starts
+//! is logged with its address (`dialing …`), so a test can check that a mode dials nothing it
+//! should not. No SQLite write happens here: provider records are announced by
+//! [`super::announce`] through commands.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,22 +19,41 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Behaviour, BehaviourEvent, Client, Config, NodeInfo};
-use crate::store::StateDb;
+use super::kept::Kept;
+use super::peers::{Discovery, Peers};
+use super::{Behaviour, BehaviourEvent, Client, Config, Mode, NodeInfo};
 
 /// Commands waiting for the loop; a full queue makes callers wait, never the loop.
 const COMMAND_QUEUE: usize = 256;
 /// A provider query that has not answered by then answers "none".
 const PROVIDER_QUERY_DEADLINE: Duration = Duration::from_secs(30);
-/// Provider records live 48 h on other nodes; announce again well before (kubo uses 22 h).
-const REPROVIDE_AFTER: Duration = Duration::from_secs(22 * 3600);
 
 pub(crate) enum Command {
-    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<(), String>> },
-    GetProviders { key: RecordKey, reply: oneshot::Sender<Vec<PeerId>> },
-    Connected { reply: oneshot::Sender<Vec<PeerId>> },
-    Info { reply: oneshot::Sender<NodeInfo> },
-    Disconnect { peer: PeerId },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    GetProviders {
+        key: RecordKey,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Connected {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Info {
+        reply: oneshot::Sender<NodeInfo>,
+    },
+    Disconnect {
+        peer: PeerId,
+    },
+    /// Announce us as a provider of these keys on every DHT.
+    Provide {
+        keys: Vec<RecordKey>,
+    },
+    /// Stop announcing these keys (our records on others expire within 48 h).
+    StopProviding {
+        keys: Vec<RecordKey>,
+    },
 }
 
 /// Which of kubo's two DHTs a query runs on.
@@ -55,33 +77,36 @@ pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     cfg: Config,
-    state: Arc<StateDb>,
+    peers: Arc<Peers>,
     connected: HashMap<PeerId, u32>,
     listen_addrs: Vec<Multiaddr>,
     pending_providers: HashMap<u64, PendingProviders>,
     /// Query (per DHT: query ids are per-behaviour counters) → lookup.
     provider_queries: HashMap<(Dht, QueryId), u64>,
     next_lookup: u64,
-    /// Peers mDNS announced and has not expired: kept connected (`keep_lan_peers` re-dials them
-    /// when a dial failed or a connection closed, e.g. after the 60 s idle timeout), since in `lan`
-    /// mode they are the only way to a block and mDNS re-queries only every 5 min.
-    lan_peers: HashMap<PeerId, Vec<Multiaddr>>,
+    /// `--peer` and mDNS peers, kept connected: in `lan` mode they are the only way to a block, and
+    /// mDNS re-queries only every 5 min.
+    kept: Kept,
 }
 
-pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, state: Arc<StateDb>) -> (Client, EventLoop) {
+pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, peers: Arc<Peers>) -> (Client, EventLoop) {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let client = Client::new(tx, *swarm.local_peer_id());
+    let mut kept = Kept::default();
+    for addr in &cfg.peers {
+        kept.add_static(addr.clone());
+    }
     let event_loop = EventLoop {
         swarm,
         commands: rx,
         cfg,
-        state,
+        peers,
         connected: HashMap::new(),
         listen_addrs: Vec::new(),
         pending_providers: HashMap::new(),
         provider_queries: HashMap::new(),
         next_lookup: 0,
-        lan_peers: HashMap::new(),
+        kept,
     };
     (client, event_loop)
 }
@@ -99,7 +124,9 @@ fn dhts(b: &mut Behaviour) -> impl Iterator<Item = (Dht, &mut kad::Behaviour<sup
 
 impl EventLoop {
     pub async fn run(mut self, shutdown: CancellationToken) {
-        self.bootstrap();
+        let dialed = self.bootstrap();
+        self.keep_peers();
+        info!(mode = ?self.cfg.mode, bootstrap_peers = dialed, kept_peers = self.cfg.peers.len(), "p2p node started");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -111,8 +138,7 @@ impl EventLoop {
                 },
                 _ = tick.tick() => {
                     self.sweep();
-                    self.keep_lan_peers();
-                    self.provide_due();
+                    self.keep_peers();
                 }
                 _ = shutdown.cancelled() => break,
             }
@@ -120,13 +146,19 @@ impl EventLoop {
         debug!("p2p event loop stopped");
     }
 
-    fn bootstrap(&mut self) {
+    /// Dials the bootstrap peers and starts the DHT's bootstrap; returns how many were dialled.
+    fn bootstrap(&mut self) -> usize {
+        // Bootstrap peers are for the DHT: `lan` mode has none (config leaves the list empty too).
+        if self.cfg.mode == Mode::Lan {
+            return 0;
+        }
         for addr in self.cfg.bootstrap.clone() {
             if let Some(Protocol::P2p(peer)) = addr.iter().last() {
                 for (_, kad) in dhts(self.swarm.behaviour_mut()) {
                     kad.add_address(&peer, addr.clone());
                 }
             }
+            debug!(%addr, "dialing bootstrap peer");
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 warn!(%addr, cause = %e, "cannot dial bootstrap peer");
             }
@@ -136,11 +168,13 @@ impl EventLoop {
                 let _ = kad.bootstrap();
             }
         }
+        self.cfg.bootstrap.len()
     }
 
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Dial { addr, reply } => {
+                debug!(%addr, "dialing on request");
                 let _ = reply.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
             }
             Command::GetProviders { key, reply } => {
@@ -183,6 +217,22 @@ impl EventLoop {
                 warn!(%peer, "disconnecting misbehaving peer");
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
+            Command::Provide { keys } => {
+                for (_, kad) in dhts(self.swarm.behaviour_mut()) {
+                    for key in &keys {
+                        if let Err(e) = kad.start_providing(key.clone()) {
+                            warn!(cause = %e, "cannot store provider record");
+                        }
+                    }
+                }
+            }
+            Command::StopProviding { keys } => {
+                for (_, kad) in dhts(self.swarm.behaviour_mut()) {
+                    for key in &keys {
+                        kad.stop_providing(key);
+                    }
+                }
+            }
         }
     }
 
@@ -196,6 +246,7 @@ impl EventLoop {
                 self.listen_addrs.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| *a != address),
+            SwarmEvent::Dialing { peer_id, .. } => debug!(?peer_id, "dial started"),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(?peer_id, cause = %error, "dial failed");
             }
@@ -203,13 +254,24 @@ impl EventLoop {
                 let n = self.connected.entry(peer_id).or_default();
                 *n += 1;
                 if *n == 1 {
-                    info!(%peer_id, addr = %endpoint.get_remote_address(), "peer connected");
+                    let addr = endpoint.get_remote_address().clone();
+                    info!(%peer_id, %addr, "peer connected");
+                    let found = match (self.kept.found(&peer_id), endpoint.is_dialer()) {
+                        (Some(f), _) => f,
+                        (None, true) if self.cfg.mode == Mode::Ipfs => Discovery::Dht,
+                        (None, true) => Discovery::Dialed,
+                        (None, false) => Discovery::Inbound,
+                    };
+                    self.kept.connected(&peer_id);
+                    self.peers.connected(peer_id, addr, found);
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => match num_established {
-                // A LAN peer is dialed again by `keep_lan_peers` within a second.
+                // A kept peer is dialed again by `keep_peers` after its backoff.
                 0 => {
                     self.connected.remove(&peer_id);
+                    self.kept.disconnected(&peer_id);
+                    self.peers.disconnected(peer_id);
                     info!(%peer_id, "peer disconnected");
                 }
                 n => {
@@ -222,31 +284,31 @@ impl EventLoop {
                         kad.add_address(&peer_id, addr.clone());
                     }
                 }
+                let peerix = info.protocols.contains(&super::narinfo::PROTOCOL);
+                if peerix {
+                    debug!(%peer_id, agent = %info.agent_version, "peer is a peerix node");
+                }
+                self.peers.identified(peer_id, info.agent_version, peerix);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
                 for (peer, addr) in gone {
-                    if let Some(addrs) = self.lan_peers.get_mut(&peer) {
-                        addrs.retain(|a| *a != addr);
-                        if addrs.is_empty() {
-                            self.lan_peers.remove(&peer);
-                        }
-                    }
+                    self.kept.expire_mdns(&peer, &addr);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
-                    let known = self.lan_peers.entry(peer).or_default();
-                    if !known.contains(&addr) {
-                        known.push(addr.clone());
+                    if !self.kept.add_mdns(peer, addr.clone()) {
+                        debug!(%peer, "too many mDNS peers; ignoring one");
+                        continue;
                     }
                     for (_, kad) in dhts(self.swarm.behaviour_mut()) {
                         kad.add_address(&peer, addr.clone());
                     }
                     if !self.connected.contains_key(&peer) {
                         info!(%peer, %addr, "mDNS found a peer");
-                        let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
                     }
                 }
+                self.keep_peers();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, .. })) => {
                 self.on_query(Dht::Wan, id, result)
@@ -299,21 +361,20 @@ impl EventLoop {
         }
     }
 
-    /// Dials every LAN peer mDNS knows that has no connection and no dial in progress: a dial that
-    /// failed (or a connection that closed) is retried within a second, not at the next mDNS query.
-    fn keep_lan_peers(&mut self) {
-        let missing: Vec<(PeerId, Vec<Multiaddr>)> = self
-            .lan_peers
-            .iter()
-            .filter(|(p, _)| !self.connected.contains_key(*p))
-            .map(|(p, a)| (*p, a.clone()))
-            .collect();
-        for (peer, addrs) in missing {
+    /// Dials every kept peer (`--peer`, mDNS) that has no connection and whose backoff is over.
+    fn keep_peers(&mut self) {
+        let connected = &self.connected;
+        for (peer, addrs) in self.kept.due(|p| connected.contains_key(p)) {
+            for addr in &addrs {
+                debug!(%peer, %addr, "dialing kept peer");
+            }
             let opts = DialOpts::peer_id(peer)
                 .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
                 .addresses(addrs)
                 .build();
-            let _ = self.swarm.dial(opts);
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(%peer, cause = %e, "dial not started");
+            }
         }
     }
 
@@ -332,33 +393,6 @@ impl EventLoop {
                 let _ = reply.send(p.found.into_iter().collect());
             }
             self.provider_queries.retain(|_, l| *l != lookup);
-        }
-    }
-
-    /// Announces up to `provide_rate` published paths (NAR root and store-path key) that were never
-    /// announced or not for 22 h. Waits for a first connection: an announcement nobody hears is lost.
-    fn provide_due(&mut self) {
-        if self.connected.is_empty() || dhts(self.swarm.behaviour_mut()).next().is_none() {
-            return;
-        }
-        let due = match self.state.due_announcements(self.cfg.provide_rate as usize, REPROVIDE_AFTER.as_secs() as i64) {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(cause = %e, "cannot read announcements due");
-                return;
-            }
-        };
-        for (hash32, root) in due {
-            for (_, kad) in dhts(self.swarm.behaviour_mut()) {
-                for key in [RecordKey::new(&root.hash().to_bytes()), store_path_key(&hash32)] {
-                    if let Err(e) = kad.start_providing(key) {
-                        warn!(cause = %e, "cannot store provider record");
-                    }
-                }
-            }
-            if let Err(e) = self.state.mark_announced(&hash32) {
-                warn!(cause = %e, "cannot record announcement");
-            }
         }
     }
 }

@@ -10,11 +10,26 @@
 //! stream per message; a slow accept drops streams). The loop stops when the shutdown token fires.
 //!
 //! Modes: `ipfs` (kubo's dual DHT — Kademlia on `/ipfs/kad/1.0.0` and `/ipfs/lan/kad/1.0.0` — plus
-//! mDNS) and `lan` (mDNS only: no DHT, nothing leaves the LAN). The identity is the node's persistent ed25519 key ([`crate::identity`]).
+//! mDNS) and `lan` (mDNS and `--peer` only: no DHT, never a bootstrap peer, nothing leaves the LAN).
+//! The identity is the node's persistent ed25519 key ([`crate::identity`]).
+//!
+//! Between peerix nodes (told apart by identify: they list [`narinfo::PROTOCOL`]) three protocols
+//! of our own run on `libp2p-stream` like bitswap, never entering the event loop:
+//! [`narinfo`] (ask a peer for a narinfo and its NAR's root CID), [`have`] (each node's summary of
+//! what it can serve, so lookups ask only peers that may have a path) and [`blocks`] (a NAR's
+//! chunks in bulk). [`peers`] is what we know of each peer; [`announce`] keeps the DHT's provider
+//! records in step with the publication events.
 
+mod announce;
 pub mod bitswap;
+pub mod blocks;
 mod client;
 mod event_loop;
+pub mod frame;
+pub mod have;
+mod kept;
+pub mod narinfo;
+pub mod peers;
 mod provider_store;
 
 use std::path::Path;
@@ -30,11 +45,11 @@ use libp2p::{
 use tokio_util::sync::CancellationToken;
 
 pub use client::{Client, NodeInfo};
-pub use event_loop::EventLoop;
+pub use event_loop::{EventLoop, store_path_key};
 
 use crate::blocks::Blocks;
 use crate::identity::Identity;
-use crate::store::StateDb;
+use crate::local_cache::LocalCache;
 
 /// Which networks the node takes part in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
@@ -60,6 +75,8 @@ pub const PUBLIC_BOOTSTRAP: &[&str] = &[
 pub struct Config {
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
+    /// Peers to keep connected (`--peer`), each ending in `/p2p/<id>`.
+    pub peers: Vec<Multiaddr>,
     pub mode: Mode,
     pub mdns: bool,
     pub external: Vec<Multiaddr>,
@@ -115,19 +132,25 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
 pub const KAD_LAN_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/lan/kad/1.0.0");
 
-/// A running node: the swarm's handle and the bitswap engine.
+/// A running node: the swarm's handle, the bitswap engine, a stream control for our own
+/// protocols, and what we know of peers.
 #[derive(Clone)]
 pub struct Node {
     pub client: Client,
     pub bitswap: bitswap::Bitswap,
+    pub control: libp2p_stream::Control,
+    pub peers: Arc<peers::Peers>,
+    /// True in `ipfs` mode (a DHT to ask for providers).
+    pub dht: bool,
 }
 
-/// Builds the swarm, starts listening and dialing, and spawns the event loop and bitswap.
+/// Builds the swarm, starts listening and dialing, and spawns the event loop, bitswap, the peerix
+/// protocols and the DHT announcer.
 pub fn start(
     cfg: Config,
     identity: &Identity,
     blocks: Arc<Blocks>,
-    state: Arc<StateDb>,
+    cache: Arc<LocalCache>,
     state_dir: &Path,
     shutdown: CancellationToken,
 ) -> Result<Node, P2pError> {
@@ -192,9 +215,19 @@ pub fn start(
     for addr in &cfg.external {
         swarm.add_external_address(addr.clone());
     }
-    let control = swarm.behaviour().stream.new_control();
-    let (client, event_loop) = event_loop::new(swarm, cfg, state);
-    let bitswap = bitswap::Bitswap::start(control, blocks, client.clone(), shutdown.clone())?;
+    let mut control = swarm.behaviour().stream.new_control();
+    let peers = Arc::new(peers::Peers::default());
+    let dht = mode == Mode::Ipfs;
+    let provide_rate = cfg.provide_rate;
+    let (client, event_loop) = event_loop::new(swarm, cfg, peers.clone());
+    let bitswap = bitswap::Bitswap::start(control.clone(), blocks.clone(), client.clone(), shutdown.clone())?;
+    narinfo::serve(&mut control, cache.clone(), peers.clone(), shutdown.clone())?;
+    blocks::serve(&mut control, blocks, peers.clone(), shutdown.clone())?;
+    have::receive(&mut control, peers.clone(), client.clone(), shutdown.clone())?;
+    tokio::spawn(have::advertise(control.clone(), peers.clone(), cache.clone(), shutdown.clone()));
+    if dht {
+        tokio::spawn(announce::run(client.clone(), cache, provide_rate, shutdown.clone()));
+    }
     tokio::spawn(event_loop.run(shutdown));
-    Ok(Node { client, bitswap })
+    Ok(Node { client, bitswap, control, peers, dht })
 }

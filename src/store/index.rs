@@ -162,6 +162,7 @@ impl StateDb {
     }
 
     /// Records a path that is not published (private or failed), dropping any index it had.
+    /// Returns the root it had if it was shareable until now (its withdrawal is to be announced).
     pub fn save_unpublished(
         &self,
         path: &StorePath,
@@ -170,49 +171,61 @@ impl StateDb {
         nix_id: i64,
         status: Status,
         reason: &str,
-    ) -> Result<(), StateError> {
+    ) -> Result<Option<Cid>, StateError> {
         let mut conn = self.conn.lock().map_err(|_| StateError::Poisoned)?;
         let tx = conn.transaction()?;
+        let was = shared_root(&tx, path.hash().as_str())?;
         tx.execute("DELETE FROM local_chunks WHERE hash32 = ?1", [path.hash().as_str()])?;
         tx.execute("DELETE FROM local_nodes WHERE hash32 = ?1", [path.hash().as_str()])?;
         upsert_path(&tx, path, nar_hash, nar_size, nix_id, status, Some(reason), None, None)?;
         tx.commit()?;
-        Ok(())
+        Ok(was)
     }
 
-    /// A path that passed the gate again after a [`Status::Recheck`].
-    pub fn confirm_published(&self, hash32: &str, verdict: &str) -> Result<(), StateError> {
+    /// A path that passed the gate again after a [`Status::Recheck`]; returns its root.
+    pub fn confirm_published(&self, hash32: &str, verdict: &str) -> Result<Option<Cid>, StateError> {
         self.with(|c| {
             c.execute(
                 "UPDATE paths SET status = 'published', verdict = ?2, reason = NULL, checked_at = ?3 WHERE hash32 = ?1",
                 params![hash32, verdict, now_secs()],
             )?;
-            Ok(())
+            let raw: Option<Option<Vec<u8>>> =
+                c.query_row("SELECT root_cid FROM paths WHERE hash32 = ?1", [hash32], |r| r.get(0)).optional()?;
+            Ok(raw.flatten().and_then(|b| Cid::try_from(b).ok()))
         })
     }
 
-    /// Forgets a path that left the store (garbage-collected).
-    pub fn forget_path(&self, hash32: &str) -> Result<(), StateError> {
+    /// Forgets a path that left the store (garbage-collected). Returns the root it had if it was
+    /// shareable until now.
+    pub fn forget_path(&self, hash32: &str) -> Result<Option<Cid>, StateError> {
         let mut conn = self.conn.lock().map_err(|_| StateError::Poisoned)?;
         let tx = conn.transaction()?;
+        let was = shared_root(&tx, hash32)?;
         tx.execute("DELETE FROM local_chunks WHERE hash32 = ?1", [hash32])?;
         tx.execute("DELETE FROM local_nodes WHERE hash32 = ?1", [hash32])?;
         tx.execute("DELETE FROM paths WHERE hash32 = ?1", [hash32])?;
         tx.commit()?;
-        Ok(())
+        Ok(was)
     }
 
     /// Marks every published path for a gate re-check when the gate's configuration (trusted keys,
-    /// upstream, serve-private) differs from the one they were published under.
-    pub fn reconcile_gate(&self, gate_fingerprint: &str) -> Result<u64, StateError> {
+    /// upstream, serve-private) differs from the one they were published under (by this process
+    /// before a restart, or by another one since). Returns the paths (hash32, root) that were
+    /// published until now.
+    pub fn reconcile_gate(&self, gate_fingerprint: &str) -> Result<Vec<(String, Option<Cid>)>, StateError> {
         let mut conn = self.conn.lock().map_err(|_| StateError::Poisoned)?;
         let tx = conn.transaction()?;
         let old: Option<String> =
             tx.query_row("SELECT value FROM meta WHERE key = 'gate'", [], |r| r.get(0)).optional()?;
-        let mut changed = 0;
+        let mut changed = Vec::new();
         if old.as_deref() != Some(gate_fingerprint) {
             if old.is_some() {
-                changed = tx.execute("UPDATE paths SET status = 'recheck' WHERE status = 'published'", [])? as u64;
+                changed = tx
+                    .prepare("SELECT hash32, root_cid FROM paths WHERE status = 'published'")?
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<Vec<u8>>>(1)?)))?
+                    .map(|r| r.map(|(h, c)| (h, c.and_then(|c| Cid::try_from(c).ok()))))
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                tx.execute("UPDATE paths SET status = 'recheck' WHERE status = 'published'", [])?;
                 // Private verdicts may now be wrong too: ask again on the next scan.
                 tx.execute("UPDATE paths SET checked_at = 0 WHERE status = 'private'", [])?;
             }
@@ -237,15 +250,16 @@ impl StateDb {
         })
     }
 
-    /// A dag-pb node of a published local NAR.
-    pub fn local_node(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StateError> {
+    /// A dag-pb node of published local NARs: (hash32 of a path holding it, node bytes), for the
+    /// first few paths that do.
+    pub fn local_node(&self, cid: &Cid) -> Result<Vec<(String, Vec<u8>)>, StateError> {
         self.with(|c| {
             c.prepare_cached(
-                "SELECT n.data FROM local_nodes n JOIN paths p ON p.hash32 = n.hash32 \
-                 WHERE n.cid = ?1 AND p.status = 'published' LIMIT 1",
+                "SELECT n.hash32, n.data FROM local_nodes n JOIN paths p ON p.hash32 = n.hash32 \
+                 WHERE n.cid = ?1 AND p.status = 'published' LIMIT 8",
             )?
-            .query_row([cid.to_bytes()], |r| r.get(0))
-            .optional()
+            .query_map([cid.to_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
         })
     }
 
@@ -296,6 +310,16 @@ impl StateDb {
             )
             .optional()
         })
+    }
+
+    /// The NAR root of a published path.
+    pub fn published_root(&self, hash32: &str) -> Result<Option<Cid>, StateError> {
+        let raw: Option<Option<Vec<u8>>> = self.with(|c| {
+            c.prepare_cached("SELECT root_cid FROM paths WHERE hash32 = ?1 AND status = 'published'")?
+                .query_row([hash32], |r| r.get(0))
+                .optional()
+        })?;
+        Ok(raw.flatten().and_then(|b| Cid::try_from(b).ok()))
     }
 
     /// The published path whose NAR root is `root`, if any.
@@ -414,6 +438,18 @@ impl StateDb {
     }
 }
 
+/// The root of `hash32` if it is published (or published and awaiting a re-check).
+fn shared_root(tx: &rusqlite::Transaction<'_>, hash32: &str) -> rusqlite::Result<Option<Cid>> {
+    let raw: Option<Option<Vec<u8>>> = tx
+        .query_row(
+            "SELECT root_cid FROM paths WHERE hash32 = ?1 AND status IN ('published', 'recheck')",
+            [hash32],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(raw.flatten().and_then(|b| Cid::try_from(b).ok()))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn upsert_path(
     tx: &rusqlite::Transaction<'_>,
@@ -432,7 +468,7 @@ fn upsert_path(
          VALUES (?1, ?2, ?3, ?4, 'local', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?5) \
          ON CONFLICT(hash32) DO UPDATE SET store_path = excluded.store_path, nar_hash = excluded.nar_hash, \
            nar_size = excluded.nar_size, updated_at = excluded.updated_at, nix_id = excluded.nix_id, \
-           status = excluded.status, reason = excluded.reason, verdict = excluded.verdict, \
+           origin = 'local', narinfo = NULL, status = excluded.status, reason = excluded.reason, verdict = excluded.verdict, \
            root_cid = excluded.root_cid, chunk_count = excluded.chunk_count, checked_at = excluded.checked_at",
     )?
     .execute(params![

@@ -121,15 +121,17 @@ impl StateDb {
         Ok(f(&mut conn)?)
     }
 
-    /// Remembers that `path` has NAR `nar_hash` (idempotent).
+    /// Remembers that `path` has NAR `nar_hash` (idempotent). A path we had from a peer is local now.
     pub fn record_local_path(&self, path: &StorePath, nar_hash: &NarHash, nar_size: u64) -> Result<(), StateError> {
         self.with(|c| {
             c.prepare_cached(
                 "INSERT INTO paths (hash32, store_path, nar_hash, nar_size, origin, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, 'local', ?5) \
                  ON CONFLICT(hash32) DO UPDATE SET store_path = excluded.store_path, \
-                   nar_hash = excluded.nar_hash, nar_size = excluded.nar_size, updated_at = excluded.updated_at \
-                 WHERE paths.nar_hash != excluded.nar_hash OR paths.store_path != excluded.store_path",
+                   nar_hash = excluded.nar_hash, nar_size = excluded.nar_size, updated_at = excluded.updated_at, \
+                   origin = 'local', narinfo = NULL \
+                 WHERE paths.nar_hash != excluded.nar_hash OR paths.store_path != excluded.store_path \
+                   OR paths.origin != 'local'",
             )?
             .execute(params![
                 path.hash().as_str(),
@@ -199,6 +201,58 @@ impl StateDb {
                 now_secs()
             ])?;
             Ok(())
+        })
+    }
+
+    /// Remembers a narinfo accepted from peers (origin `peer`), so its NAR URL still resolves after a
+    /// restart (nix keeps narinfos for 30 days). Never overwrites a local path's row.
+    pub fn record_peer_path(
+        &self,
+        path: &StorePath,
+        nar_hash: &NarHash,
+        nar_size: u64,
+        root: &cid::Cid,
+        narinfo: &str,
+    ) -> Result<(), StateError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO paths (hash32, store_path, nar_hash, nar_size, origin, updated_at, root_cid, narinfo) \
+                 VALUES (?1, ?2, ?3, ?4, 'peer', ?5, ?6, ?7) \
+                 ON CONFLICT(hash32) DO UPDATE SET store_path = excluded.store_path, nar_hash = excluded.nar_hash, \
+                   nar_size = excluded.nar_size, updated_at = excluded.updated_at, root_cid = excluded.root_cid, \
+                   narinfo = excluded.narinfo \
+                 WHERE paths.origin = 'peer'",
+            )?
+            .execute(params![
+                path.hash().as_str(),
+                path.to_string(),
+                nar_hash.to_nix32(),
+                nar_size as i64,
+                now_secs(),
+                root.to_bytes(),
+                narinfo
+            ])?;
+            Ok(())
+        })
+    }
+
+    /// A narinfo accepted from peers for this NAR hash, and the root its blocks were under.
+    pub fn peer_path_by_nar_hash(&self, nar_hash: &NarHash) -> Result<Option<(String, Vec<u8>)>, StateError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT narinfo, root_cid FROM paths WHERE nar_hash = ?1 AND origin = 'peer' \
+                 AND narinfo IS NOT NULL AND root_cid IS NOT NULL LIMIT 1",
+            )?
+            .query_row([nar_hash.to_nix32()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+        })
+    }
+
+    /// Forgets peer narinfos not used for `max_age` seconds (nix keeps a narinfo 30 days).
+    pub fn expire_peer_paths(&self, max_age: i64) -> Result<usize, StateError> {
+        self.with(|c| {
+            c.prepare_cached("DELETE FROM paths WHERE origin = 'peer' AND updated_at < ?1")?
+                .execute([now_secs() - max_age])
         })
     }
 

@@ -85,6 +85,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (dht, key, provider)
     ) WITHOUT ROWID;
     CREATE INDEX kad_providers_by_provider ON kad_providers (provider);",
+    // 4: substitution from peers (issue: peer-to-peer substitution).
+    "ALTER TABLE paths ADD COLUMN narinfo TEXT;            -- origin 'peer': the narinfo we serve for it
+    CREATE INDEX paths_by_origin ON paths (origin, updated_at);
+    CREATE INDEX kad_providers_by_expiry ON kad_providers (expires_at);",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {

@@ -22,7 +22,7 @@ use tracing::{debug, info};
 
 use super::message::{self, DONT_HAVE, Entry, HAVE, Message, WANT_BLOCK, WANT_HAVE, Wantlist};
 use super::{Bitswap, Stats};
-use crate::ipld::{self, DAG_PB, RAW, unixfs};
+use crate::ipld::{self, walk};
 
 /// How long one peer gets to answer a want before the session asks elsewhere.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,8 +37,8 @@ pub const WINDOW: usize = 64;
 pub enum FetchError {
     #[error("no peer delivered block {0} within 60 s")]
     Timeout(Cid),
-    #[error("block {0} is not a UnixFS file node")]
-    NotAFile(Cid),
+    #[error("not a file DAG")]
+    Dag(#[from] walk::WalkError),
     #[error("cannot store a received block")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -171,7 +171,42 @@ fn want(cid: &Cid, want_type: i32, cancel: bool) -> Message {
     }
 }
 
+/// Why a block asked of one peer did not come.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WantError {
+    #[error("peer does not have the block")]
+    DontHave,
+    #[error("peer did not answer in time")]
+    Timeout,
+}
+
 impl Bitswap {
+    /// One block from one peer (want-block, `sendDontHave`), verified by construction and not
+    /// stored: for transfers that hand the bytes on (a NAR streamed to nix). A timeout cancels the
+    /// want on the peer.
+    pub async fn want_from(&self, peer: PeerId, cid: Cid, timeout: Duration) -> Result<Bytes, WantError> {
+        let (mut block_rx, mut presence_rx) = self.inner.wants.register(cid);
+        self.inner.outbox.send(peer, want(&cid, WANT_BLOCK, false));
+        let end = tokio::time::Instant::now() + timeout;
+        let result = loop {
+            tokio::select! {
+                block = &mut block_rx => break block.map(|(_, data)| data).map_err(|_| WantError::Timeout),
+                Some((from, have)) = presence_rx.recv() => {
+                    if from == peer && !have {
+                        break Err(WantError::DontHave);
+                    }
+                }
+                _ = tokio::time::sleep_until(end) => break Err(WantError::Timeout),
+            }
+        };
+        drop((block_rx, presence_rx));
+        self.inner.wants.forget(&cid);
+        if result.is_err() {
+            self.inner.outbox.send(peer, want(&cid, WANT_BLOCK, true));
+        }
+        result
+    }
+
     /// One block: from the local blockstore if it is there, else from peers. Stored on arrival.
     pub async fn get(&self, cid: Cid, session: &Session) -> Result<Bytes, FetchError> {
         let blocks = self.inner.blocks.clone();
@@ -180,6 +215,9 @@ impl Bitswap {
         }
         let (mut block_rx, mut presence_rx) = self.inner.wants.register(cid);
         let result = self.chase(cid, session, &mut block_rx, &mut presence_rx).await;
+        // Our receivers go first, so `forget` sees them closed and drops the waiter (a want that
+        // timed out must not stay registered).
+        drop((block_rx, presence_rx));
         self.inner.wants.forget(&cid);
         let (peer, data) = result?;
         session.served(peer);
@@ -281,18 +319,19 @@ impl Bitswap {
     }
 
     /// The bytes of the UnixFS file (or raw block) under `root`, in order, with [`WINDOW`] blocks in
-    /// flight. Every block is verified and stored as it arrives.
+    /// flight. The DAG is planned by the one bounded walk ([`walk`]); every block is verified and
+    /// stored as it arrives.
     pub fn fetch_file(&self, root: Cid) -> BoxStream<'static, Result<Bytes, FetchError>> {
         let bs = self.clone();
         let session = Arc::new(Session::default());
         let plan = {
             let (bs, session) = (bs.clone(), session.clone());
-            async move { bs.resolve(root, &session).await }
+            async move { bs.plan(root, &session).await }
         };
         futures_util::stream::once(plan)
             .flat_map(move |plan| match plan {
                 Err(e) => futures_util::stream::iter([Err(e)]).boxed(),
-                Ok(items) => {
+                Ok(pieces) => {
                     let (bs, session) = (bs.clone(), session.clone());
                     let flusher = bs.clone();
                     // After the last piece: wait until every block is stored, yielding nothing.
@@ -301,14 +340,23 @@ impl Bitswap {
                         Ok(Bytes::new())
                     })
                     .filter(|r: &Result<Bytes, FetchError>| futures_util::future::ready(r.is_err()));
-                    futures_util::stream::iter(items)
-                        .map(move |item| {
+                    futures_util::stream::iter(pieces)
+                        .map(move |piece| {
                             let (bs, session) = (bs.clone(), session.clone());
                             async move {
-                                match item {
-                                    Item::Data(b) => Ok(b),
-                                    Item::Raw(c) => bs.get(c, &session).await,
-                                    Item::Node(c) => Err(FetchError::NotAFile(c)),
+                                match piece {
+                                    walk::Piece::Data { bytes, .. } => Ok(bytes),
+                                    walk::Piece::Block { cid, len, .. } => {
+                                        let data = bs.get(cid, &session).await?;
+                                        if data.len() as u64 != len {
+                                            return Err(FetchError::Dag(walk::WalkError::Size {
+                                                cid,
+                                                expected: len,
+                                                found: data.len() as u64,
+                                            }));
+                                        }
+                                        Ok(data)
+                                    }
                                 }
                             }
                         })
@@ -320,18 +368,11 @@ impl Bitswap {
             .boxed()
     }
 
-    /// Expands the DAG's interior nodes, level by level (each level fetched [`WINDOW`] at a time),
-    /// into the file's pieces in order: raw leaves to fetch, and inline data.
-    async fn resolve(&self, root: Cid, session: &Arc<Session>) -> Result<Vec<Item>, FetchError> {
-        let mut items = vec![Item::Node(root)];
-        // Our DAGs are 2–3 levels deep; 32 bounds a hostile one.
-        for _ in 0..32 {
-            let nodes: Vec<Cid> =
-                items.iter().filter_map(|i| if let Item::Node(c) = i { Some(*c) } else { None }).collect();
-            if nodes.is_empty() {
-                return Ok(items);
-            }
-            let fetched: Vec<Result<Bytes, FetchError>> = futures_util::stream::iter(nodes)
+    /// Walks the DAG's interior nodes level by level, each level fetched [`WINDOW`] at a time.
+    async fn plan(&self, root: Cid, session: &Arc<Session>) -> Result<Vec<walk::Piece>, FetchError> {
+        let mut walk = walk::Walk::new(root, None, walk::Limits::generic())?;
+        while !walk.is_done() {
+            let fetched: Vec<Result<Bytes, FetchError>> = futures_util::stream::iter(walk.wanted())
                 .map(|c| {
                     let session = session.clone();
                     async move { self.get(c, &session).await }
@@ -339,40 +380,9 @@ impl Bitswap {
                 .buffered(WINDOW)
                 .collect()
                 .await;
-            let mut fetched = fetched.into_iter();
-            let mut next = Vec::with_capacity(items.len());
-            for item in items {
-                let Item::Node(cid) = item else {
-                    next.push(item);
-                    continue;
-                };
-                let data = fetched.next().ok_or(FetchError::NotAFile(cid))??;
-                match cid.codec() {
-                    RAW => next.push(Item::Data(data)),
-                    DAG_PB => {
-                        let node = unixfs::decode(&data).map_err(|_| FetchError::NotAFile(cid))?;
-                        if !node.inline_data.is_empty() {
-                            next.push(Item::Data(Bytes::from(node.inline_data)));
-                        }
-                        next.extend(
-                            node.links.into_iter().map(|c| if c.codec() == RAW { Item::Raw(c) } else { Item::Node(c) }),
-                        );
-                    }
-                    _ => return Err(FetchError::NotAFile(cid)),
-                }
-            }
-            items = next;
+            let blocks = fetched.into_iter().collect::<Result<Vec<_>, _>>()?;
+            walk.feed(&blocks)?;
         }
-        Err(FetchError::NotAFile(root))
+        Ok(walk.pieces())
     }
-}
-
-/// A piece of a file being fetched.
-enum Item {
-    /// An interior node still to be expanded.
-    Node(Cid),
-    /// A raw leaf to fetch.
-    Raw(Cid),
-    /// Bytes already at hand (a raw root, or inline UnixFS data).
-    Data(Bytes),
 }

@@ -3,10 +3,11 @@
 //! cap, also boxo's `MessageSizeMax` and Helia's default).
 
 use cid::Cid;
-use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use multihash_codetable::{Code, MultihashDigest};
 
 use crate::ipld::{put_varint, read_varint};
+use crate::p2p::frame::FrameError;
 
 /// Largest message we read or write.
 pub const MAX_MESSAGE: usize = 4 << 20;
@@ -101,30 +102,16 @@ pub async fn write<S: AsyncWrite + Unpin>(stream: &mut S, msg: &Message) -> Resu
     Ok(())
 }
 
-/// Reads one framed message; `None` at a clean end of stream.
+/// Reads one framed message; `None` at a clean end of stream. The buffer grows as bytes arrive
+/// ([`crate::p2p::frame`]), so an announced 4 MiB costs nothing until it is sent.
 pub async fn read<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Option<Message>, WireError> {
-    let mut prefix = [0u8; 10];
-    let mut n = 0;
-    loop {
-        if n == prefix.len() {
-            return Err(WireError::Varint);
-        }
-        if stream.read(&mut prefix[n..n + 1]).await? == 0 {
-            return if n == 0 { Ok(None) } else { Err(WireError::Varint) };
-        }
-        n += 1;
-        if prefix[n - 1] & 0x80 == 0 {
-            break;
-        }
+    match crate::p2p::frame::read(stream, MAX_MESSAGE).await {
+        Ok(Some(body)) => Ok(Some(prost::Message::decode(body)?)),
+        Ok(None) => Ok(None),
+        Err(FrameError::Io(e)) => Err(WireError::Io(e)),
+        Err(FrameError::TooLarge { len, .. }) => Err(WireError::TooLarge(len as usize)),
+        Err(FrameError::Varint) => Err(WireError::Varint),
     }
-    let (len, _) = read_varint(&prefix[..n]).ok_or(WireError::Varint)?;
-    let len = usize::try_from(len).map_err(|_| WireError::Varint)?;
-    if len > MAX_MESSAGE {
-        return Err(WireError::TooLarge(len));
-    }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
-    Ok(Some(prost::Message::decode(bytes::Bytes::from(body))?))
 }
 
 /// The CID prefix bitswap sends with a block.

@@ -1,0 +1,175 @@
+//! `/peerix/blocks/1.0.0`: the bulk path between peerix nodes. One request per stream names up to
+//! [`MAX_CIDS`] blocks; the answer is one frame per block, in the order asked: `0x00 ‖ bytes` or
+//! `0x01` (not here). Bitswap stays for every other IPFS node; between peerix nodes this carries a
+//! NAR's chunks with no wantlists, presences or per-block messages, and gives the transfer
+//! scheduler one request it can time and re-assign as a unit.
+//!
+//! The server reads each block through [`Blocks`] (the publish gate's one read path: a private
+//! path's chunks are as absent as unknown ones; local chunks are checked against their CID before
+//! they leave), one block ahead of the socket. The client checks every block against the CID it
+//! asked for before anyone sees it ([`fetch`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use futures_util::{AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, StreamProtocol};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::{P2pError, frame, peers::Peers};
+use crate::blocks::Blocks;
+use crate::ipld::{self, MAX_BLOCK};
+
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/peerix/blocks/1.0.0");
+
+/// Blocks one request may name: 64 × ≤ 256 KiB NAR chunks is ≤ 16 MiB, ~1 MiB on average.
+pub const MAX_CIDS: usize = 64;
+/// A request: 64 CIDs of ≤ 40 bytes plus protobuf framing.
+const MAX_REQUEST: usize = 4096;
+/// Requests served at once; more streams are dropped (the asker re-assigns the unit).
+const MAX_STREAMS: usize = 64;
+/// A peer that opens a stream and sends no request holds a slot at most this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Blocks read ahead of the socket per request.
+const READ_AHEAD: usize = 2;
+
+const HAVE: u8 = 0;
+const DONT_HAVE: u8 = 1;
+
+pub mod wire {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Request {
+        /// Binary CIDs.
+        #[prost(bytes = "vec", repeated, tag = "1")]
+        pub cids: Vec<Vec<u8>>,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot open a stream")]
+    Open(#[from] libp2p_stream::OpenStreamError),
+    #[error("stream failed")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame")]
+    Frame(#[from] frame::FrameError),
+    #[error("peer does not have block {0}")]
+    Missing(Cid),
+    #[error("peer sent bytes that are not block {0}")]
+    Mismatch(Cid),
+    #[error("peer answered with a malformed frame")]
+    Malformed,
+    #[error("request names {0} blocks (at most 64)")]
+    TooMany(usize),
+}
+
+/// Fetches `cids` from `peer`, every block checked against its CID.
+pub async fn fetch(control: &mut libp2p_stream::Control, peer: PeerId, cids: &[Cid]) -> Result<Vec<Bytes>, FetchError> {
+    if cids.len() > MAX_CIDS {
+        return Err(FetchError::TooMany(cids.len()));
+    }
+    let mut stream = control.open_stream(peer, PROTOCOL).await?;
+    frame::write_message(&mut stream, &wire::Request { cids: cids.iter().map(|c| c.to_bytes()).collect() }).await?;
+    stream.flush().await?;
+    let mut out = Vec::with_capacity(cids.len());
+    for cid in cids {
+        let body = frame::read(&mut stream, MAX_BLOCK + 1).await?.ok_or(FetchError::Malformed)?;
+        match body.first() {
+            Some(&HAVE) => {
+                let data = body.slice(1..);
+                if !ipld::verify(cid, &data) {
+                    return Err(FetchError::Mismatch(*cid));
+                }
+                out.push(data);
+            }
+            Some(&DONT_HAVE) if body.len() == 1 => return Err(FetchError::Missing(*cid)),
+            _ => return Err(FetchError::Malformed),
+        }
+    }
+    let _ = stream.close().await;
+    Ok(out)
+}
+
+/// Serves block requests from `blocks` until `shutdown`.
+pub fn serve(
+    control: &mut libp2p_stream::Control,
+    blocks: Arc<Blocks>,
+    peers: Arc<Peers>,
+    shutdown: CancellationToken,
+) -> Result<(), P2pError> {
+    let mut incoming = control.accept(PROTOCOL).map_err(|_| P2pError::Protocol)?;
+    let slots = Arc::new(Semaphore::new(MAX_STREAMS));
+    tokio::spawn(async move {
+        loop {
+            let (peer, stream) = tokio::select! {
+                next = incoming.next() => match next { Some(s) => s, None => break },
+                _ = shutdown.cancelled() => break,
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                debug!(%peer, "too many block requests; dropping one");
+                continue;
+            };
+            let (blocks, peers) = (blocks.clone(), peers.clone());
+            tokio::spawn(async move {
+                if let Err(e) = answer(peer, stream, blocks, &peers).await {
+                    debug!(%peer, cause = %e, "block request ended");
+                }
+                drop(permit);
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn answer(
+    peer: PeerId,
+    mut stream: libp2p::Stream,
+    blocks: Arc<Blocks>,
+    peers: &Peers,
+) -> Result<(), FetchError> {
+    let body = tokio::time::timeout(REQUEST_TIMEOUT, frame::read(&mut stream, MAX_REQUEST))
+        .await
+        .map_err(|_| FetchError::Malformed)??
+        .ok_or(FetchError::Malformed)?;
+    let req = <wire::Request as prost::Message>::decode(body).map_err(|_| FetchError::Malformed)?;
+    if req.cids.len() > MAX_CIDS {
+        return Err(FetchError::TooMany(req.cids.len()));
+    }
+    let mut reads = futures_util::stream::iter(req.cids)
+        .map(|raw| {
+            let blocks = blocks.clone();
+            async move {
+                let cid = Cid::try_from(raw.as_slice()).ok()?;
+                tokio::task::spawn_blocking(move || blocks.get(&cid).ok().flatten().map(|(d, _)| d))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        })
+        .buffered(READ_AHEAD);
+    let (mut sent, mut bytes) = (0u64, 0u64);
+    while let Some(block) = reads.next().await {
+        match block {
+            Some(data) => {
+                let mut head = Vec::with_capacity(11);
+                ipld::put_varint(&mut head, data.len() as u64 + 1);
+                head.push(HAVE);
+                stream.write_all(&head).await?;
+                stream.write_all(&data).await?;
+                sent += 1;
+                bytes += data.len() as u64;
+            }
+            None => frame::write(&mut stream, &[DONT_HAVE]).await?,
+        }
+    }
+    stream.close().await?;
+    peers.count(peer, |s| {
+        s.blocks_sent += sent;
+        s.bytes_sent += bytes;
+    });
+    Ok(())
+}

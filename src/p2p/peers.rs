@@ -1,0 +1,270 @@
+//! What this node knows of other peers: which are peerix nodes (identify lists
+//! `/peerix/narinfo/1.0.0`; only they are asked for narinfos), how each was found, the have-summary
+//! it sent, and what it did for us (lookups answered, bytes delivered) or against us (untrusted
+//! answers, bad blocks) — the reputation lookups and transfers order peers by.
+//!
+//! Written by the swarm's event loop (connections, identify), the have receiver (summaries) and the
+//! substitution path (counters); read by lookups and `/api/status`. One std `Mutex`, never held
+//! across an `.await`; every operation under it is a map access or a Bloom probe (≈ 100 ns).
+//! Bounded: connected peers plus the [`MAX_REMEMBERED`] most recently seen others.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use super::have::{self, Summary};
+use crate::nix::store_path::StoreHash;
+
+/// Disconnected peers whose counters are kept (for status and reputation after a reconnect).
+const MAX_REMEMBERED: usize = 256;
+/// A peer that sent a wrong narinfo or wrong blocks is asked last for this long.
+const DISHONEST_PENALTY: Duration = Duration::from_secs(3600);
+
+/// How we came to know a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Discovery {
+    /// `--peer`.
+    Static,
+    Mdns,
+    /// A DHT query or bootstrap.
+    Dht,
+    /// It dialled us.
+    #[default]
+    Inbound,
+    /// We dialled it for another reason (a provider, a fetch).
+    Dialed,
+}
+
+/// Per-peer counters, shown by `/api/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerStats {
+    /// Narinfo requests we sent it, and how they ended.
+    pub lookups_asked: u64,
+    pub lookups_answered: u64,
+    pub lookups_not_found: u64,
+    pub lookups_failed: u64,
+    /// Answers we refused (no trusted signature, wrong StorePath, …).
+    pub untrusted_answers: u64,
+    /// Blocks (and their bytes) it delivered to us, verified.
+    pub blocks_received: u64,
+    pub bytes_received: u64,
+    /// Blocks that did not match their CID, DAGs that were malformed.
+    pub bad_blocks: u64,
+    /// Block requests that failed or stalled.
+    pub fetch_failures: u64,
+    /// What we served it.
+    pub narinfos_served: u64,
+    pub blocks_sent: u64,
+    pub bytes_sent: u64,
+    /// Have-summary messages refused (malformed, out of order, too many).
+    pub bad_summaries: u64,
+}
+
+struct Peer {
+    connected: bool,
+    peerix: bool,
+    agent: Option<String>,
+    found: Discovery,
+    addr: Option<Multiaddr>,
+    summary: Option<Summary>,
+    stats: PeerStats,
+    last_seen: Instant,
+    dishonest_until: Option<Instant>,
+}
+
+impl Peer {
+    fn new(found: Discovery) -> Self {
+        Self {
+            connected: false,
+            peerix: false,
+            agent: None,
+            found,
+            addr: None,
+            summary: None,
+            stats: PeerStats::default(),
+            last_seen: Instant::now(),
+            dishonest_until: None,
+        }
+    }
+
+    fn dishonest(&self) -> bool {
+        self.dishonest_until.is_some_and(|t| t > Instant::now())
+    }
+}
+
+/// One peer as `/api/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerView {
+    pub peer_id: String,
+    pub connected: bool,
+    pub peerix: bool,
+    pub agent: Option<String>,
+    pub found: Discovery,
+    pub addr: Option<String>,
+    /// Paths in its have-summary, and the summary's size on the wire.
+    pub summary_paths: Option<u64>,
+    pub summary_bytes: Option<usize>,
+    pub dishonest: bool,
+    pub stats: PeerStats,
+}
+
+#[derive(Default)]
+pub struct Peers {
+    map: Mutex<HashMap<PeerId, Peer>>,
+    /// Fires when a peerix peer connects or leaves (the have advertiser waits on it).
+    changed: Notify,
+}
+
+impl Peers {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<PeerId, Peer>) -> T) -> T {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut map)
+    }
+
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    pub fn connected(&self, peer: PeerId, addr: Multiaddr, found: Discovery) {
+        self.with(|m| {
+            let p = m.entry(peer).or_insert_with(|| Peer::new(found));
+            p.connected = true;
+            p.addr = Some(addr);
+            p.last_seen = Instant::now();
+            if p.found == Discovery::Inbound || p.found == Discovery::Dialed {
+                p.found = found;
+            }
+        });
+    }
+
+    pub fn disconnected(&self, peer: PeerId) {
+        let was_peerix = self.with(|m| {
+            let Some(p) = m.get_mut(&peer) else { return false };
+            p.connected = false;
+            p.summary = None;
+            p.last_seen = Instant::now();
+            let was = p.peerix;
+            p.peerix = false;
+            // Forget the longest-gone peers beyond the cap.
+            let gone = m.values().filter(|p| !p.connected).count();
+            if gone > MAX_REMEMBERED {
+                let mut old: Vec<(PeerId, Instant)> =
+                    m.iter().filter(|(_, p)| !p.connected).map(|(id, p)| (*id, p.last_seen)).collect();
+                old.sort_by_key(|(_, t)| *t);
+                for (id, _) in old.into_iter().take(gone - MAX_REMEMBERED) {
+                    m.remove(&id);
+                }
+            }
+            was
+        });
+        if was_peerix {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Identify told us what the peer runs; `peerix` if it speaks our narinfo protocol.
+    pub fn identified(&self, peer: PeerId, agent: String, peerix: bool) {
+        let newly = self.with(|m| {
+            let p = m.entry(peer).or_insert_with(|| Peer::new(Discovery::Inbound));
+            p.agent = Some(agent);
+            let newly = peerix && !p.peerix && p.connected;
+            p.peerix = peerix && p.connected;
+            newly
+        });
+        if newly {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Connected peerix peers.
+    pub fn peerix_peers(&self) -> Vec<PeerId> {
+        self.with(|m| m.iter().filter(|(_, p)| p.connected && p.peerix).map(|(id, _)| *id).collect())
+    }
+
+    pub fn is_peerix(&self, peer: &PeerId) -> bool {
+        self.with(|m| m.get(peer).is_some_and(|p| p.peerix))
+    }
+
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.with(|m| m.get(peer).is_some_and(|p| p.connected))
+    }
+
+    /// Applies a have-summary message from `peer`. On a malformed or out-of-order one, the peer's
+    /// summary is dropped (it is asked nothing until it sends a good full summary) and the error
+    /// returned.
+    pub fn apply_summary(&self, peer: PeerId, msg: have::wire::Have) -> Result<(), have::HaveError> {
+        self.with(|m| {
+            let Some(p) = m.get_mut(&peer).filter(|p| p.connected) else {
+                return Err(have::HaveError::NotConnected);
+            };
+            let result = have::apply(&mut p.summary, msg);
+            if result.is_err() {
+                p.summary = None;
+                p.stats.bad_summaries += 1;
+            }
+            result
+        })
+    }
+
+    /// Connected peerix peers whose summary says they may have `hash`, honest ones first.
+    pub fn matching(&self, hash: &StoreHash) -> Vec<PeerId> {
+        let key = hash.to_bytes();
+        let mut found: Vec<(bool, PeerId)> = self.with(|m| {
+            m.iter()
+                .filter(|(_, p)| p.connected && p.peerix && p.summary.as_ref().is_some_and(|s| s.contains(&key)))
+                .map(|(id, p)| (p.dishonest(), *id))
+                .collect()
+        });
+        found.sort_by_key(|(dishonest, _)| *dishonest);
+        found.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// True if the peer lied to us recently (wrong narinfo, wrong blocks): asked and used last.
+    pub fn is_dishonest(&self, peer: &PeerId) -> bool {
+        self.with(|m| m.get(peer).is_some_and(Peer::dishonest))
+    }
+
+    /// Records a lie: counted, and the peer is deprioritised for [`DISHONEST_PENALTY`].
+    pub fn caught_lying(&self, peer: PeerId) {
+        self.with(|m| {
+            if let Some(p) = m.get_mut(&peer) {
+                p.dishonest_until = Some(Instant::now() + DISHONEST_PENALTY);
+            }
+        });
+    }
+
+    /// Updates a peer's counters (a peer we never saw gets an entry, bounded like the rest).
+    pub fn count(&self, peer: PeerId, f: impl FnOnce(&mut PeerStats)) {
+        self.with(|m| {
+            if let Some(p) = m.get_mut(&peer) {
+                f(&mut p.stats);
+            }
+        });
+    }
+
+    pub fn view(&self) -> Vec<PeerView> {
+        let mut v: Vec<PeerView> = self.with(|m| {
+            m.iter()
+                .map(|(id, p)| PeerView {
+                    peer_id: id.to_string(),
+                    connected: p.connected,
+                    peerix: p.peerix,
+                    agent: p.agent.clone(),
+                    found: p.found,
+                    addr: p.addr.as_ref().map(|a| a.to_string()),
+                    summary_paths: p.summary.as_ref().map(Summary::count),
+                    summary_bytes: p.summary.as_ref().map(Summary::bytes),
+                    dishonest: p.dishonest(),
+                    stats: p.stats.clone(),
+                })
+                .collect()
+        });
+        v.sort_by(|a, b| b.connected.cmp(&a.connected).then_with(|| a.peer_id.cmp(&b.peer_id)));
+        v
+    }
+}

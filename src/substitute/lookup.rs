@@ -1,0 +1,200 @@
+//! Narinfo lookups among peers (ARCHITECTURE §4): for a path that is not local, ask — in parallel
+//! and under one deadline (`--lookup-timeout`) — the connected peerix peers whose have-summary
+//! matches; the first answer [`crate::trust::Gate::accept_foreign`] accepts wins and is answered at
+//! once. The other answers keep arriving until the deadline and add their root CIDs and their
+//! peers to the accepted entry (more sources for the transfer, and votes on the root).
+//!
+//! When no summary matches, the answer is "not found" without any network round trip: that is
+//! what makes a miss (nix asks every substituter about every path of a closure) cost almost
+//! nothing. Concurrent lookups of one path share one round of questions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::Substituter;
+use super::accepted::AcceptedNar;
+use crate::nix::narinfo::NarInfo;
+use crate::nix::store_path::StoreHash;
+use crate::p2p::narinfo::{self, Answer, AskError};
+use crate::trust::{Acceptance, Refusal};
+
+/// A lookup in flight, shared by everyone asking for the same path.
+pub(super) type Pending = Shared<BoxFuture<'static, Option<Arc<AcceptedNar>>>>;
+
+/// One peer's answer, as the lookup sees it.
+type Reply = (PeerId, Result<Option<Answer>, AskError>, Duration);
+
+impl Substituter {
+    /// The accepted narinfo for a path we do not hold, if a peer has one we trust.
+    pub(super) async fn lookup(self: &Arc<Self>, hash: StoreHash) -> Option<Arc<AcceptedNar>> {
+        if let Some(hit) = self.accepted.get(&hash) {
+            return Some(hit);
+        }
+        let node = self.sources.node.as_ref()?;
+        let peers = node.peers.matching(&hash);
+        if peers.is_empty() {
+            self.activity.counters.misses_unasked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        let pending = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            inflight
+                .entry(hash)
+                .or_insert_with(|| {
+                    // A task of its own, so a caller that goes away (nix closed the connection)
+                    // does not stop the lookup others wait for. It leaves the map when done; it
+                    // cannot do so before it is in it, since this lock is held until then.
+                    let me = self.clone();
+                    let task = tokio::spawn(async move {
+                        let found = me.clone().ask_peers(hash, peers).await;
+                        me.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&hash);
+                        found
+                    });
+                    async move { task.await.ok().flatten() }.boxed().shared()
+                })
+                .clone()
+        };
+        pending.await
+    }
+
+    /// Sends the narinfo request for `hash` to every one of `peers` at once; their replies arrive
+    /// on the returned channel until `deadline`.
+    fn ask_all(&self, hash: StoreHash, peers: Vec<PeerId>, deadline: tokio::time::Instant) -> mpsc::Receiver<Reply> {
+        let (tx, rx) = mpsc::channel::<Reply>(peers.len().max(1));
+        let Some(node) = self.sources.node.as_ref() else { return rx };
+        for peer in peers {
+            let (tx, mut control) = (tx.clone(), node.control.clone());
+            node.peers.count(peer, |s| s.lookups_asked += 1);
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let answer = match tokio::time::timeout_at(deadline, narinfo::ask(&mut control, peer, &hash)).await {
+                    Ok(a) => a,
+                    Err(_) => Err(AskError::NoAnswer),
+                };
+                let _ = tx.send((peer, answer, t.elapsed())).await;
+            });
+        }
+        rx
+    }
+
+    async fn ask_peers(self: Arc<Self>, hash: StoreHash, peers: Vec<PeerId>) -> Option<Arc<AcceptedNar>> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.lookup_timeout;
+        let asked = peers.len();
+        let mut rx = self.ask_all(hash, peers, deadline);
+        while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            let peer = reply.0;
+            let Some(accepted) = self.judge(&hash, reply, None).await else { continue };
+            info!(%hash, %peer, micros = started.elapsed().as_micros() as u64, "narinfo from peer");
+            self.activity.lookup(hash.as_str(), Some(peer.to_string()), asked, started.elapsed().as_micros() as u64);
+            self.accepted.insert(accepted.clone());
+            // Later answers add their roots and peers until the deadline.
+            let (me, nar) = (self.clone(), accepted.clone());
+            tokio::spawn(async move {
+                while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                    me.judge(&hash, reply, Some(&nar)).await;
+                }
+            });
+            return Some(accepted);
+        }
+        debug!(%hash, asked, "no peer had a trusted narinfo in time");
+        self.activity.lookup(hash.as_str(), None, asked, started.elapsed().as_micros() as u64);
+        None
+    }
+
+    /// Asks the peers whose summary matches for `nar` again, adding the roots they name: for a
+    /// transfer whose known roots all proved wrong. Waits for every answer (or the deadline).
+    pub(super) async fn more_roots(&self, nar: &AcceptedNar) {
+        let Some(node) = self.sources.node.as_ref() else { return };
+        let peers = node.peers.matching(&nar.hash);
+        let deadline = tokio::time::Instant::now() + self.lookup_timeout;
+        let mut rx = self.ask_all(nar.hash, peers, deadline);
+        while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            self.judge(&nar.hash, reply, Some(nar)).await;
+        }
+    }
+
+    /// Checks one answer. With `into`, an accepted answer for the same NAR adds its root to it;
+    /// without, it becomes a new accepted entry.
+    async fn judge(
+        &self,
+        hash: &StoreHash,
+        (peer, answer, took): Reply,
+        into: Option<&AcceptedNar>,
+    ) -> Option<Arc<AcceptedNar>> {
+        let peers = &self.sources.node.as_ref()?.peers;
+        let answer = match answer {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                peers.count(peer, |s| s.lookups_not_found += 1);
+                return None;
+            }
+            Err(e) => {
+                debug!(%hash, %peer, cause = %e, "narinfo request failed");
+                peers.count(peer, |s| s.lookups_failed += 1);
+                return None;
+            }
+        };
+        let info = match NarInfo::parse(&answer.narinfo) {
+            Ok(i) => i,
+            Err(e) => return self.refused(hash, peer, &Refusal::Untrusted("sent a malformed narinfo"), &e),
+        };
+        let acceptance = match self.cache.gate().accept_foreign(hash, &info).await {
+            Ok(a) => a,
+            Err(refusal) => return self.refused(hash, peer, &refusal, &refusal),
+        };
+        peers.count(peer, |s| s.lookups_answered += 1);
+        debug!(%hash, %peer, ms = took.as_millis() as u64, root = %answer.root, "trusted narinfo");
+        if let Some(nar) = into {
+            if nar.nar_hash == info.nar_hash {
+                nar.add_root(answer.root, Some(peer));
+            }
+            return None;
+        }
+        let served = self.render(info, acceptance);
+        let nar = Arc::new(AcceptedNar::new(&served, Bytes::from(served.render())));
+        nar.add_root(answer.root, Some(peer));
+        Some(nar)
+    }
+
+    fn refused(
+        &self,
+        hash: &StoreHash,
+        peer: PeerId,
+        refusal: &Refusal,
+        cause: &dyn std::fmt::Display,
+    ) -> Option<Arc<AcceptedNar>> {
+        let peers = &self.sources.node.as_ref()?.peers;
+        peers.count(peer, |s| s.untrusted_answers += 1);
+        if refusal.is_lie() {
+            peers.caught_lying(peer);
+            info!(%hash, %peer, %cause, "refused a dishonest narinfo");
+        } else {
+            debug!(%hash, %peer, %cause, "refused an untrusted narinfo");
+        }
+        None
+    }
+
+    /// The narinfo we serve for an accepted answer: URL and compression ours, the NAR's fields and
+    /// Sig lines as accepted (the peer's under a trusted signature, upstream's otherwise), plus
+    /// our own signature when we have a key.
+    fn render(&self, info: NarInfo, acceptance: Acceptance) -> NarInfo {
+        let mut served = match acceptance {
+            Acceptance::Signed { .. } => info,
+            Acceptance::Upstream(up) => *up,
+        };
+        served.url = format!("nar/{}.nar", served.nar_hash.to_nix32());
+        served.compression = "none".into();
+        served.file_hash = Some(served.nar_hash.to_string());
+        served.file_size = Some(served.nar_size);
+        self.cache.sign(&mut served);
+        served
+    }
+}
