@@ -6,6 +6,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod rogue;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -99,6 +101,40 @@ in builtins.derivation {{ name = "peerix-top"; system = builtins.currentSystem; 
         Fixture { top, dep }
     }
 
+    /// An input-addressed closure (top → dep) whose top path also holds `blob` bytes of random data
+    /// (written by the builder), for transfers that span many blocks.
+    pub fn build_big_fixture(&self, blob: usize) -> Fixture {
+        let n = nonce();
+        let expr = self.path(&format!("big-{n}.nix"));
+        std::fs::write(
+            &expr,
+            format!(
+                r#"let dep = builtins.derivation {{ name = "peerix-big-dep"; system = builtins.currentSystem; builder = "/bin/sh";
+                     nonce = "{n}"; args = [ "-c" "echo hello-from-dep > $out" ]; }};
+in builtins.derivation {{ name = "peerix-big"; system = builtins.currentSystem; builder = "/bin/sh";
+     PATH = "/usr/bin:/bin"; nonce = "{n}";
+     args = [ "-c" "mkdir -p $out/bin; head -c {blob} /dev/urandom > $out/blob; printf '#!/bin/sh\ncat ${{dep}}\n' > $out/bin/show; chmod +x $out/bin/show; ln -s ${{dep}} $out/dep" ]; }}
+"#
+            ),
+        )
+        .expect("write fixture");
+        let top = run(self.nix("nix-build").arg(&expr).arg("--no-out-link"));
+        let dep = run(self.nix("nix-store").args(["-q", "--references"]).arg(&top));
+        Fixture { top, dep }
+    }
+
+    /// A `file://` binary cache of `paths` (uncompressed; signatures as the store has them) in a
+    /// directory, ready for [`Upstream::start`].
+    pub fn binary_cache(&self, name: &str, paths: &[&str]) -> PathBuf {
+        let dir = self.path(name);
+        run(self
+            .nix("nix")
+            .args(["copy", "--to"])
+            .arg(format!("file://{}?compression=none", dir.display()))
+            .args(paths));
+        dir
+    }
+
     /// `nix store sign` on the machine's store (the signature travels with `nix copy`).
     pub fn sign(&self, path: &str, sk: &Path) {
         run(self.nix("nix").args(["store", "sign", "-r", "--key-file"]).arg(sk).arg(path));
@@ -128,6 +164,12 @@ in builtins.derivation {{ name = "peerix-top"; system = builtins.currentSystem; 
 pub struct Fixture {
     pub top: String,
     pub dep: String,
+}
+
+/// Drops every signature from a chroot store's Nix DB (a path built locally, signed by nobody).
+pub fn strip_sigs(store_root: &Path) {
+    let db = rusqlite::Connection::open(store_root.join("nix/var/nix/db/db.sqlite")).expect("nix db");
+    db.execute("UPDATE ValidPaths SET sigs = NULL", []).expect("strip sigs");
 }
 
 /// The hash part of a store path.
@@ -285,6 +327,36 @@ impl Daemon {
         line.split("p2p listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
     }
 
+    /// `/api/status`.
+    pub async fn status(&self) -> serde_json::Value {
+        serde_json::from_slice(&get(&format!("{}/api/status", self.url)).await.body).expect("status json")
+    }
+
+    /// The daemon's peer id.
+    pub fn peer_id(&self) -> String {
+        self.p2p_addr().rsplit('/').next().unwrap().to_owned()
+    }
+
+    /// Polls `/api/status` (the state this test's requests change) until `ok` holds; panics with
+    /// the last status after 60 s.
+    pub async fn wait_status(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.status().await;
+            if ok(&s) {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "status never showed {what}:\n{s:#}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash or power loss would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// True if the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -385,6 +457,19 @@ pub fn parse_car(bytes: &[u8]) -> (Vec<u8>, Vec<(cid::Cid, Vec<u8>)>) {
 pub fn block_matches(cid: &cid::Cid, data: &[u8]) -> bool {
     use sha2::Digest;
     cid.hash().code() == 0x12 && cid.hash().digest() == sha2::Sha256::digest(data).as_slice()
+}
+
+/// Every block CID of a published path's DAG in a state DB: its dag-pb nodes and its chunks.
+pub fn indexed_blocks(state_dir: &Path, store_path: &str) -> Vec<cid::Cid> {
+    let db = rusqlite::Connection::open(state_dir.join("peerix.sqlite")).expect("state db");
+    let hash = hash_part(store_path);
+    let mut out = Vec::new();
+    for sql in ["SELECT cid FROM local_nodes WHERE hash32 = ?1", "SELECT cid FROM local_chunks WHERE hash32 = ?1"] {
+        let mut stmt = db.prepare(sql).unwrap();
+        let rows = stmt.query_map([hash], |r| r.get::<_, Vec<u8>>(0)).unwrap();
+        out.extend(rows.map(|r| cid::Cid::try_from(r.unwrap()).unwrap()));
+    }
+    out
 }
 
 /// The root CID recorded for a path in a state DB (read straight from SQLite).

@@ -1,0 +1,249 @@
+//! A peerix peer inside the test process that behaves as the test tells it: it speaks the peerix
+//! protocols (so identify marks it as a peerix node), claims in its have-summary to hold every
+//! path, and answers narinfo and block requests from a [`Plan`] — honestly or not. It also records
+//! the have-summaries and bitswap presences it receives, and can ask a daemon things directly, so
+//! tests can see what a daemon tells the network.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cid::Cid;
+use futures_util::{AsyncWriteExt, StreamExt};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, tcp, yamux};
+use peerix::p2p::{bitswap, blocks, frame, have, narinfo};
+
+/// What the rogue answers.
+#[derive(Clone, Default)]
+pub struct Plan {
+    /// The answer to narinfo requests (narinfo text, root CID); `None`: "not here".
+    pub narinfo: Option<(String, Cid)>,
+    /// Answer only requests for this hash (any other: "not here"); `None`: answer every request.
+    pub for_hash: Option<String>,
+    /// Never answer narinfo requests (the stream is held open and nothing is written).
+    pub silent: bool,
+    /// What the block protocol serves; any other CID is "not here".
+    pub blocks: HashMap<Cid, Vec<u8>>,
+    /// Send no have-summary.
+    pub no_summary: bool,
+}
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Behaviour {
+    stream: libp2p_stream::Behaviour,
+    identify: libp2p::identify::Behaviour,
+    ping: libp2p::ping::Behaviour,
+}
+
+pub struct Rogue {
+    pub peer_id: PeerId,
+    /// `/ip4/127.0.0.1/tcp/N/p2p/<id>`.
+    pub addr: String,
+    control: libp2p_stream::Control,
+    /// Have-summaries received (whole messages).
+    pub summaries: Arc<Mutex<Vec<have::wire::Have>>>,
+    /// Bitswap (CID, have) presences received.
+    pub presences: Arc<Mutex<Vec<(Cid, bool)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Rogue {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A full summary whose filter has every bit set: "I have everything".
+fn everything() -> Vec<u8> {
+    let msg = have::wire::Have {
+        epoch: 1,
+        generation: 1,
+        full: Some(have::wire::Full { hashes: 1, seed: 0, bits: vec![0xff; 64], count: 1 }),
+        delta: None,
+    };
+    let mut frame = Vec::new();
+    peerix::ipld::put_varint(&mut frame, prost::Message::encoded_len(&msg) as u64);
+    prost::Message::encode_raw(&msg, &mut frame);
+    frame
+}
+
+impl Rogue {
+    /// Starts the rogue on 127.0.0.1 and dials `dial` (a daemon), if given.
+    pub async fn start(plan: Plan, dial: Option<&str>) -> Self {
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .unwrap()
+            .with_behaviour(|k| Behaviour {
+                stream: libp2p_stream::Behaviour::new(),
+                identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+                    "ipfs/0.1.0".into(),
+                    k.public(),
+                )),
+                ping: libp2p::ping::Behaviour::new(libp2p::ping::Config::new()),
+            })
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+            .build();
+        let peer_id = *swarm.local_peer_id();
+        let control = swarm.behaviour().stream.new_control();
+        let summaries = Arc::new(Mutex::new(Vec::new()));
+        let presences = Arc::new(Mutex::new(Vec::new()));
+        let plan = Arc::new(plan);
+        serve(&control, &plan, &summaries, &presences);
+        swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break format!("{address}/p2p/{peer_id}");
+            }
+        };
+        if let Some(d) = dial {
+            swarm.dial(d.parse::<Multiaddr>().unwrap()).unwrap();
+        }
+        let summary_control = control.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let SwarmEvent::ConnectionEstablished { peer_id, .. } = swarm.select_next_some().await
+                    && !plan.no_summary
+                {
+                    let mut control = summary_control.clone();
+                    tokio::spawn(async move {
+                        if let Ok(mut s) = control.open_stream(peer_id, have::PROTOCOL).await {
+                            let _ = s.write_all(&everything()).await;
+                            let _ = s.flush().await;
+                            // Keep the stream (and so the connection) open.
+                            tokio::time::sleep(Duration::from_secs(600)).await;
+                        }
+                    });
+                }
+            }
+        });
+        Self { peer_id, addr, control, summaries, presences, task }
+    }
+
+    /// Asks `peer` for the narinfo of `hash` over `/peerix/narinfo/1.0.0`.
+    pub async fn ask_narinfo(&self, peer: PeerId, hash: &str) -> Option<String> {
+        let hash = peerix::nix::store_path::StoreHash::parse(hash).unwrap();
+        narinfo::ask(&mut self.control.clone(), peer, &hash).await.unwrap().map(|a| a.narinfo)
+    }
+
+    /// Asks `peer` for blocks over `/peerix/blocks/1.0.0`.
+    pub async fn fetch_blocks(&self, peer: PeerId, cids: &[Cid]) -> Result<Vec<bytes::Bytes>, blocks::FetchError> {
+        blocks::fetch(&mut self.control.clone(), peer, cids).await
+    }
+
+    /// Sends `peer` a bitswap want-block (with sendDontHave) for `cid`.
+    pub async fn want(&self, peer: PeerId, cid: Cid) {
+        let msg = bitswap::message::Message {
+            wantlist: Some(bitswap::message::Wantlist {
+                entries: vec![bitswap::message::Entry {
+                    block: cid.to_bytes(),
+                    priority: 1,
+                    cancel: false,
+                    want_type: bitswap::message::WANT_BLOCK,
+                    send_dont_have: true,
+                }],
+                full: false,
+            }),
+            ..Default::default()
+        };
+        let mut s = self.control.clone().open_stream(peer, bitswap::PROTOCOL_1_2_0).await.unwrap();
+        bitswap::message::write(&mut s, &msg).await.unwrap();
+        let _ = s.close().await;
+    }
+}
+
+/// The rogue's side of every protocol.
+fn serve(
+    control: &libp2p_stream::Control,
+    plan: &Arc<Plan>,
+    summaries: &Arc<Mutex<Vec<have::wire::Have>>>,
+    presences: &Arc<Mutex<Vec<(Cid, bool)>>>,
+) {
+    let accept = |p: StreamProtocol| control.clone().accept(p).unwrap();
+    let mut narinfos = accept(narinfo::PROTOCOL);
+    let p = plan.clone();
+    tokio::spawn(async move {
+        while let Some((_, mut s)) = narinfos.next().await {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let Ok(Some(body)) = frame::read(&mut s, 1024).await else { return };
+                let req = <narinfo::wire::Request as prost::Message>::decode(body).unwrap();
+                if p.silent {
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                    return;
+                }
+                let resp = match &p.narinfo {
+                    Some((text, root)) if p.for_hash.as_ref().is_none_or(|h| *h == req.hash) => {
+                        narinfo::wire::Response { narinfo: text.clone(), root: root.to_bytes() }
+                    }
+                    _ => narinfo::wire::Response::default(),
+                };
+                let _ = frame::write_message(&mut s, &resp).await;
+                let _ = s.close().await;
+            });
+        }
+    });
+    let mut block_reqs = accept(blocks::PROTOCOL);
+    let p = plan.clone();
+    tokio::spawn(async move {
+        while let Some((_, mut s)) = block_reqs.next().await {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let Ok(Some(body)) = frame::read(&mut s, 4096).await else { return };
+                let req = <blocks::wire::Request as prost::Message>::decode(body).unwrap();
+                for raw in req.cids {
+                    let cid = Cid::try_from(raw.as_slice()).unwrap();
+                    let payload = match p.blocks.get(&cid) {
+                        Some(data) => [&[0u8][..], data].concat(),
+                        None => vec![1u8],
+                    };
+                    if frame::write(&mut s, &payload).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.close().await;
+            });
+        }
+    });
+    let mut haves = accept(have::PROTOCOL);
+    let sums = summaries.clone();
+    tokio::spawn(async move {
+        while let Some((_, mut s)) = haves.next().await {
+            let sums = sums.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(f)) = frame::read(&mut s, 8 << 20).await {
+                    sums.lock().unwrap().push(<have::wire::Have as prost::Message>::decode(f).unwrap());
+                }
+            });
+        }
+    });
+    let mut swaps = accept(bitswap::PROTOCOL_1_2_0);
+    let pres = presences.clone();
+    tokio::spawn(async move {
+        while let Some((_, mut s)) = swaps.next().await {
+            let pres = pres.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(m)) = bitswap::message::read(&mut s).await {
+                    for b in m.block_presences {
+                        let cid = Cid::try_from(b.cid.as_slice()).unwrap();
+                        pres.lock().unwrap().push((cid, b.r#type == bitswap::message::HAVE));
+                    }
+                    for b in m.payload {
+                        if let Some(cid) = bitswap::message::cid_of(&b.prefix, &b.data) {
+                            pres.lock().unwrap().push((cid, true));
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// True if a received summary says its sender may hold `hash` (the first 20-byte form).
+pub fn summary_claims(summary: &have::wire::Have, hash: &str) -> bool {
+    let full = summary.full.as_ref().expect("a full summary");
+    let bloom = have::bloom::Bloom::from_parts(full.bits.clone(), full.hashes, full.seed).unwrap();
+    bloom.contains(&peerix::nix::store_path::StoreHash::parse(hash).unwrap().to_bytes())
+}
