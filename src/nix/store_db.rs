@@ -82,13 +82,22 @@ impl StoreDb {
         Ok(conn)
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreDbError>) -> Result<T, StoreDbError> {
+    /// Runs `f` on a pooled connection. A DB file that exists but has no schema yet (nix is
+    /// creating it: a new chroot store's first command) reads as empty, like a missing one.
+    fn with_conn<T: Default>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreDbError>) -> Result<T, StoreDbError> {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
         let conn = match pooled {
             Some(c) => c,
             None => self.open()?,
         };
-        let out = f(&conn);
+        let out = match f(&conn) {
+            Err(StoreDbError::Query(rusqlite::Error::SqliteFailure(_, Some(msg))))
+                if msg.starts_with("no such table") =>
+            {
+                Ok(T::default())
+            }
+            other => other,
+        };
         if let Ok(mut p) = self.pool.lock()
             && p.len() < POOL_SIZE
         {

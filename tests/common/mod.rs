@@ -124,7 +124,9 @@ in builtins.derivation {{ name = "peerix-big"; system = builtins.currentSystem; 
     }
 
     /// A `file://` binary cache of `paths` (uncompressed; signatures as the store has them) in a
-    /// directory, ready for [`Upstream::start`].
+    /// directory, ready for [`Upstream::start`]. Its `nix-cache-info` says `Priority: 50`, as a
+    /// remote cache's does (cache.nixos.org: 40): without one, nix 2.8 gives it priority 0 and
+    /// asks it before every other substituter.
     pub fn binary_cache(&self, name: &str, paths: &[&str]) -> PathBuf {
         let dir = self.path(name);
         run(self
@@ -132,6 +134,9 @@ in builtins.derivation {{ name = "peerix-big"; system = builtins.currentSystem; 
             .args(["copy", "--to"])
             .arg(format!("file://{}?compression=none", dir.display()))
             .args(paths));
+        let info = dir.join("nix-cache-info");
+        let text = std::fs::read_to_string(&info).expect("nix-cache-info");
+        std::fs::write(&info, format!("{text}Priority: 50\n")).expect("nix-cache-info");
         dir
     }
 
@@ -164,6 +169,18 @@ in builtins.derivation {{ name = "peerix-big"; system = builtins.currentSystem; 
 pub struct Fixture {
     pub top: String,
     pub dep: String,
+}
+
+/// The machine's store is shared by every run on it: a fixture (up to 200 MB) is deleted from it
+/// when the test is done with it (the chroot stores made from it go with the work dir).
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = nix("nix-store", Path::new("/tmp"))
+            .args(["--delete", &self.top, &self.dep])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// Drops every signature from a chroot store's Nix DB (a path built locally, signed by nobody).
@@ -248,7 +265,7 @@ impl Daemon {
         }
         cmd.args(args.iter().filter(|a| **a != "--mdns"))
             .envs(env.iter().copied())
-            .env("RUST_LOG", "info,peerix::p2p=debug")
+            .env("RUST_LOG", "info,peerix::p2p=debug,peerix::substitute=debug,peerix::http=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn peerix");
