@@ -29,6 +29,8 @@ struct Genuine {
     dep_narinfo: String,
     root: Cid,
     store_a: std::path::PathBuf,
+    /// Keeps the fixture in the machine's store until the scenario is done.
+    _f: Fixture,
 }
 
 async fn genuine() -> Genuine {
@@ -44,7 +46,7 @@ async fn genuine() -> Genuine {
     let dep_narinfo = get(&format!("{}/{}.narinfo", a0.url, hash_part(&f.dep))).await.text();
     drop(a0);
     let root: Cid = indexed_root(&w.path("state-a"), &f.top).unwrap().parse().unwrap();
-    Genuine { pk, top: f.top, dep: f.dep, narinfo, dep_narinfo, root, store_a, w }
+    Genuine { pk, top: f.top.clone(), dep: f.dep.clone(), narinfo, dep_narinfo, root, store_a, w, _f: f }
 }
 
 /// C, the rogue and A, run through the scenario; returns C (for its log), the rogue's entry in C's
