@@ -29,7 +29,7 @@ mbs() { echo "$1 $2 $3" | awk '{printf "%.0f", $1 / ($3 - $2) / 1e6}'; }
 start() {
   local name=$1; shift
   RUST_LOG=info "$PEERIX" serve --listen 127.0.0.1:0 --state-dir "$B/$name" --upstream none --no-mdns \
-    --p2p-listen /ip4/127.0.0.1/tcp/0 --mode lan "$@" 2>"$B/$name.log" &
+    --bootstrap none --p2p-listen /ip4/127.0.0.1/tcp/0 --mode lan "$@" 2>"$B/$name.log" &
   PIDS+=($!); LAST=$!
   for _ in $(seq 300); do
     URL=$(sed -n 's/.*listening on \(http:\/\/[0-9.:]*\).*/\1/p' "$B/$name.log" | head -1)
@@ -61,7 +61,7 @@ HTTP=(); BITSWAP=(); HH=(); B_HWM=0
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r/$ROUNDS ..." >&2
   t0=$(now); curl -fsS -o /dev/null "$NAR_URL"; t1=$(now); HTTP+=("$(mbs "$SIZE" "$t0" "$t1")")
-  start "b$r" --store-root "$B/empty-$r" --bootstrap "$A_P2P"
+  start "b$r" --store-root "$B/empty-$r" --peer "$A_P2P"
   B_URL=$URL; B_PID=$LAST
   for _ in $(seq 100); do grep -q 'peer connected' "$B/b$r.log" && break; sleep 0.1; done
   t0=$(now); "$PEERIX" fetch "$ROOT" --url "$B_URL" -o /dev/null 2>/dev/null; t1=$(now)

@@ -9,51 +9,8 @@ mod common;
 
 use std::process::Command;
 
+use common::netns::Lan;
 use common::*;
-
-/// Two namespaces and a veth pair between them; deleted (with the pair) when dropped.
-struct Lan {
-    a: String,
-    b: String,
-    ip_a: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-impl Lan {
-    fn new() -> Self {
-        let id = std::process::id() % 10_000;
-        let (a, b) = (format!("peerix-{id}-a"), format!("peerix-{id}-b"));
-        let (va, vb) = (format!("pxa{id}"), format!("pxb{id}"));
-        let net = format!("10.{}.{}", 200 + id % 50, id % 250);
-        let lan = Self { a: a.clone(), b: b.clone(), ip_a: format!("{net}.1") };
-        ip(&["netns", "add", &a]);
-        ip(&["netns", "add", &b]);
-        ip(&["link", "add", &va, "netns", &a, "type", "veth", "peer", "name", &vb, "netns", &b]);
-        for (ns, dev, addr) in [(&a, &va, format!("{net}.1/24")), (&b, &vb, format!("{net}.2/24"))] {
-            ip(&["-n", ns, "addr", "add", &addr, "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up", "multicast", "on"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev]);
-        }
-        lan
-    }
-
-    fn exec(&self, ns: &str) -> Vec<String> {
-        vec!["ip".into(), "netns".into(), "exec".into(), ns.to_owned()]
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 #[test]
 fn daemons_in_two_namespaces_find_each_other_by_mdns_and_exchange_a_nar() {
@@ -114,4 +71,85 @@ fn daemons_in_two_namespaces_find_each_other_by_mdns_and_exchange_a_nar() {
     b.wait_log_count("peer connected", 2);
     drop(b);
     drop(a);
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Every dial in a daemon's log: to an address in the test LAN, to no bootstrap peer, and (for dials
+/// by peer id) to no peer but `other`.
+fn assert_dials_stay_in(log: &str, prefix: &str, other: &str) {
+    assert!(log.contains("p2p node started mode=Lan bootstrap_peers=0"), "{log}");
+    for line in log.lines().filter(|l| l.contains("dialing")) {
+        assert!(!line.contains("bootstrap"), "lan mode dialled a bootstrap peer: {line}");
+        let addr = line.split("addr=").nth(1).unwrap_or_else(|| panic!("dial without an address: {line}"));
+        assert!(addr.starts_with(&format!("/ip4/{prefix}")), "dial outside the LAN: {line}");
+    }
+    for line in log.lines().filter(|l| l.contains("dial started")) {
+        assert!(line.contains(other), "dial to a peer that is not the LAN's other node: {line}");
+    }
+}
+
+/// `lan` mode end to end: B's nix, inside B's namespace, substitutes a signed closure that only A
+/// holds, found by mDNS alone; neither daemon dials anything outside the two namespaces.
+#[test]
+fn lan_mode_substitutes_over_mdns_and_dials_only_the_lan() {
+    let w = Work::new();
+    let (sk, pk) = w.keypair("lan-1");
+    let f = w.build_big_fixture(3_000_000);
+    w.sign(&f.top, &sk);
+    let store_a = w.chroot_store("a", &[&f.top]);
+    let state_a = w.path("state-a");
+    run(&mut peerix_cmd(
+        "publish",
+        &state_a,
+        &["--store-root", store_a.to_str().unwrap(), "--trusted-public-key", &pk],
+    ));
+
+    let lan = Lan::new();
+    let (exec_a, exec_b) = (lan.exec(&lan.a), lan.exec(&lan.b));
+    let args = |store: &std::path::Path, listen: String| {
+        vec![
+            "--store-root".to_owned(),
+            store.display().to_string(),
+            "--trusted-public-key".into(),
+            pk.clone(),
+            "--mode".into(),
+            "lan".into(),
+            "--mdns".into(),
+            "--p2p-listen".into(),
+            listen,
+        ]
+    };
+    let (args_a, client) = (args(&store_a, format!("/ip4/{}/tcp/0", lan.ip_a)), w.path("client"));
+    let args_b = args(&client, format!("/ip4/{}/tcp/0", lan.ip_b));
+    let a = Daemon::start_in(&strs(&exec_a), &state_a, &strs(&args_a));
+    let b = Daemon::start_in(&strs(&exec_b), &w.path("state-b"), &strs(&args_b));
+    b.wait_log("mDNS found a peer");
+    b.wait_log("have-summary applied");
+
+    // B's nix talks to B's daemon on B's loopback, inside B's namespace.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lan.b])
+        .arg("env")
+        .args(["-u", "NIX_REMOTE", &format!("NIX_CONFIG={NIX_CONFIG}")])
+        .arg(format!("XDG_CACHE_HOME={}", w.xdg().display()))
+        .args(["nix-store", "--store"])
+        .arg(&client)
+        .args(["--realise", &f.top, "--option", "substituters", &b.url, "--option", "trusted-public-keys", &pk])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), b.log());
+    run(w.nix("nix").args(["store", "verify", "--store"]).arg(&client).args([
+        "-r",
+        &f.top,
+        "--trusted-public-keys",
+        &pk,
+    ]));
+    assert!(b.log().contains("NAR transfer done"), "{}", b.log());
+
+    let (id_a, id_b) = (a.peer_id(), b.peer_id());
+    assert_dials_stay_in(&a.log(), &lan.prefix, &id_b);
+    assert_dials_stay_in(&b.log(), &lan.prefix, &id_a);
 }

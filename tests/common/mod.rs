@@ -6,6 +6,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod netns;
 pub mod rogue;
 
 use std::io::{BufRead, BufReader};
@@ -210,6 +211,9 @@ pub fn nix_dump(path: &Path) -> Vec<u8> {
     out.stdout
 }
 
+/// A test-harness flag (never passed to peerix): do not add `--bootstrap none`.
+pub const KEEP_DEFAULT_BOOTSTRAP: &str = "--keep-default-bootstrap";
+
 /// A `peerix serve` process; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Daemon {
     child: Child,
@@ -255,15 +259,17 @@ impl Daemon {
         }
         // No test reaches past loopback: a daemon gets an IPFS node only when the test names its
         // listen address (and then never the public bootstrap peers or mDNS unless it says so).
+        // (`KEEP_DEFAULT_BOOTSTRAP` leaves the daemon's own default: only for a daemon in a network
+        // namespace with nothing but loopback, where a dial cannot leave.)
         if !args.contains(&"--p2p-listen") {
             cmd.arg("--no-p2p");
-        } else if !args.contains(&"--bootstrap") {
+        } else if !args.contains(&"--bootstrap") && !args.contains(&KEEP_DEFAULT_BOOTSTRAP) {
             cmd.args(["--bootstrap", "none"]);
         }
         if args.contains(&"--p2p-listen") && !args.contains(&"--mdns") {
             cmd.arg("--no-mdns");
         }
-        cmd.args(args.iter().filter(|a| **a != "--mdns"))
+        cmd.args(args.iter().filter(|a| **a != "--mdns" && **a != KEEP_DEFAULT_BOOTSTRAP))
             .envs(env.iter().copied())
             .env("RUST_LOG", "info,peerix::p2p=debug,peerix::substitute=debug,peerix::http=debug")
             .stdout(Stdio::null())
