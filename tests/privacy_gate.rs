@@ -118,3 +118,84 @@ async fn upstream_with_a_different_nar_hash_does_not_count() {
     // The dependency's upstream narinfo is untouched, so it is servable.
     assert_eq!(get(&narinfo_url(&d, &f.dep)).await.status, 200);
 }
+
+/// Rows in a daemon's provider store for a DHT key (raw SQLite, not peerix's code).
+fn provider_rows(state_dir: &std::path::Path, key: &[u8]) -> i64 {
+    let db = rusqlite::Connection::open(state_dir.join("peerix.sqlite")).unwrap();
+    db.query_row("SELECT count(*) FROM kad_providers WHERE key = ?1", [key], |r| r.get(0)).unwrap()
+}
+
+/// A private path (unsigned, no upstream) is refused on every interface a peer can reach: it is not
+/// in the have-summary, the narinfo protocol and the block protocol deny it, bitswap answers
+/// DONT_HAVE for its root CID (computed here, never asked of the daemon), the gateway, RPC and
+/// binary-cache API answer 404, and no DHT record announces it — while the signed path next to it
+/// is served on each of them (so every check could fail).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_path_is_refused_on_every_peer_interface() {
+    use common::rogue::{Plan, Rogue, summary_claims};
+    let w = Work::new();
+    let (sk, pk) = w.keypair("gate-p2p-1");
+    let public = w.build_big_fixture(2_000_000);
+    w.sign(&public.top, &sk);
+    let private = w.build_big_fixture(2_000_000);
+    let store = w.chroot_store("a", &[&public.top, &private.top]);
+    let state = w.path("state");
+    let args = ["--store-root", store.to_str().unwrap(), "--trusted-public-key", &pk];
+    run(&mut peerix_cmd("publish", &state, &args));
+    let a = Daemon::start(
+        &state,
+        &[&args[..], &["--mode", "ipfs", "--dht-server", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"]].concat(),
+    );
+
+    // The private path's DAG, as anyone holding the same bytes would compute it.
+    let q_fs = store.join(&private.top[1..]);
+    let nar = nix_dump(&q_fs);
+    let nar_hash = peerix::nix::hash::NarHash(<sha2::Sha256 as sha2::Digest>::digest(&nar).into());
+    let q = peerix::publish::chunk_path(q_fs, (nar_hash, nar.len() as u64)).unwrap();
+    let q_chunk = q.chunks[0].2;
+    let p_root: cid::Cid = indexed_root(&state, &public.top).unwrap().parse().unwrap();
+    assert!(indexed_root(&state, &private.top).is_none(), "the private path was indexed");
+
+    let rogue = Rogue::start(Plan { no_summary: true, ..Default::default() }, Some(&a.p2p_addr())).await;
+    let peer: libp2p::PeerId = a.peer_id().parse().unwrap();
+    let summary = poll_until("A's have-summary", || rogue.summaries.lock().unwrap().first().cloned()).await;
+    assert!(summary_claims(&summary, hash_part(&public.top)) && summary_claims(&summary, hash_part(&public.dep)));
+    assert!(!summary_claims(&summary, hash_part(&private.top)) && !summary_claims(&summary, hash_part(&private.dep)));
+
+    assert!(rogue.ask_narinfo(peer, hash_part(&public.top)).await.is_some());
+    assert!(rogue.ask_narinfo(peer, hash_part(&private.top)).await.is_none());
+    assert!(rogue.fetch_blocks(peer, &[p_root]).await.is_ok());
+    for cid in [q.root, q_chunk] {
+        assert!(matches!(rogue.fetch_blocks(peer, &[cid]).await, Err(peerix::p2p::blocks::FetchError::Missing(_))));
+    }
+    rogue.want(peer, p_root).await;
+    rogue.want(peer, q.root).await;
+    let presences = poll_until("two bitswap answers", || {
+        let p = rogue.presences.lock().unwrap().clone();
+        (p.len() >= 2).then_some(p)
+    })
+    .await;
+    assert!(presences.contains(&(p_root, true)), "{presences:?}");
+    assert!(presences.contains(&(q.root, false)), "bitswap must answer DONT_HAVE for the private root: {presences:?}");
+
+    for cid in [q.root, q_chunk] {
+        assert_eq!(get(&format!("{}/ipfs/{cid}?format=raw", a.url)).await.status, 404);
+        let rpc = request(&client(), "POST", &format!("{}/api/v0/block/get?arg={cid}&offline=true", a.url), &[]).await;
+        assert_eq!(rpc.status, 404);
+    }
+    assert_eq!(get(&format!("{}/ipfs/{p_root}?format=raw", a.url)).await.status, 200);
+    assert_eq!(get(&narinfo_url(&a, &private.top)).await.status, 404);
+    assert_eq!(get(&format!("{}/{}", a.url, nar_url_of(&w, &private.top))).await.status, 404);
+
+    // DHT: A announces the public path once it has a peer, never the private one.
+    let p_key = p_root.hash().to_bytes();
+    poll_until("A's provider record for the public root", || (provider_rows(&state, &p_key) > 0).then_some(())).await;
+    for key in [
+        q.root.hash().to_bytes(),
+        peerix::p2p::store_path_key(hash_part(&private.top)).to_vec(),
+        peerix::p2p::store_path_key(hash_part(&private.dep)).to_vec(),
+    ] {
+        assert_eq!(provider_rows(&state, &key), 0, "a DHT record announces the private path");
+    }
+    assert!(provider_rows(&state, &peerix::p2p::store_path_key(hash_part(&public.top)).to_vec()) > 0);
+}

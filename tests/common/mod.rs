@@ -400,6 +400,19 @@ impl Drop for Daemon {
     }
 }
 
+/// Polls `f` (state a test's own actions change: a DB row, a message received) every 20 ms until
+/// it yields a value; panics naming `what` after 60 s.
+pub async fn poll_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never happened within 60 s: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A plain HTTP response.
 pub struct Resp {
     pub status: u16,

@@ -1,0 +1,95 @@
+//! Misses cost almost nothing: nix caches a 404 for an hour and asks every substituter about every
+//! path of a closure, so C answers a narinfo no peer's summary claims at once, without a network
+//! round trip; a peer whose summary claims everything but never answers costs one lookup deadline,
+//! no more; and nix then falls through to its next substituter.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::rogue::{Plan, Rogue};
+use common::*;
+
+fn random_hash(i: u64) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("absent-{i}-{}", nonce()).as_bytes());
+    peerix::nix::base32::encode(&d[..20])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_peer_claiming_a_path_every_miss_is_answered_without_asking_anyone() {
+    let w = Work::new();
+    let rogue = Rogue::start(Plan { no_summary: true, ..Default::default() }, None).await;
+    // A peerix peer is connected, but it sent no summary: it is asked nothing.
+    let c = Daemon::start(
+        &w.path("state"),
+        &["--mode", "lan", "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--peer", &rogue.addr],
+    );
+    c.wait_log("peer is a peerix node");
+    let http = client();
+    let mut slowest = Duration::ZERO;
+    for i in 0..200 {
+        let t = Instant::now();
+        let r = request(&http, "GET", &format!("{}/{}.narinfo", c.url, random_hash(i)), &[]).await;
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(r.status, 404);
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+    }
+    let s = c.status().await;
+    let counters = &s["substitution"]["counters"];
+    assert_eq!(counters["misses_unasked"], 200, "{counters}");
+    assert_eq!(counters["misses_asked"], 0, "no miss may cost a round trip: {counters}");
+    // Not a benchmark (see benches/substitute.sh): a bound no network round trip could meet if one
+    // were made by mistake is the deadline, which no answer here came near.
+    assert!(slowest < Duration::from_millis(200), "slowest miss took {slowest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_never_answers_costs_one_deadline_and_nix_falls_through() {
+    let w = Work::new();
+    let (sk, pk) = w.keypair("slow-1");
+    let f = w.build_fixture();
+    w.sign(&f.top, &sk);
+    let up = Upstream::start(&w.binary_cache("upstream", &[&f.top]));
+    let rogue = Rogue::start(Plan { silent: true, ..Default::default() }, None).await;
+    let client = w.path("client");
+    let c = Daemon::start(
+        &w.path("state"),
+        &[
+            "--store-root",
+            client.to_str().unwrap(),
+            "--trusted-public-key",
+            &pk,
+            "--mode",
+            "lan",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--peer",
+            &rogue.addr,
+            "--lookup-timeout",
+            "300ms",
+        ],
+    );
+    c.wait_log("have-summary applied");
+    let t = Instant::now();
+    let r = get(&format!("{}/{}.narinfo", c.url, random_hash(0))).await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 404);
+    assert!(took >= Duration::from_millis(300), "answered before the deadline: {took:?} (the peer was never asked?)");
+    assert!(took < Duration::from_millis(1300), "the deadline did not hold: {took:?}");
+    assert_eq!(c.status().await["substitution"]["counters"]["misses_asked"], 1);
+
+    // nix, with C first and a test upstream second, gets the closure from upstream.
+    let out = w
+        .nix("nix-store")
+        .arg("--store")
+        .arg(&client)
+        .args(["--realise", &f.top, "--option", "substituters", &format!("{} {}", c.url, up.url)])
+        .args(["--option", "trusted-public-keys", &pk])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
+    assert_eq!(c.status().await["substitution"]["counters"]["misses_asked"], 3, "top and dep each cost one deadline");
+}
