@@ -161,7 +161,8 @@ async fn blocks_of_other_content_are_dropped_and_fetched_from_an_honest_peer() {
     let g = genuine().await;
     let blocks: HashMap<Cid, Vec<u8>> =
         indexed_blocks(&g.w.path("state-a"), &g.top).into_iter().map(|c| (c, b"not the block".to_vec())).collect();
-    assert!(blocks.len() > 100, "the DAG has its chunks");
+    // 8 MB of random data is ~100 chunks of ~80 KiB, and a root node.
+    assert!(blocks.len() > 50, "the DAG has its chunks: {}", blocks.len());
     let plan = Plan { narinfo: Some((g.narinfo.clone(), g.root)), blocks, ..Default::default() };
     let (_c, rogue, first) = scenario(&g, plan).await;
     assert_eq!(first, 200, "the narinfo itself is genuine");

@@ -91,5 +91,100 @@ pub async fn show(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<
         g("/requests/nars_served"),
         g("/requests/nar_bytes_served")
     );
+    print_peers(&v);
+    print_substitution(&v);
     Ok(())
+}
+
+/// `1234567` → `1.2 MB`.
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
+}
+
+fn n(v: &Value, p: &str) -> u64 {
+    v.pointer(p).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Short form of a peer id for tables: `12D3…wxyz`.
+fn short(id: &str) -> String {
+    if id.len() > 16 { format!("{}…{}", &id[..8], &id[id.len() - 6..]) } else { id.to_owned() }
+}
+
+fn print_peers(v: &Value) {
+    let Some(peers) = v.pointer("/p2p/peers").and_then(Value::as_array) else { return };
+    let connected: Vec<&Value> = peers.iter().filter(|p| p["connected"] == true).collect();
+    let peerix = connected.iter().filter(|p| p["peerix"] == true).count();
+    println!(
+        "peers      {} connected ({peerix} peerix), {} remembered",
+        connected.len(),
+        peers.len() - connected.len()
+    );
+    for p in peers.iter().take(20) {
+        let s = &p["stats"];
+        println!(
+            "  {:<16} {:<8} {:<7} {:<9} summary {:>7}  rx {:>9}  tx {:>9}  lookups {}/{}  untrusted {}  bad blocks {}{}",
+            short(p["peer_id"].as_str().unwrap_or("?")),
+            p["found"].as_str().unwrap_or("-"),
+            if p["peerix"] == true { "peerix" } else { "ipfs" },
+            if p["connected"] == true { "connected" } else { "gone" },
+            p["summary_paths"].as_u64().map(|x| format!("{x} paths")).unwrap_or_else(|| "-".into()),
+            human(n(s, "/bytes_received")),
+            human(n(s, "/bytes_sent")),
+            n(s, "/lookups_answered"),
+            n(s, "/lookups_asked"),
+            n(s, "/untrusted_answers"),
+            n(s, "/bad_blocks"),
+            if p["dishonest"] == true { "  DISHONEST" } else { "" },
+        );
+    }
+}
+
+fn print_substitution(v: &Value) {
+    let Some(sub) = v.get("substitution") else { return };
+    println!(
+        "lookups    from peers {}  misses {} (no summary matched) + {} (asked, no trusted answer)",
+        n(sub, "/counters/peer_hits"),
+        n(sub, "/counters/misses_unasked"),
+        n(sub, "/counters/misses_asked")
+    );
+    for l in sub["lookups"].as_array().into_iter().flatten().take(5) {
+        println!(
+            "  {}  {:<4}  {:>8.1} ms  asked {}  {}",
+            l["hash"].as_str().unwrap_or("?"),
+            l["outcome"].as_str().unwrap_or("?"),
+            n(l, "/micros") as f64 / 1000.0,
+            n(l, "/asked"),
+            l["peer"].as_str().map(short).unwrap_or_default()
+        );
+    }
+    println!(
+        "transfers  {} done, {} failed; {} from peers, {} from fallbacks, {} duplicate",
+        n(sub, "/counters/transfers_done"),
+        n(sub, "/counters/transfers_failed"),
+        human(n(sub, "/counters/bytes_from_peers")),
+        human(n(sub, "/counters/bytes_from_fallbacks")),
+        human(n(sub, "/counters/duplicate_bytes"))
+    );
+    for t in sub["transfers"].as_array().into_iter().flatten().take(5) {
+        let from: Vec<String> = t["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| format!("{}={}", short(s["source"].as_str().unwrap_or("?")), human(n(s, "/bytes"))))
+            .collect();
+        println!(
+            "  {}  {}/{}  {:.1} MB/s  {}  from {}",
+            t["store_path"].as_str().unwrap_or("?"),
+            human(n(t, "/bytes_done")),
+            human(n(t, "/bytes_total")),
+            t["mb_per_s"].as_f64().unwrap_or(0.0),
+            t["outcome"].as_str().unwrap_or("?"),
+            if from.is_empty() { "-".into() } else { from.join(" ") }
+        );
+    }
 }

@@ -257,6 +257,11 @@ impl Daemon {
         if !args.contains(&"--upstream") {
             cmd.args(["--upstream", "none"]);
         }
+        // A test daemon never serves the machine's own store (it holds every test's fixtures)
+        // unless the test names it: by default it gets an empty store of its own.
+        if !args.contains(&"--store-root") {
+            cmd.arg("--store-root").arg(state_dir.join("empty-store"));
+        }
         // No test reaches past loopback: a daemon gets an IPFS node only when the test names its
         // listen address (and then never the public bootstrap peers or mDNS unless it says so).
         // (`KEEP_DEFAULT_BOOTSTRAP` leaves the daemon's own default: only for a daemon in a network
