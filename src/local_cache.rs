@@ -222,11 +222,23 @@ impl LocalCache {
             self.counters.narinfo_denied.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
-        self.state.record_local_path(&info.path, &info.nar_hash, info.nar_size)?;
+        self.remember_nar_url(&info);
         let body = Bytes::from(self.render(info, verdict).render());
         self.remember(*hash, version, body.clone());
         self.counters.narinfo_hits.fetch_add(1, Ordering::Relaxed);
         Ok(Some(body))
+    }
+
+    /// Records which path has this NAR hash (so the NAR URL resolves after a restart), on a
+    /// blocking thread: an SQLite write has no place on the async workers that answer requests,
+    /// and until it lands a NAR request still finds the path through Nix's DB.
+    fn remember_nar_url(&self, info: &PathInfo) {
+        let (state, path, nar_hash, nar_size) = (self.state.clone(), info.path.clone(), info.nar_hash, info.nar_size);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = state.record_local_path(&path, &nar_hash, nar_size) {
+                tracing::warn!(cause = %e, "cannot record a NAR hash");
+            }
+        });
     }
 
     fn cached(&self, hash: &StoreHash, version: Option<[i64; 6]>) -> Option<Bytes> {
@@ -340,7 +352,7 @@ impl LocalCache {
         }
         for info in candidates {
             if self.gate.check(&info).await?.allowed() {
-                self.state.record_local_path(&info.path, &info.nar_hash, info.nar_size)?;
+                self.remember_nar_url(&info);
                 return Ok(Some(LocalNar {
                     fs_path: self.fs_path(&info.path),
                     path: info.path,

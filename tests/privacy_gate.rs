@@ -168,8 +168,9 @@ async fn a_private_path_is_refused_on_every_peer_interface() {
     for cid in [q.root, q_chunk] {
         assert!(matches!(rogue.fetch_blocks(peer, &[cid]).await, Err(peerix::p2p::blocks::FetchError::Missing(_))));
     }
-    rogue.want(peer, p_root).await;
-    rogue.want(peer, q.root).await;
+    for cid in [p_root, q.root] {
+        rogue.want(peer, cid).await.unwrap_or_else(|e| panic!("bitswap want: {e}\n{}", a.log()));
+    }
     let presences = poll_until("two bitswap answers", || {
         let p = rogue.presences.lock().unwrap().clone();
         (p.len() >= 2).then_some(p)

@@ -156,8 +156,9 @@ pub fn start(
 ) -> Result<Node, P2pError> {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.seed())?;
     let local = keypair.public().to_peer_id();
-    let store = provider_store::ProviderStore::open(state_dir, local, "wan")?;
-    let lan_store = provider_store::ProviderStore::open(state_dir, local, "lan")?;
+    let writer = provider_store::ProviderWriter::start(state_dir, local)?;
+    let store = provider_store::ProviderStore::open(state_dir, local, "wan", writer.clone())?;
+    let lan_store = provider_store::ProviderStore::open(state_dir, local, "lan", writer)?;
     let mode = cfg.mode;
     let use_mdns = cfg.mdns;
     let dht_server = cfg.dht_server;

@@ -2,57 +2,250 @@
 //! restart). Value records — which IPFS nodes rarely put and peerix never reads — stay in a bounded
 //! map in memory.
 //!
-//! Called synchronously from the swarm's event loop; every call is one indexed query on our own
-//! connection to the state DB (~10 µs), so it cannot stall the loop noticeably.
+//! Kademlia calls the store synchronously from the swarm's event loop, and remote peers decide how
+//! often (every ADD_PROVIDER they send is an insert). So the loop never writes: inserts and
+//! removals go to one writer thread ([`ProviderWriter`], shared by both DHTs) through a bounded
+//! queue — a flood beyond it is dropped, not queued — and are batched into transactions there.
+//! Until a write is committed it sits in a small overlay that reads consult, so the loop always
+//! sees its own writes. Reads are one indexed query on a connection of their own (~10 µs).
+//! The table is kept under [`MAX_PROVIDER_ROWS`] with a running row count and the expiry index:
+//! each trim costs the rows it deletes, not a scan of 10⁶.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::kad::store::{Error, RecordStore, Result};
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 use rusqlite::{Connection, params};
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use crate::store::now_secs;
 
 /// Providers kept per key: Kademlia's replication factor K.
 const MAX_PROVIDERS_PER_KEY: usize = 20;
-/// Provider rows kept in all (oldest expiring first beyond that): ~100 bytes each.
+/// Provider rows kept in all (soonest-expiring foreign records go first beyond that): ~100 bytes each.
 const MAX_PROVIDER_ROWS: i64 = 1_000_000;
 /// Inserts between two trims of the table.
 const TRIM_EVERY: u32 = 1000;
+/// Writes queued for the writer thread; more are dropped (a peer flooding ADD_PROVIDER).
+const WRITE_QUEUE: usize = 4096;
+/// Writes per transaction at most.
+const BATCH: usize = 512;
 /// Value records kept in memory, and their largest size (kad's MemoryStore defaults).
 const MAX_RECORDS: usize = 1024;
 const MAX_RECORD_BYTES: usize = 65 * 1024;
+
+type Key = (&'static str, Vec<u8>);
+
+/// A write not yet committed: (sequence number, provider, the record or `None` for a removal).
+type PendingOp = (u64, Vec<u8>, Option<ProviderRecord>);
+
+enum Write {
+    Put { seq: u64, dht: &'static str, record: ProviderRecord },
+    Remove { seq: u64, dht: &'static str, key: Vec<u8>, provider: Vec<u8> },
+    Flush(SyncSender<()>),
+}
+
+#[derive(Default)]
+struct Overlay {
+    ops: HashMap<Key, Vec<PendingOp>>,
+    next_seq: u64,
+}
+
+/// The provider records' writer thread and its overlay of writes in flight.
+#[derive(Clone)]
+pub struct ProviderWriter {
+    tx: SyncSender<Write>,
+    overlay: Arc<Mutex<Overlay>>,
+}
+
+fn connect(state_dir: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(state_dir.join(crate::store::STATE_DB_FILE))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+impl ProviderWriter {
+    /// Starts the writer thread on its own connection to the state DB (the table is created by the
+    /// state DB's migrations).
+    pub fn start(state_dir: &Path, local: PeerId) -> rusqlite::Result<Self> {
+        Self::start_with(state_dir, local, MAX_PROVIDER_ROWS, TRIM_EVERY)
+    }
+
+    fn start_with(state_dir: &Path, local: PeerId, max_rows: i64, trim_every: u32) -> rusqlite::Result<Self> {
+        let conn = connect(state_dir)?;
+        let rows: i64 = conn.query_row("SELECT count(*) FROM kad_providers", [], |r| r.get(0))?;
+        let (tx, rx) = sync_channel(WRITE_QUEUE);
+        let overlay = Arc::new(Mutex::new(Overlay::default()));
+        let thread =
+            Writer { conn, local: local.to_bytes(), rows, max_rows, trim_every, inserts: 0, overlay: overlay.clone() };
+        std::thread::Builder::new()
+            .name("peerix-provider-writer".into())
+            .spawn(move || thread.run(rx))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(Self { tx, overlay })
+    }
+
+    /// Queues a write and records it in the overlay; false if the queue is full (dropped).
+    fn send(&self, key: Key, provider: Vec<u8>, record: Option<ProviderRecord>) -> bool {
+        let mut o = self.overlay.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = o.next_seq;
+        let write = match &record {
+            Some(r) => Write::Put { seq, dht: key.0, record: r.clone() },
+            None => Write::Remove { seq, dht: key.0, key: key.1.clone(), provider: provider.clone() },
+        };
+        match self.tx.try_send(write) {
+            Ok(()) => {
+                o.next_seq += 1;
+                o.ops.entry(key).or_default().push((seq, provider, record));
+                true
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Returns once every write queued before is committed.
+    pub fn flush(&self) {
+        let (done, wait) = sync_channel(1);
+        if self.tx.send(Write::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    local: Vec<u8>,
+    rows: i64,
+    max_rows: i64,
+    trim_every: u32,
+    inserts: u32,
+    overlay: Arc<Mutex<Overlay>>,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Write>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
+            }
+            let mut flushes = Vec::new();
+            let mut done = Vec::new();
+            if let Err(e) = self.apply(&mut batch, &mut flushes, &mut done) {
+                warn!(cause = %e, "cannot store provider records");
+            }
+            // Committed (or failed): either way the overlay has done its job for these.
+            let mut o = self.overlay.lock().unwrap_or_else(|e| e.into_inner());
+            for (key, seq) in done {
+                if let Some(ops) = o.ops.get_mut(&key) {
+                    ops.retain(|(s, _, _)| *s > seq);
+                    if ops.is_empty() {
+                        o.ops.remove(&key);
+                    }
+                }
+            }
+            drop(o);
+            for f in flushes {
+                let _ = f.send(());
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        batch: &mut Vec<Write>,
+        flushes: &mut Vec<SyncSender<()>>,
+        done: &mut Vec<(Key, u64)>,
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        let mut added = 0i64;
+        for w in batch.drain(..) {
+            match w {
+                Write::Put { seq, dht, record } => {
+                    let (key, provider) = (record.key.to_vec(), record.provider.to_bytes());
+                    let addrs = record.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ");
+                    let expires = ProviderStore::to_unix(record.expires);
+                    let updated = tx
+                        .prepare_cached(
+                            "UPDATE kad_providers SET addrs = ?4, expires_at = ?5 \
+                             WHERE dht = ?1 AND key = ?2 AND provider = ?3",
+                        )?
+                        .execute(params![dht, key, provider, addrs, expires])?;
+                    if updated == 0 {
+                        tx.prepare_cached(
+                            "INSERT INTO kad_providers (dht, key, provider, addrs, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![dht, key, provider, addrs, expires])?;
+                        added += 1;
+                    }
+                    if provider != self.local {
+                        info!(dht, provider = %record.provider, "stored provider record");
+                    }
+                    done.push(((dht, key), seq));
+                }
+                Write::Remove { seq, dht, key, provider } => {
+                    let n = tx
+                        .prepare_cached("DELETE FROM kad_providers WHERE dht = ?1 AND key = ?2 AND provider = ?3")?
+                        .execute(params![dht, key, provider])?;
+                    self.rows -= n as i64;
+                    done.push(((dht, key), seq));
+                }
+                Write::Flush(f) => flushes.push(f),
+            }
+        }
+        self.rows += added;
+        self.inserts += added as u32;
+        if self.inserts >= self.trim_every {
+            self.inserts = 0;
+            trim(&tx, &self.local, &mut self.rows, self.max_rows)?;
+        }
+        tx.commit()
+    }
+}
+
+/// Drops expired records, then the soonest-expiring foreign ones beyond `max_rows`: each step walks
+/// the expiry index for the rows it deletes only.
+fn trim(tx: &rusqlite::Transaction<'_>, local: &[u8], rows: &mut i64, max_rows: i64) -> rusqlite::Result<()> {
+    let expired = tx.execute(
+        "DELETE FROM kad_providers WHERE expires_at > 0 AND expires_at < ?1 AND provider != ?2",
+        params![now_secs(), local],
+    )?;
+    *rows -= expired as i64;
+    let excess = *rows - max_rows;
+    if excess > 0 {
+        let n = tx.execute(
+            "DELETE FROM kad_providers WHERE (dht, key, provider) IN (SELECT dht, key, provider \
+             FROM kad_providers WHERE expires_at > 0 AND provider != ?1 ORDER BY expires_at LIMIT ?2)",
+            params![local, excess],
+        )?;
+        *rows -= n as i64;
+    }
+    debug!(rows = *rows, expired, "trimmed provider records");
+    Ok(())
+}
 
 pub struct ProviderStore {
     /// Which DHT's records these are (`wan` or `lan`): the two never see each other's.
     dht: &'static str,
     local: PeerId,
+    /// Reads only.
     conn: Connection,
+    writer: ProviderWriter,
     records: HashMap<RecordKey, Record>,
-    inserts: u32,
-    max_rows: i64,
-    trim_every: u32,
 }
 
 impl ProviderStore {
-    pub fn open(state_dir: &Path, local: PeerId, dht: &'static str) -> rusqlite::Result<Self> {
-        let conn = Connection::open(state_dir.join(crate::store::STATE_DB_FILE))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        // The table is created by the state DB's migrations (schema version 3).
-        Ok(Self {
-            dht,
-            local,
-            conn,
-            records: HashMap::new(),
-            inserts: 0,
-            max_rows: MAX_PROVIDER_ROWS,
-            trim_every: TRIM_EVERY,
-        })
+    pub fn open(state_dir: &Path, local: PeerId, dht: &'static str, writer: ProviderWriter) -> rusqlite::Result<Self> {
+        Ok(Self { dht, local, conn: connect(state_dir)?, writer, records: HashMap::new() })
     }
 
     fn to_unix(expires: Option<Instant>) -> i64 {
@@ -92,6 +285,25 @@ impl ProviderStore {
             Vec::new()
         })
     }
+
+    /// Committed records for `key`, with the writes still in flight applied on top.
+    fn with_overlay(&self, key: &RecordKey, mut found: Vec<ProviderRecord>) -> Vec<ProviderRecord> {
+        let o = self.writer.overlay.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ops) = o.ops.get(&(self.dht, key.to_vec())) {
+            for (_, provider, record) in ops {
+                found.retain(|r| r.provider.to_bytes() != *provider);
+                if let Some(r) = record {
+                    found.push(r.clone());
+                }
+            }
+        }
+        found
+    }
+
+    #[cfg(test)]
+    fn flush(&self) {
+        self.writer.flush();
+    }
 }
 
 impl RecordStore for ProviderStore {
@@ -123,60 +335,26 @@ impl RecordStore for ProviderStore {
     }
 
     fn add_provider(&mut self, record: ProviderRecord) -> Result<()> {
-        let key = record.key.to_vec();
-        let provider = record.provider.to_bytes();
-        let addrs = record.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ");
-        let expires = Self::to_unix(record.expires);
-        let write = || -> rusqlite::Result<bool> {
-            let count: i64 = self
-                .conn
-                .prepare_cached("SELECT count(*) FROM kad_providers WHERE key = ?1 AND provider != ?2")?
-                .query_row(params![key, provider], |r| r.get(0))?;
-            if count as usize >= MAX_PROVIDERS_PER_KEY && record.provider != self.local {
-                return Ok(false);
-            }
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO kad_providers (dht, key, provider, addrs, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT(dht, key, provider) DO UPDATE SET addrs = excluded.addrs, expires_at = excluded.expires_at",
-                )?
-                .execute(params![self.dht, key, provider, addrs, expires])?;
-            Ok(true)
-        };
-        match write() {
-            Ok(true) if record.provider != self.local => {
-                tracing::info!(dht = self.dht, provider = %record.provider, "stored provider record");
-            }
-            Ok(true) => {}
-            Ok(false) => return Err(Error::MaxProvidedKeys),
-            Err(e) => {
-                warn!(cause = %e, "cannot store provider record");
+        if record.provider != self.local {
+            let others = self.providers(&record.key).iter().filter(|r| r.provider != record.provider).count();
+            if others >= MAX_PROVIDERS_PER_KEY {
                 return Err(Error::MaxProvidedKeys);
             }
         }
-        // Keep the table bounded: every TRIM_EVERY inserts, drop the soonest-expiring foreign records
-        // beyond the cap (counting 10^6 rows on every insert would cost more than the insert).
-        self.inserts += 1;
-        if self.inserts >= self.trim_every {
-            self.inserts = 0;
-            if let Err(e) = self.conn.execute(
-                "DELETE FROM kad_providers WHERE (dht, key, provider) IN (SELECT dht, key, provider \
-                 FROM kad_providers WHERE provider != ?1 ORDER BY expires_at \
-                 LIMIT max(0, (SELECT count(*) FROM kad_providers) - ?2))",
-                params![self.local.to_bytes(), self.max_rows],
-            ) {
-                warn!(cause = %e, "cannot trim provider records");
-            }
+        let (key, provider) = (record.key.to_vec(), record.provider.to_bytes());
+        if !self.writer.send((self.dht, key), provider, Some(record)) {
+            debug!(dht = self.dht, "provider writes queue full; dropping a record");
         }
         Ok(())
     }
 
     fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
-        self.rows(
+        let committed = self.rows(
             "SELECT key, provider, addrs, expires_at FROM kad_providers \
              WHERE dht = ?1 AND key = ?2 AND (expires_at = 0 OR expires_at > ?3) LIMIT 20",
             Some(key.as_ref()),
-        )
+        );
+        self.with_overlay(key, committed)
     }
 
     fn provided(&self) -> Self::ProvidedIter<'_> {
@@ -188,10 +366,9 @@ impl RecordStore for ProviderStore {
     }
 
     fn remove_provider(&mut self, k: &RecordKey, p: &PeerId) {
-        let _ = self.conn.execute(
-            "DELETE FROM kad_providers WHERE dht = ?1 AND key = ?2 AND provider = ?3",
-            params![self.dht, k.to_vec(), p.to_bytes()],
-        );
+        if !self.writer.send((self.dht, k.to_vec()), p.to_bytes(), None) {
+            debug!(dht = self.dht, "provider writes queue full; dropping a removal");
+        }
     }
 }
 
@@ -215,28 +392,53 @@ mod tests {
         StateDb::open(dir.path()).unwrap();
         let local = PeerId::random();
         let other = PeerId::random();
-        let mut wan = ProviderStore::open(dir.path(), local, "wan").unwrap();
+        let writer = ProviderWriter::start(dir.path(), local).unwrap();
+        let mut wan = ProviderStore::open(dir.path(), local, "wan", writer.clone()).unwrap();
         wan.add_provider(record(b"k", other)).unwrap();
         wan.add_provider(record(b"mine", local)).unwrap();
+        // Seen at once, before the writer committed anything.
+        assert_eq!(wan.providers(&RecordKey::new(&b"k")).len(), 1);
+        wan.flush();
         // Reopened (a restart): still there, with addresses; the LAN DHT does not see WAN records.
-        let wan = ProviderStore::open(dir.path(), local, "wan").unwrap();
+        let writer = ProviderWriter::start(dir.path(), local).unwrap();
+        let mut wan = ProviderStore::open(dir.path(), local, "wan", writer.clone()).unwrap();
         let found = wan.providers(&RecordKey::new(&b"k"));
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].provider, other);
         assert_eq!(found[0].addresses.len(), 1);
         assert_eq!(wan.provided().count(), 1);
-        let lan = ProviderStore::open(dir.path(), local, "lan").unwrap();
+        let lan = ProviderStore::open(dir.path(), local, "lan", writer.clone()).unwrap();
         assert!(lan.providers(&RecordKey::new(&b"k")).is_empty());
+        // A removal is seen at once too.
+        wan.remove_provider(&RecordKey::new(&b"k"), &other);
+        assert!(wan.providers(&RecordKey::new(&b"k")).is_empty());
+        wan.flush();
+        assert!(wan.providers(&RecordKey::new(&b"k")).is_empty());
 
-        let mut small = ProviderStore::open(dir.path(), local, "lan").unwrap();
-        small.max_rows = 10;
-        small.trim_every = 5;
+        let small = ProviderWriter::start_with(dir.path(), local, 10, 5).unwrap();
+        let mut lan = ProviderStore::open(dir.path(), local, "lan", small).unwrap();
         for i in 0..40u32 {
-            small.add_provider(record(&i.to_le_bytes(), PeerId::random())).unwrap();
+            lan.add_provider(record(&i.to_le_bytes(), PeerId::random())).unwrap();
         }
-        let rows: i64 = small.conn.query_row("SELECT count(*) FROM kad_providers", [], |r| r.get(0)).unwrap();
+        lan.flush();
+        let rows: i64 = lan.conn.query_row("SELECT count(*) FROM kad_providers", [], |r| r.get(0)).unwrap();
         assert!(rows <= 10 + 5, "{rows} rows");
         // Our own announcement is never trimmed.
-        assert_eq!(ProviderStore::open(dir.path(), local, "wan").unwrap().provided().count(), 1);
+        assert_eq!(wan.provided().count(), 1);
+    }
+
+    #[test]
+    fn more_than_k_providers_per_key_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        StateDb::open(dir.path()).unwrap();
+        let local = PeerId::random();
+        let writer = ProviderWriter::start(dir.path(), local).unwrap();
+        let mut wan = ProviderStore::open(dir.path(), local, "wan", writer).unwrap();
+        for _ in 0..MAX_PROVIDERS_PER_KEY {
+            wan.add_provider(record(b"k", PeerId::random())).unwrap();
+        }
+        assert!(wan.add_provider(record(b"k", PeerId::random())).is_err());
+        // Ours always fits.
+        wan.add_provider(record(b"k", local)).unwrap();
     }
 }

@@ -10,7 +10,7 @@ impl StateDb {
     /// A stored block; marks it used.
     pub fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StateError> {
         let key = cid.to_bytes();
-        let data: Option<Vec<u8>> = self.with(|c| {
+        let data: Option<Vec<u8>> = self.read(|c| {
             c.prepare_cached("SELECT data FROM blocks WHERE cid = ?1")?.query_row([&key], |r| r.get(0)).optional()
         })?;
         if data.is_some() {
@@ -57,7 +57,7 @@ impl StateDb {
 
     /// (count, bytes) of stored blocks.
     pub fn block_stats(&self) -> Result<(u64, u64), StateError> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row("SELECT count(*), coalesce(sum(size), 0) FROM blocks", [], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
             })
@@ -66,7 +66,7 @@ impl StateDb {
 
     /// CIDs of all stored blocks (for `peerix verify`).
     pub fn block_cids(&self) -> Result<Vec<Cid>, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             let rows = c
                 .prepare("SELECT cid FROM blocks")?
                 .query_map([], |r| r.get::<_, Vec<u8>>(0))?

@@ -109,7 +109,7 @@ pub struct ScanProgress {
 impl StateDb {
     /// Every path a scan has decided about, by hash.
     pub fn seen_paths(&self) -> Result<HashMap<String, Seen>, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt =
                 c.prepare("SELECT hash32, nix_id, status, checked_at FROM paths WHERE status IS NOT NULL")?;
             let rows = stmt.query_map([], |r| {
@@ -184,7 +184,7 @@ impl StateDb {
 
     /// A path that passed the gate again after a [`Status::Recheck`]; returns its root.
     pub fn confirm_published(&self, hash32: &str, verdict: &str) -> Result<Option<Cid>, StateError> {
-        self.with(|c| {
+        self.write(|c| {
             c.execute(
                 "UPDATE paths SET status = 'published', verdict = ?2, reason = NULL, checked_at = ?3 WHERE hash32 = ?1",
                 params![hash32, verdict, now_secs()],
@@ -240,7 +240,7 @@ impl StateDb {
 
     /// Where the bytes of a chunk are: (hash32, NAR offset, length) of published paths holding it.
     pub fn chunk_locations(&self, cid: &Cid) -> Result<Vec<(String, u64, u32)>, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(
                 "SELECT l.hash32, l.nar_offset, l.length FROM local_chunks l JOIN paths p ON p.hash32 = l.hash32 \
                  WHERE l.cid = ?1 AND p.status = 'published'",
@@ -253,7 +253,7 @@ impl StateDb {
     /// A dag-pb node of published local NARs: (hash32 of a path holding it, node bytes), for the
     /// first few paths that do.
     pub fn local_node(&self, cid: &Cid) -> Result<Vec<(String, Vec<u8>)>, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(
                 "SELECT n.hash32, n.data FROM local_nodes n JOIN paths p ON p.hash32 = n.hash32 \
                  WHERE n.cid = ?1 AND p.status = 'published' LIMIT 8",
@@ -265,7 +265,7 @@ impl StateDb {
 
     /// Every chunk of a path, in NAR order: (offset, length, CID).
     pub fn chunks_of(&self, hash32: &str) -> Result<Vec<(u64, u32, Cid)>, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             let rows = c
                 .prepare_cached(
                     "SELECT nar_offset, length, cid FROM local_chunks WHERE hash32 = ?1 ORDER BY nar_offset",
@@ -278,7 +278,7 @@ impl StateDb {
 
     /// Hashes of every published path (for `peerix verify`).
     pub fn published_paths(&self) -> Result<Vec<String>, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare("SELECT hash32 FROM paths WHERE status = 'published' ORDER BY hash32")?
                 .query_map([], |r| r.get(0))?
                 .collect()
@@ -286,7 +286,7 @@ impl StateDb {
     }
 
     pub fn path_entry(&self, hash32: &str) -> Result<Option<PathEntry>, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 "SELECT store_path, nar_hash, nar_size, origin, status, reason, verdict, root_cid, chunk_count \
                  FROM paths WHERE hash32 = ?1",
@@ -314,7 +314,7 @@ impl StateDb {
 
     /// The NAR root of a published path.
     pub fn published_root(&self, hash32: &str) -> Result<Option<Cid>, StateError> {
-        let raw: Option<Option<Vec<u8>>> = self.with(|c| {
+        let raw: Option<Option<Vec<u8>>> = self.read(|c| {
             c.prepare_cached("SELECT root_cid FROM paths WHERE hash32 = ?1 AND status = 'published'")?
                 .query_row([hash32], |r| r.get(0))
                 .optional()
@@ -324,7 +324,7 @@ impl StateDb {
 
     /// The published path whose NAR root is `root`, if any.
     pub fn path_by_root(&self, root: &Cid) -> Result<Option<String>, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached("SELECT hash32 FROM paths WHERE root_cid = ?1 AND status = 'published' LIMIT 1")?
                 .query_row([root.to_bytes()], |r| r.get(0))
                 .optional()
@@ -332,7 +332,7 @@ impl StateDb {
     }
 
     pub fn index_stats(&self) -> Result<IndexStats, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             let mut s = IndexStats::default();
             let mut stmt =
                 c.prepare("SELECT status, count(*), coalesce(sum(nar_size), 0) FROM paths GROUP BY status")?;
@@ -369,7 +369,7 @@ impl StateDb {
 
     /// Published paths never announced to the DHT, or not since `older_than` seconds: (hash32, root).
     pub fn due_announcements(&self, limit: usize, older_than: i64) -> Result<Vec<(String, Cid)>, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             let rows = c
                 .prepare_cached(
                     "SELECT hash32, root_cid FROM paths WHERE status = 'published' AND root_cid IS NOT NULL \
@@ -385,7 +385,7 @@ impl StateDb {
     }
 
     pub fn mark_announced(&self, hash32: &str) -> Result<(), StateError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached("UPDATE paths SET announced_at = ?2 WHERE hash32 = ?1")?
                 .execute(params![hash32, now_secs()])?;
             Ok(())
@@ -393,7 +393,7 @@ impl StateDb {
     }
 
     pub fn set_scan_progress(&self, p: &ScanProgress) -> Result<(), StateError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached(
                 "INSERT INTO scan_progress (id, running, started_at, updated_at, total_paths, done_paths, \
                  total_bytes, done_bytes) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE SET \
@@ -415,7 +415,7 @@ impl StateDb {
     }
 
     pub fn scan_progress(&self) -> Result<ScanProgress, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             Ok(c.query_row(
                 "SELECT running, started_at, updated_at, total_paths, done_paths, total_bytes, done_bytes \
                  FROM scan_progress WHERE id = 1",

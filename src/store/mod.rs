@@ -7,6 +7,8 @@
 //!
 //! Concurrency: SQLite allows one writer; we keep one connection behind a std `Mutex` (never held
 //! across an `.await`). Writes are a few rows per served path, far below what one connection does.
+//! Reads take a connection of their own from a small pool, so they never wait for a write: in WAL
+//! mode a reader sees the last committed state while an indexing transaction is open.
 //! The exception is the blockstore's writes, led by the bulk insert of fetched blocks (a batch is
 //! ~10 MB, tens of ms of writing): they have a connection of their own, so lookups — every block a
 //! fetch probes, every chunk a peer asks for — read the last committed state (WAL) instead of
@@ -30,6 +32,9 @@ use crate::nix::hash::NarHash;
 use crate::nix::store_path::StorePath;
 
 pub const STATE_DB_FILE: &str = "peerix.sqlite";
+
+/// Idle read connections kept (each holds an 8 MiB page cache at most).
+const READERS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -67,7 +72,12 @@ pub struct StoredVerdict {
 }
 
 pub struct StateDb {
+    path: PathBuf,
+    /// The writer: every write but the blockstore's, and reads inside write transactions.
     conn: Mutex<Connection>,
+    /// Idle read connections (WAL: readers see the last commit and never wait for the writer), so a
+    /// narinfo or block lookup never queues behind an indexing transaction.
+    readers: Mutex<Vec<Connection>>,
     /// Every write to the `blocks` table ([`blockstore`]): bulk inserts, LRU touches, evictions.
     block_writer: Mutex<Connection>,
 }
@@ -108,12 +118,33 @@ impl StateDb {
         let mut conn = connect(&path)?;
         schema::migrate(&mut conn, &path)?;
         let block_writer = connect(&path)?;
-        Ok(Self { conn: Mutex::new(conn), block_writer: Mutex::new(block_writer) })
+        Ok(Self {
+            path,
+            conn: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            block_writer: Mutex::new(block_writer),
+        })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
         let conn = self.conn.lock().map_err(|_| StateError::Poisoned)?;
         Ok(f(&conn)?)
+    }
+
+    /// Runs a read on a pooled connection of its own (opened on demand, [`READERS`] kept).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
+        let pooled = self.readers.lock().map_err(|_| StateError::Poisoned)?.pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.path)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < READERS
+        {
+            pool.push(conn);
+        }
+        Ok(out?)
     }
 
     fn with_block_writer<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
@@ -123,7 +154,7 @@ impl StateDb {
 
     /// Remembers that `path` has NAR `nar_hash` (idempotent). A path we had from a peer is local now.
     pub fn record_local_path(&self, path: &StorePath, nar_hash: &NarHash, nar_size: u64) -> Result<(), StateError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached(
                 "INSERT INTO paths (hash32, store_path, nar_hash, nar_size, origin, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, 'local', ?5) \
@@ -146,7 +177,7 @@ impl StateDb {
 
     /// Store paths we have seen with this NAR hash.
     pub fn paths_by_nar_hash(&self, nar_hash: &NarHash) -> Result<Vec<StorePath>, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             let rows = c
                 .prepare_cached("SELECT store_path FROM paths WHERE nar_hash = ?1")?
                 .query_map([nar_hash.to_nix32()], |r| r.get::<_, String>(0))?
@@ -158,7 +189,7 @@ impl StateDb {
     /// The stored verdict for `path` with `nar_hash`: the verdict, upstream's Sig values, and when
     /// it was taken (unix seconds).
     pub fn upstream_verdict(&self, path: &StorePath, nar_hash: &NarHash) -> Result<Option<StoredVerdict>, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(
                 "SELECT verdict, upstream_sigs, checked_at FROM verdicts WHERE store_path = ?1 AND nar_hash = ?2",
             )?
@@ -186,7 +217,7 @@ impl StateDb {
         verdict: UpstreamVerdict,
         upstream_sigs: &[String],
     ) -> Result<(), StateError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached(
                 "INSERT INTO verdicts (store_path, nar_hash, verdict, upstream_sigs, checked_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5) \
@@ -214,7 +245,7 @@ impl StateDb {
         root: &cid::Cid,
         narinfo: &str,
     ) -> Result<(), StateError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached(
                 "INSERT INTO paths (hash32, store_path, nar_hash, nar_size, origin, updated_at, root_cid, narinfo) \
                  VALUES (?1, ?2, ?3, ?4, 'peer', ?5, ?6, ?7) \
@@ -238,7 +269,7 @@ impl StateDb {
 
     /// A narinfo accepted from peers for this NAR hash, and the root its blocks were under.
     pub fn peer_path_by_nar_hash(&self, nar_hash: &NarHash) -> Result<Option<(String, Vec<u8>)>, StateError> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached(
                 "SELECT narinfo, root_cid FROM paths WHERE nar_hash = ?1 AND origin = 'peer' \
                  AND narinfo IS NOT NULL AND root_cid IS NOT NULL LIMIT 1",
@@ -250,7 +281,7 @@ impl StateDb {
 
     /// Forgets peer narinfos not used for `max_age` seconds (nix keeps a narinfo 30 days).
     pub fn expire_peer_paths(&self, max_age: i64) -> Result<usize, StateError> {
-        self.with(|c| {
+        self.write(|c| {
             c.prepare_cached("DELETE FROM paths WHERE origin = 'peer' AND updated_at < ?1")?
                 .execute([now_secs() - max_age])
         })
@@ -258,7 +289,7 @@ impl StateDb {
 
     /// (paths known, upstream verdicts stored).
     pub fn counts(&self) -> Result<(u64, u64), StateError> {
-        self.with(|c| {
+        self.read(|c| {
             let paths: i64 = c.query_row("SELECT count(*) FROM paths", [], |r| r.get(0))?;
             let verdicts: i64 = c.query_row("SELECT count(*) FROM verdicts", [], |r| r.get(0))?;
             Ok((paths as u64, verdicts as u64))

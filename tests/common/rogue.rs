@@ -134,7 +134,7 @@ impl Rogue {
     }
 
     /// Sends `peer` a bitswap want-block (with sendDontHave) for `cid`.
-    pub async fn want(&self, peer: PeerId, cid: Cid) {
+    pub async fn want(&self, peer: PeerId, cid: Cid) -> Result<(), String> {
         let msg = bitswap::message::Message {
             wantlist: Some(bitswap::message::Wantlist {
                 entries: vec![bitswap::message::Entry {
@@ -148,9 +148,10 @@ impl Rogue {
             }),
             ..Default::default()
         };
-        let mut s = self.control.clone().open_stream(peer, bitswap::PROTOCOL_1_2_0).await.unwrap();
-        bitswap::message::write(&mut s, &msg).await.unwrap();
+        let mut s = self.control.clone().open_stream(peer, bitswap::PROTOCOL_1_2_0).await.map_err(|e| e.to_string())?;
+        bitswap::message::write(&mut s, &msg).await.map_err(|e| e.to_string())?;
         let _ = s.close().await;
+        Ok(())
     }
 }
 
