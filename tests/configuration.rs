@@ -59,24 +59,77 @@ fn bad_config_stops_the_start_with_a_clear_message() {
     assert!(err.contains("trusted public key"), "{err}");
 }
 
+/// Every flag of `peerix serve`, derived from clap's own definition (a new flag cannot be missed),
+/// with the TOML key and a sample value: each has a `PEERIX_*` variable, is in `--help`, and its
+/// key is one the config loader accepts (it denies unknown keys).
 #[test]
-fn serve_help_documents_every_option() {
-    let help = run(Command::new(env!("CARGO_BIN_EXE_peerix")).args(["serve", "--help"]));
-    for flag in [
-        "--config",
-        "--listen",
-        "--state-dir",
-        "--store-root",
-        "--priority",
-        "--trusted-public-key",
-        "--upstream",
-        "--upstream-negative-ttl",
-        "--serve-private",
-        "--private-key-file",
-        "PEERIX_LISTEN",
-    ] {
-        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+fn every_serve_flag_has_a_variable_a_toml_key_and_help() {
+    use clap::CommandFactory;
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: peerix::config::ServeArgs,
     }
+    let keys: &[(&str, &str, &str)] = &[
+        ("config", "", ""),
+        ("listen", "listen", "\"127.0.0.1:1\""),
+        ("state-dir", "state-dir", "\"/tmp/x\""),
+        ("store-root", "store-root", "\"/\""),
+        ("priority", "priority", "30"),
+        ("trusted-public-key", "trusted-public-keys", "[]"),
+        ("upstream", "upstream", "\"none\""),
+        ("upstream-negative-ttl", "upstream-negative-ttl", "60"),
+        ("serve-private", "serve-private", "false"),
+        ("private-key-file", "private-key-file", "\"/k\""),
+        ("index-jobs", "index-jobs", "1"),
+        ("index-rate", "index-rate", "\"1M\""),
+        ("cache-size", "cache-size", "\"1G\""),
+        ("p2p-listen", "p2p-listen", "[]"),
+        ("bootstrap", "bootstrap", "[\"none\"]"),
+        ("mode", "mode", "\"lan\""),
+        ("no-mdns", "mdns", "true"),
+        ("external-address", "external-addresses", "[]"),
+        ("dht-server", "dht-server", "false"),
+        ("provide-rate", "provide-rate", "10"),
+        ("no-p2p", "p2p", "true"),
+        ("peer", "peers", "[]"),
+        ("lookup-timeout", "lookup-timeout", "\"250ms\""),
+        ("fallback", "fallbacks", "[]"),
+    ];
+    let help = run(Command::new(env!("CARGO_BIN_EXE_peerix")).args(["serve", "--help"]));
+    let cmd = Serve::command();
+    let flags: Vec<&clap::Arg> = cmd.get_arguments().filter(|a| a.get_long().is_some()).collect();
+    assert!(flags.len() >= 24, "clap lists {} flags", flags.len());
+    let mut toml = String::new();
+    for arg in flags {
+        let long = arg.get_long().unwrap();
+        assert!(help.contains(&format!("--{long}")), "--{long} missing from --help");
+        let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_else(|| panic!("--{long} has no PEERIX_* variable"));
+        assert!(env.starts_with("PEERIX_") && help.contains(env), "--{long}: {env}");
+        let (_, key, value) = keys
+            .iter()
+            .find(|(flag, _, _)| *flag == long)
+            .unwrap_or_else(|| panic!("--{long} has no TOML key in this test's table"));
+        if !key.is_empty() {
+            toml.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    let w = Work::new();
+    let file = w.path("all.toml");
+    std::fs::write(&file, &toml).unwrap();
+    peerix::config::FileConfig::load(&file).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+}
+
+/// The README's example configuration is one the loader takes.
+#[test]
+fn the_readme_configuration_example_parses() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a ```toml block");
+    let w = Work::new();
+    let file = w.path("readme.toml");
+    std::fs::write(&file, block).unwrap();
+    let cfg = peerix::config::FileConfig::load(&file).unwrap_or_else(|e| panic!("{e}\n{block}"));
+    assert!(cfg.listen.is_some() && cfg.trusted_public_keys.is_some());
 }
 
 #[test]
