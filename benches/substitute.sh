@@ -113,12 +113,9 @@ realise() {
   echo "$t0 $t1 $(cat "$B/time.out")" | awk '{printf "%.3f %.2f", $2 - $1, $3 + $4}'
 }
 mbs() { echo "$1 $2" | awk '{printf "%.0f", $1 / $2 / 1e6}'; }
-BYTES=$(for p in "${CLOSURE[@]}"; do nix path-info --store "$B/seed" --json "$p"; done | python3 -c '
-import json, sys
-print(sum(v["narSize"] for line in sys.stdin for v in json.loads(line)))')
-SMALL_BYTES=$(for p in "${SMALL_CLOSURE[@]}"; do nix path-info --store "$B/seed-small" --json "$p"; done | python3 -c '
-import json, sys
-print(sum(v["narSize"] for line in sys.stdin for v in json.loads(line)))')
+nar_bytes() { nix path-info --store "$1" --json "${@:2}" | python3 -c 'import json,sys; print(sum(v["narSize"] for v in json.load(sys.stdin)))'; }
+BYTES=$(nar_bytes "$B/seed" "${CLOSURE[@]}")
+SMALL_BYTES=$(nar_bytes "$B/seed-small" "${SMALL_CLOSURE[@]}")
 
 # --- 1. narinfo latency --------------------------------------------------------------------------------
 echo "1/4 narinfo latency with 10 peers ..." >&2

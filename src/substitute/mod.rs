@@ -14,6 +14,7 @@
 pub mod accepted;
 pub mod activity;
 mod lookup;
+mod plan;
 pub mod sources;
 mod transfer;
 

@@ -1,0 +1,305 @@
+//! One NAR (or a byte range of one) streamed to nix from every source that has it.
+//!
+//! Plan ([`super::plan`]): the DAG under a candidate root CID, checked against the signed NarSize.
+//! Its leaves are cut into units of consecutive blocks ([`UNIT_BYTES`], at most
+//! [`crate::p2p::blocks::MAX_CIDS`]), the scheduling grain.
+//!
+//! Driver: one task per transfer. Sources pull units in order, each at most [`SOURCE_UNITS`] at a
+//! time and the whole transfer at most [`WINDOW_BYTES`] ahead of what was sent to nix — so a faster
+//! source simply comes back for more, and memory stays bounded. A unit whose source errs, sends a
+//! wrong block or does not have it goes back to the front of the queue; a source that fails
+//! [`MAX_FAILURES`] times, stalls for [`STALLED`], lacks a block or sends a wrong one is dropped for
+//! the rest of the transfer; the unit nix waits for is asked of a second source once it is
+//! [`HEDGE_AFTER`] (or 4× its source's usual time) late. Fallbacks join when no peer is left or the
+//! head unit is late; new sources (DHT providers) join when they are found. With no source at all
+//! for [`NO_SOURCE_WAIT`], the transfer fails.
+//!
+//! Bytes leave in order. The whole NAR is hashed on the way and the last unit is held back until
+//! the hash matches the NarHash nix was given: on a mismatch, or any failure, the body is aborted,
+//! so nix sees a failed transfer (and tries again or moves on), never a complete wrong NAR.
+//! Nothing is written to the blockstore: nix writes the path, and the indexer then publishes it.
+
+mod report;
+mod schedule;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cid::Cid;
+use futures_util::Stream;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use super::Substituter;
+use super::accepted::AcceptedNar;
+use super::sources::{Source, SourceError};
+use crate::ipld::walk::Piece;
+use crate::nix::hash::NarHash;
+use crate::p2p::blocks::MAX_CIDS;
+
+/// Bytes per unit: big enough that per-request costs vanish (~16 chunks), small enough that a
+/// lost unit costs little and three 10 MB/s peers share even a 20 MB NAR.
+pub const UNIT_BYTES: u64 = 1 << 20;
+/// Units one source works on at once.
+const SOURCE_UNITS: usize = 4;
+/// Fallbacks (HTTP, one block per request) get fewer.
+const FALLBACK_UNITS: usize = 2;
+/// Bytes fetched ahead of what nix has read.
+const WINDOW_BYTES: u64 = 32 << 20;
+/// A source failing this many units in a row is dropped.
+const MAX_FAILURES: u32 = 3;
+/// A unit in flight this long marks its source as stalled (dropped, its units re-queued).
+const STALLED: Duration = Duration::from_secs(8);
+/// The unit nix waits for is asked of a second source when it is this late (or 4× its source's
+/// usual time, whichever is longer).
+const HEDGE_AFTER: Duration = Duration::from_secs(1);
+/// Fallbacks join once the unit nix waits for is this late.
+const FALLBACK_AFTER: Duration = Duration::from_secs(2);
+/// With no source left for this long, the transfer fails.
+const NO_SOURCE_WAIT: Duration = Duration::from_secs(5);
+/// Pieces buffered between the driver and the HTTP body.
+const OUT_QUEUE: usize = 32;
+
+struct Unit {
+    pieces: Range<usize>,
+    cids: Vec<Cid>,
+    bytes: u64,
+}
+
+struct Slot {
+    source: Source,
+    in_flight: usize,
+    dead: bool,
+    failures: u32,
+    bytes: u64,
+    blocks: u64,
+    /// Smoothed seconds per unit.
+    unit_secs: Option<f64>,
+}
+
+type Done = (usize, usize, Result<Vec<Bytes>, SourceError>, Duration);
+
+struct Driver {
+    sub: Arc<Substituter>,
+    nar: Arc<AcceptedNar>,
+    root: Cid,
+    pieces: Vec<Piece>,
+    units: Vec<Unit>,
+    range: Range<u64>,
+    hasher: Option<Sha256>,
+    slots: Vec<Slot>,
+    next: usize,
+    requeue: BTreeSet<usize>,
+    flying: HashMap<usize, Vec<(usize, Instant, AbortHandle)>>,
+    done: HashMap<usize, Vec<Bytes>>,
+    emit: usize,
+    ahead: u64,
+    results: (mpsc::Sender<Done>, mpsc::Receiver<Done>),
+    fallbacks_added: bool,
+    no_source_since: Option<Instant>,
+    id: u64,
+    started: Instant,
+    sent: u64,
+    duplicate: u64,
+}
+
+impl Substituter {
+    /// Plans the NAR's DAG and starts streaming `range` of it: `None` when no candidate root leads
+    /// to a DAG any source can deliver (then nix gets a 404 and moves on).
+    pub async fn transfer(
+        self: &Arc<Self>,
+        nar: Arc<AcceptedNar>,
+        range: Range<u64>,
+    ) -> Option<impl Stream<Item = io::Result<Bytes>> + Send + 'static> {
+        let (root, pieces) = self.plan(&nar).await?;
+        let (out, rx) = mpsc::channel(OUT_QUEUE);
+        let whole = range.start == 0 && range.end == nar.nar_size;
+        let pieces: Vec<Piece> =
+            pieces.into_iter().filter(|p| p.offset() < range.end && p.offset() + p.len() > range.start).collect();
+        let units = units_of(&pieces);
+        let id = self.activity.transfer_started(nar.store_path.to_string(), range.end - range.start);
+        let slots = self.peer_sources(&nar, Some(root)).into_iter().map(Slot::new).collect();
+        let driver = Driver {
+            sub: self.clone(),
+            nar,
+            root,
+            pieces,
+            units,
+            range,
+            hasher: whole.then(Sha256::new),
+            slots,
+            next: 0,
+            requeue: BTreeSet::new(),
+            flying: HashMap::new(),
+            done: HashMap::new(),
+            emit: 0,
+            ahead: 0,
+            results: mpsc::channel(256),
+            fallbacks_added: false,
+            no_source_since: None,
+            id,
+            started: Instant::now(),
+            sent: 0,
+            duplicate: 0,
+        };
+        tokio::spawn(driver.run(out));
+        Some(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|piece| (piece, rx)) }))
+    }
+}
+
+/// Consecutive blocks grouped into units; inline data is a unit of its own.
+fn units_of(pieces: &[Piece]) -> Vec<Unit> {
+    let mut units: Vec<Unit> = Vec::new();
+    for (i, p) in pieces.iter().enumerate() {
+        match p {
+            Piece::Block { cid, len, .. } => match units.last_mut() {
+                Some(u) if !u.cids.is_empty() && u.bytes + len <= UNIT_BYTES && u.cids.len() < MAX_CIDS => {
+                    u.pieces.end = i + 1;
+                    u.cids.push(*cid);
+                    u.bytes += len;
+                }
+                _ => units.push(Unit { pieces: i..i + 1, cids: vec![*cid], bytes: *len }),
+            },
+            Piece::Data { bytes, .. } => {
+                units.push(Unit { pieces: i..i + 1, cids: Vec::new(), bytes: bytes.len() as u64 })
+            }
+        }
+    }
+    units
+}
+
+impl Slot {
+    fn new(source: Source) -> Self {
+        Self { source, in_flight: 0, dead: false, failures: 0, bytes: 0, blocks: 0, unit_secs: None }
+    }
+
+    fn cap(&self) -> usize {
+        if self.source.is_fallback() { FALLBACK_UNITS } else { SOURCE_UNITS }
+    }
+}
+
+impl Driver {
+    async fn run(mut self, out: mpsc::Sender<io::Result<Bytes>>) {
+        if let Some(node) = self.sub.sources.node.clone()
+            && node.dht
+        {
+            // DHT providers of the root join as they are found (never in `lan` mode).
+            let (tx, rx) = mpsc::channel(64);
+            let root = self.root;
+            tokio::spawn(async move {
+                let key = libp2p::kad::RecordKey::new(&root.hash().to_bytes());
+                for p in node.client.get_providers(key).await {
+                    let source = if node.peers.is_peerix(&p) { Source::Peer(p) } else { Source::Bitswap(p) };
+                    if tx.send(source).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            self.drive(out, Some(rx)).await;
+        } else {
+            self.drive(out, None).await;
+        }
+    }
+
+    async fn drive(&mut self, out: mpsc::Sender<io::Result<Bytes>>, mut found: Option<mpsc::Receiver<Source>>) {
+        let outcome = loop {
+            self.assign();
+            match self.emit_ready(&out).await {
+                Err(why) => break Err(why),
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+            }
+            if let Err(why) = self.check_sources() {
+                break Err(why);
+            }
+            let tick = tokio::time::sleep(Duration::from_millis(250));
+            tokio::select! {
+                Some(done) = self.results.1.recv() => self.on_done(done),
+                Some(source) = async { match found.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    self.add_source(source);
+                }
+                _ = tick => self.check_stalls(),
+            }
+        };
+        for copies in self.flying.values() {
+            for (_, _, h) in copies {
+                h.abort();
+            }
+        }
+        self.finish(&out, outcome).await;
+    }
+
+    /// Sends every unit that is ready, in order. `Ok(true)` once everything was sent.
+    async fn emit_ready(&mut self, out: &mpsc::Sender<io::Result<Bytes>>) -> Result<bool, String> {
+        while let Some(blocks) = self.done.remove(&self.emit) {
+            let unit = &self.units[self.emit];
+            let mut pieces = Vec::with_capacity(unit.pieces.len());
+            let mut blocks = blocks.into_iter();
+            for p in &self.pieces[unit.pieces.clone()] {
+                let bytes = match p {
+                    Piece::Data { bytes, .. } => bytes.clone(),
+                    Piece::Block { cid, len, .. } => {
+                        let b = blocks.next().ok_or("a unit came back short")?;
+                        if b.len() as u64 != *len {
+                            self.sub.root_failed(&self.nar, &self.root, &format!("block {cid} is not {len} bytes"));
+                            return Err("the NAR's DAG does not match its blocks".into());
+                        }
+                        b
+                    }
+                };
+                let (start, end) = (p.offset(), p.offset() + p.len());
+                let (from, to) = (self.range.start.max(start), self.range.end.min(end));
+                if let Some(h) = self.hasher.as_mut() {
+                    h.update(&bytes);
+                }
+                pieces.push(bytes.slice((from - start) as usize..(to - start) as usize));
+            }
+            self.ahead -= unit.bytes;
+            self.emit += 1;
+            // The last bytes go out only once the whole NAR proved to be the one nix was promised.
+            if self.emit == self.units.len()
+                && let Some(h) = self.hasher.take()
+                && NarHash(h.finalize().into()) != self.nar.nar_hash
+            {
+                self.sub.root_failed(&self.nar, &self.root, &"the NAR's bytes do not hash to its NarHash");
+                return Err("NarHash mismatch".into());
+            }
+            for piece in pieces {
+                self.sent += piece.len() as u64;
+                if out.send(Ok(piece)).await.is_err() {
+                    return Err("the client went away".into());
+                }
+            }
+        }
+        Ok(self.emit == self.units.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipld::raw_cid;
+
+    #[test]
+    fn units_group_consecutive_blocks_up_to_a_mebibyte() {
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for i in 0..40u32 {
+            let len = 100 << 10;
+            pieces.push(Piece::Block { cid: raw_cid(&i.to_le_bytes()), offset: at, len });
+            at += len;
+        }
+        pieces.insert(5, Piece::Data { offset: 0, bytes: Bytes::from_static(b"inline") });
+        let units = units_of(&pieces);
+        // 5 blocks, the inline piece alone, then 10 + 10 + 10 + 5 blocks (10 × 100 KiB ≤ 1 MiB).
+        let sizes: Vec<usize> = units.iter().map(|u| u.cids.len()).collect();
+        assert_eq!(sizes, vec![5, 0, 10, 10, 10, 5]);
+        assert!(units.iter().all(|u| u.bytes <= UNIT_BYTES));
+        assert_eq!(units.iter().map(|u| u.pieces.len()).sum::<usize>(), pieces.len());
+    }
+}

@@ -1,0 +1,216 @@
+//! The transfer driver's scheduling: which source gets which unit, what happens when a unit comes
+//! back (or does not), when fallbacks and new sources join, and when a late unit is asked twice.
+
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::{Done, Driver, FALLBACK_AFTER, HEDGE_AFTER, MAX_FAILURES, NO_SOURCE_WAIT, STALLED, Slot, WINDOW_BYTES};
+use crate::substitute::sources::{Source, SourceError};
+
+impl Driver {
+    /// Hands units to sources with room, the re-queued ones first, within the window.
+    pub(super) fn assign(&mut self) {
+        loop {
+            let unit = match self.requeue.first() {
+                Some(u) => *u,
+                None if self.next < self.units.len() && self.ahead < WINDOW_BYTES => self.next,
+                None => return,
+            };
+            if self.units[unit].cids.is_empty() {
+                // Inline data: nothing to fetch.
+                self.done.insert(unit, Vec::new());
+                self.take(unit);
+                continue;
+            }
+            let Some(slot) = self.best_slot(&[]) else { return };
+            self.take(unit);
+            self.launch(unit, slot);
+        }
+    }
+
+    /// Marks `unit` as handed out (from the re-queue or the front).
+    pub(super) fn take(&mut self, unit: usize) {
+        if !self.requeue.remove(&unit) {
+            self.ahead += self.units[unit].bytes;
+            self.next += 1;
+        }
+    }
+
+    /// The live source with room that is fastest so far (unknown speed counts as fast), not one
+    /// of `except`.
+    pub(super) fn best_slot(&self, except: &[usize]) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| !s.dead && s.in_flight < s.cap() && !except.contains(i))
+            .min_by(|(_, a), (_, b)| {
+                let speed = |s: &Slot| s.unit_secs.unwrap_or(0.0) * (1 + s.in_flight) as f64;
+                speed(a).total_cmp(&speed(b))
+            })
+            .map(|(i, _)| i)
+    }
+
+    pub(super) fn launch(&mut self, unit: usize, slot: usize) {
+        let (sub, source, cids, tx) =
+            (self.sub.clone(), self.slots[slot].source.clone(), self.units[unit].cids.clone(), self.results.0.clone());
+        let task = tokio::spawn(async move {
+            let t = Instant::now();
+            let r = sub.sources.fetch(&source, &cids).await;
+            let _ = tx.send((unit, slot, r, t.elapsed())).await;
+        });
+        self.slots[slot].in_flight += 1;
+        self.flying.entry(unit).or_default().push((slot, Instant::now(), task.abort_handle()));
+    }
+
+    pub(super) fn on_done(&mut self, (unit, slot, result, took): Done) {
+        if let Some(copies) = self.flying.get_mut(&unit) {
+            copies.retain(|(s, _, _)| *s != slot);
+        }
+        self.slots[slot].in_flight = self.slots[slot].in_flight.saturating_sub(1);
+        let peer = self.slots[slot].source.peer();
+        match result {
+            Ok(blocks) => {
+                let bytes: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+                if unit < self.emit || self.done.contains_key(&unit) {
+                    self.duplicate += bytes;
+                    return;
+                }
+                // The other copy of a hedged unit is not needed any more.
+                for (_, _, h) in self.flying.remove(&unit).unwrap_or_default() {
+                    h.abort();
+                }
+                let s = &mut self.slots[slot];
+                s.failures = 0;
+                s.bytes += bytes;
+                s.blocks += blocks.len() as u64;
+                let secs = took.as_secs_f64();
+                s.unit_secs = Some(s.unit_secs.map_or(secs, |old| 0.7 * old + 0.3 * secs));
+                if let (Some(node), Some(p)) = (&self.sub.sources.node, peer) {
+                    let n = blocks.len() as u64;
+                    node.peers.count(p, |st| {
+                        st.blocks_received += n;
+                        st.bytes_received += bytes;
+                    });
+                }
+                self.done.insert(unit, blocks);
+                self.progress();
+            }
+            Err(e) => {
+                let s = &mut self.slots[slot];
+                match &e {
+                    SourceError::BadBlock(c) => {
+                        s.dead = true;
+                        let c = *c;
+                        let source = s.source.clone();
+                        self.sub.caught(&source, &c);
+                    }
+                    SourceError::Missing(_) => s.dead = true,
+                    SourceError::Failed(_) => {
+                        s.failures += 1;
+                        s.dead |= s.failures >= MAX_FAILURES;
+                    }
+                }
+                let s = &self.slots[slot];
+                debug!(source = ?s.source, unit, cause = %e, dropped = s.dead, "unit not delivered");
+                if let (Some(node), Some(p)) = (&self.sub.sources.node, peer) {
+                    node.peers.count(p, |st| st.fetch_failures += 1);
+                }
+                if !self.done.contains_key(&unit) && self.flying.get(&unit).is_none_or(|c| c.is_empty()) {
+                    self.flying.remove(&unit);
+                    if unit >= self.emit {
+                        self.requeue.insert(unit);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Brings in fallbacks when no peer is left (or nix waits too long), and gives up when no
+    /// source at all has been left for [`NO_SOURCE_WAIT`].
+    pub(super) fn check_sources(&mut self) -> Result<(), String> {
+        let live = self.slots.iter().any(|s| !s.dead);
+        let head_late = self
+            .flying
+            .get(&self.emit)
+            .and_then(|c| c.iter().map(|(_, t, _)| t.elapsed()).max())
+            .is_some_and(|late| late > FALLBACK_AFTER);
+        if (!live || head_late) && !self.fallbacks_added {
+            self.fallbacks_added = true;
+            let n = self.sub.sources.fallbacks.len();
+            if n > 0 {
+                info!(path = %self.nar.store_path, fallbacks = n, "asking fallbacks for blocks");
+            }
+            for i in 0..n {
+                self.slots.push(Slot::new(Source::Fallback(i)));
+            }
+        }
+        if !live {
+            // Peers that connected (or reconnected) since the transfer began.
+            for source in self.sub.peer_sources(&self.nar, Some(self.root)) {
+                self.add_source(source);
+            }
+        }
+        if self.slots.iter().any(|s| !s.dead) {
+            self.no_source_since = None;
+            return Ok(());
+        }
+        let since = *self.no_source_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > NO_SOURCE_WAIT {
+            return Err("no source left for the NAR's blocks".into());
+        }
+        Ok(())
+    }
+
+    pub(super) fn add_source(&mut self, source: Source) {
+        if !self.slots.iter().any(|s| s.source == source) {
+            debug!(path = %self.nar.store_path, source = ?source, "new source joins the transfer");
+            self.slots.push(Slot::new(source));
+        }
+    }
+
+    /// Drops sources whose units stall; asks a second source for the unit nix waits for when late.
+    pub(super) fn check_stalls(&mut self) {
+        let mut stalled = Vec::new();
+        for (unit, copies) in &self.flying {
+            for (slot, started, _) in copies {
+                if started.elapsed() > STALLED {
+                    stalled.push((*unit, *slot));
+                }
+            }
+        }
+        for (unit, slot) in stalled {
+            warn!(source = ?self.slots[slot].source, unit, "source stalled; dropping it from the transfer");
+            self.slots[slot].dead = true;
+            if let Some(node) = &self.sub.sources.node
+                && let Some(p) = self.slots[slot].source.peer()
+            {
+                node.peers.count(p, |st| st.fetch_failures += 1);
+            }
+            if let Some(copies) = self.flying.get_mut(&unit) {
+                copies.retain(|(s, _, h)| {
+                    if *s == slot {
+                        h.abort();
+                    }
+                    *s != slot
+                });
+                if copies.is_empty() {
+                    self.flying.remove(&unit);
+                    self.requeue.insert(unit);
+                }
+            }
+            self.slots[slot].in_flight = self.slots[slot].in_flight.saturating_sub(1);
+        }
+        let head = self.emit;
+        let Some(copies) = self.flying.get(&head) else { return };
+        let busy: Vec<usize> = copies.iter().map(|(s, _, _)| *s).collect();
+        let late = copies.iter().all(|(s, started, _)| {
+            let usual = self.slots[*s].unit_secs.map(|t| Duration::from_secs_f64(4.0 * t)).unwrap_or_default();
+            started.elapsed() > HEDGE_AFTER.max(usual)
+        });
+        if late && let Some(other) = self.best_slot(&busy) {
+            debug!(unit = head, source = ?self.slots[other].source, "unit nix waits for is late; asking a second source");
+            self.launch(head, other);
+        }
+    }
+}
