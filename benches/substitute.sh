@@ -66,13 +66,17 @@ run_daemon() {
   cat "$B/$name.log" >&2; return 1
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-# wait_summaries LOGFILE N — until the daemon applied N have-summaries (it knows what N peers hold).
+# wait_summaries NETNS|- URL N — until the daemon holds have-summaries of N peers (knows what they hold).
 wait_summaries() {
+  local pre=(); [ "$1" != - ] && pre=(ip netns exec "$1")
   for _ in $(seq 600); do
-    [ "$(grep -c 'have-summary applied' "$1" || true)" -ge "$2" ] && return 0
+    n=$("${pre[@]}" curl -fsS "$2/api/status" | python3 -c '
+import json, sys
+print(sum(1 for p in json.load(sys.stdin)["p2p"]["peers"] if p["connected"] and p["summary_paths"] is not None))')
+    [ "$n" -ge "$3" ] && return 0
     sleep 0.05
   done
-  echo "no $2 summaries in $1" >&2; return 1
+  echo "no $3 summaries at $2" >&2; return 1
 }
 
 # --- fixtures ----------------------------------------------------------------------------------------
@@ -110,7 +114,7 @@ realise() {
     nix-store --store "$store" --realise "$@" --option substituters "$sub" --option trusted-public-keys "$PK" \
     >/dev/null 2>"$B/nix.err" || { cat "$B/nix.err" >&2; return 1; }
   t1=$(now)
-  echo "$t0 $t1 $(cat "$B/time.out")" | awk '{printf "%.3f %.2f", $2 - $1, $3 + $4}'
+  echo "$t0 $t1 $(cat "$B/time.out")" | awk '{printf "%.3f %.2f\n", $2 - $1, $3 + $4}'
 }
 mbs() { echo "$1 $2" | awk '{printf "%.0f", $1 / $2 / 1e6}'; }
 nar_bytes() { nix path-info --store "$1" --json "${@:2}" | python3 -c 'import json,sys; print(sum(v["narSize"] for v in json.load(sys.stdin)))'; }
@@ -130,7 +134,7 @@ for i in $(seq 1 10); do
   PEERS+=(--peer "$P2P")
 done
 run_daemon c10 - 127.0.0.1 --store-root "$B/c10-store" "${PEERS[@]}"; C10=$URL
-wait_summaries "$B/c10.log" 10
+wait_summaries - "$C10" 10
 RUST_LOG=info "$PEERIX" serve --listen 127.0.0.1:0 --state-dir "$B/state-local" --store-root "$B/c10-store" \
   --upstream none --no-p2p --trusted-public-key "$PK" 2>"$B/local.log" &
 PIDS+=($!)
@@ -229,7 +233,7 @@ through_c() {
   local name=$1 ns=$2 ip=$3 store="$B/client-$1"; shift 3
   run_daemon "$name" "$ns" "$ip" --store-root "$store" "${SEEDER_ARGS[@]}"
   local c_pid=$LAST c_url=$URL n=$((${#SEEDER_ARGS[@]} / 2))
-  wait_summaries "$B/$name.log" "$n"
+  wait_summaries "$ns" "$c_url" "$n"
   local c0; c0=$(cpu_of "$c_pid")
   local secs cpu; read -r secs cpu < <(realise "$ns" "$store" "$c_url" "$@")
   local c1; c1=$(cpu_of "$c_pid")

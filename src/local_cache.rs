@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use crate::ipld::ChunkedNar;
 use crate::nix::hash::NarHash;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::signing::SecretKey;
@@ -107,8 +108,13 @@ pub struct LocalCache {
     signer: Option<SecretKey>,
     rendered: Mutex<Rendered>,
     publications: Publications,
+    /// DAGs of NARs just streamed to nix from peers, by NarHash, for the indexer to adopt.
+    dags: Mutex<HashMap<NarHash, ChunkedNar>>,
     pub counters: Counters,
 }
+
+/// NAR DAGs kept for the indexer: nix imports a path within seconds of its transfer.
+const DAGS_KEPT: usize = 64;
 
 impl LocalCache {
     pub fn new(store_root: &Path, state: Arc<StateDb>, gate: Gate, signer: Option<SecretKey>) -> Self {
@@ -125,6 +131,7 @@ impl LocalCache {
                 servable: HashMap::new(),
             }),
             publications: Publications::default(),
+            dags: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         }
     }
@@ -168,6 +175,23 @@ impl LocalCache {
             r.servable.remove(hash);
         }
         self.publications.emit(event);
+    }
+
+    /// Offers the DAG a NAR was just streamed to nix in (every block and the whole NarHash checked):
+    /// when nix registers the path, the indexer takes it instead of reading and chunking the path
+    /// again — the client machine then writes and hashes each byte once.
+    pub fn offer_dag(&self, nar_hash: NarHash, dag: ChunkedNar) {
+        if let Ok(mut d) = self.dags.lock() {
+            if d.len() >= DAGS_KEPT {
+                d.clear();
+            }
+            d.insert(nar_hash, dag);
+        }
+    }
+
+    /// The DAG offered for this NarHash, if any (taken: used once).
+    pub fn take_dag(&self, nar_hash: &NarHash) -> Option<ChunkedNar> {
+        self.dags.lock().ok()?.remove(nar_hash)
     }
 
     /// Adds our signature (`--private-key-file`) to a narinfo we serve, replacing an old one of ours.

@@ -33,7 +33,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
-use crate::ipld::{chunker, raw_cid, unixfs};
+use crate::ipld::{ChunkedNar, chunker, raw_cid, unixfs};
 use crate::local_cache::{CacheError, LocalCache};
 use crate::nix::hash::NarHash;
 use crate::nix::nar_layout::NarLayout;
@@ -314,14 +314,23 @@ impl Publisher {
             self.unpublish(info, Status::Private, reason.to_owned()).await?;
             return Ok(Outcome::Private);
         }
-        let fs_path = self.cache.fs_path(&info.path);
-        let expect = (info.nar_hash, info.nar_size);
-        let throttle = self.throttle.clone();
-        let _permit = self.chunking.acquire().await.ok();
-        let chunked = tokio::task::spawn_blocking(move || chunk_path_throttled(fs_path, expect, &throttle)).await;
-        let chunked = match chunked {
-            Ok(r) => r,
-            Err(e) => Err(format!("indexing task failed: {e}")),
+        let chunked = match self.cache.take_dag(&info.nar_hash) {
+            // Nix just wrote this path from a NAR peerix streamed to it: the blocks that carried it
+            // are its index (nix checked the NarHash on import), so nothing is read or hashed again.
+            Some(dag) if dag.covers(info.nar_size) => {
+                debug!(path = %info.path, "indexed from the blocks it arrived in");
+                Ok(dag)
+            }
+            _ => {
+                let fs_path = self.cache.fs_path(&info.path);
+                let expect = (info.nar_hash, info.nar_size);
+                let throttle = self.throttle.clone();
+                let _permit = self.chunking.acquire().await.ok();
+                match tokio::task::spawn_blocking(move || chunk_path_throttled(fs_path, expect, &throttle)).await {
+                    Ok(r) => r,
+                    Err(e) => Err(format!("indexing task failed: {e}")),
+                }
+            }
         };
         match chunked {
             Ok(c) => {
@@ -363,16 +372,9 @@ pub fn verdict_name(v: &Verdict) -> &'static str {
     }
 }
 
-/// A chunked NAR.
-pub struct Chunked {
-    pub root: Cid,
-    pub chunks: Vec<(u64, u32, Cid)>,
-    pub nodes: Vec<(Cid, Vec<u8>)>,
-}
-
 /// Reads the NAR of `fs_path` once: cuts and hashes chunks, and checks the whole against Nix's
 /// NarHash and NarSize. The error is a one-line reason for the index.
-pub fn chunk_path(fs_path: PathBuf, expect: (NarHash, u64)) -> Result<Chunked, String> {
+pub fn chunk_path(fs_path: PathBuf, expect: (NarHash, u64)) -> Result<ChunkedNar, String> {
     chunk_path_throttled(fs_path, expect, &Throttle::new(0))
 }
 
@@ -380,7 +382,7 @@ fn chunk_path_throttled(
     fs_path: PathBuf,
     (nar_hash, nar_size): (NarHash, u64),
     throttle: &Throttle,
-) -> Result<Chunked, String> {
+) -> Result<ChunkedNar, String> {
     let layout = NarLayout::of(&fs_path).map_err(|e| format!("cannot read {}: {e}", fs_path.display()))?;
     if layout.size() != nar_size {
         return Err(format!("NAR on disk has {} bytes, Nix's DB says {nar_size}", layout.size()));
@@ -397,7 +399,7 @@ fn chunk_path_throttled(
     }
     let leaves: Vec<(Cid, u64)> = chunks.iter().map(|(_, len, cid)| (*cid, *len as u64)).collect();
     let dag = unixfs::build(&leaves);
-    Ok(Chunked { root: dag.root, chunks, nodes: dag.nodes })
+    Ok(ChunkedNar { root: dag.root, chunks, nodes: dag.nodes })
 }
 
 struct HashingReader<'h, R> {

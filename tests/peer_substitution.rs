@@ -112,6 +112,9 @@ async fn nix_on_c_substitutes_a_closure_only_a_and_b_hold_from_both() {
     c.wait_status("the substituted path published", |s| s["index"]["published_paths"].as_u64().unwrap_or(0) >= 2).await;
     let entry: Value = serde_json::from_slice(&get(&format!("{}/api/paths/{top_hash}", c.url)).await.body).unwrap();
     assert_eq!(entry["index"]["status"], "published", "{entry}");
+    // Indexed from the blocks it arrived in (not read and chunked again): the same DAG as A's.
+    assert!(c.log().contains("indexed from the blocks it arrived in"), "{}", c.log());
+    assert_eq!(entry["index"]["root_cid"].as_str(), indexed_root(&w.path("state-a"), &f.top).as_deref());
     let served_before = c.status().await["requests"]["nars_served"].as_u64().unwrap();
     drop(a);
     drop(b);

@@ -14,6 +14,29 @@ pub mod walk;
 use cid::Cid;
 use multihash_codetable::{Code, MultihashDigest};
 
+/// A NAR as blocks: its chunks (NAR offset, length, CID) in NAR order, and the dag-pb nodes above
+/// them (parents after children) under `root`. What the index stores for a published path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkedNar {
+    pub root: Cid,
+    pub chunks: Vec<(u64, u32, Cid)>,
+    pub nodes: Vec<(Cid, Vec<u8>)>,
+}
+
+impl ChunkedNar {
+    /// True if the chunks cover exactly `0..size`, in order, without gaps or overlaps.
+    pub fn covers(&self, size: u64) -> bool {
+        let mut at = 0u64;
+        for (offset, len, _) in &self.chunks {
+            if *offset != at {
+                return false;
+            }
+            at += *len as u64;
+        }
+        at == size
+    }
+}
+
 /// Multicodec of a raw block.
 pub const RAW: u64 = 0x55;
 /// Multicodec of a dag-pb block.

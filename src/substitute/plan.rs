@@ -12,8 +12,32 @@ use tracing::{debug, warn};
 use super::Substituter;
 use super::accepted::{AcceptedNar, Root};
 use super::sources::{Source, SourceError};
+use crate::ipld::ChunkedNar;
 use crate::ipld::walk::{Limits, Piece, Walk};
 use crate::p2p::blocks::MAX_CIDS;
+
+/// A NAR's DAG, planned: its root, its pieces in order, and the interior nodes fetched on the way.
+pub(super) struct Plan {
+    pub root: Cid,
+    pub pieces: Vec<Piece>,
+    pub nodes: Vec<(Cid, Bytes)>,
+}
+
+impl Plan {
+    /// The plan as the index stores a published path, when every piece is a raw block.
+    pub fn as_index(&self) -> Option<ChunkedNar> {
+        let chunks = self
+            .pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Block { cid, offset, len } => u32::try_from(*len).ok().map(|l| (*offset, l, *cid)),
+                Piece::Data { .. } => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let nodes = self.nodes.iter().map(|(c, b)| (*c, b.to_vec())).collect();
+        Some(ChunkedNar { root: self.root, chunks, nodes })
+    }
+}
 
 /// One attempt to fetch DAG nodes from one source while planning.
 const PLAN_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -38,7 +62,7 @@ impl Substituter {
 
     /// The first candidate root whose DAG is a file of exactly NarSize bytes, and its pieces. When
     /// every root known proved wrong (or undeliverable), the peers are asked once more.
-    pub(super) async fn plan(&self, nar: &AcceptedNar) -> Option<(Cid, Vec<Piece>)> {
+    pub(super) async fn plan(&self, nar: &AcceptedNar) -> Option<Plan> {
         if let Some(found) = self.plan_known(nar).await {
             return Some(found);
         }
@@ -50,7 +74,7 @@ impl Substituter {
         found
     }
 
-    async fn plan_known(&self, nar: &AcceptedNar) -> Option<(Cid, Vec<Piece>)> {
+    async fn plan_known(&self, nar: &AcceptedNar) -> Option<Plan> {
         for Root { cid, .. } in nar.roots() {
             let mut sources = self.peer_sources(nar, Some(cid));
             sources.extend((0..self.sources.fallbacks.len()).map(Source::Fallback));
@@ -61,11 +85,13 @@ impl Substituter {
                     continue;
                 }
             };
+            let mut nodes = Vec::new();
             let planned = loop {
                 if walk.is_done() {
                     break Some(walk.pieces());
                 }
-                let Some(blocks) = self.fetch_any(&sources, &walk.wanted()).await else {
+                let wanted = walk.wanted();
+                let Some(blocks) = self.fetch_any(&sources, &wanted).await else {
                     debug!(path = %nar.store_path, root = %cid, "no source delivered the DAG's nodes");
                     break None;
                 };
@@ -73,9 +99,10 @@ impl Substituter {
                     self.root_failed(nar, &cid, &e);
                     break None;
                 }
+                nodes.extend(wanted.into_iter().zip(blocks));
             };
             if let Some(pieces) = planned {
-                return Some((cid, pieces));
+                return Some(Plan { root: cid, pieces, nodes });
             }
         }
         None

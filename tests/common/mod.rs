@@ -276,7 +276,7 @@ impl Daemon {
         }
         cmd.args(args.iter().filter(|a| **a != "--mdns" && **a != KEEP_DEFAULT_BOOTSTRAP))
             .envs(env.iter().copied())
-            .env("RUST_LOG", "info,peerix::p2p=debug,peerix::substitute=debug,peerix::http=debug")
+            .env("RUST_LOG", "info,peerix::p2p=debug,peerix::substitute=debug,peerix::http=debug,peerix::publish=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn peerix");

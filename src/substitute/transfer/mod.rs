@@ -38,6 +38,7 @@ use tokio::task::AbortHandle;
 use super::Substituter;
 use super::accepted::AcceptedNar;
 use super::sources::{Source, SourceError};
+use crate::ipld::ChunkedNar;
 use crate::ipld::walk::Piece;
 use crate::nix::hash::NarHash;
 use crate::p2p::blocks::MAX_CIDS;
@@ -92,6 +93,8 @@ struct Driver {
     units: Vec<Unit>,
     range: Range<u64>,
     hasher: Option<Sha256>,
+    /// The DAG as an index, handed to the indexer once the whole NAR proved right.
+    index: Option<ChunkedNar>,
     slots: Vec<Slot>,
     next: usize,
     requeue: BTreeSet<usize>,
@@ -116,11 +119,13 @@ impl Substituter {
         nar: Arc<AcceptedNar>,
         range: Range<u64>,
     ) -> Option<impl Stream<Item = io::Result<Bytes>> + Send + 'static> {
-        let (root, pieces) = self.plan(&nar).await?;
+        let plan = self.plan(&nar).await?;
         let (out, rx) = mpsc::channel(OUT_QUEUE);
         let whole = range.start == 0 && range.end == nar.nar_size;
+        let index = whole.then(|| plan.as_index()).flatten();
+        let root = plan.root;
         let pieces: Vec<Piece> =
-            pieces.into_iter().filter(|p| p.offset() < range.end && p.offset() + p.len() > range.start).collect();
+            plan.pieces.into_iter().filter(|p| p.offset() < range.end && p.offset() + p.len() > range.start).collect();
         let units = units_of(&pieces);
         let id = self.activity.transfer_started(nar.store_path.to_string(), range.end - range.start);
         let slots = self.peer_sources(&nar, Some(root)).into_iter().map(Slot::new).collect();
@@ -132,6 +137,7 @@ impl Substituter {
             units,
             range,
             hasher: whole.then(Sha256::new),
+            index,
             slots,
             next: 0,
             requeue: BTreeSet::new(),
