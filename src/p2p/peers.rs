@@ -199,9 +199,17 @@ impl Peers {
     /// returned.
     pub fn apply_summary(&self, peer: PeerId, msg: have::wire::Have) -> Result<(), have::HaveError> {
         self.with(|m| {
-            let Some(p) = m.get_mut(&peer).filter(|p| p.connected) else {
+            // A stream from the peer proves the connection: its summary can arrive before the event
+            // loop has seen the connection (streams do not pass through it). A peer known to have
+            // gone is another matter: a frame left over from its closed stream is not applied.
+            let p = m.entry(peer).or_insert_with(|| {
+                let mut p = Peer::new(Discovery::Inbound);
+                p.connected = true;
+                p
+            });
+            if !p.connected {
                 return Err(have::HaveError::NotConnected);
-            };
+            }
             let result = have::apply(&mut p.summary, msg);
             if result.is_err() {
                 p.summary = None;
@@ -266,5 +274,38 @@ impl Peers {
         });
         v.sort_by(|a, b| b.connected.cmp(&a.connected).then_with(|| a.peer_id.cmp(&b.peer_id)));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::p2p::have::{bloom::Bloom, wire};
+
+    fn summary_of(hash: &StoreHash) -> wire::Have {
+        let mut b = Bloom::with_capacity(10, 1);
+        b.insert(&hash.to_bytes());
+        wire::Have {
+            epoch: 1,
+            generation: 1,
+            full: Some(wire::Full { hashes: b.hashes(), seed: b.seed(), bits: b.bits().to_vec(), count: 1 }),
+            delta: None,
+        }
+    }
+
+    #[test]
+    fn a_summary_that_beats_the_connection_event_is_kept_and_a_gone_peer_is_never_asked() {
+        let peers = Peers::default();
+        let (peer, hash) = (PeerId::random(), StoreHash::parse("qxkmhhvi8i3pc831vvw023h4mhzpfflr").unwrap());
+        // The summary stream is read before the event loop reported the connection.
+        peers.apply_summary(peer, summary_of(&hash)).unwrap();
+        peers.connected(peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), Discovery::Static);
+        assert!(peers.matching(&hash).is_empty(), "not a peerix node until identify says so");
+        peers.identified(peer, "peerix/0".into(), true);
+        assert_eq!(peers.matching(&hash), vec![peer]);
+        peers.disconnected(peer);
+        assert!(peers.matching(&hash).is_empty());
+        assert!(matches!(peers.apply_summary(peer, summary_of(&hash)), Err(have::HaveError::NotConnected)));
+        assert!(peers.matching(&hash).is_empty(), "a frame left from a closed stream is not applied");
     }
 }
