@@ -7,7 +7,8 @@
 //! sequentially through [`LayoutReader`] (the chunker's input when a path is indexed).
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::nar::{Segment, walk};
@@ -80,16 +81,17 @@ impl NarLayout {
                 }
                 Piece::File { path, len: flen } => {
                     let take = (flen - within).min(end - pos);
-                    let mut f = File::open(path)?;
-                    f.seek(SeekFrom::Start(within))?;
+                    let f = File::open(path)?;
                     let before = out.len();
-                    f.take(take).read_to_end(&mut out)?;
-                    if ((out.len() - before) as u64) < take {
-                        return Err(io::Error::new(
+                    out.resize(before + take as usize, 0);
+                    // One pread per file segment (a chunk is one or two): no seek, no short reads.
+                    f.read_exact_at(&mut out[before..], within).map_err(|e| match e.kind() {
+                        io::ErrorKind::UnexpectedEof => io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             format!("{} is shorter than when it was indexed", path.display()),
-                        ));
-                    }
+                        ),
+                        _ => e,
+                    })?;
                     pos += take;
                 }
             }

@@ -139,27 +139,28 @@ async fn answer(
     if req.cids.len() > MAX_CIDS {
         return Err(FetchError::TooMany(req.cids.len()));
     }
-    let mut reads = futures_util::stream::iter(req.cids)
-        .map(|raw| {
-            let blocks = blocks.clone();
-            async move {
-                let cid = Cid::try_from(raw.as_slice()).ok()?;
-                tokio::task::spawn_blocking(move || blocks.get(&cid).ok().flatten().map(|(d, _)| d))
-                    .await
-                    .ok()
-                    .flatten()
+    // One blocking task reads the blocks in order (file reads, SQLite) and hands each over as it is
+    // ready, [`READ_AHEAD`] ahead of the socket: one thread handoff per request, not one per block.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        for raw in req.cids {
+            let block =
+                Cid::try_from(raw.as_slice()).ok().and_then(|cid| blocks.get(&cid).ok().flatten()).map(|(d, _)| d);
+            if tx.blocking_send(block).is_err() {
+                return;
             }
-        })
-        .buffered(READ_AHEAD);
+        }
+    });
     let (mut sent, mut bytes) = (0u64, 0u64);
-    while let Some(block) = reads.next().await {
+    while let Some(block) = rx.recv().await {
         match block {
             Some(data) => {
-                let mut head = Vec::with_capacity(11);
-                ipld::put_varint(&mut head, data.len() as u64 + 1);
-                head.push(HAVE);
-                stream.write_all(&head).await?;
-                stream.write_all(&data).await?;
+                // Prefix, status and block in one write: one yamux and one noise frame, not two.
+                let mut out = Vec::with_capacity(data.len() + 11);
+                ipld::put_varint(&mut out, data.len() as u64 + 1);
+                out.push(HAVE);
+                out.extend_from_slice(&data);
+                stream.write_all(&out).await?;
                 sent += 1;
                 bytes += data.len() as u64;
             }

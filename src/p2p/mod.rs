@@ -117,6 +117,13 @@ pub struct Behaviour {
     pub memory: memory_connection_limits::Behaviour,
 }
 
+/// A random number (have-summary epochs and seeds, the order peers are asked in): not a secret.
+pub(crate) fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
 /// Connections at most, in all and per peer: a node serving a LAN has tens of peers; 512 bounds
 /// what a flood of dials can make us hold.
 const MAX_CONNECTIONS: u32 = 512;

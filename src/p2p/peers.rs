@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::have::{self, Summary};
+use super::random_u64;
 use crate::nix::store_path::StoreHash;
 
 /// Disconnected peers whose counters are kept (for status and reputation after a reconnect).
@@ -219,17 +220,18 @@ impl Peers {
         })
     }
 
-    /// Connected peerix peers whose summary says they may have `hash`, honest ones first.
+    /// Connected peerix peers whose summary says they may have `hash`: honest ones first, in a
+    /// random order (so lookups that ask a few spread over all of them).
     pub fn matching(&self, hash: &StoreHash) -> Vec<PeerId> {
         let key = hash.to_bytes();
-        let mut found: Vec<(bool, PeerId)> = self.with(|m| {
+        let mut found: Vec<(bool, u64, PeerId)> = self.with(|m| {
             m.iter()
                 .filter(|(_, p)| p.connected && p.peerix && p.summary.as_ref().is_some_and(|s| s.contains(&key)))
-                .map(|(id, p)| (p.dishonest(), *id))
+                .map(|(id, p)| (p.dishonest(), random_u64(), *id))
                 .collect()
         });
-        found.sort_by_key(|(dishonest, _)| *dishonest);
-        found.into_iter().map(|(_, id)| id).collect()
+        found.sort_by_key(|(dishonest, r, _)| (*dishonest, *r));
+        found.into_iter().map(|(_, _, id)| id).collect()
     }
 
     /// True if the peer lied to us recently (wrong narinfo, wrong blocks): asked and used last.

@@ -1,8 +1,9 @@
-//! Narinfo lookups among peers (ARCHITECTURE §4): for a path that is not local, ask — in parallel
-//! and under one deadline (`--lookup-timeout`) — the connected peerix peers whose have-summary
-//! matches; the first answer [`crate::trust::Gate::accept_foreign`] accepts wins and is answered at
-//! once. The other answers keep arriving until the deadline and add their root CIDs and their
-//! peers to the accepted entry (more sources for the transfer, and votes on the root).
+//! Narinfo lookups among peers (ARCHITECTURE §4): for a path that is not local, ask — [`FANOUT`]
+//! at a time, in parallel, under one deadline (`--lookup-timeout`) — the connected peerix peers
+//! whose have-summary matches; the first answer [`crate::trust::Gate::accept_foreign`] accepts wins
+//! and is answered at once. Answers still on their way keep arriving until the deadline and add
+//! their root CIDs and their peers to the accepted entry (votes on the root). The transfer that
+//! follows fetches from every peer whose summary matches, not only from those asked.
 //!
 //! When no summary matches, the answer is "not found" without any network round trip: that is
 //! what makes a miss (nix asks every substituter about every path of a closure) cost almost
@@ -24,6 +25,10 @@ use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StoreHash;
 use crate::p2p::narinfo::{self, Answer, AskError};
 use crate::trust::{Acceptance, Refusal};
+
+/// Peers a lookup asks at once: one honest answer is all it needs, and asking every peer of a
+/// LAN about every path of a closure would multiply the load by the number of peers.
+const FANOUT: usize = 3;
 
 /// A lookup in flight, shared by everyone asking for the same path.
 pub(super) type Pending = Shared<BoxFuture<'static, Option<Arc<AcceptedNar>>>>;
@@ -64,38 +69,58 @@ impl Substituter {
         pending.await
     }
 
-    /// Sends the narinfo request for `hash` to every one of `peers` at once; their replies arrive
-    /// on the returned channel until `deadline`.
-    fn ask_all(&self, hash: StoreHash, peers: Vec<PeerId>, deadline: tokio::time::Instant) -> mpsc::Receiver<Reply> {
-        let (tx, rx) = mpsc::channel::<Reply>(peers.len().max(1));
-        let Some(node) = self.sources.node.as_ref() else { return rx };
-        for peer in peers {
-            let (tx, mut control) = (tx.clone(), node.control.clone());
-            node.peers.count(peer, |s| s.lookups_asked += 1);
-            tokio::spawn(async move {
-                let t = Instant::now();
-                let answer = match tokio::time::timeout_at(deadline, narinfo::ask(&mut control, peer, &hash)).await {
-                    Ok(a) => a,
-                    Err(_) => Err(AskError::NoAnswer),
-                };
-                let _ = tx.send((peer, answer, t.elapsed())).await;
-            });
-        }
-        rx
+    /// Sends the narinfo request for `hash` to `peer`; the reply arrives on `tx` by `deadline`.
+    fn ask(&self, hash: StoreHash, peer: PeerId, deadline: tokio::time::Instant, tx: &mpsc::Sender<Reply>) {
+        let Some(node) = self.sources.node.as_ref() else { return };
+        let (tx, mut control) = (tx.clone(), node.control.clone());
+        node.peers.count(peer, |s| s.lookups_asked += 1);
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let answer = match tokio::time::timeout_at(deadline, narinfo::ask(&mut control, peer, &hash)).await {
+                Ok(a) => a,
+                Err(_) => Err(AskError::NoAnswer),
+            };
+            let _ = tx.send((peer, answer, t.elapsed())).await;
+        });
     }
 
+    /// Asks the matching peers (honest ones first) [`FANOUT`] at a time: the next ones when these
+    /// have all answered without a trusted narinfo, or after a fifth of the deadline. The first
+    /// trusted answer wins; later replies of peers already asked add their roots in the background.
     async fn ask_peers(self: Arc<Self>, hash: StoreHash, peers: Vec<PeerId>) -> Option<Arc<AcceptedNar>> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.lookup_timeout;
-        let asked = peers.len();
-        let mut rx = self.ask_all(hash, peers, deadline);
-        while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        let wave = self.lookup_timeout / 5;
+        let mut queue: std::collections::VecDeque<PeerId> = peers.into();
+        let (tx, mut rx) = mpsc::channel::<Reply>(queue.len().max(1));
+        let (mut flying, mut asked) = (0usize, 0usize);
+        let mut next_wave = tokio::time::Instant::now();
+        loop {
+            let now = tokio::time::Instant::now();
+            if (flying == 0 || now >= next_wave) && !queue.is_empty() {
+                for peer in (0..FANOUT).map_while(|_| queue.pop_front()) {
+                    self.ask(hash, peer, deadline, &tx);
+                    flying += 1;
+                    asked += 1;
+                }
+                next_wave = now + wave;
+            }
+            if flying == 0 {
+                break;
+            }
+            let reply = match tokio::time::timeout_at(next_wave.min(deadline), rx.recv()).await {
+                Ok(Some(reply)) => reply,
+                Ok(None) => break,
+                Err(_) if tokio::time::Instant::now() >= deadline => break,
+                Err(_) => continue,
+            };
+            flying -= 1;
             let peer = reply.0;
             let Some(accepted) = self.judge(&hash, reply, None).await else { continue };
             info!(%hash, %peer, micros = started.elapsed().as_micros() as u64, "narinfo from peer");
             self.activity.lookup(hash.as_str(), Some(peer.to_string()), asked, started.elapsed().as_micros() as u64);
             self.accepted.insert(accepted.clone());
-            // Later answers add their roots and peers until the deadline.
+            drop(tx);
             let (me, nar) = (self.clone(), accepted.clone());
             tokio::spawn(async move {
                 while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -115,7 +140,11 @@ impl Substituter {
         let Some(node) = self.sources.node.as_ref() else { return };
         let peers = node.peers.matching(&nar.hash);
         let deadline = tokio::time::Instant::now() + self.lookup_timeout;
-        let mut rx = self.ask_all(nar.hash, peers, deadline);
+        let (tx, mut rx) = mpsc::channel::<Reply>(peers.len().max(1));
+        for peer in peers {
+            self.ask(nar.hash, peer, deadline, &tx);
+        }
+        drop(tx);
         while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, rx.recv()).await {
             self.judge(&nar.hash, reply, Some(nar)).await;
         }

@@ -18,6 +18,7 @@ use super::{MAX_DELTA, PROTOCOL, SEND_EVERY, wire};
 use crate::local_cache::LocalCache;
 use crate::nix::store_path::StoreHash;
 use crate::p2p::peers::Peers;
+use crate::p2p::random_u64;
 use crate::publications::Publication;
 
 /// Frames queued per peer: a full summary and a few deltas.
@@ -49,12 +50,6 @@ struct Advertiser {
     delta: Option<Frame>,
     last_change_sent: Instant,
     links: HashMap<PeerId, Link>,
-}
-
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
-    u64::from_le_bytes(b)
 }
 
 fn encode(msg: &wire::Have) -> Frame {
