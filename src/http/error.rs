@@ -22,8 +22,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// `Range` starts past the end; carries the NAR size for `Content-Range: bytes */N`.
     RangeNotSatisfiable(u64),
-    /// An admin route asked from another host.
-    Forbidden,
+    /// An admin route asked from another host, or by a web page (why, in one line).
+    Forbidden(&'static str),
     Internal(Internal),
 }
 
@@ -40,7 +40,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(why) => (StatusCode::BAD_REQUEST, *why),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable"),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "admin routes answer loopback clients only"),
+            ApiError::Forbidden(why) => (StatusCode::FORBIDDEN, *why),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         };
         match &self {
@@ -67,7 +67,7 @@ pub enum RpcError {
     Client(String),
     NotFound(Cid),
     MethodNotAllowed,
-    Forbidden,
+    Forbidden(&'static str),
     Internal(Internal),
 }
 
@@ -75,7 +75,7 @@ impl From<ApiError> for RpcError {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::Internal(e) => RpcError::Internal(e),
-            ApiError::Forbidden => RpcError::Forbidden,
+            ApiError::Forbidden(why) => RpcError::Forbidden(why),
             ApiError::MethodNotAllowed => RpcError::MethodNotAllowed,
             other => RpcError::Client(format!("{other:?}")),
         }
@@ -90,7 +90,7 @@ impl IntoResponse for RpcError {
                 (StatusCode::NOT_FOUND, 0, format!("block was not found locally (offline): ipld: could not find {cid}"))
             }
             RpcError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, 1, "405 - Method Not Allowed".into()),
-            RpcError::Forbidden => (StatusCode::FORBIDDEN, 1, "the RPC API answers loopback clients only".into()),
+            RpcError::Forbidden(why) => (StatusCode::FORBIDDEN, 1, (*why).to_owned()),
             RpcError::Internal(e) => {
                 error!(cause = %error_chain(e.as_ref()), "RPC request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, 0, "internal error".into())

@@ -2,7 +2,7 @@
 //! `POST /api/v0/block/get?arg=`, `/block/stat`, `/cat?arg=&offset=&length=`, `/dag/export`, `/id`.
 //! Like kubo: POST only (GET → 405), arguments in the query, errors as
 //! `{"Message","Code","Type":"error"}`. Unlike kubo, a client's mistake is a 400 and a missing block
-//! a 404, not a 500. Loopback clients only (see [`super::loopback_only`]); local content is gated.
+//! a 404, not a 500. Loopback clients only, never web pages (see [`super::local_only`]); local content is gated.
 //! As in kubo, `block/get` and `cat` fetch what is not local from the IPFS network (bitswap;
 //! verified and kept in the blockstore, so the gateway serves it afterwards) unless `offline=true`.
 //! `peerix fetch` is `cat` through this route.

@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -101,7 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route("/status", get(status::status))
         .route("/paths/{hash}", get(api::path))
         .nest("/v0", rpc)
-        .layer(middleware::from_fn(loopback_only));
+        .layer(middleware::from_fn_with_state(state.clone(), local_only));
     Router::new()
         .route("/nix-cache-info", get(cache_info::get))
         .route("/health", get(status::health))
@@ -115,13 +116,49 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `/api/*` is for the operator and local tools: refused to anyone not on loopback, even when the
-/// cache itself is bound to a LAN address.
-async fn loopback_only(req: Request, next: Next) -> Response {
+/// cache itself is bound to a LAN address — and to web pages, which reach loopback through the
+/// user's browser: a `Host` that is not a loopback name (DNS rebinding: `attacker.example` made to
+/// resolve to 127.0.0.1) or a request from another site (a cross-site "simple" POST to
+/// `/api/v0/cat` would make the daemon fetch any CID) is refused, as kubo refuses them.
+async fn local_only(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let local = req.extensions().get::<ConnectInfo<SocketAddr>>().is_some_and(|c| c.0.ip().is_loopback());
     if !local {
-        return ApiError::Forbidden.into_response();
+        return ApiError::Forbidden("admin routes answer loopback clients only").into_response();
+    }
+    let headers = req.headers();
+    let header = |name: header::HeaderName| headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
+    if let Some(host) = header(header::HOST)
+        && !is_local_authority(host, app.listen.port())
+    {
+        return ApiError::Forbidden("Host is not this machine (DNS rebinding?)").into_response();
+    }
+    if let Some(origin) = header(header::ORIGIN)
+        && !origin.strip_prefix("http://").is_some_and(|authority| is_local_authority(authority, app.listen.port()))
+    {
+        return ApiError::Forbidden("a request from another site").into_response();
+    }
+    if header(header::HeaderName::from_static("sec-fetch-site")).is_some_and(|s| s == "cross-site") {
+        return ApiError::Forbidden("a request from another site").into_response();
     }
     next.run(req).await
+}
+
+/// True for `localhost`, `127.0.0.1`, `[::1]` (and any 127/8 address), with no port or `port`.
+fn is_local_authority(authority: &str, port: u16) -> bool {
+    let (host, given) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => match p.parse::<u16>() {
+            Ok(p) => (h, Some(p)),
+            Err(_) => (authority, None),
+        },
+        _ => (authority, None),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback && given.is_none_or(|p| p == port)
 }
 
 /// Binds `addr` with a real backlog.
@@ -209,7 +246,7 @@ mod tests {
             p2p: None,
             cache_info: render_cache_info(30),
             started: Instant::now(),
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: "127.0.0.1:12304".parse().unwrap(),
             upstream: None,
             serve_private: false,
             signing_key: None,
@@ -217,7 +254,15 @@ mod tests {
     }
 
     async fn status_from(app: &Router, peer: &str, method: &str, uri: &str) -> u16 {
-        let mut req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        status_with(app, peer, method, uri, &[]).await
+    }
+
+    async fn status_with(app: &Router, peer: &str, method: &str, uri: &str, headers: &[(&str, &str)]) -> u16 {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut req = req.body(Body::empty()).unwrap();
         req.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
         app.clone().oneshot(req).await.unwrap().status().as_u16()
     }
@@ -226,16 +271,41 @@ mod tests {
     async fn admin_routes_answer_loopback_only() {
         let dir = tempfile::tempdir().unwrap();
         let app = app(dir.path());
-        for (method, uri) in
-            [("GET", "/api/status"), ("POST", "/api/v0/id"), ("GET", &format!("/api/paths/{}", "0".repeat(32)))]
+        let absent = format!("/api/paths/{}", "0".repeat(32));
+        for (method, uri, ok) in
+            [("GET", "/api/status", 200), ("POST", "/api/v0/id", 200), ("GET", absent.as_str(), 404)]
         {
             assert_eq!(status_from(&app, "192.0.2.7:4000", method, uri).await, 403, "{uri}");
             assert_eq!(status_from(&app, "[2001:db8::1]:4000", method, uri).await, 403, "{uri}");
-            assert_ne!(status_from(&app, "127.0.0.1:4000", method, uri).await, 403, "{uri}");
-            assert_ne!(status_from(&app, "[::1]:4000", method, uri).await, 403, "{uri}");
+            assert_eq!(status_from(&app, "127.0.0.1:4000", method, uri).await, ok, "{uri}");
+            assert_eq!(status_from(&app, "[::1]:4000", method, uri).await, ok, "{uri}");
         }
         // The binary-cache API and the gateway are for everyone the listener lets in.
         assert_eq!(status_from(&app, "192.0.2.7:4000", "GET", "/nix-cache-info").await, 200);
         assert_eq!(status_from(&app, "192.0.2.7:4000", "GET", "/ipfs/bafkqaaa").await, 200);
+    }
+
+    /// A web page reaches loopback through the browser: DNS rebinding (a foreign `Host`) and
+    /// cross-site requests (a foreign `Origin`, `Sec-Fetch-Site: cross-site`) are refused on
+    /// `/api/*`; the same requests from local tools and same-origin pages are not.
+    #[tokio::test]
+    async fn web_pages_cannot_use_the_admin_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let me = "127.0.0.1:4000";
+        for host in ["127.0.0.1:12304", "localhost:12304", "localhost", "[::1]:12304", "127.0.0.1"] {
+            assert_eq!(status_with(&app, me, "GET", "/api/status", &[("host", host)]).await, 200, "{host}");
+        }
+        for host in ["attacker.example", "attacker.example:12304", "127.0.0.1:9999", "192.0.2.7:12304"] {
+            assert_eq!(status_with(&app, me, "GET", "/api/status", &[("host", host)]).await, 403, "{host}");
+        }
+        let post = |origin: &'static str| [("host", "127.0.0.1:12304"), ("origin", origin)];
+        assert_eq!(status_with(&app, me, "POST", "/api/v0/id", &post("http://evil.example")).await, 403);
+        assert_eq!(status_with(&app, me, "POST", "/api/v0/id", &post("null")).await, 403);
+        assert_eq!(status_with(&app, me, "POST", "/api/v0/id", &post("http://127.0.0.1:12304")).await, 200);
+        let cross = [("sec-fetch-site", "cross-site")];
+        assert_eq!(status_with(&app, me, "POST", "/api/v0/id", &cross).await, 403);
+        // The binary-cache API is not an admin route: nix on another machine may use any name.
+        assert_eq!(status_with(&app, me, "GET", "/nix-cache-info", &[("host", "cache.lan")]).await, 200);
     }
 }

@@ -65,19 +65,49 @@ pub enum FetchError {
     Malformed,
     #[error("request names {0} blocks (at most 64)")]
     TooMany(usize),
+    /// The peer closed or reset the stream before answering: it dropped the request unread (a
+    /// burst of streams overflowed its accept queue, or it is at its stream limit). Worth asking
+    /// again; not a fault of the peer.
+    #[error("peer dropped the request unanswered")]
+    Dropped,
 }
+
+/// Attempts at a request a peer dropped unread (see [`FetchError::Dropped`]).
+const DROPPED_RETRIES: usize = 3;
 
 /// Fetches `cids` from `peer`, every block checked against its CID.
 pub async fn fetch(control: &mut libp2p_stream::Control, peer: PeerId, cids: &[Cid]) -> Result<Vec<Bytes>, FetchError> {
     if cids.len() > MAX_CIDS {
         return Err(FetchError::TooMany(cids.len()));
     }
+    let mut attempt = 0;
+    loop {
+        match fetch_once(control, peer, cids).await {
+            Err(FetchError::Dropped) if attempt < DROPPED_RETRIES => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn fetch_once(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    cids: &[Cid],
+) -> Result<Vec<Bytes>, FetchError> {
     let mut stream = control.open_stream(peer, PROTOCOL).await?;
-    frame::write_message(&mut stream, &wire::Request { cids: cids.iter().map(|c| c.to_bytes()).collect() }).await?;
-    stream.flush().await?;
+    let request = wire::Request { cids: cids.iter().map(|c| c.to_bytes()).collect() };
+    if frame::write_message(&mut stream, &request).await.is_err() || stream.flush().await.is_err() {
+        return Err(FetchError::Dropped);
+    }
     let mut out = Vec::with_capacity(cids.len());
     for cid in cids {
-        let body = frame::read(&mut stream, MAX_BLOCK + 1).await?.ok_or(FetchError::Malformed)?;
+        let body = match frame::read(&mut stream, MAX_BLOCK + 1).await {
+            Ok(Some(body)) => body,
+            // Nothing at all came back: the request was dropped unread.
+            Ok(None) | Err(frame::FrameError::Io(_)) if out.is_empty() => return Err(FetchError::Dropped),
+            Ok(None) => return Err(FetchError::Malformed),
+            Err(e) => return Err(e.into()),
+        };
         match body.first() {
             Some(&HAVE) => {
                 let data = body.slice(1..);

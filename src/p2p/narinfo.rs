@@ -75,16 +75,37 @@ pub enum AskError {
     NoAnswer,
 }
 
-/// Asks `peer` for `hash`: `None` when it does not serve the path.
+/// Asks `peer` for `hash`: `None` when it does not serve the path. A request the peer dropped
+/// unread (its accept queue holds one stream: a burst overflows it) is sent again, twice at most.
 pub async fn ask(
     control: &mut libp2p_stream::Control,
     peer: PeerId,
     hash: &StoreHash,
 ) -> Result<Option<Answer>, AskError> {
+    let mut attempt = 0;
+    loop {
+        match ask_once(control, peer, hash).await {
+            Err(AskError::NoAnswer) if attempt < 2 => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn ask_once(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    hash: &StoreHash,
+) -> Result<Option<Answer>, AskError> {
     let mut stream = control.open_stream(peer, PROTOCOL).await?;
-    frame::write_message(&mut stream, &wire::Request { hash: hash.as_str().to_owned() }).await?;
-    stream.flush().await?;
-    let body = frame::read(&mut stream, MAX_RESPONSE).await?.ok_or(AskError::NoAnswer)?;
+    let request = wire::Request { hash: hash.as_str().to_owned() };
+    if frame::write_message(&mut stream, &request).await.is_err() || stream.flush().await.is_err() {
+        return Err(AskError::NoAnswer);
+    }
+    let body = match frame::read(&mut stream, MAX_RESPONSE).await {
+        Ok(Some(body)) => body,
+        Ok(None) | Err(frame::FrameError::Io(_)) => return Err(AskError::NoAnswer),
+        Err(e) => return Err(e.into()),
+    };
     let _ = stream.close().await;
     let resp = <wire::Response as prost::Message>::decode(body)?;
     if resp.narinfo.is_empty() {

@@ -241,19 +241,34 @@ impl Advertiser {
 }
 
 /// Keeps one stream to `peer` and writes every frame queued for it; ends when the queue closes
-/// or the stream breaks.
+/// or the stream breaks — including when the peer drops it unread (its accept queue holds one
+/// stream, and a burst of connections overflows it): the receiver never writes, so anything that
+/// ends our read side means the summary did not arrive, and the next round opens a new link with
+/// a full summary.
 async fn write_link(mut control: libp2p_stream::Control, peer: PeerId, mut rx: mpsc::Receiver<Frame>) {
-    let mut stream = match control.open_stream(peer, PROTOCOL).await {
+    let stream = match control.open_stream(peer, PROTOCOL).await {
         Ok(s) => s,
         Err(e) => {
             debug!(%peer, cause = %e, "cannot open a summary stream");
             return;
         }
     };
-    while let Some(frame) = rx.recv().await {
+    let (mut reader, mut writer) = futures_util::AsyncReadExt::split(stream);
+    let mut probe = [0u8; 1];
+    loop {
+        let frame = tokio::select! {
+            frame = rx.recv() => match frame {
+                Some(f) => f,
+                None => break,
+            },
+            _ = futures_util::AsyncReadExt::read(&mut reader, &mut probe) => {
+                debug!(%peer, "summary stream closed by the peer; reopening");
+                return;
+            }
+        };
         if let Err(e) = async {
-            stream.write_all(&frame).await?;
-            stream.flush().await
+            writer.write_all(&frame).await?;
+            writer.flush().await
         }
         .await
         {
@@ -262,5 +277,5 @@ async fn write_link(mut control: libp2p_stream::Control, peer: PeerId, mut rx: m
         }
         debug!(%peer, bytes = frame.len(), "have-summary sent");
     }
-    let _ = stream.close().await;
+    let _ = writer.close().await;
 }
