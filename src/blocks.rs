@@ -241,7 +241,7 @@ impl Blocks {
         let total = self.stored.fetch_add(added, Ordering::Relaxed) + added;
         if total > self.cache_size {
             let pinned: Vec<Cid> = self.pins.lock().map(|p| p.keys().copied().collect()).unwrap_or_default();
-            let freed = self.cache.state().evict_blocks(self.cache_size, &pinned)?;
+            let freed = self.cache.state().evict_blocks(total - self.cache_size, &pinned)?;
             self.stored.fetch_sub(freed.min(total), Ordering::Relaxed);
         }
         Ok(())

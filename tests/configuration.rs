@@ -57,6 +57,15 @@ fn bad_config_stops_the_start_with_a_clear_message() {
 
     let err = Daemon::try_start(&w.path("s"), &["--trusted-public-key", "nocolon"]).err().unwrap();
     assert!(err.contains("trusted public key"), "{err}");
+
+    // A corrupt state DB stops the start, names the file, and is left as it was.
+    let state = w.path("corrupt");
+    std::fs::create_dir_all(&state).unwrap();
+    let db = state.join("peerix.sqlite");
+    std::fs::write(&db, b"not a database").unwrap();
+    let err = Daemon::try_start(&state, &[]).err().expect("must not start");
+    assert!(err.contains(&format!("cannot open the state database {}", db.display())), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), b"not a database");
 }
 
 /// Every flag of `peerix serve`, derived from clap's own definition (a new flag cannot be missed),

@@ -75,36 +75,35 @@ impl StateDb {
         })
     }
 
-    /// Deletes least-recently-used blocks until at most `cap` bytes remain, skipping `pinned`.
-    /// Returns the bytes freed. Scans the table: callers keep a running total and call this only
-    /// when it is over the cap.
-    pub fn evict_blocks(&self, cap: u64, pinned: &[Cid]) -> Result<u64, StateError> {
+    /// Deletes least-recently-used blocks until `excess` bytes are freed, skipping `pinned`; returns
+    /// the bytes freed. One transaction, walking the LRU index from its oldest end: costs the rows
+    /// it deletes, not the table (callers keep the running total that says how much is in excess).
+    pub fn evict_blocks(&self, excess: u64, pinned: &[Cid]) -> Result<u64, StateError> {
         self.with_block_writer(|c| {
-            let total: i64 = c.query_row("SELECT coalesce(sum(size), 0) FROM blocks", [], |r| r.get(0))?;
-            let mut excess = total - cap as i64;
-            if excess <= 0 {
-                return Ok(0);
-            }
-            let pinned: Vec<Vec<u8>> = pinned.iter().map(|p| p.to_bytes()).collect();
+            let tx = c.transaction()?;
+            let pinned: std::collections::HashSet<Vec<u8>> = pinned.iter().map(|p| p.to_bytes()).collect();
+            let mut freed = 0u64;
             let mut victims = Vec::new();
             {
-                let mut stmt = c.prepare("SELECT cid, size FROM blocks ORDER BY last_used ASC, rowid ASC")?;
-                let mut rows = stmt.query([])?;
-                while excess > 0 {
+                let mut oldest = tx.prepare_cached("SELECT cid, size FROM blocks ORDER BY last_used ASC, rowid ASC")?;
+                let mut rows = oldest.query([])?;
+                while freed < excess {
                     let Some(row) = rows.next()? else { break };
                     let cid: Vec<u8> = row.get(0)?;
                     if pinned.contains(&cid) {
                         continue;
                     }
-                    excess -= row.get::<_, i64>(1)?;
+                    freed += row.get::<_, i64>(1)? as u64;
                     victims.push(cid);
                 }
             }
-            let mut freed = 0u64;
-            for v in victims {
-                freed += c.query_row("SELECT size FROM blocks WHERE cid = ?1", [&v], |r| r.get::<_, i64>(0))? as u64;
-                c.execute("DELETE FROM blocks WHERE cid = ?1", [&v])?;
+            {
+                let mut delete = tx.prepare_cached("DELETE FROM blocks WHERE cid = ?1")?;
+                for cid in &victims {
+                    delete.execute([cid])?;
+                }
             }
+            tx.commit()?;
             Ok(freed)
         })
     }
@@ -126,14 +125,14 @@ mod tests {
         }
         assert_eq!(db.put_blocks(&blocks[..1]).unwrap(), 0, "a block already there adds nothing");
         assert_eq!(db.block_stats().unwrap(), (10, 1000));
-        // Pin the oldest: eviction must skip it and take the next ones.
-        let freed = db.evict_blocks(650, &[blocks[0].0]).unwrap();
+        // Pin the oldest: eviction must skip it and take the next ones (350 bytes over a 650 cap).
+        let freed = db.evict_blocks(350, &[blocks[0].0]).unwrap();
         assert_eq!(freed, 400);
         assert!(db.get_block(&blocks[0].0).unwrap().is_some());
         for (c, _) in &blocks[1..5] {
             assert!(db.get_block(c).unwrap().is_none());
         }
         assert_eq!(db.block_stats().unwrap(), (6, 600));
-        assert_eq!(db.evict_blocks(10_000, &[]).unwrap(), 0);
+        assert_eq!(db.evict_blocks(0, &[]).unwrap(), 0);
     }
 }

@@ -46,6 +46,14 @@ pub enum StateError {
     },
     #[error("state database error")]
     Sql(#[from] rusqlite::Error),
+    /// The file exists but is not a state DB we can open (corrupt, not SQLite, unreadable): the
+    /// start stops here, and the file is left as it is for the operator.
+    #[error("cannot open the state database {path} (corrupt or unreadable? move it away to start afresh)")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("state database {path} has schema version {found}, newer than this peerix ({supported})")]
     TooNew { path: PathBuf, found: i64, supported: i64 },
     #[error("state database lock poisoned")]
@@ -115,9 +123,13 @@ impl StateDb {
     pub fn open(state_dir: &Path) -> Result<Self, StateError> {
         std::fs::create_dir_all(state_dir).map_err(|source| StateError::Dir { path: state_dir.to_owned(), source })?;
         let path = state_dir.join(STATE_DB_FILE);
-        let mut conn = connect(&path)?;
-        schema::migrate(&mut conn, &path)?;
-        let block_writer = connect(&path)?;
+        let open = |e: StateError| match e {
+            StateError::Sql(source) => StateError::Open { path: path.clone(), source },
+            other => other,
+        };
+        let mut conn = connect(&path).map_err(open)?;
+        schema::migrate(&mut conn, &path).map_err(open)?;
+        let block_writer = connect(&path).map_err(open)?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),

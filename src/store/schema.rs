@@ -105,3 +105,78 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SHA-256 of every released migration, as released. A released migration is never edited (a
+    /// database created in between would silently differ from one made from scratch): change the
+    /// schema by adding a migration.
+    const RELEASED: &[&str] = &[
+        "fc47e171f749ed9a71315583ff7169c80a3f20facaccb7de3b21b1cd8faad733",
+        "5b6b7732bf82489431ac00c0afc135b45a08eed07af3348408ed93258615fcfd",
+        "7608354081720af0528c3ee4ab0ec798cb53de97ff9f50c03f016d366f04c1eb",
+        "dc48ff3a1d685e797ef7039c658cef9421069f05b83886efeb02039e58f454ed",
+    ];
+
+    fn sha(text: &str) -> String {
+        use sha2::Digest;
+        data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(text.as_bytes()))
+    }
+
+    #[test]
+    fn released_migrations_are_never_edited() {
+        let now: Vec<String> = MIGRATIONS.iter().map(|m| sha(m)).collect();
+        assert!(now.len() >= RELEASED.len(), "a released migration was removed");
+        for (i, (have, released)) in now.iter().zip(RELEASED).enumerate() {
+            assert_eq!(have, released, "migration {} was edited after its release (hashes now: {now:?})", i + 1);
+        }
+    }
+
+    /// A database left at any earlier version (made from the released SQL, with a row in it) is
+    /// brought to the current one by opening it, keeping its rows.
+    #[test]
+    fn every_earlier_version_upgrades_and_keeps_its_rows() {
+        for version in 0..MIGRATIONS.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(super::super::STATE_DB_FILE);
+            {
+                let conn = Connection::open(&path).unwrap();
+                for sql in &MIGRATIONS[..version] {
+                    conn.execute_batch(sql).unwrap();
+                }
+                conn.pragma_update(None, "user_version", version as i64).unwrap();
+                if version >= 1 {
+                    conn.execute(
+                        "INSERT INTO paths (hash32, store_path, nar_hash, nar_size, origin, updated_at) \
+                         VALUES ('qxkmhhvi8i3pc831vvw023h4mhzpfflr', '/nix/store/qxkmhhvi8i3pc831vvw023h4mhzpfflr-x', \
+                         '1fchakpf46v0jbbnjwz9qlka85ga08idb2483db55k38z4l8yk0f', 792, 'local', 0)",
+                        [],
+                    )
+                    .unwrap();
+                }
+            }
+            let db = super::super::StateDb::open(dir.path()).unwrap_or_else(|e| panic!("from version {version}: {e}"));
+            let conn = Connection::open(&path).unwrap();
+            let now: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(now, MIGRATIONS.len() as i64, "from version {version}");
+            assert_eq!(db.counts().unwrap().0, u64::from(version >= 1), "rows kept from version {version}");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_state_db_stops_the_start_naming_the_file_and_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(super::super::STATE_DB_FILE);
+        std::fs::write(&path, b"this is not a database, and it is the operator's to look at").unwrap();
+        let err = super::super::StateDb::open(dir.path()).err().expect("must not open");
+        assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"this is not a database, and it is the operator's to look at");
+        // A newer schema than this peerix knows also stops the start.
+        let newer = tempfile::tempdir().unwrap();
+        let conn = Connection::open(newer.path().join(super::super::STATE_DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+        assert!(matches!(super::super::StateDb::open(newer.path()), Err(StateError::TooNew { .. })));
+    }
+}

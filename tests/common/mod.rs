@@ -303,7 +303,10 @@ impl Daemon {
                 let addr: SocketAddr = addr.parse().expect("address");
                 Ok(Self { child, addr, url: format!("http://{addr}"), log })
             }
+            // It exited (stderr closed) or hangs before listening: either way it is stopped first,
+            // so a daemon that never listens fails the test instead of hanging the suite.
             Err(_) => {
+                let _ = child.kill();
                 let _ = child.wait();
                 Err(log.0.lock().map(|l| l.clone()).unwrap_or_default())
             }

@@ -46,8 +46,9 @@ use crate::p2p::blocks::MAX_CIDS;
 /// Bytes per unit: big enough that per-request costs vanish (~16 chunks), small enough that a
 /// lost unit costs little and three 10 MB/s peers share even a 20 MB NAR.
 pub const UNIT_BYTES: u64 = 1 << 20;
-/// Units one source works on at once.
-const SOURCE_UNITS: usize = 4;
+/// Units one source works on at once: with 4, a 1 GiB transfer from two peers on loopback took
+/// 5.9–6.3 s; with 8, 5.0–5.4 s, and less CPU (fewer idle gaps between a source's units).
+const SOURCE_UNITS: usize = 8;
 /// Fallbacks (HTTP, one block per request) get fewer.
 const FALLBACK_UNITS: usize = 2;
 /// Bytes fetched ahead of what nix has read.
