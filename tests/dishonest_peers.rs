@@ -55,13 +55,7 @@ async fn scenario(g: &Genuine, plan: Plan) -> (Daemon, Value, u16) {
     // The rogue lies about the top path only (asked about its dependency, it has nothing).
     let plan = Plan { for_hash: Some(hash_part(&g.top).to_owned()), ..plan };
     let rogue = Rogue::start(plan, None).await;
-    let client = g.w.path("client");
-    let p2p = ["--mode", "lan", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"];
-    let c = Daemon::start(
-        &g.w.path("state-c"),
-        &[&["--store-root", client.to_str().unwrap(), "--trusted-public-key", &g.pk, "--peer", &rogue.addr][..], &p2p]
-            .concat(),
-    );
+    let c = peer_client(&g.w, "c", "client", &g.pk, &[&rogue.addr], &[]);
     c.wait_log("have-summary applied");
     let first = get(&format!("{}/{}.narinfo", c.url, hash_part(&g.top))).await.status;
 
@@ -69,19 +63,14 @@ async fn scenario(g: &Genuine, plan: Plan) -> (Daemon, Value, u16) {
         &g.w.path("state-a"),
         &[
             &["--store-root", g.store_a.to_str().unwrap(), "--trusted-public-key", &g.pk, "--peer", &c.p2p_addr()][..],
-            &p2p,
+            &LOOPBACK_LAN,
         ]
         .concat(),
     );
     c.wait_log_count("have-summary applied", 2);
     let out = g.w.substitute("client", &g.top, &c.url, &g.pk);
     assert!(out.status.success(), "substitution failed: {}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
-    run(g.w.nix("nix").args(["store", "verify", "--store"]).arg(&client).args([
-        "-r",
-        &g.top,
-        "--trusted-public-keys",
-        &g.pk,
-    ]));
+    g.w.verify("client", &g.top, &g.pk);
     let status = c.status().await;
     let from_rogue: u64 = status["substitution"]["transfers"]
         .as_array()

@@ -54,39 +54,10 @@ async fn gone_peer_then_fallbacks(fallback_of: impl Fn(&str) -> String) {
     let (sk, pk) = w.keypair("fallback-1");
     let f = w.build_big_fixture(6_000_000);
     w.sign(&f.top, &sk);
-    let mut holders = Vec::new();
-    for name in ["a", "b"] {
-        let store = w.chroot_store(name, &[&f.top]);
-        let args = ["--store-root", store.to_str().unwrap(), "--trusted-public-key", &pk];
-        run(&mut peerix_cmd("publish", &w.path(&format!("state-{name}")), &args));
-        holders.push(Daemon::start(
-            &w.path(&format!("state-{name}")),
-            &[&args[..], &["--mode", "lan", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"]].concat(),
-        ));
-    }
-    let (mut a, b) = (holders.remove(0), holders.remove(0));
+    let (mut a, b) = (seeder(&w, "a", &[&f.top], &pk), seeder(&w, "b", &[&f.top], &pk));
     let liar = Liar::start();
     let good = fallback_of(&b.url);
-    let client = w.path("client");
-    let c = Daemon::start(
-        &w.path("state-c"),
-        &[
-            "--store-root",
-            client.to_str().unwrap(),
-            "--trusted-public-key",
-            &pk,
-            "--mode",
-            "lan",
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--peer",
-            &a.p2p_addr(),
-            "--fallback",
-            &liar.url,
-            "--fallback",
-            &good,
-        ],
-    );
+    let c = peer_client(&w, "c", "client", &pk, &[&a.p2p_addr()], &["--fallback", &liar.url, "--fallback", &good]);
     c.wait_log("have-summary applied");
     for path in [&f.top, &f.dep] {
         assert_eq!(get(&format!("{}/{}.narinfo", c.url, hash_part(path))).await.status, 200, "A answered for {path}");
@@ -96,12 +67,7 @@ async fn gone_peer_then_fallbacks(fallback_of: impl Fn(&str) -> String) {
 
     let out = w.substitute("client", &f.top, &c.url, &pk);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
-    run(w.nix("nix").args(["store", "verify", "--store"]).arg(&client).args([
-        "-r",
-        &f.top,
-        "--trusted-public-keys",
-        &pk,
-    ]));
+    w.verify("client", &f.top, &pk);
     let s = c.status().await;
     let top: &Value = s["substitution"]["transfers"]
         .as_array()

@@ -23,10 +23,7 @@ async fn with_no_peer_claiming_a_path_every_miss_is_answered_without_asking_anyo
     let w = Work::new();
     let rogue = Rogue::start(Plan { no_summary: true, ..Default::default() }, None).await;
     // A peerix peer is connected, but it sent no summary: it is asked nothing.
-    let c = Daemon::start(
-        &w.path("state"),
-        &["--mode", "lan", "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--peer", &rogue.addr],
-    );
+    let c = Daemon::start(&w.path("state"), &[&LOOPBACK_LAN[..], &["--peer", &rogue.addr]].concat());
     c.wait_log("peer is a peerix node");
     let http = client();
     let mut slowest = Duration::ZERO;
@@ -54,24 +51,7 @@ async fn a_peer_that_never_answers_costs_one_deadline_and_nix_falls_through() {
     w.sign(&f.top, &sk);
     let up = Upstream::start(&w.binary_cache("upstream", &[&f.top]));
     let rogue = Rogue::start(Plan { silent: true, ..Default::default() }, None).await;
-    let client = w.path("client");
-    let c = Daemon::start(
-        &w.path("state"),
-        &[
-            "--store-root",
-            client.to_str().unwrap(),
-            "--trusted-public-key",
-            &pk,
-            "--mode",
-            "lan",
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--peer",
-            &rogue.addr,
-            "--lookup-timeout",
-            "300ms",
-        ],
-    );
+    let c = peer_client(&w, "c", "client", &pk, &[&rogue.addr], &["--lookup-timeout", "300ms"]);
     c.wait_log("have-summary applied");
     let t = Instant::now();
     let r = get(&format!("{}/{}.narinfo", c.url, random_hash(0))).await;
@@ -85,7 +65,7 @@ async fn a_peer_that_never_answers_costs_one_deadline_and_nix_falls_through() {
     let out = w
         .nix("nix-store")
         .arg("--store")
-        .arg(&client)
+        .arg(w.path("client"))
         .args(["--realise", &f.top, "--option", "substituters", &format!("{} {}", c.url, up.url)])
         .args(["--option", "trusted-public-keys", &pk])
         .output()

@@ -141,12 +141,7 @@ fn lan_mode_substitutes_over_mdns_and_dials_only_the_lan() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), b.log());
-    run(w.nix("nix").args(["store", "verify", "--store"]).arg(&client).args([
-        "-r",
-        &f.top,
-        "--trusted-public-keys",
-        &pk,
-    ]));
+    w.verify("client", &f.top, &pk);
     assert!(b.log().contains("NAR transfer done"), "{}", b.log());
 
     let (id_a, id_b) = (a.peer_id(), b.peer_id());

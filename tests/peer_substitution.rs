@@ -44,28 +44,9 @@ async fn nix_on_c_substitutes_a_closure_only_a_and_b_hold_from_both() {
     let args_b = ["--store-root", store_b.to_str().unwrap(), "--trusted-public-key", &other_pk, "--upstream", &up.url];
     run(&mut peerix_cmd("publish", &w.path("state-b"), &args_b));
 
-    let p2p = ["--mode", "lan", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"];
-    let a = Daemon::start(&w.path("state-a"), &[&args_a[..], &p2p].concat());
-    let b = Daemon::start(&w.path("state-b"), &[&args_b[..], &p2p].concat());
-    let client = w.path("client");
-    let (addr_a, addr_b) = (a.p2p_addr(), b.p2p_addr());
-    let c = Daemon::start(
-        &w.path("state-c"),
-        &[
-            &[
-                "--store-root",
-                client.to_str().unwrap(),
-                "--trusted-public-key",
-                &pk,
-                "--peer",
-                &addr_a,
-                "--peer",
-                &addr_b,
-            ][..],
-            &p2p,
-        ]
-        .concat(),
-    );
+    let a = Daemon::start(&w.path("state-a"), &[&args_a[..], &LOOPBACK_LAN].concat());
+    let b = Daemon::start(&w.path("state-b"), &[&args_b[..], &LOOPBACK_LAN].concat());
+    let c = peer_client(&w, "c", "client", &pk, &[&a.p2p_addr(), &b.p2p_addr()], &[]);
     // C knows what A and B hold once both summaries are in.
     c.wait_log_count("have-summary applied", 2);
 
@@ -81,13 +62,8 @@ async fn nix_on_c_substitutes_a_closure_only_a_and_b_hold_from_both() {
 
     let out = w.substitute("client", &f.top, &c.url, &pk);
     assert!(out.status.success(), "substitution failed: {}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
-    run(w.nix("nix").args(["store", "verify", "--store"]).arg(&client).args([
-        "-r",
-        &f.top,
-        "--trusted-public-keys",
-        &pk,
-    ]));
-    assert!(nix_dump(&client.join(&f.top[1..])) == whole, "the substituted path is not byte-identical");
+    w.verify("client", &f.top, &pk);
+    assert!(nix_dump(&w.path("client").join(&f.top[1..])) == whole, "the substituted path is not byte-identical");
 
     let status = c.status().await;
     let (from_a, from_b) = (bytes_from(&status, &f.top, &a.peer_id()), bytes_from(&status, &f.top, &b.peer_id()));

@@ -41,25 +41,8 @@ async fn a_killed_seeder_is_replaced_mid_response_and_without_seeders_nix_falls_
     let f = w.build_big_fixture(200_000_000);
     w.sign(&f.top, &sk);
     let up = Upstream::start(&w.binary_cache("upstream", &[&f.top]));
-    let p2p = ["--mode", "lan", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"];
-    let mut seeders = Vec::new();
-    for name in ["a", "b"] {
-        let store = w.chroot_store(name, &[&f.top]);
-        let args = ["--store-root", store.to_str().unwrap(), "--trusted-public-key", &pk];
-        run(&mut peerix_cmd("publish", &w.path(&format!("state-{name}")), &args));
-        seeders.push(Daemon::start(&w.path(&format!("state-{name}")), &[&args[..], &p2p].concat()));
-    }
-    let (mut a, mut b) = (seeders.remove(0), seeders.remove(0));
-    let client = w.path("client");
-    let c = Daemon::start(
-        &w.path("state-c"),
-        &[
-            &["--store-root", client.to_str().unwrap(), "--trusted-public-key", &pk][..],
-            &["--peer", &a.p2p_addr(), "--peer", &b.p2p_addr()],
-            &p2p,
-        ]
-        .concat(),
-    );
+    let (mut a, mut b) = (seeder(&w, "a", &[&f.top], &pk), seeder(&w, "b", &[&f.top], &pk));
+    let c = peer_client(&w, "c", "client", &pk, &[&a.p2p_addr(), &b.p2p_addr()], &[]);
     c.wait_log_count("have-summary applied", 2);
     let (id_a, id_b) = (a.peer_id(), b.peer_id());
 
@@ -69,12 +52,7 @@ async fn a_killed_seeder_is_replaced_mid_response_and_without_seeders_nix_falls_
     a.kill();
     let out = nix.wait_with_output().unwrap();
     assert!(out.status.success(), "nix failed: {}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
-    run(w.nix("nix").args(["store", "verify", "--store"]).arg(&client).args([
-        "-r",
-        &f.top,
-        "--trusted-public-keys",
-        &pk,
-    ]));
+    w.verify("client", &f.top, &pk);
     let s = c.status().await;
     let done = s["substitution"]["transfers"]
         .as_array()
@@ -98,12 +76,7 @@ async fn a_killed_seeder_is_replaced_mid_response_and_without_seeders_nix_falls_
 
     // The last seeder dies part-way: D (a fresh client machine knowing only B) aborts the body;
     // nix takes the path from its next substituter. (C holds the path itself by now.)
-    let client2 = w.path("client2");
-    let d = Daemon::start(
-        &w.path("state-d"),
-        &[&["--store-root", client2.to_str().unwrap(), "--trusted-public-key", &pk, "--peer", &b.p2p_addr()][..], &p2p]
-            .concat(),
-    );
+    let d = peer_client(&w, "d", "client2", &pk, &[&b.p2p_addr()], &[]);
     d.wait_log("have-summary applied");
     let nix = realise(&w, "client2", &f.top, &format!("{} {}", d.url, up.url), &pk);
     d.wait_status("B serving D's transfer, 40 MB in", |s| transfer_past(s, &f.top, 40_000_000, &id_b)).await;
@@ -113,12 +86,7 @@ async fn a_killed_seeder_is_replaced_mid_response_and_without_seeders_nix_falls_
     assert!(out.status.success(), "nix did not fall through to upstream: {err}\n{}", d.log());
     assert!(!err.contains("hash mismatch") && !err.contains("is incomplete") && !err.contains("bad archive"), "{err}");
     assert!(err.contains(&d.url), "nix reports the failed transfer from D: {err}");
-    run(w.nix("nix").args(["store", "verify", "--store"]).arg(&client2).args([
-        "-r",
-        &f.top,
-        "--trusted-public-keys",
-        &pk,
-    ]));
+    w.verify("client2", &f.top, &pk);
     let s = d.status().await;
     assert!(
         s["substitution"]["transfers"]

@@ -25,12 +25,7 @@ fn empty_store_substitutes_signed_closure() {
     let show = client.join(&f.top[1..]).join("bin/show");
     assert!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&show).unwrap().permissions()) & 0o100 != 0);
     assert_eq!(std::fs::read_link(client.join(&f.top[1..]).join("dep")).unwrap().to_str().unwrap(), f.dep);
-    run(w.nix("nix").args(["store", "verify", "--store"]).arg(&client).args([
-        "-r",
-        &f.top,
-        "--trusted-public-keys",
-        &pk,
-    ]));
+    w.verify("client", &f.top, &pk);
     // The whole-server check: downloads every NAR and checks NarHash and signatures.
     run(w.nix("nix").args(["store", "verify", "--store", &d.url, "-r", &f.top, "--trusted-public-keys", &pk]));
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
-use futures_util::{AsyncWriteExt, StreamExt};
+use futures_util::AsyncWriteExt;
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -131,28 +131,15 @@ pub fn serve(
     peers: Arc<Peers>,
     shutdown: CancellationToken,
 ) -> Result<(), P2pError> {
-    let mut incoming = control.accept(PROTOCOL).map_err(|_| P2pError::Protocol)?;
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
-    tokio::spawn(async move {
-        loop {
-            let (peer, stream) = tokio::select! {
-                next = incoming.next() => match next { Some(s) => s, None => break },
-                _ = shutdown.cancelled() => break,
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                debug!(%peer, "too many block requests; dropping one");
-                continue;
-            };
-            let (blocks, peers) = (blocks.clone(), peers.clone());
-            tokio::spawn(async move {
-                if let Err(e) = answer(peer, stream, blocks, &peers).await {
-                    debug!(%peer, cause = %e, "block request ended");
-                }
-                drop(permit);
-            });
+    super::inbound::accept(control, PROTOCOL, slots, shutdown, move |peer, stream| {
+        let (blocks, peers) = (blocks.clone(), peers.clone());
+        async move {
+            if let Err(e) = answer(peer, stream, blocks, &peers).await {
+                debug!(%peer, cause = %e, "block request ended");
+            }
         }
-    });
-    Ok(())
+    })
 }
 
 async fn answer(

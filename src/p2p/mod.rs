@@ -27,6 +27,7 @@ mod client;
 mod event_loop;
 pub mod frame;
 pub mod have;
+mod inbound;
 mod kept;
 pub mod narinfo;
 pub mod peers;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cid::Cid;
-use futures_util::{AsyncWriteExt, StreamExt};
+use futures_util::AsyncWriteExt;
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -122,30 +122,17 @@ pub fn serve(
     peers: Arc<Peers>,
     shutdown: CancellationToken,
 ) -> Result<(), P2pError> {
-    let mut incoming = control.accept(PROTOCOL).map_err(|_| P2pError::Protocol)?;
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
-    tokio::spawn(async move {
-        loop {
-            let (peer, stream) = tokio::select! {
-                next = incoming.next() => match next { Some(s) => s, None => break },
-                _ = shutdown.cancelled() => break,
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                debug!(%peer, "too many narinfo requests; dropping one");
-                continue;
-            };
-            let (cache, peers) = (cache.clone(), peers.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(REQUEST_TIMEOUT, answer(peer, stream, &cache, &peers)).await {
-                    Ok(Err(e)) => debug!(%peer, cause = %e, "narinfo request failed"),
-                    Err(_) => debug!(%peer, "narinfo request timed out"),
-                    Ok(Ok(())) => {}
-                }
-                drop(permit);
-            });
+    super::inbound::accept(control, PROTOCOL, slots, shutdown, move |peer, stream| {
+        let (cache, peers) = (cache.clone(), peers.clone());
+        async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, answer(peer, stream, &cache, &peers)).await {
+                Ok(Err(e)) => debug!(%peer, cause = %e, "narinfo request failed"),
+                Err(_) => debug!(%peer, "narinfo request timed out"),
+                Ok(Ok(())) => {}
+            }
         }
-    });
-    Ok(())
+    })
 }
 
 async fn answer(peer: PeerId, mut stream: libp2p::Stream, cache: &LocalCache, peers: &Peers) -> Result<(), AskError> {

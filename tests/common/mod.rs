@@ -6,17 +6,20 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod daemon;
 pub mod netns;
 pub mod rogue;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+// Each test crate uses a part of the harness.
+#[allow(unused_imports)]
+pub use daemon::{Daemon, KEEP_DEFAULT_BOOTSTRAP, LOOPBACK_LAN, peer_client, seeder};
 
 pub const NIX_CONFIG: &str =
     "experimental-features = nix-command\nsubstituters =\nsandbox = false\nbuild-users-group =\n";
@@ -165,6 +168,17 @@ in builtins.derivation {{ name = "peerix-big"; system = builtins.currentSystem; 
             .output()
             .expect("nix-store --realise")
     }
+
+    /// `nix store verify -r`: `path`'s closure in chroot store `store` is intact (contents match
+    /// the NarHash nix recorded) and signed by `keys`.
+    pub fn verify(&self, store: &str, path: &str, keys: &str) {
+        run(self.nix("nix").args(["store", "verify", "--store"]).arg(self.path(store)).args([
+            "-r",
+            path,
+            "--trusted-public-keys",
+            keys,
+        ]));
+    }
 }
 
 pub struct Fixture {
@@ -209,203 +223,6 @@ pub fn nix_dump(path: &Path) -> Vec<u8> {
     let out = nix("nix-store", Path::new("/tmp")).arg("--dump").arg(path).output().expect("nix-store --dump");
     assert!(out.status.success(), "nix-store --dump {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     out.stdout
-}
-
-/// A test-harness flag (never passed to peerix): do not add `--bootstrap none`.
-pub const KEEP_DEFAULT_BOOTSTRAP: &str = "--keep-default-bootstrap";
-
-/// A `peerix serve` process; stopped (SIGTERM, then SIGKILL) when dropped.
-pub struct Daemon {
-    child: Child,
-    pub addr: SocketAddr,
-    pub url: String,
-    log: Arc<(Mutex<String>, Condvar)>,
-}
-
-impl Daemon {
-    /// Starts `peerix serve` on 127.0.0.1:0 with `--upstream none` unless `args` names one, and waits
-    /// for it to report its address.
-    pub fn start(state_dir: &Path, args: &[&str]) -> Self {
-        Self::try_start(state_dir, args).unwrap_or_else(|log| panic!("peerix did not start:\n{log}"))
-    }
-
-    /// As `start`, but returns the daemon's output if it exits instead of listening.
-    pub fn try_start(state_dir: &Path, args: &[&str]) -> Result<Self, String> {
-        Self::try_start_env(state_dir, args, &[])
-    }
-
-    /// As `try_start`, with extra environment variables.
-    pub fn try_start_env(state_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
-        Self::try_start_in(&[], state_dir, args, env)
-    }
-
-    /// Starts the daemon under a command prefix (e.g. `ip netns exec NS`).
-    pub fn start_in(prefix: &[&str], state_dir: &Path, args: &[&str]) -> Self {
-        Self::try_start_in(prefix, state_dir, args, &[]).unwrap_or_else(|log| panic!("peerix did not start:\n{log}"))
-    }
-
-    fn try_start_in(prefix: &[&str], state_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
-        let mut cmd = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(env!("CARGO_BIN_EXE_peerix"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_peerix")),
-        };
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--state-dir").arg(state_dir);
-        if !args.contains(&"--upstream") {
-            cmd.args(["--upstream", "none"]);
-        }
-        // A test daemon never serves the machine's own store (it holds every test's fixtures)
-        // unless the test names it: by default it gets an empty store of its own.
-        if !args.contains(&"--store-root") {
-            cmd.arg("--store-root").arg(state_dir.join("empty-store"));
-        }
-        // No test reaches past loopback: a daemon gets an IPFS node only when the test names its
-        // listen address (and then never the public bootstrap peers or mDNS unless it says so).
-        // (`KEEP_DEFAULT_BOOTSTRAP` leaves the daemon's own default: only for a daemon in a network
-        // namespace with nothing but loopback, where a dial cannot leave.)
-        if !args.contains(&"--p2p-listen") {
-            cmd.arg("--no-p2p");
-        } else if !args.contains(&"--bootstrap") && !args.contains(&KEEP_DEFAULT_BOOTSTRAP) {
-            cmd.args(["--bootstrap", "none"]);
-        }
-        if args.contains(&"--p2p-listen") && !args.contains(&"--mdns") {
-            cmd.arg("--no-mdns");
-        }
-        cmd.args(args.iter().filter(|a| **a != "--mdns" && **a != KEEP_DEFAULT_BOOTSTRAP))
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info,peerix::p2p=debug,peerix::substitute=debug,peerix::http=debug,peerix::publish=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn peerix");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = tx.send(addr);
-                }
-                if let Ok(mut l) = sink.0.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-                sink.1.notify_all();
-            }
-        });
-        // The channel closes when stderr does, i.e. when the process exits without listening.
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => {
-                let addr: SocketAddr = addr.parse().expect("address");
-                Ok(Self { child, addr, url: format!("http://{addr}"), log })
-            }
-            // It exited (stderr closed) or hangs before listening: either way it is stopped first,
-            // so a daemon that never listens fails the test instead of hanging the suite.
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(log.0.lock().map(|l| l.clone()).unwrap_or_default())
-            }
-        }
-    }
-
-    pub fn log(&self) -> String {
-        self.log.0.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    /// Waits (on the daemon's log, not a timer) for a line containing `needle`; panics after 60 s.
-    pub fn wait_log(&self, needle: &str) -> String {
-        self.wait_log_for(needle, Duration::from_secs(60))
-            .unwrap_or_else(|| panic!("no log line with {needle:?} within 60 s:\n{}", self.log()))
-    }
-
-    /// Waits for the `n`-th log line containing `needle`; panics after 60 s.
-    pub fn wait_log_count(&self, needle: &str, n: usize) {
-        let (lock, cvar) = &*self.log;
-        let mut log = lock.lock().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while log.lines().filter(|l| l.contains(needle)).count() < n {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            assert!(!left.is_zero(), "fewer than {n} log lines with {needle:?} within 60 s:\n{log}");
-            log = cvar.wait_timeout(log, left).unwrap().0;
-        }
-    }
-
-    /// As `wait_log`, giving up (with `None`) after `limit`.
-    pub fn wait_log_for(&self, needle: &str, limit: Duration) -> Option<String> {
-        let (lock, cvar) = &*self.log;
-        let mut log = lock.lock().unwrap();
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
-                return Some(line.to_owned());
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            log = cvar.wait_timeout(log, left).unwrap().0;
-        }
-    }
-
-    /// The daemon's p2p address (`/ip4/…/tcp/…/p2p/<id>`), once it listens.
-    pub fn p2p_addr(&self) -> String {
-        let line = self.wait_log("p2p listening on /ip4/");
-        line.split("p2p listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
-    }
-
-    /// `/api/status`.
-    pub async fn status(&self) -> serde_json::Value {
-        serde_json::from_slice(&get(&format!("{}/api/status", self.url)).await.body).expect("status json")
-    }
-
-    /// The daemon's peer id.
-    pub fn peer_id(&self) -> String {
-        self.p2p_addr().rsplit('/').next().unwrap().to_owned()
-    }
-
-    /// Polls `/api/status` (the state this test's requests change) until `ok` holds; panics with
-    /// the last status after 60 s.
-    pub async fn wait_status(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = self.status().await;
-            if ok(&s) {
-                return s;
-            }
-            assert!(std::time::Instant::now() < deadline, "status never showed {what}:\n{s:#}\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Kills the process at once (SIGKILL), as a crash or power loss would.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// True if the process is still running.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        for _ in 0..100 {
-            if !self.alive() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Polls `f` (state a test's own actions change: a DB row, a message received) every 20 ms until

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use cid::Cid;
-use futures_util::StreamExt;
 use libp2p::{PeerId, StreamProtocol};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -77,7 +76,6 @@ struct Inner {
     wants: client::Wants,
     outbox: outbox::Outbox,
     writer: writer::Writer,
-    streams: Arc<Semaphore>,
     stats: Stats,
 }
 
@@ -96,37 +94,18 @@ impl Bitswap {
                 wants: client::Wants::default(),
                 outbox: outbox::Outbox::new(control.clone()),
                 writer: writer::Writer::start(blocks.clone()),
-                streams: Arc::new(Semaphore::new(MAX_INBOUND_STREAMS)),
                 stats: Stats::default(),
             }),
         };
+        // One budget over every version: a peer cannot double it by speaking two.
+        let slots = Arc::new(Semaphore::new(MAX_INBOUND_STREAMS));
         for protocol in PROTOCOLS {
-            let mut incoming = control.clone().accept(protocol.clone()).map_err(|_| P2pError::Protocol)?;
-            let bs = bitswap.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        next = incoming.next() => {
-                            let Some((peer, stream)) = next else { break };
-                            // Hand the stream off at once: libp2p-stream drops inbound streams while
-                            // this loop is busy.
-                            match bs.inner.streams.clone().try_acquire_owned() {
-                                Ok(permit) => {
-                                    let bs = bs.clone();
-                                    let protocol = protocol.clone();
-                                    tokio::spawn(async move {
-                                        bs.serve_stream(peer, stream, protocol).await;
-                                        drop(permit);
-                                    });
-                                }
-                                Err(_) => debug!(%peer, "too many bitswap streams; dropping one"),
-                            }
-                        }
-                        _ = shutdown.cancelled() => break,
-                    }
-                }
-            });
+            let (bs, slots) = (bitswap.clone(), slots.clone());
+            let mut control = control.clone();
+            super::inbound::accept(&mut control, protocol.clone(), slots, shutdown.clone(), move |peer, stream| {
+                let (bs, protocol) = (bs.clone(), protocol.clone());
+                async move { bs.serve_stream(peer, stream, protocol).await }
+            })?;
         }
         Ok(bitswap)
     }

@@ -26,7 +26,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -218,26 +217,11 @@ pub fn receive(
     node: Client,
     shutdown: CancellationToken,
 ) -> Result<(), super::P2pError> {
-    let mut incoming = control.accept(PROTOCOL).map_err(|_| super::P2pError::Protocol)?;
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
-    tokio::spawn(async move {
-        loop {
-            let (peer, stream) = tokio::select! {
-                next = incoming.next() => match next { Some(s) => s, None => break },
-                _ = shutdown.cancelled() => break,
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                debug!(%peer, "too many summary streams; dropping one");
-                continue;
-            };
-            let (peers, node) = (peers.clone(), node.clone());
-            tokio::spawn(async move {
-                read_summaries(peer, stream, &peers, &node).await;
-                drop(permit);
-            });
-        }
-    });
-    Ok(())
+    super::inbound::accept(control, PROTOCOL, slots, shutdown, move |peer, stream| {
+        let (peers, node) = (peers.clone(), node.clone());
+        async move { read_summaries(peer, stream, &peers, &node).await }
+    })
 }
 
 async fn read_summaries(peer: PeerId, mut stream: libp2p::Stream, peers: &Peers, node: &Client) {
