@@ -18,9 +18,11 @@
 
 mod blockstore;
 mod index;
+mod progress;
 mod schema;
 
-pub use index::{IndexStats, PathEntry, Published, ScanProgress, Seen, Status};
+pub use index::{PathEntry, Published, Seen, Status};
+pub use progress::{IndexStats, ScanProgress};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

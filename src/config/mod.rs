@@ -6,6 +6,8 @@
 //! fall back to a default); [`ServeConfig`] is the validated result the daemon runs on. Key files
 //! are read and parsed here, so an unreadable or malformed key stops the start with a clear message.
 
+mod units;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +16,7 @@ use clap::Args;
 use libp2p::multiaddr::Protocol;
 use serde::Deserialize;
 
+pub use self::units::{parse_duration, parse_size};
 use crate::nix::signing::{PublicKey, SecretKey};
 use crate::trust::CACHE_NIXOS_ORG_KEY;
 
@@ -354,46 +357,8 @@ fn multiaddrs(list: &[String]) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
     list.iter().map(|s| s.parse().map_err(|_| ConfigError::Multiaddr(s.clone()))).collect()
 }
 
-/// `250`, `250ms`, `1s`: milliseconds unless suffixed.
-pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
-    let t = s.trim();
-    let (digits, unit) = if let Some(d) = t.strip_suffix("ms") {
-        (d, 1)
-    } else if let Some(d) = t.strip_suffix('s') {
-        (d, 1000)
-    } else {
-        (t, 1)
-    };
-    digits
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
-        .filter(|ms| *ms > 0 && *ms <= 3_600_000)
-        .map(Duration::from_millis)
-        .ok_or_else(|| ConfigError::Duration(s.to_owned()))
-}
-
 /// 10 GiB of received blocks.
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
-
-/// `1234`, `64K`, `512M`, `10G`, `1T` (binary units).
-pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
-    let t = s.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 30),
-        Some((i, 'T' | 't')) => (&t[..i], 40),
-        _ => (t, 0),
-    };
-    digits
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1u64 << shift))
-        .ok_or_else(|| ConfigError::Size(s.to_owned()))
-}
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 12304))
@@ -431,20 +396,6 @@ mod tests {
         assert!(c.upstream.is_none());
         assert_eq!(c.trusted_keys.len(), 1);
         assert_eq!(c.trusted_keys[0].name, "cache.nixos.org-1");
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
-        assert_eq!(parse_size("64k").unwrap(), 65536);
-        assert_eq!(parse_size("123").unwrap(), 123);
-        assert!(parse_size("10X").is_err());
-        assert!(parse_size("99999999T").is_err());
-        assert_eq!(parse_duration("250").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("soon").is_err());
     }
 
     #[test]
