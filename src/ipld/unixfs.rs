@@ -183,8 +183,11 @@ mod tests {
     use crate::ipld::raw_cid;
 
     #[test]
-    fn small_file_node_matches_kubo() {
-        // `echo -n hello | ipfs add --raw-leaves --cid-version 1 --chunker size-2`: chunks "he", "ll", "o".
+    fn small_file_root_matches_helia() {
+        // Root CIDs made by Helia's importer (ipfs-unixfs-importer, whose balanced layout is kubo's)
+        // for the same bytes and chunking: CIDv1, raw leaves, fixed-size chunks, ≤ 1024 links a node
+        // (`ipfs add --raw-leaves --cid-version 1 --chunker size-2` for "hello": "he", "ll", "o").
+        // Recorded with tests/helia's modules, as in `big_file_tree_matches_helia`.
         let leaves: Vec<(Cid, u64)> = [&b"he"[..], b"ll", b"o"].iter().map(|c| (raw_cid(c), c.len() as u64)).collect();
         let dag = build(&leaves);
         assert_eq!(dag.nodes.len(), 1);
@@ -192,6 +195,18 @@ mod tests {
         assert_eq!(node.links, leaves.iter().map(|l| l.0).collect::<Vec<_>>());
         assert_eq!(node.block_sizes, vec![2, 2, 1]);
         assert_eq!(dag.root.codec(), crate::ipld::DAG_PB);
+        assert_eq!(dag.root.to_string(), "bafybeicgesbykmheqcwkxjidkw3ohzhivcjzxhc4ptuysl4hq2bdxfdvfq");
+    }
+
+    /// `importer([{content}], bs, {cidVersion: 1, rawLeaves: true, chunker: fixedSize({chunkSize: 4}),
+    /// layout: balanced({maxChildrenPerNode: 1024}), reduceSingleLeafToSelf: true})` over the 2500
+    /// little-endian u32s 0..2500 (and over "only") gave these roots.
+    #[test]
+    fn big_file_tree_matches_helia() {
+        let leaves: Vec<(Cid, u64)> = (0..2500u32).map(|i| (raw_cid(&i.to_le_bytes()), 4)).collect();
+        assert_eq!(build(&leaves).root.to_string(), "bafybeifksykgydiydrjoo7uhked76ynf7c6jpwd6sigsjoml7r4gw5l6fm");
+        let one = [(raw_cid(b"only"), 4u64)];
+        assert_eq!(build(&one).root.to_string(), "bafkreihzawyzkqxnbde2tqtfipgkglsxchjapxh7xanuzw2ezyfzrfbrze");
     }
 
     #[test]
