@@ -155,7 +155,10 @@ async fn gateway_serves_verified_blocks_that_reassemble_to_the_nar() {
 async fn private_paths_blocks_are_reachable_nowhere() {
     let p = published();
     let d = p.daemon();
-    // The private path's chunks, computed the way the indexer would.
+    // The daemon's own scan has decided too (a gate bug there could publish the path late).
+    d.wait_log("index scan finished");
+    // The private path's chunks, computed the way the indexer would. (Bitswap, the block protocol
+    // and the DHT refuse them in privacy_gate.rs's `a_private_path_is_refused_on_every_peer_interface`.)
     let fs_path = p.store.join(&p.private[1..]);
     let nar = p.nar(&p.private);
     let hash = peerix::nix::hash::NarHash(<[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(&nar)));
@@ -227,6 +230,29 @@ async fn kubo_rpc_subset_behaves_like_kubo() {
         assert_eq!(v["Type"], "error");
         assert!(v["Message"].as_str().is_some() && v["Code"].as_u64().is_some());
     }
+
+    // kubo's own client library (what reads real kubo answers) against the same daemon: it must
+    // parse every answer, get the same bytes, and surface our errors with their statuses.
+    let out = p.w.path("rpc-client");
+    fs::create_dir_all(&out).unwrap();
+    let args = [d.url.clone(), root.to_string(), out.to_str().unwrap().to_owned()];
+    let summary = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::helia::run("rpc.mjs", &args)
+    })
+    .await
+    .unwrap();
+    let s: serde_json::Value = serde_json::from_str(summary.trim()).expect("rpc.mjs prints JSON");
+    assert_eq!(fs::read(out.join("block")).unwrap(), block.body);
+    assert!(fs::read(out.join("cat")).unwrap() == nar, "kubo-rpc-client cat returns the NAR");
+    assert!(fs::read(out.join("part")).unwrap() == nar[70000..370000]);
+    assert_eq!(fs::read(out.join("car")).unwrap(), gateway.body);
+    assert_eq!(s["stat"]["cid"], root.to_string());
+    assert_eq!(s["stat"]["size"], block.body.len() as u64);
+    assert_eq!(s["id"]["id"], status["peer_id"]);
+    assert_eq!((&s["bad"]["status"], &s["missing"]["status"]), (&400.into(), &404.into()), "{s}");
+    assert!(s["bad"]["message"].as_str().unwrap().contains("invalid CID"), "{s}");
+    assert!(s["missing"]["message"].as_str().unwrap().contains("not found"), "{s}");
 }
 
 #[test]

@@ -6,29 +6,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
+use common::helia::{self, Script};
+use common::rogue::{Plan, Rogue};
 use common::*;
-
-/// Runs a script of the Helia test peer; panics with its output if it fails.
-fn helia(script: &str, args: &[&str]) -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helia");
-    assert!(dir.join("node_modules").exists(), "run `npm ci` in tests/helia (./test.sh does)");
-    let out = Command::new("node")
-        .current_dir(&dir)
-        .args(["--import", "./polyfill.mjs", script])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn helia_cats_the_nar_from_our_car() {
@@ -47,7 +29,8 @@ async fn helia_cats_the_nar_from_our_car() {
     let d = Daemon::start(&state, &["--store-root", store.to_str().unwrap(), "--serve-private"]);
 
     let out = w.path("helia.nar");
-    let summary = helia("car-cat.mjs", &[&format!("{}/ipfs/{root}?format=car", d.url), &root, out.to_str().unwrap()]);
+    let summary =
+        helia::run("car-cat.mjs", &[&format!("{}/ipfs/{root}?format=car", d.url), &root, out.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
     assert_eq!(v["roots"][0], root.as_str());
     assert!(v["blocks"].as_u64().unwrap() > 10, "{summary}");
@@ -77,7 +60,7 @@ async fn helia_fetches_a_nar_from_our_daemon_by_bitswap() {
     let w = Work::new();
     let (d, root, nar) = published_daemon(&w, &["--mode", "lan"]);
     let out = w.path("from-peerix.nar");
-    let summary = helia("fetch.mjs", &[&d.p2p_addr(), &root, out.to_str().unwrap()]);
+    let summary = helia::run("fetch.mjs", &[&d.p2p_addr(), &root, out.to_str().unwrap()]);
     assert!(std::fs::read(&out).unwrap() == nar, "Helia's bitswap copy differs from nix-store --dump");
     let v: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
     assert_eq!(v["bytes"].as_u64().unwrap(), nar.len() as u64);
@@ -87,31 +70,29 @@ async fn helia_fetches_a_nar_from_our_daemon_by_bitswap() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn we_find_a_block_only_helia_has_through_the_dht_and_fetch_it() {
-    find_through_dht("/ipfs/kad/1.0.0", "wan").await;
+    find_through_dht("/ipfs/kad/1.0.0", "wan", false).await;
+}
+
+/// A connected peer that takes our wants and never answers must not keep the DHT's providers
+/// unasked until the block's 60 s deadline: after one silent round (5 s) the DHT is asked too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_connected_peer_does_not_hold_back_the_dht_providers() {
+    find_through_dht("/ipfs/kad/1.0.0", "wan", true).await;
 }
 
 /// kubo's dual DHT: a peer that speaks only `/ipfs/lan/kad/1.0.0` (as kubo does for peers with
 /// private addresses) is found through our LAN DHT.
 #[tokio::test(flavor = "multi_thread")]
 async fn we_find_a_block_through_kubos_lan_dht() {
-    find_through_dht("/ipfs/lan/kad/1.0.0", "lan").await;
+    find_through_dht("/ipfs/lan/kad/1.0.0", "lan", false).await;
 }
 
-async fn find_through_dht(protocol: &str, dht: &str) {
+async fn find_through_dht(protocol: &str, dht: &str, silent_peer: bool) {
     use std::io::{BufRead, BufReader};
     let w = Work::new();
     let expected = w.path("helia-block.bin");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helia");
-    let mut peer = Command::new("node")
-        .current_dir(&dir)
-        .args(["--import", "./polyfill.mjs", "provide.mjs", "300000"])
-        .arg(&expected)
-        .arg(protocol)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(peer.stdout.take().unwrap()).lines();
+    let mut peer = Script::spawn("provide.mjs", &["300000", expected.to_str().unwrap(), protocol]);
+    let mut lines = BufReader::new(peer.0.stdout.take().unwrap()).lines();
     let hello: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     let (addr, cid) = (hello["addr"].as_str().unwrap().to_owned(), hello["cid"].as_str().unwrap().to_owned());
 
@@ -122,7 +103,7 @@ async fn find_through_dht(protocol: &str, dht: &str) {
         &["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", &addr, "--mode", "ipfs", "--dht-server"],
     );
     use std::io::Write as _;
-    let mut stdin = peer.stdin.take().unwrap();
+    let mut stdin = peer.0.stdin.take().unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "provided");
     // js kad-dht's provide() can resolve before its ADD_PROVIDER reached anyone; announce again
     // until our daemon has stored the record (3 tries).
@@ -137,23 +118,41 @@ async fn find_through_dht(protocol: &str, dht: &str) {
         assert_eq!(lines.next().unwrap().unwrap(), "provided");
     }
     assert!(stored, "Helia's announcement never reached us:\n{}", d.log());
+    let before_hangup = d.mark();
     writeln!(stdin, "hangup").unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "hung-up");
     // Our side sees the close a moment after Helia reports it: wait for that event.
-    d.wait_log("peer disconnected");
+    d.wait_log_after(before_hangup, "peer disconnected");
     let status: serde_json::Value = serde_json::from_slice(&get(&format!("{}/api/status", d.url)).await.body).unwrap();
     assert_eq!(status["connected_peers"].as_array().unwrap().len(), 0, "Helia hung up: {status}");
+    let silent = match silent_peer {
+        true => {
+            let mark = d.mark();
+            let rogue = Rogue::start(Plan::default(), Some(&d.p2p_addr())).await;
+            d.wait_log_after(mark, &format!("peer_id={}", rogue.peer_id));
+            Some(rogue)
+        }
+        false => None,
+    };
 
     let out = w.path("fetched.bin");
+    let started = std::time::Instant::now();
     let f = Command::new(env!("CARGO_BIN_EXE_peerix"))
         .args(["fetch", &cid, "--url", &d.url, "-o"])
         .arg(&out)
         .output()
         .unwrap();
+    let took = started.elapsed();
     assert!(f.status.success(), "{}\n{}", String::from_utf8_lossy(&f.stderr), d.log());
+    if let Some(rogue) = silent {
+        let wanted = rogue.wants.lock().unwrap().clone();
+        assert!(wanted.iter().any(|c| c.to_string() == cid), "the silent peer was never asked: {wanted:?}");
+        // One silent round (5 s) and a DHT walk, against the 60 s the peer could hold us.
+        assert!(took < std::time::Duration::from_secs(20), "the silent peer held the fetch for {took:?}");
+    }
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&expected).unwrap());
     let line = d.wait_log("looked up providers in the DHT");
     assert!(line.contains(&cid) && line.contains("providers=1"), "{line}");
     drop(stdin);
-    let _ = peer.wait();
+    let _ = peer.0.wait();
 }

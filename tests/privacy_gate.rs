@@ -69,7 +69,7 @@ async fn upstream_with_same_nar_makes_a_path_servable() {
         &["--store-root", root, "--trusted-public-key", &unrelated_pk, "--upstream", "http://127.0.0.1:1"],
     );
     assert_eq!(get(&narinfo_url(&down, &f.top)).await.status, 404);
-    assert!(down.log().contains("upstream check failed"), "{}", down.log());
+    down.wait_log("upstream check failed");
 
     // Upstream up with the same NAR: servable, carrying upstream's signature, so a nix that trusts
     // only upstream's key substitutes the whole closure from us.
@@ -146,6 +146,7 @@ async fn a_private_path_is_refused_on_every_peer_interface() {
         &state,
         &[&args[..], &["--mode", "ipfs", "--dht-server", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"]].concat(),
     );
+    a.wait_log("index scan finished");
 
     // The private path's DAG, as anyone holding the same bytes would compute it.
     let q_fs = store.join(&private.top[1..]);

@@ -163,11 +163,48 @@ impl Daemon {
 
     /// As `wait_log`, giving up (with `None`) after `limit`.
     pub fn wait_log_for(&self, needle: &str, limit: Duration) -> Option<String> {
+        self.wait_log_from(0, needle, limit)
+    }
+
+    /// A mark in the log (the lines so far): [`Self::wait_log_after`] looks only past it, so a line
+    /// an earlier event wrote cannot stand in for the one the test's next action causes.
+    pub fn mark(&self) -> usize {
+        self.log.0.lock().map(|l| l.lines().count()).unwrap_or(0)
+    }
+
+    /// As `wait_log`, for a line written after `mark`.
+    pub fn wait_log_after(&self, mark: usize, needle: &str) -> String {
+        self.wait_log_from(mark, needle, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("no log line with {needle:?} after line {mark} within 60 s:\n{}", self.log()))
+    }
+
+    /// Waits for lines containing each of `needles`, in that order, after `mark`; panics after 60 s.
+    pub fn wait_log_in_order(&self, mark: usize, needles: &[&str]) {
+        let (lock, cvar) = &*self.log;
+        let mut log = lock.lock().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut want = needles.iter().peekable();
+            for line in log.lines().skip(mark) {
+                if want.peek().is_some_and(|n| line.contains(*n)) {
+                    want.next();
+                }
+            }
+            if want.peek().is_none() {
+                return;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "no lines with {needles:?} in order after line {mark} within 60 s:\n{log}");
+            log = cvar.wait_timeout(log, left).unwrap().0;
+        }
+    }
+
+    fn wait_log_from(&self, mark: usize, needle: &str, limit: Duration) -> Option<String> {
         let (lock, cvar) = &*self.log;
         let mut log = lock.lock().unwrap();
         let deadline = std::time::Instant::now() + limit;
         loop {
-            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+            if let Some(line) = log.lines().skip(mark).find(|l| l.contains(needle)) {
                 return Some(line.to_owned());
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());

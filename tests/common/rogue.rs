@@ -45,6 +45,8 @@ pub struct Rogue {
     pub summaries: Arc<Mutex<Vec<have::wire::Have>>>,
     /// Bitswap (CID, have) presences received.
     pub presences: Arc<Mutex<Vec<(Cid, bool)>>>,
+    /// CIDs of the bitswap wants received (never answered).
+    pub wants: Arc<Mutex<Vec<Cid>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -90,8 +92,9 @@ impl Rogue {
         let control = swarm.behaviour().stream.new_control();
         let summaries = Arc::new(Mutex::new(Vec::new()));
         let presences = Arc::new(Mutex::new(Vec::new()));
+        let wants = Arc::new(Mutex::new(Vec::new()));
         let plan = Arc::new(plan);
-        serve(&control, &plan, &summaries, &presences);
+        serve(&control, &plan, &summaries, &presences, &wants);
         swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
         let addr = loop {
             if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
@@ -119,7 +122,7 @@ impl Rogue {
                 }
             }
         });
-        Self { peer_id, addr, control, summaries, presences, task }
+        Self { peer_id, addr, control, summaries, presences, wants, task }
     }
 
     /// Asks `peer` for the narinfo of `hash` over `/peerix/narinfo/1.0.0`.
@@ -161,6 +164,7 @@ fn serve(
     plan: &Arc<Plan>,
     summaries: &Arc<Mutex<Vec<have::wire::Have>>>,
     presences: &Arc<Mutex<Vec<(Cid, bool)>>>,
+    wants: &Arc<Mutex<Vec<Cid>>>,
 ) {
     let accept = |p: StreamProtocol| control.clone().accept(p).unwrap();
     let mut narinfos = accept(narinfo::PROTOCOL);
@@ -221,12 +225,15 @@ fn serve(
         }
     });
     let mut swaps = accept(bitswap::PROTOCOL_1_2_0);
-    let pres = presences.clone();
+    let (pres, wanted) = (presences.clone(), wants.clone());
     tokio::spawn(async move {
         while let Some((_, mut s)) = swaps.next().await {
-            let pres = pres.clone();
+            let (pres, wanted) = (pres.clone(), wanted.clone());
             tokio::spawn(async move {
                 while let Ok(Some(m)) = bitswap::message::read(&mut s).await {
+                    for e in m.wantlist.iter().flat_map(|w| &w.entries).filter(|e| !e.cancel) {
+                        wanted.lock().unwrap().extend(Cid::try_from(e.block.as_slice()));
+                    }
                     for b in m.block_presences {
                         let cid = Cid::try_from(b.cid.as_slice()).unwrap();
                         pres.lock().unwrap().push((cid, b.r#type == bitswap::message::HAVE));
