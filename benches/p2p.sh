@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Block exchange speed on loopback, in one run: a NAR of N GiB (default 1) from daemon A to a fresh
-# daemon B by bitswap (`peerix fetch`), against (a) plain HTTP of the same NAR from A (curl of
-# /nar/…) and (b) a Helia node fetching the same DAG from another Helia node. Median of R rounds;
-# MB/s, ratios, the peak RSS of each daemon, and the ceilings this machine sets (disk, crypto).
+# Block exchange speed on loopback, in one run: a NAR of N GiB (default 1) fetched by three
+# contenders, each twice — blocks kept in memory, and kept on disk:
+#   plain HTTP    curl of A's /nar/… into /dev/null | into a file on disk
+#   peerix        daemon B (state in /dev/shm | on disk) gets the DAG from daemon A by bitswap,
+#                 verified, and streams it to curl via /api/v0/cat
+#   Helia         a Helia node (MemoryBlockstore | FsBlockstore on disk) gets the same DAG from
+#                 another Helia node by bitswap and writes it out
+# Every contender is timed over the same span: from its request (peers already connected) to the
+# last byte at its sink (curl's time_total; Helia's own clock started after the dial). The order of
+# the contenders rotates from round to round. Median of R rounds; MB/s, ratios, the peak RSS of
+# each daemon, and the ceilings this machine sets (disk, crypto). No contender fsyncs at the end;
+# peerix's SQLite (WAL, synchronous=NORMAL) fsyncs at checkpoints, blockstore-fs never.
 # Every daemon: --bootstrap none, --no-mdns, --upstream none, 127.0.0.1 only.
 #
 #   benches/p2p.sh [--gib N] [--rounds R]
@@ -20,15 +28,16 @@ done
 need openssl:openssl
 [ -d tests/helia/node_modules ] || (cd tests/helia && npm ci --no-audit --no-fund --loglevel=error)
 B=$(mktemp -d /var/tmp/peerix-p2p-bench.XXXXXX)
+# Blocks in RAM: peerix B keeps its state DB on tmpfs.
+SHM=$(mktemp -d /dev/shm/peerix-p2p-bench.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; chmod -R u+w "$B" 2>/dev/null; rm -rf "$B"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; chmod -R u+w "$B" 2>/dev/null; rm -rf "$B" "$SHM"; }
 trap cleanup EXIT
 export XDG_CACHE_HOME=$B/xdg
-mbs() { echo "$1 $2 $3" | awk '{printf "%.0f", $1 / ($3 - $2) / 1e6}'; }
 # Starts a daemon in the background; sets URL and P2P (its first p2p address) for it.
 start() {
   local name=$1; shift
-  RUST_LOG=info "$PEERIX" serve --listen 127.0.0.1:0 --state-dir "$B/$name" --upstream none --no-mdns \
+  RUST_LOG=info "$PEERIX" serve --listen 127.0.0.1:0 --upstream none --no-mdns \
     --bootstrap none --p2p-listen /ip4/127.0.0.1/tcp/0 --mode lan "$@" 2>"$B/$name.log" &
   PIDS+=($!); LAST=$!
   for _ in $(seq 300); do
@@ -45,7 +54,7 @@ echo "building a ${GIB} GiB NAR in $B ..." >&2
 head -c "${GIB}G" /dev/urandom > "$B/payload.bin"
 P=$(nix-store --store "$B/store" --add "$B/payload.bin"); rm "$B/payload.bin"
 "$PEERIX" publish --state-dir "$B/a" --store-root "$B/store" --upstream none --serve-private >/dev/null 2>&1
-start a --store-root "$B/store" --serve-private; A_URL=$URL; A_P2P=$P2P; A_PID=$LAST
+start a --state-dir "$B/a" --store-root "$B/store" --serve-private; A_URL=$URL; A_P2P=$P2P; A_PID=$LAST
 H=$(basename "$P" | cut -c1-32)
 ROOT=$(curl -fsS "$A_URL/api/paths/$H" | python3 -c 'import json,sys; print(json.load(sys.stdin)["index"]["root_cid"])')
 NAR_URL="$A_URL/$(curl -fsS "$A_URL/$H.narinfo" | sed -n 's/^URL: //p')"
@@ -57,19 +66,40 @@ PIDS+=($HELIA_PID)
 read -r HELLO <&"${HELIA[0]}"
 HELIA_ADDR=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["addr"])' "$HELLO")
 
-HTTP=(); BITSWAP=(); HH=(); B_HWM=0
+# One measurement each, into MBS (run in this shell, not a subshell: B's pid and peak RSS).
+curl_mbs() { curl -fsS -w '%{size_download} %{time_total}\n' "$@" | tail -1 | awk '{printf "%.0f", $1 / $2 / 1e6}'; }
+http_mem() { MBS=$(curl_mbs -o /dev/null "$NAR_URL"); }
+http_disk() { MBS=$(curl_mbs -o "$B/http.out" "$NAR_URL"); rm -f "$B/http.out"; }
+# peerix B with its state in $1 (tmpfs or disk): started, connected to A, timed, stopped.
+peerix_in() {
+  start b --state-dir "$1" --store-root "$B/empty" --peer "$A_P2P"
+  local pid=$LAST url=$URL
+  for _ in $(seq 100); do grep -q 'peer connected' "$B/b.log" && break; sleep 0.1; done
+  MBS=$(curl_mbs -X POST -o /dev/null "$url/api/v0/cat?arg=$ROOT")
+  B_HWM=$(( $(hwm "$pid") > B_HWM ? $(hwm "$pid") : B_HWM )); kill "$pid"; wait "$pid" 2>/dev/null || true
+  rm -rf "$1" "$B/empty"
+}
+peerix_mem() { peerix_in "$SHM/b"; }
+peerix_disk() { peerix_in "$B/b"; }
+helia_in() {
+  local out
+  out=$(cd tests/helia && node --import ./polyfill.mjs fetch.mjs "$HELIA_ADDR" "$ROOT" /dev/null "$@")
+  MBS=$(python3 -c 'import json,sys; v=json.loads(sys.argv[1]); print(round(v["bytes"]/v["ms"]/1e3))' "$out")
+}
+helia_mem() { helia_in; }
+helia_disk() { helia_in "$B/helia-blocks"; rm -rf "$B/helia-blocks"; }
+
+CONTENDERS=(http_mem http_disk peerix_mem peerix_disk helia_mem helia_disk)
+declare -A RESULTS
+B_HWM=0
 for r in $(seq 1 "$ROUNDS"); do
-  echo "round $r/$ROUNDS ..." >&2
-  t0=$(now); curl -fsS -o /dev/null "$NAR_URL"; t1=$(now); HTTP+=("$(mbs "$SIZE" "$t0" "$t1")")
-  start "b$r" --store-root "$B/empty-$r" --peer "$A_P2P"
-  B_URL=$URL; B_PID=$LAST
-  for _ in $(seq 100); do grep -q 'peer connected' "$B/b$r.log" && break; sleep 0.1; done
-  t0=$(now); "$PEERIX" fetch "$ROOT" --url "$B_URL" -o /dev/null 2>/dev/null; t1=$(now)
-  BITSWAP+=("$(mbs "$SIZE" "$t0" "$t1")")
-  B_HWM=$(( $(hwm "$B_PID") > B_HWM ? $(hwm "$B_PID") : B_HWM )); kill "$B_PID"; wait "$B_PID" 2>/dev/null || true
-  rm -rf "$B/b$r" "$B/empty-$r"
-  OUT=$(cd tests/helia && node --import ./polyfill.mjs fetch.mjs "$HELIA_ADDR" "$ROOT" /dev/null)
-  HH+=("$(python3 -c 'import json,sys; v=json.loads(sys.argv[1]); print(round(v["bytes"]/v["ms"]/1e3))' "$OUT")")
+  # Rotate: round r starts with contender r-1, so none always runs first (cold) or last.
+  for i in $(seq 0 $((${#CONTENDERS[@]} - 1))); do
+    c=${CONTENDERS[$(( (i + r - 1) % ${#CONTENDERS[@]} ))]}
+    echo "round $r/$ROUNDS: $c ..." >&2
+    $c
+    RESULTS[$c]+="$MBS "
+  done
 done
 A_HWM=$(hwm "$A_PID")
 # What this machine allows, measured now. Storing: B keeps every block in SQLite, whose WAL writes
@@ -82,22 +112,23 @@ speed() { openssl speed -elapsed -seconds 2 -bytes 16384 -evp "$1" 2>/dev/null |
 AEAD=$(speed chacha20-poly1305); SHA=$(speed sha256)
 CPU_CEIL=$(echo "$AEAD $SHA $(nproc)" | awk '{printf "%.0f", $3 / (2 / $1 + 2 / $2)}')
 STORE_CEIL=$(echo "$DISK" | awk '{printf "%.0f", $1 / 2}')
-H_MBS=$(printf '%s\n' "${HTTP[@]}" | median); B_MBS=$(printf '%s\n' "${BITSWAP[@]}" | median); HH_MBS=$(printf '%s\n' "${HH[@]}" | median)
+med() { tr ' ' '\n' <<<"${RESULTS[$1]}" | grep . | median; }
+ratio() { echo "$1 $2" | awk '{printf "%.2fx", $1 / $2}'; }
+for c in "${CONTENDERS[@]}"; do declare "M_$c=$(med "$c")"; done
 
-printf '\nblock exchange over loopback, a %s MB NAR (%s), median of %s rounds\n' "$((SIZE / 1000000))" "$ROOT" "$ROUNDS"
-printf '%-52s %10s %10s\n' "measure" "MB/s" "goal"
-printf '%-52s %10s\n' "plain HTTP from A (curl /nar/…)" "$H_MBS"
-printf '%-52s %10s\n' "Helia -> Helia bitswap (same DAG)" "$HH_MBS"
-printf '%-52s %10s\n' "peerix A -> peerix B bitswap (peerix fetch)" "$B_MBS"
-printf '%-52s %9.2fx %10s\n' "ratio bitswap / plain HTTP" "$(echo "$B_MBS $H_MBS" | awk '{print $1/$2}')" ">=0.5x"
-printf '%-52s %9.2fx %10s\n' "ratio bitswap / Helia<->Helia" "$(echo "$B_MBS $HH_MBS" | awk '{print $1/$2}')" ">=2x"
-printf '%-52s %7s MiB %10s\n' "peak RSS daemon A (serving)" "$A_HWM" "<200MiB"
-printf '%-52s %7s MiB %10s\n' "peak RSS daemon B (fetching, max over rounds)" "$B_HWM" "<200MiB"
-printf '\nwhat the machine allows (same run)\n'
-printf '%-52s %10s\n' "disk, synced writes (dd conv=fdatasync)" "$DISK"
-printf '%-52s %10.0f\n' "ChaCha20-Poly1305, one core (openssl)" "$AEAD"
-printf '%-52s %10.0f\n' "sha2-256, one core (openssl)" "$SHA"
-printf '%-52s %10s\n' "ceiling: stored fetch (disk / 2, WAL)" "$STORE_CEIL"
-printf '%-52s %10s\n' "ceiling: verified transfer, $(nproc) cores, crypto only" "$CPU_CEIL"
-printf '%-52s %10.0f\n' "0.5x plain HTTP (the goal)" "$(echo "$H_MBS" | awk '{print $1 / 2}')"
-printf '%-52s %9.2fx\n' "ratio bitswap / stored-fetch ceiling" "$(echo "$B_MBS $STORE_CEIL" | awk '{print $1/$2}')"
+printf '\nblock exchange over loopback, a %s MB NAR (%s), median of %s rounds, MB/s\n' "$((SIZE / 1000000))" "$ROOT" "$ROUNDS"
+printf '%-44s %14s %14s\n' "contender (request -> last byte at the sink)" "blocks in RAM" "blocks on disk"
+printf '%-44s %14s %14s\n' "plain HTTP from A (curl /nar/…)" "$M_http_mem" "$M_http_disk"
+printf '%-44s %14s %14s\n' "Helia -> Helia bitswap (same DAG)" "$M_helia_mem" "$M_helia_disk"
+printf '%-44s %14s %14s\n' "peerix A -> peerix B bitswap (verified)" "$M_peerix_mem" "$M_peerix_disk"
+printf '%-44s %14s %14s   goal >=0.5x\n' "ratio peerix / plain HTTP" "$(ratio "$M_peerix_mem" "$M_http_mem")" "$(ratio "$M_peerix_disk" "$M_http_disk")"
+printf '%-44s %14s %14s   goal >=2x\n' "ratio peerix / Helia" "$(ratio "$M_peerix_mem" "$M_helia_mem")" "$(ratio "$M_peerix_disk" "$M_helia_disk")"
+printf '%-44s %10s MiB   goal <200MiB\n' "peak RSS daemon A (serving)" "$A_HWM"
+printf '%-44s %10s MiB   goal <200MiB\n' "peak RSS daemon B (fetching, max over runs)" "$B_HWM"
+printf '\nwhat the machine allows (same run), MB/s\n'
+printf '%-44s %14s\n' "disk, synced writes (dd conv=fdatasync)" "$DISK"
+printf '%-44s %14.0f\n' "ChaCha20-Poly1305, one core (openssl)" "$AEAD"
+printf '%-44s %14.0f\n' "sha2-256, one core (openssl)" "$SHA"
+printf '%-44s %14s\n' "ceiling: stored fetch (disk / 2, WAL)" "$STORE_CEIL"
+printf '%-44s %14s\n' "ceiling: verified transfer, $(nproc) cores" "$CPU_CEIL"
+printf '%-44s %14s\n' "ratio peerix on disk / stored-fetch ceiling" "$(ratio "$M_peerix_disk" "$STORE_CEIL")"

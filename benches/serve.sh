@@ -5,8 +5,10 @@
 #   benches/serve.sh [--gib N] [--rounds R] [--seconds S]
 #
 # Prints a table: narinfo latency (1 keep-alive connection) and throughput (64 connections) with
-# wrk, NAR throughput over 1 and 16 connections with curl, each the median of R alternating
-# rounds, and the ratio peerix/nginx. Everything binds 127.0.0.1; peerix runs with --upstream none.
+# wrk, NAR throughput over 1 and 16 connections with curl, each the median of R rounds, and the
+# ratio peerix/nginx. The servers alternate which goes first in a round (odd rounds nginx, even
+# rounds peerix), and each gets one worker per core: nginx `worker_processes $(nproc)`, peerix
+# tokio's default of one runtime thread per core; the table states both. Everything binds 127.0.0.1; peerix runs with --upstream none.
 # Needs root (nix-store --add into a chroot store), nix-bin, nginx, wrk, curl; installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +59,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 NGINX_PORT=$(free_port)
 mkdir -p "$B/nginx"
 cat > "$B/nginx/nginx.conf" <<CONF
-worker_processes 2;
+worker_processes $(nproc);
 pid $B/nginx/nginx.pid;
 error_log $B/nginx/error.log;
 events { worker_connections 1024; }
@@ -128,7 +130,8 @@ nar_mbs() { # $1 = parallel downloads; rest = URLs. Downloads every URL once per
 declare -A R
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r/$ROUNDS ..." >&2
-  for s in nginx peerix; do
+  order="nginx peerix"; ((r % 2)) || order="peerix nginx"
+  for s in $order; do
     if [ $s = nginx ]; then U=$NGINX_URL; NARS=("${NGINX_NARS[@]}"); else U=$PEERIX_URL; NARS=("${PEERIX_NARS[@]}"); fi
     R[$s,c1]+="$(wrk_rps 1 1 "$U") "
     R[$s,c64]+="$(wrk_rps 2 64 "$U") "
@@ -140,6 +143,7 @@ med() { tr ' ' '\n' <<<"${R[$1]}" | grep . | median; }
 
 printf '\nserving speed, %s GiB of NARs in 8 paths + 256 small paths, median of %s rounds (%s s each for wrk)\n' "$GIB" "$ROUNDS" "$SECS"
 printf '%-44s %12s %12s %8s\n' "measure" "nginx" "peerix" "ratio"
+printf '%-44s %12s %12s\n' "workers (nginx processes, peerix threads)" "$(nproc)" "$(nproc)"
 row() { awk -v n="$2" -v p="$3" -v l="$1" 'BEGIN {
   r = p / n; printf "%-44s %12s %12s %7.2fx\n", l, n, p, r }'; }
 n=$(med nginx,c1); p=$(med peerix,c1)

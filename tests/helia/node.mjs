@@ -11,16 +11,20 @@ import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { MemoryBlockstore } from 'blockstore-core'
+import { FsBlockstore } from 'blockstore-fs'
 import { MemoryDatastore } from 'datastore-core'
 
-export async function makeNode ({ dht = null } = {}) {
+// blocks: a directory for an on-disk blockstore (blockstore-fs); in memory when null.
+export async function makeNode ({ dht = null, blocks = null } = {}) {
   const services = { identify: identify(), ping: ping() }
   if (dht) {
     // dht: the Kademlia protocol, '/ipfs/kad/1.0.0' (WAN) or '/ipfs/lan/kad/1.0.0' (kubo's LAN DHT)
     services.dht = kadDHT({ protocol: dht, clientMode: false, peerInfoMapper: passthroughMapper })
   }
+  const blockstore = blocks ? new FsBlockstore(blocks) : new MemoryBlockstore()
+  if (blocks) await blockstore.open()
   const helia = withBitswap(withLibp2pLight(createHeliaLight({
-    blockstore: new MemoryBlockstore(), datastore: new MemoryDatastore()
+    blockstore, datastore: new MemoryDatastore()
   }), {
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
