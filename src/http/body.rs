@@ -1,7 +1,10 @@
-//! Response bodies produced on a blocking thread (file and SQLite reads) and handed to hyper through
-//! a bounded channel: the producer waits while the client is slow, so memory per response stays at
-//! [`PIECES_IN_FLIGHT`] pieces. An `Err` piece aborts the body, so the client sees a failed
-//! transfer rather than a short or wrong one.
+//! Response bodies produced piece by piece from files and SQLite and handed to hyper through a
+//! bounded channel. A body is a producer (`next piece, or the end`) driven by a small async task:
+//! it waits for room in the channel first, then reads one piece on a blocking thread. So a slow or
+//! stalled client costs a parked task and ≤ [`PIECES_IN_FLIGHT`] pieces of memory, never a
+//! blocking thread (tokio has 512; one per stalled download let slow readers starve the indexer,
+//! the gateway and bitswap). An `Err` piece aborts the body, so the client sees a failed transfer
+//! rather than a short or wrong one.
 
 use std::io;
 use std::pin::Pin;
@@ -15,32 +18,35 @@ use tokio::sync::mpsc;
 /// Pieces buffered between producer and socket (each ≤ 256 KiB).
 pub const PIECES_IN_FLIGHT: usize = 4;
 
-/// Sends pieces from a blocking thread; `Err(BrokenPipe)` once the client has gone.
-pub struct Sender(mpsc::Sender<io::Result<Bytes>>);
-
-impl Sender {
-    pub fn send(&self, piece: Bytes) -> io::Result<()> {
-        self.0.blocking_send(Ok(piece)).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
-    }
-
-    /// Aborts the body with `e` (ignored if the client has gone).
-    pub fn abort(&self, e: io::Error) {
-        let _ = self.0.blocking_send(Err(e));
-    }
-}
-
-/// Runs `produce` on a blocking thread and returns the body it feeds. An error it returns aborts
-/// the body (a client that went away is not reported).
-pub fn spawn(produce: impl FnOnce(&Sender) -> io::Result<()> + Send + 'static) -> Body {
+/// Returns the body fed by `produce`, called on a blocking thread once per piece (`Ok(None)`: the
+/// end) and only when the client has taken enough of the earlier pieces to leave room for it. An
+/// error it returns aborts the body; a client that goes away stops the producer.
+pub fn pull(mut produce: impl FnMut() -> io::Result<Option<Bytes>> + Send + 'static) -> Body {
     let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT);
-    tokio::task::spawn_blocking(move || {
-        let tx = Sender(tx);
-        match produce(&tx) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-            Err(e) => {
-                tracing::warn!(cause = %e, "response body aborted");
-                tx.abort(e);
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = tx.reserve().await else { return };
+            let (back, piece) = match tokio::task::spawn_blocking(move || {
+                let piece = produce();
+                (produce, piece)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    permit.send(Err(io::Error::other(format!("response body failed: {e}"))));
+                    return;
+                }
+            };
+            produce = back;
+            match piece {
+                Ok(Some(bytes)) => permit.send(Ok(bytes)),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(cause = %e, "response body aborted");
+                    permit.send(Err(e));
+                    return;
+                }
             }
         }
     });

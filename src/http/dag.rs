@@ -1,7 +1,8 @@
 //! Streaming a DAG out of [`Blocks`]: as CAR v1 (gateway `?format=car`, RPC `dag/export`) or as
-//! the UnixFS file bytes it encodes (RPC `cat`). Both run on a blocking thread and feed a
-//! [`body`]; a block missing mid-stream aborts the body, so the client sees a truncated transfer
-//! (the trustless-gateway spec leaves completeness checks to the client, and every client does).
+//! the UnixFS file bytes it encodes (RPC `cat`). Both are producers a [`body`] pulls as the client
+//! reads (each piece read on a blocking thread, none held while the client is slow). A block
+//! missing mid-stream aborts the body, so the client sees a truncated transfer (the
+//! trustless-gateway spec leaves completeness checks to the client, and every client does).
 
 use std::collections::HashSet;
 use std::io;
@@ -35,41 +36,54 @@ fn get(blocks: &Blocks, cid: &Cid) -> io::Result<Bytes> {
 
 /// A CAR v1 of the DAG under `root`, depth-first, each block once.
 pub fn car_body(blocks: Arc<Blocks>, root: Cid, scope: Scope) -> Body {
-    body::spawn(move |tx| {
-        tx.send(Bytes::from(car::header(&root)))?;
-        let mut stack = vec![root];
-        let mut seen = HashSet::new();
+    // The next piece if it is already known: the header first, then each block after its prefix.
+    let mut ready = Some(Bytes::from(car::header(&root)));
+    let mut stack = vec![root];
+    let mut seen = HashSet::new();
+    body::pull(move || {
+        if let Some(piece) = ready.take() {
+            return Ok(Some(piece));
+        }
         while let Some(cid) = stack.pop() {
             if !seen.insert(cid) {
                 continue;
             }
             let data = get(&blocks, &cid)?;
-            tx.send(Bytes::from(car::block_prefix(&cid, data.len())))?;
-            if scope == Scope::All && cid.codec() == DAG_PB {
-                let node = unixfs::decode(&data).map_err(|e| io::Error::other(format!("{cid}: {e}")))?;
-                stack.extend(node.links.iter().rev());
+            match scope {
+                Scope::All if cid.codec() == DAG_PB => {
+                    let node = unixfs::decode(&data).map_err(|e| io::Error::other(format!("{cid}: {e}")))?;
+                    stack.extend(node.links.iter().rev());
+                }
+                Scope::All => {}
+                Scope::Block => stack.clear(),
             }
-            tx.send(data)?;
-            if scope == Scope::Block {
-                break;
-            }
+            let prefix = Bytes::from(car::block_prefix(&cid, data.len()));
+            ready = Some(data);
+            return Ok(Some(prefix));
         }
-        Ok(())
+        Ok(None)
     })
 }
 
 /// The bytes `range` of the UnixFS file (or raw block) at `root`, planned by the one bounded
-/// walk ([`walk`]) and read piece by piece.
+/// walk ([`walk`]) on the first pull and read piece by piece.
 pub fn cat_body(blocks: Arc<Blocks>, root: Cid, range: Range<u64>) -> Body {
-    body::spawn(move |tx| {
-        let pieces = walk::walk_blocking(root, None, walk::Limits::generic(), |cids| {
-            cids.iter().map(|c| get(&blocks, c)).collect::<io::Result<Vec<_>>>()
-        })
-        .map_err(|e| match e {
-            walk::WalkOrFetch::Fetch(e) => e,
-            walk::WalkOrFetch::Walk(e) => io::Error::other(e),
-        })?;
-        for piece in pieces {
+    let mut plan: Option<std::vec::IntoIter<walk::Piece>> = None;
+    body::pull(move || {
+        let pieces = match &mut plan {
+            Some(p) => p,
+            None => {
+                let pieces = walk::walk_blocking(root, None, walk::Limits::generic(), |cids| {
+                    cids.iter().map(|c| get(&blocks, c)).collect::<io::Result<Vec<_>>>()
+                })
+                .map_err(|e| match e {
+                    walk::WalkOrFetch::Fetch(e) => e,
+                    walk::WalkOrFetch::Walk(e) => io::Error::other(e),
+                })?;
+                plan.insert(pieces.into_iter())
+            }
+        };
+        for piece in pieces.by_ref() {
             let (start, end) = (piece.offset(), piece.offset() + piece.len());
             let (from, to) = (range.start.max(start), range.end.min(end));
             if from >= to {
@@ -85,9 +99,9 @@ pub fn cat_body(blocks: Arc<Blocks>, root: Cid, range: Range<u64>) -> Body {
                     data
                 }
             };
-            tx.send(bytes.slice((from - start) as usize..(to - start) as usize))?;
+            return Ok(Some(bytes.slice((from - start) as usize..(to - start) as usize)));
         }
-        Ok(())
+        Ok(None)
     })
 }
 

@@ -2,9 +2,9 @@
 //! path accepted from peers — from its DAG ([`crate::substitute`]: every block verified, the whole
 //! hashed, the body aborted on any failure; `Range` served from the blocks that cover it).
 //!
-//! The dump runs on a blocking thread (filesystem reads) and hands 256 KiB pieces to the response
-//! through a bounded channel ([`body`]), so a slow client holds ≤ 1 MiB of memory and the dump
-//! waits for it. `Range` (one range; nix uses it to resume) is served from the NAR layout: bytes
+//! The NAR is read from its layout (one metadata walk, then preads) in 256 KiB pieces, each on a
+//! blocking thread only once the client has taken the earlier ones ([`body`]): a slow client holds
+//! ≤ 1 MiB of memory and no thread. `Range` (one range; nix uses it to resume) is served from the NAR layout: bytes
 //! before the range are skipped by seeking, not read. With `Accept-Encoding: zstd` and no `Range`, the
 //! body is zstd-compressed on the fly (`Compression: none` stays true of the NAR itself; Nix decodes
 //! `Content-Encoding` transparently). An I/O error mid-stream aborts the body, so nix sees a failed
@@ -18,14 +18,15 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tracing::warn;
 
 use super::error::ApiError;
 use super::{AppState, body};
 use crate::local_cache::LocalNar;
 use crate::nix::hash::NarHash;
-use crate::nix::nar::{NarWriter, OUT_CHUNK};
+use crate::nix::nar::OUT_CHUNK;
+use crate::nix::nar_layout::{Cursor, NarLayout};
 use crate::substitute::NarSource;
 
 /// zstd level 1 compresses at ~500 MB/s per core, well above a 1 Gbit/s LAN (125 MB/s); higher
@@ -87,76 +88,67 @@ pub async fn get(
     resp.body(body).map_err(|_| ApiError::BadRequest("unrepresentable header"))
 }
 
-/// Starts the dump thread and returns the body it feeds.
+/// The body of a local NAR, read from the store as the client takes it.
 fn stream(app: AppState, source: LocalNar, window: Range<u64>, zstd: bool) -> Body {
-    let expected = window.end - window.start;
-    body::spawn(move |tx| {
-        let sent = dump(&source, window, zstd, tx)?;
-        if !zstd && sent != expected {
-            warn!(path = %source.path, sent, expected, "NAR on disk differs in size from Nix's DB");
-            return Err(io::Error::other("NAR size mismatch"));
+    let mut nar: Option<LocalBody> = None;
+    body::pull(move || {
+        // The layout (a metadata walk) is made on the first pull: it runs on a blocking thread.
+        let nar = match &mut nar {
+            Some(n) => n,
+            None => nar.insert(LocalBody::open(&source, window.clone(), zstd)?),
+        };
+        let piece = nar.next()?;
+        if piece.is_none() {
+            let counters = &app.cache.counters;
+            counters.nars_served.fetch_add(1, Ordering::Relaxed);
+            counters.nar_bytes_served.fetch_add(nar.read, Ordering::Relaxed);
         }
-        let counters = &app.cache.counters;
-        counters.nars_served.fetch_add(1, Ordering::Relaxed);
-        counters.nar_bytes_served.fetch_add(sent, Ordering::Relaxed);
-        Ok(())
+        Ok(piece)
     })
 }
 
-/// Dumps the window; returns the bytes produced (before compression when `zstd`).
-fn dump(source: &LocalNar, window: Range<u64>, zstd: bool, tx: &body::Sender) -> io::Result<u64> {
-    let send = |piece: Bytes| tx.send(piece);
-    let mut sent = 0u64;
-    let expected = window.end - window.start;
-    if zstd {
-        let mut enc = zstd::stream::write::Encoder::new(PieceWriter { buf: BytesMut::new(), send: &send }, ZSTD_LEVEL)?;
-        NarWriter::new(window, |piece: Bytes| {
-            sent += piece.len() as u64;
-            check_len(sent, expected)?;
-            enc.write_all(&piece)
-        })
-        .dump(&source.fs_path)?;
-        let mut inner = enc.finish()?;
-        inner.flush()?;
-    } else {
-        NarWriter::new(window, |piece: Bytes| {
-            sent += piece.len() as u64;
-            check_len(sent, expected)?;
-            send(piece)
-        })
-        .dump(&source.fs_path)?;
-    }
-    Ok(sent)
+/// A window of a store path's NAR in [`OUT_CHUNK`] pieces, zstd-compressed when asked.
+struct LocalBody {
+    cursor: Cursor,
+    zstd: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+    /// NAR bytes read (before compression).
+    read: u64,
 }
 
-/// Stops a dump that is producing more than Nix's DB says the NAR has (a modified store path).
-fn check_len(sent: u64, expected: u64) -> io::Result<()> {
-    if sent > expected {
-        return Err(io::Error::other("NAR on disk is larger than Nix's DB says"));
-    }
-    Ok(())
-}
-
-/// Collects compressed output into pieces of [`OUT_CHUNK`].
-struct PieceWriter<'a, F: Fn(Bytes) -> io::Result<()>> {
-    buf: BytesMut,
-    send: &'a F,
-}
-
-impl<F: Fn(Bytes) -> io::Result<()>> Write for PieceWriter<'_, F> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= OUT_CHUNK {
-            (self.send)(self.buf.split().freeze())?;
+impl LocalBody {
+    fn open(source: &LocalNar, window: Range<u64>, zstd: bool) -> io::Result<Self> {
+        let layout = NarLayout::of(&source.fs_path)?;
+        if layout.size() != source.nar_size {
+            // A store path modified after registration: refuse it rather than serve a NAR whose
+            // hash cannot match (nix would reject it after the whole download).
+            warn!(path = %source.path, on_disk = layout.size(), in_db = source.nar_size, "NAR on disk differs in size from Nix's DB");
+            return Err(io::Error::other("NAR size mismatch"));
         }
-        Ok(data.len())
+        let zstd = match zstd {
+            true => Some(zstd::stream::write::Encoder::new(Vec::with_capacity(OUT_CHUNK), ZSTD_LEVEL)?),
+            false => None,
+        };
+        Ok(Self { cursor: layout.into_cursor(window), zstd, read: 0 })
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            (self.send)(self.buf.split().freeze())?;
+    fn next(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            let piece = self.cursor.next_piece(OUT_CHUNK)?;
+            self.read += piece.as_ref().map_or(0, |p| p.len() as u64);
+            let Some(enc) = &mut self.zstd else { return Ok(piece.map(Bytes::from)) };
+            match piece {
+                Some(p) => {
+                    enc.write_all(&p)?;
+                    if enc.get_ref().len() >= OUT_CHUNK {
+                        return Ok(Some(Bytes::from(std::mem::take(enc.get_mut()))));
+                    }
+                }
+                None => {
+                    let rest = self.zstd.take().map(|e| e.finish()).transpose()?.unwrap_or_default();
+                    return Ok((!rest.is_empty()).then(|| Bytes::from(rest)));
+                }
+            }
         }
-        Ok(())
     }
 }
 

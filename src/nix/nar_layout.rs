@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -68,20 +69,29 @@ impl NarLayout {
             io::Error::new(io::ErrorKind::InvalidInput, format!("range {offset}+{len} is past the NAR's end"))
         })?;
         let mut out = Vec::with_capacity(len);
-        let mut i = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
-        let mut pos = offset;
+        self.read_into(offset, end, &mut out, &mut None)?;
+        Ok(out)
+    }
+
+    /// Appends bytes `pos .. end` (within the NAR) to `out`. `open` is the file last read (its
+    /// piece index): kept across calls, so reading a big file piece by piece opens it once.
+    fn read_into(&self, mut pos: u64, end: u64, out: &mut Vec<u8>, open: &mut Option<(usize, File)>) -> io::Result<()> {
+        let mut i = self.starts.partition_point(|&s| s <= pos).saturating_sub(1);
         while pos < end {
-            let start = self.starts[i];
-            let within = pos - start;
+            let within = pos - self.starts[i];
             match &self.pieces[i] {
                 Piece::Framing(b) => {
                     let take = (b.len() as u64 - within).min(end - pos) as usize;
                     out.extend_from_slice(&b[within as usize..within as usize + take]);
                     pos += take as u64;
                 }
+                Piece::File { len: 0, .. } => {}
                 Piece::File { path, len: flen } => {
                     let take = (flen - within).min(end - pos);
-                    let f = File::open(path)?;
+                    let f = match open {
+                        Some((at, f)) if *at == i => f,
+                        _ => &open.insert((i, File::open(path)?)).1,
+                    };
                     let before = out.len();
                     out.resize(before + take as usize, 0);
                     // One pread per file segment (a chunk is one or two): no seek, no short reads.
@@ -97,12 +107,41 @@ impl NarLayout {
             }
             i += 1;
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Reads `window` (clipped to the NAR) piece by piece, for a body that pulls as its client reads.
+    pub fn into_cursor(self, window: Range<u64>) -> Cursor {
+        let end = window.end.min(self.size);
+        Cursor { pos: window.start.min(end), end, layout: self, open: None }
     }
 
     /// A sequential reader over the whole NAR.
     pub fn reader(&self) -> LayoutReader<'_> {
         LayoutReader { layout: self, index: 0, within: 0, file: None }
+    }
+}
+
+/// A window of a NAR, read in pieces ([`NarLayout::into_cursor`]); the file being read stays open
+/// between pieces.
+pub struct Cursor {
+    layout: NarLayout,
+    pos: u64,
+    end: u64,
+    open: Option<(usize, File)>,
+}
+
+impl Cursor {
+    /// The next ≤ `max` bytes of the window; `None` at its end.
+    pub fn next_piece(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let stop = self.end.min(self.pos.saturating_add(max as u64));
+        let mut out = Vec::with_capacity((stop - self.pos) as usize);
+        self.layout.read_into(self.pos, stop, &mut out, &mut self.open)?;
+        self.pos = stop;
+        Ok(Some(out))
     }
 }
 
@@ -183,5 +222,14 @@ mod tests {
             assert_eq!(layout.read_range(off as u64, len).unwrap(), &whole[off..off + len], "{off}+{len}");
         }
         assert!(layout.read_range(n as u64 - 1, 2).is_err());
+        for (window, piece) in [(0..n, 4096), (7..200_000, 1000), (150..n - 3, 65_536), (n - 2..n + 10, 1)] {
+            let mut cursor = NarLayout::of(&root).unwrap().into_cursor(window.start as u64..window.end as u64);
+            let mut got = Vec::new();
+            while let Some(p) = cursor.next_piece(piece).unwrap() {
+                assert!(!p.is_empty() && p.len() <= piece);
+                got.extend_from_slice(&p);
+            }
+            assert_eq!(got, &whole[window.start..window.end.min(n)], "{window:?} in {piece}-byte pieces");
+        }
     }
 }

@@ -216,6 +216,10 @@ impl Daemon {
     }
 
     /// The daemon's p2p address (`/ip4/…/tcp/…/p2p/<id>`), once it listens.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn p2p_addr(&self) -> String {
         let line = self.wait_log("p2p listening on /ip4/");
         line.split("p2p listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()

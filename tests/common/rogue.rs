@@ -136,8 +136,23 @@ impl Rogue {
         blocks::fetch(&mut self.control.clone(), peer, cids).await
     }
 
-    /// Sends `peer` a bitswap want-block (with sendDontHave) for `cid`.
+    /// Sends `peer` a bitswap want-block (with sendDontHave) for `cid`, again if the stream is
+    /// reset: libp2p-stream drops an inbound stream that arrives while the daemon's acceptor has
+    /// not yet taken the previous one (rust-libp2p#5651; seen under the full suite's load), and a
+    /// real peer re-sends as our own client does.
     pub async fn want(&self, peer: PeerId, cid: Cid) -> Result<(), String> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match self.want_once(peer, cid).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(last)
+    }
+
+    async fn want_once(&self, peer: PeerId, cid: Cid) -> Result<(), String> {
         let msg = bitswap::message::Message {
             wantlist: Some(bitswap::message::Wantlist {
                 entries: vec![bitswap::message::Entry {
