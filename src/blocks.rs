@@ -60,6 +60,8 @@ pub struct Blocks {
     cache_size: u64,
     /// Bytes in the `blocks` table, kept here so a put does not scan the table.
     stored: AtomicU64,
+    /// Bytes of local chunks read from the store (and hashed) to serve them.
+    chunk_bytes_read: AtomicU64,
 }
 
 /// Keeps blocks from eviction while alive.
@@ -103,11 +105,17 @@ impl Blocks {
             pins: Mutex::new(HashMap::new()),
             cache_size,
             stored: AtomicU64::new(stored),
+            chunk_bytes_read: AtomicU64::new(0),
         }
     }
 
     pub fn cache(&self) -> &LocalCache {
         &self.cache
+    }
+
+    /// Bytes of local chunks read from the store (and hashed) so far: what serving costs in I/O.
+    pub fn local_chunk_bytes_read(&self) -> u64 {
+        self.chunk_bytes_read.load(Ordering::Relaxed)
     }
 
     /// The block, if this node may serve it. Blocking (file and SQLite reads): call from a
@@ -142,6 +150,26 @@ impl Blocks {
             }
         }
         Ok(state.get_block(cid)?.map(|d| (Bytes::from(d), Origin::Blockstore)))
+    }
+
+    /// The size of the block, if this node may serve it, from the index alone: a local chunk is
+    /// neither read nor hashed (a bitswap want-have for it costs a lookup, not a 1 MiB read and a
+    /// sha2-256). A chunk that no longer matches its file is found out when it is asked for.
+    pub fn size_of(&self, cid: &Cid) -> Result<Option<u64>, CacheError> {
+        if cid.codec() == ipld::RAW {
+            if let Some((hash32, _, len)) = self.remembered(cid)
+                && self.servable(&hash32)
+            {
+                return Ok(Some(len.into()));
+            }
+            let state = self.cache.state();
+            if let Some((_, _, len)) = state.chunk_locations(cid)?.into_iter().find(|(h, _, _)| self.servable(h)) {
+                return Ok(Some(len.into()));
+            }
+            return Ok(state.block_size(cid)?);
+        }
+        // Inline and dag-pb blocks are small and read from memory or SQLite: no shortcut needed.
+        Ok(self.get(cid)?.map(|(data, _)| data.len() as u64))
     }
 
     /// A chunk's location from memory, while Nix's DB is as it was when it was loaded.
@@ -180,6 +208,7 @@ impl Blocks {
     /// changed (then it leaves the index).
     fn local_chunk(&self, cid: &Cid, hash32: &str, offset: u64, len: u32) -> Result<Option<Bytes>, CacheError> {
         let read = self.layout(hash32).and_then(|l| l.read_range(offset, len as usize));
+        self.chunk_bytes_read.fetch_add(read.as_ref().map_or(0, |d| d.len() as u64), Ordering::Relaxed);
         match read {
             Ok(data) if ipld::verify(cid, &data) => return Ok(Some(Bytes::from(data))),
             Ok(_) => warn!(path = hash32, %cid, "local chunk no longer matches its CID"),

@@ -79,7 +79,11 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         },
         "index": index,
         "scan": scan_json(&scan),
-        "blockstore": { "blocks": blocks, "bytes": block_bytes },
+        "blockstore": {
+            "blocks": blocks,
+            "bytes": block_bytes,
+            "local_chunk_bytes_read": app.blocks.local_chunk_bytes_read(),
+        },
         "p2p": p2p,
         "substitution": substitution,
         "requests": {

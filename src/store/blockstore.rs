@@ -24,6 +24,18 @@ impl StateDb {
         Ok(data)
     }
 
+    /// The size of a stored block, without reading it (SQLite answers `length()` of a blob from
+    /// its record header) and without marking it used: for a bitswap HAVE.
+    pub fn block_size(&self, cid: &Cid) -> Result<Option<u64>, StateError> {
+        let key = cid.to_bytes();
+        self.read(|c| {
+            c.prepare_cached("SELECT length(data) FROM blocks WHERE cid = ?1")?
+                .query_row([&key], |r| r.get::<_, i64>(0))
+                .optional()
+        })
+        .map(|n| n.map(|n| n as u64))
+    }
+
     /// Stores many blocks in one transaction (one WAL commit instead of one per block); returns the
     /// bytes that were new.
     pub fn put_blocks(&self, blocks: &[(Cid, bytes::Bytes)]) -> Result<u64, StateError> {

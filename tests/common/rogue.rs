@@ -141,9 +141,15 @@ impl Rogue {
     /// not yet taken the previous one (rust-libp2p#5651; seen under the full suite's load), and a
     /// real peer re-sends as our own client does.
     pub async fn want(&self, peer: PeerId, cid: Cid) -> Result<(), String> {
+        self.send_wants(peer, &[cid], bitswap::message::WANT_BLOCK).await
+    }
+
+    /// Sends `peer` one bitswap message wanting every one of `cids` as `want_type` (with
+    /// sendDontHave), again if the stream is reset (see [`Rogue::want`]).
+    pub async fn send_wants(&self, peer: PeerId, cids: &[Cid], want_type: i32) -> Result<(), String> {
         let mut last = String::new();
         for _ in 0..3 {
-            match self.want_once(peer, cid).await {
+            match self.want_once(peer, cids, want_type).await {
                 Ok(()) => return Ok(()),
                 Err(e) => last = e,
             }
@@ -152,16 +158,19 @@ impl Rogue {
         Err(last)
     }
 
-    async fn want_once(&self, peer: PeerId, cid: Cid) -> Result<(), String> {
+    async fn want_once(&self, peer: PeerId, cids: &[Cid], want_type: i32) -> Result<(), String> {
         let msg = bitswap::message::Message {
             wantlist: Some(bitswap::message::Wantlist {
-                entries: vec![bitswap::message::Entry {
-                    block: cid.to_bytes(),
-                    priority: 1,
-                    cancel: false,
-                    want_type: bitswap::message::WANT_BLOCK,
-                    send_dont_have: true,
-                }],
+                entries: cids
+                    .iter()
+                    .map(|cid| bitswap::message::Entry {
+                        block: cid.to_bytes(),
+                        priority: 1,
+                        cancel: false,
+                        want_type,
+                        send_dont_have: true,
+                    })
+                    .collect(),
                 full: false,
             }),
             ..Default::default()
@@ -170,6 +179,21 @@ impl Rogue {
         bitswap::message::write(&mut s, &msg).await.map_err(|e| e.to_string())?;
         let _ = s.close().await;
         Ok(())
+    }
+}
+
+impl Rogue {
+    /// Opens up to `n` bitswap streams to `peer` and holds them (nothing written); stops at the
+    /// first that fails (the peer hung up).
+    pub async fn hold_bitswap_streams(&self, peer: PeerId, n: usize) -> Vec<libp2p::Stream> {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            match self.control.clone().open_stream(peer, bitswap::PROTOCOL_1_2_0).await {
+                Ok(s) => held.push(s),
+                Err(_) => break,
+            }
+        }
+        held
     }
 }
 

@@ -84,13 +84,14 @@ impl Outbox {
     /// Queues a response for `peer`, waiting while its queue is full: the serving task waits, so
     /// we stop reading that peer's wants (boxo's engine does the same) instead of dropping blocks
     /// the peer would wait for until its own timeout. Dropped only if no room comes within
-    /// [`RESPONSE_WAIT`].
-    pub async fn respond(&self, peer: PeerId, msg: Message) {
+    /// [`RESPONSE_WAIT`]; then `false` (the peer is not reading: send it nothing more now).
+    pub async fn respond(&self, peer: PeerId, msg: Message) -> bool {
         let mut msg = Box::new(msg);
         let deadline = tokio::time::Instant::now() + RESPONSE_WAIT;
         loop {
             let pq = match self.push(peer, *msg, true) {
-                Pushed::Queued | Pushed::Dropped(_) => return,
+                Pushed::Queued => return true,
+                Pushed::Dropped(_) => return false,
                 Pushed::Full(m, pq) => {
                     msg = m;
                     pq
@@ -105,7 +106,7 @@ impl Outbox {
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {
                 debug!(%peer, "bitswap response queue stayed full; dropping a response");
-                return;
+                return false;
             }
         }
     }
