@@ -5,10 +5,12 @@
 //! → [`trust`] (publish gate; [`upstream`] for NarHash checks) → [`nix::nar`] (NAR from disk).
 //! [`publish`] indexes gated-in paths as content-defined [`ipld`] blocks; [`blocks`] serves them
 //! by CID (gateway, kubo RPC). [`store`] is peerix's own SQLite state; [`config`] turns flags, env
-//! and TOML into a run config; [`identity`] is the node's persistent ed25519 key.
+//! and TOML into a run config; [`identity`] is the node's persistent ed25519 key. [`fuzzing`] holds
+//! one entry point per parser of outside bytes, for the fuzz targets and their regression test.
 
 pub mod blocks;
 pub mod config;
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod ipld;

@@ -249,17 +249,27 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })
+        Self::parse(&text, path)
+    }
+
+    /// The config in `text`; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })
     }
 }
 
 impl ServeConfig {
     pub fn resolve(args: ServeArgs) -> Result<Self, ConfigError> {
-        let pick = |flag: Vec<String>, file: Option<Vec<String>>| if flag.is_empty() { file } else { Some(flag) };
         let file = match &args.config {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
+        Self::merge(args, file)
+    }
+
+    /// Flags (and their variables) over the file's values over the defaults.
+    pub fn merge(args: ServeArgs, file: FileConfig) -> Result<Self, ConfigError> {
+        let pick = |flag: Vec<String>, file: Option<Vec<String>>| if flag.is_empty() { file } else { Some(flag) };
         let listen = args.listen.or(file.listen).unwrap_or_else(default_listen);
         let state_dir = match args.state_dir.or(file.state_dir) {
             Some(d) => d,

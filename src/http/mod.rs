@@ -17,6 +17,7 @@ mod gateway;
 mod kubo_rpc;
 mod nar;
 mod narinfo;
+pub mod range;
 mod status;
 
 use std::net::SocketAddr;

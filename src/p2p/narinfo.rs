@@ -107,6 +107,11 @@ async fn ask_once(
         Err(e) => return Err(e.into()),
     };
     let _ = stream.close().await;
+    decode_answer(body)
+}
+
+/// A peer's answer from its frame: `None` when it does not serve the path.
+pub fn decode_answer(body: bytes::Bytes) -> Result<Option<Answer>, AskError> {
     let resp = <wire::Response as prost::Message>::decode(body)?;
     if resp.narinfo.is_empty() {
         return Ok(None);

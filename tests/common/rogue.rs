@@ -175,7 +175,9 @@ impl Rogue {
             }),
             ..Default::default()
         };
-        let mut s = self.control.clone().open_stream(peer, bitswap::PROTOCOL_1_2_0).await.map_err(|e| e.to_string())?;
+        let mut control = self.control.clone();
+        let open = tokio::time::timeout(Duration::from_secs(5), control.open_stream(peer, bitswap::PROTOCOL_1_2_0));
+        let mut s = open.await.map_err(|_| "no stream within 5 s".to_owned())?.map_err(|e| e.to_string())?;
         bitswap::message::write(&mut s, &msg).await.map_err(|e| e.to_string())?;
         let _ = s.close().await;
         Ok(())
@@ -184,13 +186,15 @@ impl Rogue {
 
 impl Rogue {
     /// Opens up to `n` bitswap streams to `peer` and holds them (nothing written); stops at the
-    /// first that fails (the peer hung up).
+    /// first that fails or does not open within 5 s (the peer hung up).
     pub async fn hold_bitswap_streams(&self, peer: PeerId, n: usize) -> Vec<libp2p::Stream> {
         let mut held = Vec::new();
+        let mut control = self.control.clone();
         for _ in 0..n {
-            match self.control.clone().open_stream(peer, bitswap::PROTOCOL_1_2_0).await {
-                Ok(s) => held.push(s),
-                Err(_) => break,
+            let open = control.open_stream(peer, bitswap::PROTOCOL_1_2_0);
+            match tokio::time::timeout(Duration::from_secs(5), open).await {
+                Ok(Ok(s)) => held.push(s),
+                _ => break,
             }
         }
         held

@@ -44,7 +44,7 @@ pub const MAX_DELTA: usize = 16_384;
 /// a sender sends a full summary long before (every [`MAX_DELTA`] changes at most).
 const MAX_REMOVED: usize = 4 * MAX_DELTA;
 /// Largest frame: a full 4 MiB filter plus its fields.
-const MAX_FRAME: usize = bloom::MAX_BYTES + 1024;
+pub const MAX_FRAME: usize = bloom::MAX_BYTES + 1024;
 /// Messages a peer may send at once, then one per second.
 const MESSAGE_BURST: f64 = 8.0;
 /// Inbound summary streams read at once (one per connected peerix peer is the norm).
