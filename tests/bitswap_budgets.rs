@@ -45,9 +45,7 @@ async fn want_haves_are_answered_from_the_index_without_reading_blocks() {
 
     // 20 messages wanting-have every chunk: 20 × ~45 HAVEs, and not one byte read.
     const ROUNDS: usize = 20;
-    for _ in 0..ROUNDS {
-        rogue.send_wants(peer, &cids, WANT_HAVE).await.unwrap();
-    }
+    rogue.send_wants_times(peer, &cids, WANT_HAVE, ROUNDS).await.unwrap();
     let haves = poll_until("every HAVE", || {
         let p = rogue.presences.lock().unwrap().clone();
         (p.len() >= ROUNDS * cids.len()).then_some(p)

@@ -147,9 +147,21 @@ impl Rogue {
     /// Sends `peer` one bitswap message wanting every one of `cids` as `want_type` (with
     /// sendDontHave), again if the stream is reset (see [`Rogue::want`]).
     pub async fn send_wants(&self, peer: PeerId, cids: &[Cid], want_type: i32) -> Result<(), String> {
+        self.send_wants_times(peer, cids, want_type, 1).await
+    }
+
+    /// Like [`Rogue::send_wants`], the message written `times` times on one stream (as boxo keeps
+    /// one stream per peer: a burst of streams would meet libp2p-stream's one-slot accept queue).
+    pub async fn send_wants_times(
+        &self,
+        peer: PeerId,
+        cids: &[Cid],
+        want_type: i32,
+        times: usize,
+    ) -> Result<(), String> {
         let mut last = String::new();
         for _ in 0..3 {
-            match self.want_once(peer, cids, want_type).await {
+            match self.want_once(peer, cids, want_type, times).await {
                 Ok(()) => return Ok(()),
                 Err(e) => last = e,
             }
@@ -158,7 +170,7 @@ impl Rogue {
         Err(last)
     }
 
-    async fn want_once(&self, peer: PeerId, cids: &[Cid], want_type: i32) -> Result<(), String> {
+    async fn want_once(&self, peer: PeerId, cids: &[Cid], want_type: i32, times: usize) -> Result<(), String> {
         let msg = bitswap::message::Message {
             wantlist: Some(bitswap::message::Wantlist {
                 entries: cids
@@ -178,7 +190,9 @@ impl Rogue {
         let mut control = self.control.clone();
         let open = tokio::time::timeout(Duration::from_secs(5), control.open_stream(peer, bitswap::PROTOCOL_1_2_0));
         let mut s = open.await.map_err(|_| "no stream within 5 s".to_owned())?.map_err(|e| e.to_string())?;
-        bitswap::message::write(&mut s, &msg).await.map_err(|e| e.to_string())?;
+        for _ in 0..times {
+            bitswap::message::write(&mut s, &msg).await.map_err(|e| e.to_string())?;
+        }
         let _ = s.close().await;
         Ok(())
     }
