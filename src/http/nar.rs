@@ -2,10 +2,10 @@
 //! path accepted from peers — from its DAG ([`crate::substitute`]: every block verified, the whole
 //! hashed, the body aborted on any failure; `Range` served from the blocks that cover it).
 //!
-//! The NAR is read from its layout (one metadata walk, then preads) in 256 KiB pieces, each on a
-//! blocking thread only once the client has taken the earlier ones ([`body`]): a slow client holds
-//! ≤ 1 MiB of memory and no thread. `Range` (one range; nix uses it to resume) is served from the NAR layout: bytes
-//! before the range are skipped by seeking, not read. With `Accept-Encoding: zstd` and no `Range`, the
+//! The NAR is read from its layout (one metadata walk, then preads) in 256 KiB pieces on a blocking
+//! thread only while the client keeps up ([`body`]): a slow client holds ≤ 1 MiB of memory and no
+//! thread. `Range` (one range; nix uses it to resume) starts the read at its offset: bytes before
+//! the range are not read. With `Accept-Encoding: zstd` and no `Range`, the
 //! body is zstd-compressed on the fly (`Compression: none` stays true of the NAR itself; Nix decodes
 //! `Content-Encoding` transparently). An I/O error mid-stream aborts the body, so nix sees a failed
 //! transfer, never a wrong NAR.

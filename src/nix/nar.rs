@@ -1,22 +1,21 @@
 //! NAR serialisation of a store path straight from the filesystem, byte-identical to `nix-store --dump`.
 //!
 //! The walk emits a sequence of [`Segment`]s: framing bytes (tokens, lengths, padding) and file
-//! contents named by path and length. [`NarWriter`] turns that into output bytes for a byte window,
-//! so a `Range` request (and, later, a chunk of the block index) seeks into file contents instead of
-//! re-reading everything before it. Memory is bounded by one output buffer (256 KiB) plus the names of
-//! one directory at a time; files of any size stream through.
+//! contents named by path and length. [`NarLayout`] records them and reads any byte range of the
+//! NAR from them (a `Range` request, a chunk of the block index, a whole NAR for nix), reading file
+//! contents only where the range covers them. The walk holds the names of one directory at a time;
+//! files of any size stream through.
 //!
 //! Format (`src/libutil/archive.cc`): every token is `u64 LE length ‖ bytes ‖ zero padding to 8`;
 //! `"nix-archive-1" node`, `node = "(" "type" T … ")"`; directory entries sorted bytewise by name.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::ops::Range;
+use std::fs;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use bytes::{Bytes, BytesMut};
+use super::nar_layout::NarLayout;
 
 /// The first token of every NAR.
 pub const MAGIC: &[u8] = b"nix-archive-1";
@@ -108,125 +107,15 @@ pub fn padding(len: u64) -> &'static [u8] {
     &ZEROS[..((8 - len % 8) % 8) as usize]
 }
 
-/// Writes the bytes of a NAR that fall in a window, in [`OUT_CHUNK`] pieces.
-pub struct NarWriter<F: FnMut(Bytes) -> io::Result<()>> {
-    window: Range<u64>,
-    pos: u64,
-    buf: BytesMut,
-    ship: F,
-}
-
-impl<F: FnMut(Bytes) -> io::Result<()>> NarWriter<F> {
-    pub fn new(window: Range<u64>, ship: F) -> Self {
-        Self { window, pos: 0, buf: BytesMut::with_capacity(OUT_CHUNK), ship }
-    }
-
-    /// Dumps `root` and returns how many bytes the whole NAR has (not only the window).
-    pub fn dump(mut self, root: &Path) -> io::Result<u64> {
-        walk(root, &mut |seg| self.segment(seg))?;
-        if !self.buf.is_empty() {
-            let piece = self.buf.split().freeze();
-            (self.ship)(piece)?;
-        }
-        Ok(self.pos)
-    }
-
-    fn segment(&mut self, seg: Segment<'_>) -> io::Result<()> {
-        match seg {
-            Segment::Framing(bytes) => {
-                let start = self.pos;
-                self.pos += bytes.len() as u64;
-                let (from, to) = self.clip(start, self.pos);
-                if from < to {
-                    self.put(&bytes[(from - start) as usize..(to - start) as usize])?;
-                }
-            }
-            Segment::Contents { path, len } => {
-                let start = self.pos;
-                self.pos += len;
-                let (from, to) = self.clip(start, self.pos);
-                if from < to {
-                    self.copy_file(path, from - start, to - from, len)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn clip(&self, start: u64, end: u64) -> (u64, u64) {
-        (start.max(self.window.start), end.min(self.window.end))
-    }
-
-    fn put(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            let n = bytes.len().min(OUT_CHUNK - self.buf.len());
-            self.buf.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            self.ship_if_full()?;
-        }
-        Ok(())
-    }
-
-    fn ship_if_full(&mut self) -> io::Result<()> {
-        if self.buf.len() >= OUT_CHUNK {
-            let piece = self.buf.split().freeze();
-            self.buf.reserve(OUT_CHUNK);
-            (self.ship)(piece)?;
-        }
-        Ok(())
-    }
-
-    /// Reads `count` bytes from `offset` of a file that must be `expected_len` long, straight into
-    /// the output buffer (no intermediate copy).
-    fn copy_file(&mut self, path: &Path, offset: u64, count: u64, expected_len: u64) -> io::Result<()> {
-        let mut file = File::open(path)?;
-        if offset > 0 {
-            file.seek(SeekFrom::Start(offset))?;
-        }
-        let mut left = count;
-        while left > 0 {
-            let room = (OUT_CHUNK - self.buf.len()).min(usize::try_from(left).unwrap_or(usize::MAX));
-            let filled = self.buf.len();
-            self.buf.resize(filled + room, 0);
-            let n = read_full(&mut file, &mut self.buf[filled..])?;
-            self.buf.truncate(filled + n);
-            if n < room {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{} shrank below {expected_len} bytes while being read", path.display()),
-                ));
-            }
-            left -= n as u64;
-            self.ship_if_full()?;
-        }
-        Ok(())
-    }
-}
-
-fn read_full(file: &mut File, mut buf: &mut [u8]) -> io::Result<usize> {
-    let mut total = 0;
-    while !buf.is_empty() {
-        match file.read(buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                total += n;
-                buf = &mut buf[n..];
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(total)
-}
-
 /// The whole NAR of `root` in memory (tests and small paths only).
+/// It is read the way the daemon serves a NAR (a [`NarLayout`] cursor in [`OUT_CHUNK`] pieces), so a
+/// test of this against `nix-store --dump` is a test of what nix gets.
 pub fn dump_to_vec(root: &Path) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    NarWriter::new(0..u64::MAX, |b: Bytes| {
-        out.extend_from_slice(&b);
-        Ok(())
-    })
-    .dump(root)?;
+    let mut cursor = NarLayout::of(root)?.into_cursor(0..u64::MAX);
+    while let Some(piece) = cursor.next_piece(OUT_CHUNK)? {
+        out.extend_from_slice(&piece);
+    }
     Ok(out)
 }
 
@@ -246,28 +135,5 @@ mod tests {
             put_str(&mut expect, t);
         }
         assert_eq!(nar, expect);
-    }
-
-    #[test]
-    fn every_window_is_a_slice_of_the_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        fs::create_dir_all(root.join("sub")).unwrap();
-        fs::write(root.join("a"), vec![7u8; 3 * OUT_CHUNK + 5]).unwrap();
-        fs::write(root.join("sub/b"), b"bee").unwrap();
-        std::os::unix::fs::symlink("../a", root.join("sub/l")).unwrap();
-        let whole = dump_to_vec(&root).unwrap();
-        let n = whole.len() as u64;
-        for (s, e) in [(0, 1), (0, n), (1, n), (100, 200), (200, OUT_CHUNK as u64 * 2 + 3), (n - 9, n), (n - 1, n)] {
-            let mut part = Vec::new();
-            let total = NarWriter::new(s..e, |b: Bytes| {
-                part.extend_from_slice(&b);
-                Ok(())
-            })
-            .dump(&root)
-            .unwrap();
-            assert_eq!(total, n);
-            assert_eq!(part, whole[s as usize..e as usize], "window {s}..{e}");
-        }
     }
 }
