@@ -26,8 +26,10 @@ use crate::nix::store_path::StoreHash;
 use crate::store::StateError;
 
 /// NAR layouts kept for serving chunks: a layout costs one metadata walk of the path to build and
-/// a few hundred bytes per file to keep. Cleared when full.
-const LAYOUT_CACHE_ENTRIES: usize = 256;
+/// ~150 bytes per file to keep, so the cache is bounded by bytes (a few layouts of huge trees
+/// must not pin hundreds of MB) and by entries (eviction scans them).
+const LAYOUT_CACHE_BYTES: usize = 32 << 20;
+const LAYOUT_CACHE_ENTRIES: usize = 512;
 /// Chunk locations kept in memory (~150 bytes each: ~10 MB, the chunks of ~4 GiB of NARs).
 const LOCATION_CACHE_ENTRIES: usize = 64 * 1024;
 
@@ -52,7 +54,7 @@ pub enum Origin {
 
 pub struct Blocks {
     cache: Arc<LocalCache>,
-    layouts: Mutex<HashMap<String, Arc<NarLayout>>>,
+    layouts: Mutex<Layouts>,
     /// A peer fetching a NAR asks for every chunk of it, in order: the first lookup loads the
     /// locations of all the path's chunks, and the other ~16 000 of a GiB need no query each.
     locations: Mutex<Locations>,
@@ -62,6 +64,47 @@ pub struct Blocks {
     stored: AtomicU64,
     /// Bytes of local chunks read from the store (and hashed) to serve them.
     chunk_bytes_read: AtomicU64,
+}
+
+/// Recently used NAR layouts, least recently used evicted first, bounded by their heap bytes.
+#[derive(Default)]
+struct Layouts {
+    map: HashMap<String, (Arc<NarLayout>, u64)>,
+    bytes: usize,
+    tick: u64,
+}
+
+impl Layouts {
+    fn get(&mut self, hash32: &str) -> Option<Arc<NarLayout>> {
+        self.tick += 1;
+        let (layout, used) = self.map.get_mut(hash32)?;
+        *used = self.tick;
+        Some(layout.clone())
+    }
+
+    /// Keeps `layout` unless it alone is over `max_bytes`, evicting the least recently used.
+    fn insert(&mut self, hash32: &str, layout: Arc<NarLayout>, max_bytes: usize, max_entries: usize) {
+        let size = layout.heap_size();
+        if size > max_bytes {
+            return;
+        }
+        self.remove(hash32);
+        while !self.map.is_empty() && (self.bytes + size > max_bytes || self.map.len() >= max_entries) {
+            let Some(oldest) = self.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+        self.tick += 1;
+        self.bytes += size;
+        self.map.insert(hash32.to_owned(), (layout, self.tick));
+    }
+
+    fn remove(&mut self, hash32: &str) {
+        if let Some((l, _)) = self.map.remove(hash32) {
+            self.bytes -= l.heap_size();
+        }
+    }
 }
 
 /// Keeps blocks from eviction while alive.
@@ -100,7 +143,7 @@ impl Blocks {
         let stored = cache.state().block_stats().map(|(_, bytes)| bytes).unwrap_or(0);
         Self {
             cache,
-            layouts: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(Layouts::default()),
             locations: Mutex::new(Locations::default()),
             pins: Mutex::new(HashMap::new()),
             cache_size,
@@ -225,7 +268,7 @@ impl Blocks {
     }
 
     fn layout(&self, hash32: &str) -> std::io::Result<Arc<NarLayout>> {
-        if let Some(l) = self.layouts.lock().ok().and_then(|m| m.get(hash32).cloned()) {
+        if let Some(l) = self.layouts.lock().ok().and_then(|mut m| m.get(hash32)) {
             return Ok(l);
         }
         let entry = self
@@ -237,10 +280,7 @@ impl Blocks {
         let base = entry.store_path.trim_start_matches("/nix/store/");
         let layout = Arc::new(NarLayout::of(&self.cache.store_root().join("nix/store").join(base))?);
         if let Ok(mut m) = self.layouts.lock() {
-            if m.len() >= LAYOUT_CACHE_ENTRIES {
-                m.clear();
-            }
-            m.insert(hash32.to_owned(), layout.clone());
+            m.insert(hash32, layout.clone(), LAYOUT_CACHE_BYTES, LAYOUT_CACHE_ENTRIES);
         }
         Ok(layout)
     }
@@ -307,5 +347,37 @@ mod tests {
         blocks.put(&cid, b"the real block").unwrap();
         let (data, origin) = blocks.get(&cid).unwrap().unwrap();
         assert_eq!((&data[..], origin), (&b"the real block"[..], Origin::Blockstore));
+    }
+
+    #[test]
+    fn the_layout_cache_is_bounded_by_bytes_and_keeps_the_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout_of = |files: usize| {
+            let root = dir.path().join(format!("tree{files}"));
+            std::fs::create_dir_all(&root).unwrap();
+            for i in 0..files {
+                std::fs::write(root.join(format!("file-with-a-longish-name-{i}")), b"x").unwrap();
+            }
+            Arc::new(NarLayout::of(&root).unwrap())
+        };
+        let (small, big) = (layout_of(10), layout_of(2000));
+        let budget = big.heap_size() + 2 * small.heap_size();
+        let mut cache = Layouts::default();
+        cache.insert("a", small.clone(), budget, 100);
+        cache.insert("b", small.clone(), budget, 100);
+        assert!(cache.get("a").is_some(), "a is now the more recently used");
+        cache.insert("big", big.clone(), budget, 100);
+        cache.insert("c", small.clone(), budget, 100);
+        assert!(cache.bytes <= budget, "{} bytes kept over a budget of {budget}", cache.bytes);
+        assert!(cache.get("b").is_none(), "the least recently used went first");
+        assert!(cache.get("c").is_some());
+        cache.insert("huge", big.clone(), big.heap_size() - 1, 100);
+        assert!(cache.get("huge").is_none(), "a layout over the whole budget is not kept");
+        let total: usize = cache.map.values().map(|(l, _)| l.heap_size()).sum();
+        assert_eq!(cache.bytes, total, "the running total matches what is kept");
+        for i in 0..10 {
+            cache.insert(&format!("n{i}"), small.clone(), usize::MAX, 4);
+        }
+        assert_eq!(cache.map.len(), 4, "bounded by entries too");
     }
 }

@@ -85,3 +85,20 @@ async fn a_peer_opening_streams_without_end_is_refused_then_dropped() {
     honest.send_wants(peer, &[chunks[0].0], WANT_BLOCK).await.unwrap();
     poll_until("the block", || honest.presences.lock().unwrap().contains(&(chunks[0].0, true)).then_some(())).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_over_its_want_rate_is_paced_not_dropped() {
+    let w = Work::new();
+    let (d, chunks) = serving(&w).await;
+    let rogue = Rogue::start(Plan::default(), Some(&d.p2p_addr())).await;
+    let peer: libp2p::PeerId = d.peer_id().parse().unwrap();
+    // 24 messages of 1 024 want-haves: 24 576 wants, over the 16 384 a peer may spend at once.
+    let cids: Vec<Cid> = chunks.iter().map(|c| c.0).cycle().take(1024).collect();
+    const ROUNDS: usize = 24;
+    rogue.send_wants_times(peer, &cids, WANT_HAVE, ROUNDS).await.unwrap();
+    poll_until("every HAVE", || (rogue.presences.lock().unwrap().len() >= ROUNDS * cids.len()).then_some(())).await;
+    let s = d.status().await;
+    let paced = s["p2p"]["bitswap"]["wants_paced"].as_u64().unwrap();
+    assert!(paced >= 1024, "no want waited: {s:#}");
+    assert_eq!(s["p2p"]["bitswap"]["peers_dropped"], 0, "pacing is not a disconnect");
+}

@@ -11,9 +11,11 @@
 //! is ≤ 1 KiB; a missing block → DONT_HAVE when the entry asked for it (`sendDontHave`). A HAVE
 //! comes from the index (no block is read or hashed for it); blocks are read one response at a time
 //! as the peer's queue drains. Limits: 4 MiB per message, 1024 wants answered per message, 256
-//! inbound streams at once and 32 per peer, responses cut at 256 KiB of payload. A peer that sends a
-//! malformed or over-size message, or keeps opening streams beyond its share, is disconnected.
+//! inbound streams at once and 32 per peer, responses cut at 256 KiB of payload, 16 384 wants
+//! answered per second per peer ([`budget`]: more wait). A peer that sends a malformed or over-size
+//! message, or keeps opening streams beyond its share, is disconnected.
 
+mod budget;
 pub mod client;
 pub mod message;
 mod outbox;
@@ -71,6 +73,8 @@ pub struct Stats {
     pub unwanted_blocks: AtomicU64,
     /// Inbound streams refused because their peer had [`STREAMS_PER_PEER`] open.
     pub streams_refused: AtomicU64,
+    /// Wants that waited because their peer was over its rate ([`budget::WANTS_PER_SECOND`]).
+    pub wants_paced: AtomicU64,
     pub peers_dropped: AtomicU64,
     pub provider_lookups: AtomicU64,
 }
@@ -89,6 +93,7 @@ struct Inner {
     stats: Stats,
     /// Open inbound streams and refusals per peer (an entry lives while the peer has a stream).
     streams: std::sync::Mutex<HashMap<PeerId, (usize, u32)>>,
+    budgets: budget::Budgets,
 }
 
 impl Bitswap {
@@ -108,6 +113,7 @@ impl Bitswap {
                 writer: writer::Writer::start(blocks.clone()),
                 stats: Stats::default(),
                 streams: Default::default(),
+                budgets: budget::Budgets::new(budget::WANTS_PER_SECOND),
             }),
         };
         // One budget over every version: a peer cannot double it by speaking two.
@@ -194,6 +200,9 @@ impl Bitswap {
             .collect();
         if wants.is_empty() {
             return;
+        }
+        if self.inner.budgets.spend(peer, wants.len()).await {
+            self.inner.stats.wants_paced.fetch_add(wants.len() as u64, Ordering::Relaxed);
         }
         // Sizes from the index first: a want-have is answered without reading the block.
         let blocks = self.inner.blocks.clone();
