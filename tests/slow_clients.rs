@@ -113,10 +113,3 @@ async fn a_store_path_changed_on_disk_is_refused_not_served_wrong() {
     // The daemon serves on.
     assert_eq!(get(&format!("{}/nix-cache-info", d.url)).await.status, 200);
 }
-
-/// The NAR URL the daemon's narinfo gives.
-async fn nar_url_of_store(d: &Daemon, path: &str) -> String {
-    let narinfo = get(&format!("{}/{}.narinfo", d.url, hash_part(path))).await;
-    assert_eq!(narinfo.status, 200, "{}", narinfo.text());
-    narinfo.text().lines().find_map(|l| l.strip_prefix("URL: ")).unwrap().to_owned()
-}

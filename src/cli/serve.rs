@@ -28,6 +28,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     if !cache.store_db().exists() {
         warn!(db = %cache.store_db().db_path().display(), "no Nix database yet; serving nothing until it appears");
     }
+    http::connections::raise_fd_limit();
     let blocks = Arc::new(Blocks::new(cache.clone(), cfg.cache_size));
     let publisher = Publisher::new(cache.clone(), cfg.index_jobs, cfg.index_rate.unwrap_or(DEFAULT_SERVE_INDEX_RATE))?;
     let shutdown = CancellationToken::new();

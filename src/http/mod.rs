@@ -6,11 +6,13 @@
 //! The accept loop is hand-rolled on hyper rather than `axum::serve` for three reasons the binary
 //! cache protocol cares about: a 30 s header-read timeout (harmonia moved from 5 s to 30 s after
 //! "a lot of 408s" under parallel nix load), TCP_NODELAY on every connection (narinfos are small
-//! writes; Nagle + delayed ACK costs 40 ms each), and a connection cap with graceful shutdown.
+//! writes; Nagle + delayed ACK costs 40 ms each), and connection caps ([`connections`]) with
+//! graceful shutdown.
 
 mod api;
 mod body;
 mod cache_info;
+pub mod connections;
 mod dag;
 mod error;
 mod gateway;
@@ -33,6 +35,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -48,8 +51,6 @@ use crate::local_cache::LocalCache;
 /// Backlog of the listening socket: nix opens ~10–25 connections at once for parallel narinfo
 /// lookups; Python's default of 5 overflowed and cost a 1 s SYN retry (nix-client-here.md §6).
 const LISTEN_BACKLOG: u32 = 1024;
-/// Open connections at most; a further client waits in the backlog (each costs a task and buffers).
-const MAX_CONNECTIONS: usize = 4096;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight responses (a NAR download) before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -172,7 +173,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves `app` on `listener` until `shutdown` fires, then drains open connections.
 pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let fd_limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    let slots = Arc::new(Semaphore::new(connections::cap_for(fd_limit)));
+    let clients = connections::Clients::default();
     let tracker = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -190,6 +193,14 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
                 }
             },
             _ = shutdown.cancelled() => break,
+        };
+        let Some(client_slot) = clients.admit(peer.ip(), connections::PER_REMOTE_CLIENT) else {
+            debug!(%peer, "client over its connection cap");
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(connections::TOO_MANY)).await;
+            });
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
@@ -213,7 +224,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             if let Err(e) = result {
                 debug!(%peer, cause = %e, "connection ended with an error");
             }
-            drop(permit);
+            drop((permit, client_slot));
         });
     }
     tracker.close();

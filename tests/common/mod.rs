@@ -239,6 +239,13 @@ pub async fn poll_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// The NAR URL the daemon's narinfo gives.
+pub async fn nar_url_of_store(d: &Daemon, path: &str) -> String {
+    let narinfo = get(&format!("{}/{}.narinfo", d.url, hash_part(path))).await;
+    assert_eq!(narinfo.status, 200, "{}", narinfo.text());
+    narinfo.text().lines().find_map(|l| l.strip_prefix("URL: ")).unwrap().to_owned()
+}
+
 /// A plain HTTP response.
 pub struct Resp {
     pub status: u16,

@@ -1,0 +1,129 @@
+//! How many HTTP connections the daemon holds: a cap for the process, sized from its open-file
+//! limit, and a smaller one per client address for clients that are not on this machine.
+//!
+//! Each connection is a socket, a task and hyper's buffers (~20 KiB idle, measured with 5 000
+//! keep-alive connections in `tests/http_load.rs`); a client over a cap waits in the listen backlog
+//! (the process cap) or gets a one-line 429 and a closed socket (the per-client cap), so no client
+//! can hold every slot and a slow or hostile one costs a buffer, never a thread.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use tracing::{info, warn};
+
+/// Connections at most, whatever the file limit allows.
+const MAX_CONNECTIONS: usize = 8192;
+/// File descriptors kept for everything but HTTP connections: SQLite, store files being read,
+/// libp2p connections (the swarm caps those at 1 024), the listen sockets.
+const RESERVED_FDS: u64 = 2048;
+/// Open connections one remote address may hold. Loopback clients are this machine's `nix`
+/// processes (every one of them is 127.0.0.1) and are bounded by the process cap only; a LAN
+/// client opens ~25 at once for a closure's narinfos (nix-client-here.md §6).
+pub const PER_REMOTE_CLIENT: usize = 256;
+
+/// Raises the soft open-file limit to the hard one, as nginx's `worker_rlimit_nofile` and Go's
+/// runtime do: systemd starts services with a soft limit of 1 024, which 1 000 connections and
+/// a few NARs being read would exhaust (EMFILE). Returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    let soft = current.unwrap_or(u64::MAX);
+    // RLIM_INFINITY is not a valid NOFILE soft limit; the kernel caps it at fs.nr_open (2^20).
+    let target = maximum.unwrap_or(1 << 20).min(1 << 20);
+    if soft >= target {
+        return soft;
+    }
+    match setrlimit(Resource::Nofile, Rlimit { current: Some(target), maximum }) {
+        Ok(()) => {
+            info!(from = soft, to = target, "raised the open-file limit");
+            target
+        }
+        Err(e) => {
+            warn!(limit = soft, cause = %e, "cannot raise the open-file limit");
+            soft
+        }
+    }
+}
+
+/// The connection cap for a process with `fd_limit` open files.
+pub fn cap_for(fd_limit: u64) -> usize {
+    (fd_limit.saturating_sub(RESERVED_FDS).max(64) as usize).min(MAX_CONNECTIONS)
+}
+
+/// Open connections per remote client address.
+#[derive(Clone, Default)]
+pub struct Clients(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One admitted connection; its client's count goes down when it is dropped.
+pub struct ClientSlot {
+    clients: Clients,
+    ip: IpAddr,
+}
+
+impl Clients {
+    /// Admits a connection from `ip` unless that client already holds `per_client` of them.
+    /// Loopback clients are always admitted (and not counted).
+    pub fn admit(&self, ip: IpAddr, per_client: usize) -> Option<Option<ClientSlot>> {
+        if ip.is_loopback() {
+            return Some(None);
+        }
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_default();
+        if *n >= per_client {
+            return None;
+        }
+        *n += 1;
+        Some(Some(ClientSlot { clients: self.clone(), ip }))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self.clients.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a client over its cap reads before the socket closes.
+pub const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 51\r\n\
+Connection: close\r\n\r\ntoo many open connections from your address; retry\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_follows_the_file_limit() {
+        assert_eq!(cap_for(1024), 64, "a tiny limit still serves");
+        assert_eq!(cap_for(4096), 2048);
+        assert_eq!(cap_for(1 << 20), MAX_CONNECTIONS);
+    }
+
+    #[test]
+    fn a_remote_client_is_capped_and_loopback_is_not() {
+        let clients = Clients::default();
+        let lan: IpAddr = "192.168.1.20".parse().unwrap();
+        let slots: Vec<_> = (0..3).map(|_| clients.admit(lan, 3).expect("under the cap")).collect();
+        assert!(clients.admit(lan, 3).is_none(), "a fourth connection is refused");
+        assert!(clients.admit("192.168.1.21".parse().unwrap(), 3).is_some(), "another client is not");
+        for _ in 0..10 {
+            assert!(matches!(clients.admit("127.0.0.1".parse().unwrap(), 3), Some(None)));
+        }
+        drop(slots);
+        assert!(clients.admit(lan, 3).is_some(), "closing connections frees their slots");
+        assert!(clients.0.lock().unwrap().len() <= 2, "entries go with their last connection");
+    }
+
+    #[test]
+    fn the_refusal_is_a_well_formed_response() {
+        let text = std::str::from_utf8(TOO_MANY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+    }
+}
