@@ -64,6 +64,8 @@ pub struct Blocks {
     stored: AtomicU64,
     /// Bytes of local chunks read from the store (and hashed) to serve them.
     chunk_bytes_read: AtomicU64,
+    /// Bytes evicted from the blockstore to stay under the cap.
+    evicted: AtomicU64,
 }
 
 /// Recently used NAR layouts, least recently used evicted first, bounded by their heap bytes.
@@ -149,11 +151,17 @@ impl Blocks {
             cache_size,
             stored: AtomicU64::new(stored),
             chunk_bytes_read: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         }
     }
 
     pub fn cache(&self) -> &LocalCache {
         &self.cache
+    }
+
+    /// Bytes evicted from the blockstore since start.
+    pub fn evicted_bytes(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     /// Bytes of local chunks read from the store (and hashed) so far: what serving costs in I/O.
@@ -312,6 +320,7 @@ impl Blocks {
             let pinned: Vec<Cid> = self.pins.lock().map(|p| p.keys().copied().collect()).unwrap_or_default();
             let freed = self.cache.state().evict_blocks(total - self.cache_size, &pinned)?;
             self.stored.fetch_sub(freed.min(total), Ordering::Relaxed);
+            self.evicted.fetch_add(freed, Ordering::Relaxed);
         }
         Ok(())
     }

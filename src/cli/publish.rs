@@ -72,18 +72,23 @@ pub async fn verify(mut cfg: ServeConfig, repair: bool) -> anyhow::Result<()> {
     let (bad, checked) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<String>, String)> {
         let cache = cache2;
         let state = cache.state();
-        let mut bad = Vec::new();
+        let mut bad: Vec<String> = state.quick_check()?.into_iter().map(|e| format!("state DB: {e}")).collect();
         let (mut paths, mut chunks, mut blocks) = (0u64, 0u64, 0u64);
         for hash32 in state.published_paths()? {
             paths += 1;
             let Some(entry) = state.path_entry(&hash32)? else { continue };
             let store_path = StorePath::parse(&entry.store_path)?;
+            let index = state.chunks_of(&hash32)?;
             let problem = match NarLayout::of(&cache.fs_path(&store_path)) {
                 Err(e) => Some(format!("{}: unreadable ({e})", entry.store_path)),
+                Ok(_) if entry.root_cid.is_none() => Some(format!("{}: published without a root", entry.store_path)),
+                Ok(_) if !covers(&index, entry.nar_size) => {
+                    Some(format!("{}: chunks do not cover its {} NAR bytes", entry.store_path, entry.nar_size))
+                }
                 Ok(layout) => {
                     let mut reader = layout.reader();
                     let mut problem = None;
-                    for (offset, len, cid) in state.chunks_of(&hash32)? {
+                    for (offset, len, cid) in index {
                         chunks += 1;
                         let mut buf = vec![0u8; len as usize];
                         if let Err(e) = reader.read_exact(&mut buf) {
@@ -124,4 +129,16 @@ pub async fn verify(mut cfg: ServeConfig, repair: bool) -> anyhow::Result<()> {
     println!("verified {checked}: {} bad{}", bad.len(), if repair && !bad.is_empty() { " (repaired)" } else { "" });
     anyhow::ensure!(bad.is_empty() || repair, "{} bad entries (run with --repair to drop them)", bad.len());
     Ok(())
+}
+
+/// True when `chunks` (offset, length, CID), in order, tile `0..nar_size` with no gap or overlap.
+fn covers(chunks: &[(u64, u32, cid::Cid)], nar_size: u64) -> bool {
+    let mut next = 0;
+    for (offset, len, _) in chunks {
+        if *offset != next {
+            return false;
+        }
+        next += u64::from(*len);
+    }
+    next == nar_size
 }

@@ -83,6 +83,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             "blocks": blocks,
             "bytes": block_bytes,
             "local_chunk_bytes_read": app.blocks.local_chunk_bytes_read(),
+            "evicted_bytes": app.blocks.evicted_bytes(),
         },
         "p2p": p2p,
         "substitution": substitution,

@@ -166,6 +166,16 @@ impl StateDb {
         Ok(f(&mut conn)?)
     }
 
+    /// SQLite's own consistency check of the file (b-trees, indexes, constraints; `quick_check`
+    /// skips only the O(N log N) index-content comparison): empty when the file is sound.
+    pub fn quick_check(&self) -> Result<Vec<String>, StateError> {
+        self.read(|c| {
+            let mut stmt = c.prepare("PRAGMA quick_check")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows.into_iter().filter(|r| r != "ok").collect())
+        })
+    }
+
     /// Remembers that `path` has NAR `nar_hash` (idempotent). A path we had from a peer is local now.
     pub fn record_local_path(&self, path: &StorePath, nar_hash: &NarHash, nar_size: u64) -> Result<(), StateError> {
         self.write(|c| {

@@ -1,0 +1,109 @@
+//! A crash costs nothing that is served: the daemon killed with SIGKILL while indexing, and while
+//! fetching a NAR from a peer and evicting received blocks, restarts to a state `peerix verify`
+//! finds clean (SQLite's own check, every published path's chunks tiling its NAR and matching
+//! their CIDs, every stored block matching its CID), and everything it serves afterwards is
+//! byte-exact.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+
+/// Runs `peerix verify` on a stopped daemon's state; returns its summary line.
+fn verify_clean(state: &Path, args: &[&str]) -> String {
+    let out = peerix_cmd("verify", state, args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "verify failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(": 0 bad"), "{stdout}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_while_indexing_it_restarts_clean() {
+    let w = Work::new();
+    let store = w.path("store");
+    let mut paths = Vec::new();
+    for i in 0..6 {
+        let src = w.path(&format!("src{i}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("data"), pseudo_random(6 << 20, 40 + i)).unwrap();
+        paths.push(run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src)));
+    }
+    let state = w.path("state");
+    let args = ["--store-root", store.to_str().unwrap(), "--serve-private"];
+    // Indexing at 8 MB/s: the 36 MB take seconds, so the kill lands between two paths or inside one.
+    let mut d = Daemon::start(&state, &[&args[..], &["--index-rate", "8M"]].concat());
+    d.wait_status("indexing under way", |s| {
+        s["scan"]["running"] == true && s["scan"]["done_paths"].as_u64().is_some_and(|n| (1..5).contains(&n))
+    })
+    .await;
+    d.kill();
+    let after_crash = verify_clean(&state, &args);
+
+    let d = Daemon::start(&state, &args);
+    d.wait_log("index scan finished");
+    for p in &paths {
+        let nar = get(&format!("{}/{}", d.url, nar_url_of_store(&d, p).await)).await;
+        assert!(nar.body == nix_dump(&store.join(&p[1..])), "{p}: the NAR differs from nix-store --dump");
+    }
+    drop(d);
+    let clean = verify_clean(&state, &args);
+    assert!(clean.contains("verified 6 paths"), "after the crash: {after_crash}; after the restart: {clean}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_while_fetching_and_evicting_it_restarts_clean() {
+    let w = Work::new();
+    let (sk, pk) = w.keypair("crash-1");
+    let f = w.build_big_fixture(24_000_000);
+    w.sign(&f.top, &sk);
+    let a = seeder(&w, "a", &[&f.top], &pk);
+    let root = root_cid(&a, &f.top).await;
+    let expected = nix_dump(Path::new(&f.top));
+    // C keeps 4 MB of received blocks: fetching the 24 MB DAG evicts all along.
+    let extra = ["--cache-size", "4M"];
+    let mut c = peer_client(&w, "c", "client", &pk, &[&a.p2p_addr()], &extra);
+    c.wait_log("have-summary applied");
+
+    // Two transfers at once: the NAR through the binary-cache API (from the peer, not stored) and
+    // the same DAG through /api/v0/cat (bitswap, into the blockstore, evicting).
+    let received = Arc::new(AtomicUsize::new(0));
+    let nar = format!("/{}", nar_url_of_store(&c, &f.top).await);
+    let cat = format!("/api/v0/cat?arg={root}");
+    let mut transfers = Vec::new();
+    for (method, url) in [("GET", format!("{}{nar}", c.url)), ("POST", format!("{}{cat}", c.url))] {
+        let received = received.clone();
+        transfers.push(tokio::spawn(async move {
+            let mut resp = client().request(method.parse().unwrap(), &url).send().await.unwrap();
+            while let Ok(Some(piece)) = resp.chunk().await {
+                received.fetch_add(piece.len(), Ordering::Relaxed);
+            }
+        }));
+    }
+    c.wait_status("blocks evicted", |s| s["blockstore"]["evicted_bytes"].as_u64() > Some(0)).await;
+    poll_until("NAR bytes on the way", || (received.load(Ordering::Relaxed) > 8 << 20).then_some(())).await;
+    c.kill();
+    for t in transfers {
+        t.await.unwrap();
+    }
+    assert!(received.load(Ordering::Relaxed) < 2 * expected.len(), "both transfers finished before the kill");
+    let store = w.path("client");
+    let args = ["--store-root", store.to_str().unwrap(), "--trusted-public-key", &pk];
+    let after_crash = verify_clean(&w.path("state-c"), &args);
+
+    let c = peer_client(&w, "c", "client", &pk, &[&a.p2p_addr()], &extra);
+    c.wait_log("have-summary applied");
+    assert!(get(&format!("{}{nar}", c.url)).await.body == expected, "NAR after restart");
+    let cat = request(&client(), "POST", &format!("{}{cat}", c.url), &[]).await;
+    assert!(cat.status == 200 && cat.body == expected, "cat after restart: {}", cat.status);
+    let s = c.status().await;
+    assert!(s["blockstore"]["bytes"].as_u64().unwrap() <= 4 << 20, "over the cap: {s:#}");
+    drop(c);
+    let clean = verify_clean(&w.path("state-c"), &args);
+    eprintln!("after the crash: {after_crash}after the restart: {clean}");
+}
