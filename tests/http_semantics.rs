@@ -166,7 +166,7 @@ async fn bad_requests_get_one_line_4xx_and_the_daemon_keeps_serving() {
         "{:?}",
         String::from_utf8_lossy(&reply[..60])
     );
-    // 1 MiB of headers (past hyper's 400 KB buffer): a 431 and a closed connection, read while
+    // 1 MiB of headers (past the 64 KiB a head may take): a 431 and a closed connection, read while
     // the rest is still being written; the next connection is served as usual.
     let mut sock = TcpStream::connect(s.d.addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -1,5 +1,6 @@
-//! Response bodies produced piece by piece from files and SQLite and handed to hyper through a
-//! bounded channel. A body is a producer (`next piece, or the end`) driven by a small async task:
+//! Response bodies produced piece by piece from files and SQLite and handed to the connection
+//! ([`super::conn`]) through a bounded channel, and [`FileBody`]: a local NAR the connection sends
+//! with `sendfile(2)`. A body is a producer (`next piece, or the end`) driven by a small async task:
 //! it waits for room in the channel, then produces pieces on a blocking thread until the channel is
 //! full again. So a slow or stalled client costs a parked task and ≤ [`PIECES_IN_FLIGHT`] pieces of
 //! memory, never a blocking thread (tokio has 512; one per stalled download let slow readers starve the indexer,
@@ -8,12 +9,16 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::Frame;
 use tokio::sync::mpsc;
+
+use crate::nix::nar::OUT_CHUNK;
+use crate::nix::nar_layout::Cursor;
 
 /// Pieces buffered between producer and socket (each ≤ 256 KiB).
 pub const PIECES_IN_FLIGHT: usize = 4;
@@ -101,5 +106,70 @@ impl http_body::Body for ChannelBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         self.rx.poll_recv(cx).map(|piece| piece.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// A window of a local NAR in a response's extensions: the connection takes the cursor and sends
+/// its file ranges with `sendfile(2)` (nothing of them passes through userspace). The response's
+/// body reads the same cursor, only if something polls it instead (a test calling the router
+/// directly); it starts on its first poll, so the connection's path reads nothing twice.
+#[derive(Clone)]
+pub struct FileBody {
+    cursor: Arc<Mutex<Option<Cursor>>>,
+    on_done: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl FileBody {
+    /// The extension and the fallback body for `cursor`; `on_done(bytes)` runs once it is sent whole.
+    pub fn new(cursor: Cursor, on_done: impl Fn(u64) + Send + Sync + 'static) -> (Self, Body) {
+        let file = Self { cursor: Arc::new(Mutex::new(Some(cursor))), on_done: Arc::new(on_done) };
+        let fallback = file.clone();
+        let body = Body::new(LazyBody::Waiting(Some(Box::new(move || {
+            let Some(mut cursor) = fallback.take() else { return Body::empty() };
+            let mut sent = 0;
+            pull(move || {
+                let piece = cursor.next_piece(OUT_CHUNK)?;
+                match &piece {
+                    Some(p) => sent += p.len() as u64,
+                    None => (fallback.on_done)(sent),
+                }
+                Ok(piece.map(Bytes::from))
+            })
+        }))));
+        (file, body)
+    }
+
+    /// The cursor, to the first caller.
+    pub fn take(&self) -> Option<Cursor> {
+        self.cursor.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    pub fn finished(&self, bytes: u64) {
+        (self.on_done)(bytes)
+    }
+}
+
+type StartBody = Box<dyn FnOnce() -> Body + Send>;
+
+/// A body made on its first poll.
+enum LazyBody {
+    Waiting(Option<StartBody>),
+    Started(Body),
+}
+
+impl http_body::Body for LazyBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        if let LazyBody::Waiting(start) = this {
+            let body = start.take().map_or_else(Body::empty, |start| start());
+            *this = LazyBody::Started(body);
+        }
+        match this {
+            LazyBody::Started(body) => Pin::new(body).poll_frame(cx),
+            LazyBody::Waiting(_) => Poll::Ready(None),
+        }
     }
 }

@@ -2,16 +2,15 @@
 //! (`/ipfs/{cid}`), a kubo-compatible RPC subset (`/api/v0/*`), and operator routes (`/health`,
 //! `/api/status`, `/api/paths/*`). `/api/*` answers loopback clients only, whatever `--listen` is.
 //!
-//! One module per resource; [`router`] builds every route; [`serve`] runs the accept loop.
-//! The accept loop is hand-rolled on hyper rather than `axum::serve` for three reasons the binary
-//! cache protocol cares about: a 30 s header-read timeout (harmonia moved from 5 s to 30 s after
-//! "a lot of 408s" under parallel nix load), TCP_NODELAY on every connection (narinfos are small
-//! writes; Nagle + delayed ACK costs 40 ms each), and connection caps ([`connections`]) with
-//! graceful shutdown.
+//! One module per resource; [`router`] builds every route; [`serve`] runs the accept loop, and
+//! [`conn`] each connection (HTTP/1.1 written here rather than by hyper, so local NARs go to the
+//! socket with `sendfile(2)`). TCP_NODELAY on every connection (narinfos are small writes; Nagle +
+//! delayed ACK costs 40 ms each), connection caps ([`connections`]) and graceful shutdown.
 
 mod api;
 mod body;
 mod cache_info;
+mod conn;
 pub mod connections;
 mod dag;
 mod error;
@@ -33,8 +32,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
@@ -51,7 +48,6 @@ use crate::local_cache::LocalCache;
 /// Backlog of the listening socket: nix opens ~10–25 connections at once for parallel narinfo
 /// lookups; Python's default of 5 overflowed and cost a 1 s SYN retry (nix-client-here.md §6).
 const LISTEN_BACKLOG: u32 = 1024;
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight responses (a NAR download) before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -203,27 +199,9 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = TowerToHyperService::new(tower::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            tower::ServiceExt::oneshot(app.clone(), req)
-        }));
-        let shutdown = shutdown.clone();
+        let (app, shutdown) = (app.clone(), shutdown.clone());
         tracker.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                debug!(%peer, cause = %e, "connection ended with an error");
-            }
+            conn::serve(stream, peer, app, shutdown).await;
             drop((permit, client_slot));
         });
     }

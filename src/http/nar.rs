@@ -2,9 +2,9 @@
 //! path accepted from peers — from its DAG ([`crate::substitute`]: every block verified, the whole
 //! hashed, the body aborted on any failure; `Range` served from the blocks that cover it).
 //!
-//! The NAR is read from its layout (one metadata walk, then preads) in 256 KiB pieces on a blocking
-//! thread only while the client keeps up ([`body`]): a slow client holds ≤ 1 MiB of memory and no
-//! thread. `Range` (one range; nix uses it to resume) starts the read at its offset: bytes before
+//! The NAR's file contents go from the page cache to the socket by `sendfile(2)` ([`body::FileBody`],
+//! written by [`super::conn`]); its framing and small files are read from its layout (one
+//! metadata walk, then preads). A slow client holds no thread and no buffer of file contents. `Range` (one range; nix uses it to resume) starts the read at its offset: bytes before
 //! the range are not read. With `Accept-Encoding: zstd` and no `Range`, the
 //! body is zstd-compressed on the fly (`Compression: none` stays true of the NAR itself; Nix decodes
 //! `Content-Encoding` transparently). An I/O error mid-stream aborts the body, so nix sees a failed
@@ -79,6 +79,18 @@ pub async fn get(
     };
     let body = match source {
         _ if method == Method::HEAD => Body::empty(),
+        NarSource::Local(local) if !zstd => {
+            // The layout is made (a metadata walk) before the status goes out, so a path changed
+            // on disk is refused with an error status rather than a body cut short.
+            let cursor = tokio::task::spawn_blocking(move || open(&local, window)).await??;
+            let (file, body) = body::FileBody::new(cursor, move |sent| {
+                let counters = &app.cache.counters;
+                counters.nars_served.fetch_add(1, Ordering::Relaxed);
+                counters.nar_bytes_served.fetch_add(sent, Ordering::Relaxed);
+            });
+            resp = resp.extension(file);
+            body
+        }
         NarSource::Local(local) => stream(app, local, window, zstd),
         NarSource::Dag(nar) => match app.substituter.transfer(nar, window).await {
             Some(pieces) => Body::from_stream(pieces),
@@ -88,7 +100,7 @@ pub async fn get(
     resp.body(body).map_err(|_| ApiError::BadRequest("unrepresentable header"))
 }
 
-/// The body of a local NAR, read from the store as the client takes it.
+/// The body of a local NAR compressed with zstd, read from the store as the client takes it.
 fn stream(app: AppState, source: LocalNar, window: Range<u64>, zstd: bool) -> Body {
     let mut nar: Option<LocalBody> = None;
     body::pull(move || {
@@ -115,20 +127,26 @@ struct LocalBody {
     read: u64,
 }
 
+/// A cursor over `window` of the store path's NAR, unless the path on disk no longer has the size
+/// Nix registered: then serving it would give a NAR whose hash cannot match (nix would reject it
+/// after the whole download).
+fn open(source: &LocalNar, window: Range<u64>) -> io::Result<Cursor> {
+    let layout = NarLayout::of(&source.fs_path)?;
+    if layout.size() != source.nar_size {
+        warn!(path = %source.path, on_disk = layout.size(), in_db = source.nar_size, "NAR on disk differs in size from Nix's DB");
+        return Err(io::Error::other("NAR size mismatch"));
+    }
+    Ok(layout.into_cursor(window))
+}
+
 impl LocalBody {
     fn open(source: &LocalNar, window: Range<u64>, zstd: bool) -> io::Result<Self> {
-        let layout = NarLayout::of(&source.fs_path)?;
-        if layout.size() != source.nar_size {
-            // A store path modified after registration: refuse it rather than serve a NAR whose
-            // hash cannot match (nix would reject it after the whole download).
-            warn!(path = %source.path, on_disk = layout.size(), in_db = source.nar_size, "NAR on disk differs in size from Nix's DB");
-            return Err(io::Error::other("NAR size mismatch"));
-        }
+        let cursor = open(source, window)?;
         let zstd = match zstd {
             true => Some(zstd::stream::write::Encoder::new(Vec::with_capacity(OUT_CHUNK), ZSTD_LEVEL)?),
             false => None,
         };
-        Ok(Self { cursor: layout.into_cursor(window), zstd, read: 0 })
+        Ok(Self { cursor, zstd, read: 0 })
     }
 
     fn next(&mut self) -> io::Result<Option<Bytes>> {

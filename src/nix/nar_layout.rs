@@ -145,7 +145,54 @@ pub struct Cursor {
     open: Option<(usize, File)>,
 }
 
+/// File contents at least this long go to the socket by `sendfile(2)` ([`Cursor::next_part`]);
+/// shorter ones are read with the framing around them: an `open` and a syscall per small file
+/// would cost more than copying it.
+pub const SENDFILE_MIN: u64 = 64 << 10;
+
+/// The next part of a NAR window for a socket: bytes to write, or a range of a file to send.
+pub enum Part {
+    Bytes(Vec<u8>),
+    File { file: std::sync::Arc<File>, offset: u64, len: u64 },
+}
+
 impl Cursor {
+    /// Bytes of the window not yet produced.
+    pub fn remaining(&self) -> u64 {
+        self.end - self.pos
+    }
+
+    /// The next part of the window: a range of ≥ [`SENDFILE_MIN`] bytes of one file, or up to
+    /// `max` bytes of framing and small files read into memory; `None` at its end.
+    pub fn next_part(&mut self, max: usize) -> io::Result<Option<Part>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let layout = &self.layout;
+        let mut i = layout.starts.partition_point(|&s| s <= self.pos).saturating_sub(1);
+        let mut stop = self.pos;
+        while stop < self.end && stop - self.pos < max as u64 {
+            let piece_end = layout.starts.get(i + 1).copied().unwrap_or(layout.size).min(self.end);
+            if let Piece::File { path, .. } = &layout.pieces[i]
+                && piece_end - stop >= SENDFILE_MIN
+            {
+                if stop > self.pos {
+                    break; // Send what is gathered first.
+                }
+                let file = std::sync::Arc::new(File::open(path)?);
+                let offset = stop - layout.starts[i];
+                self.pos = piece_end;
+                return Ok(Some(Part::File { file, offset, len: piece_end - stop }));
+            }
+            stop = piece_end.min(self.pos + max as u64);
+            i += 1;
+        }
+        let mut out = Vec::with_capacity((stop - self.pos) as usize);
+        self.layout.read_into(self.pos, stop, &mut out, &mut self.open)?;
+        self.pos = stop;
+        Ok(Some(Part::Bytes(out)))
+    }
+
     /// The next ≤ `max` bytes of the window; `None` at its end.
     pub fn next_piece(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
         if self.pos >= self.end {
@@ -244,6 +291,28 @@ mod tests {
                 got.extend_from_slice(&p);
             }
             assert_eq!(got, &whole[window.start..window.end.min(n)], "{window:?} in {piece}-byte pieces");
+        }
+        // Parts for a socket: file ranges (read here with pread, as sendfile would) and bytes.
+        for (window, max) in [(0..n, 256 << 10), (7..200_000, 1000), (150..n - 3, 65_536), (n - 100..n, 10)] {
+            let mut cursor = NarLayout::of(&root).unwrap().into_cursor(window.start as u64..window.end as u64);
+            let (mut got, mut files) = (Vec::new(), 0);
+            while let Some(seg) = cursor.next_part(max).unwrap() {
+                match seg {
+                    Part::Bytes(b) => {
+                        assert!(!b.is_empty() && b.len() <= max);
+                        got.extend_from_slice(&b);
+                    }
+                    Part::File { file, offset, len } => {
+                        assert!(len >= SENDFILE_MIN);
+                        let mut buf = vec![0; len as usize];
+                        file.read_exact_at(&mut buf, offset).unwrap();
+                        got.extend_from_slice(&buf);
+                        files += 1;
+                    }
+                }
+            }
+            assert_eq!(got, &whole[window.clone()], "{window:?} in parts of {max}");
+            assert_eq!(files, (window.len() > 100) as usize, "{window:?}: the 300 kB file is sent, the rest copied");
         }
     }
 }
