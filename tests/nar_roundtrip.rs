@@ -46,6 +46,12 @@ fn zoo(root: &Path) -> PathBuf {
     symlink("/nonexistent/dangling/target", z.join("dangling")).unwrap();
     symlink("../plain", z.join("bin/relative")).unwrap();
     symlink("bin", z.join("dir-link")).unwrap();
+    // Files the daemon sends with sendfile (≥ 64 KiB) around and between small ones, and one each
+    // side of that threshold.
+    write(&z.join("bin/big-tool"), &pseudo_random(300_001, 1), 0o755);
+    write(&z.join("n/e/s/t/blob"), &pseudo_random(1 << 20, 2), 0o644);
+    write(&z.join("threshold/at"), &pseudo_random(64 << 10, 3), 0o644);
+    write(&z.join("threshold/below"), &pseudo_random((64 << 10) - 1, 4), 0o644);
     z
 }
 
@@ -107,7 +113,8 @@ async fn served_nar_digest(d: &Daemon, store_path: &str) -> ([u8; 32], u64, Resp
 }
 
 /// The zoo and a file over 100 MB go through `nix-store --add` into a chroot store and come back
-/// over HTTP byte-identical to `nix-store --dump`, with `NarSize`/`NarHash` to match.
+/// over HTTP byte-identical to `nix-store --dump`, with `NarSize`/`NarHash` to match; and
+/// `nix-store --realise` substitutes both from the daemon into an empty store.
 #[tokio::test(flavor = "multi_thread")]
 async fn served_nars_match_nix_store_dump() {
     let w = Work::new();
@@ -118,7 +125,9 @@ async fn served_nars_match_nix_store_dump() {
     let add = |p: &Path| run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(p));
     let zoo_path = add(&z);
     let big_path = add(&big);
-    let d = Daemon::start(&w.path("state"), &["--store-root", store.to_str().unwrap(), "--serve-private"]);
+    let (sk, pk) = w.keypair("roundtrip-1");
+    let args = ["--store-root", store.to_str().unwrap(), "--serve-private", "--private-key-file", sk.to_str().unwrap()];
+    let d = Daemon::start(&w.path("state"), &args);
 
     for (store_path, source) in [(&zoo_path, &z), (&big_path, &big)] {
         let (ours, n, info) = served_nar_digest(&d, store_path).await;
@@ -129,5 +138,11 @@ async fn served_nars_match_nix_store_dump() {
         let nix32 =
             run(w.nix("nix-hash").args(["--type", "sha256", "--to-base32", &data_encoding::HEXLOWER.encode(&theirs)]));
         assert!(info.text().contains(&format!("NarHash: sha256:{nix32}\n")), "{}", info.text());
+
+        // nix checks NarHash as it unpacks; the copy in the new store dumps to the same bytes.
+        let out = w.substitute("client", store_path, &d.url, &pk);
+        assert!(out.status.success(), "{store_path}: {}", String::from_utf8_lossy(&out.stderr));
+        let copy = w.path("client").join(&store_path[1..]);
+        assert!(nix_dump_digest(&copy).0 == theirs, "{store_path}: the substituted copy differs");
     }
 }
