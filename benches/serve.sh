@@ -5,7 +5,10 @@
 #   benches/serve.sh [--gib N] [--rounds R] [--seconds S]
 #
 # Prints a table: narinfo latency (1 keep-alive connection) and throughput (64 connections) with
-# wrk, NAR throughput over 1 and 16 connections with curl, each the median of R rounds, and the
+# wrk; NAR throughput over 1 and 16 connections with curl and over 16 with a Python reader (a
+# client that needs CPU itself); the CPU-seconds each server spends per GiB it serves to curl
+# (user + system time from /proc, nginx's master and workers summed); and `nix-store --realise` of
+# the whole big closure into an empty store from each — each the median of R rounds, and the
 # ratio peerix/nginx. The servers alternate which goes first in a round (odd rounds nginx, even
 # rounds peerix), and each gets one worker per core: nginx `worker_processes $(nproc)`, peerix
 # tokio's default of one runtime thread per core; the table states both. Everything binds 127.0.0.1; peerix runs with --upstream none.
@@ -127,6 +130,39 @@ nar_mbs() { # $1 = parallel downloads; rest = URLs. Downloads every URL once per
   echo "$bytes $start $end" | awk '{printf "%.0f", $1 / ($3 - $2) / 1e6}'
 }
 
+HZ=$(getconf CLK_TCK)
+NGINX_PID=${PIDS[0]}; PEERIX_PID=${PIDS[1]}
+# User + system clock ticks of a server's processes.
+ticks() {
+  local pids=$PEERIX_PID
+  [ "$1" = nginx ] && pids="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
+  for p in $pids; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'
+}
+py_mbs() { # 16 Python readers, each downloading every URL once in 64 KiB reads.
+  local start end bytes
+  start=$(date +%s.%N)
+  bytes=$(for ((k = 0; k < 16; k++)); do echo "$*"; done | xargs -P 16 -I{} python3 -c '
+import sys, urllib.request
+n = 0
+for u in sys.argv[1:]:
+    with urllib.request.urlopen(u) as r:
+        while b := r.read(65536):
+            n += len(b)
+print(n)' {} | awk '{s += $1} END {print s}')
+  end=$(date +%s.%N)
+  echo "$bytes $start $end" | awk '{printf "%.0f", $1 / ($3 - $2) / 1e6}'
+}
+realise_mbs() { # nix-store --realise of the big closure into an empty store from $1.
+  local st=$B/realise-$RANDOM start end
+  start=$(date +%s.%N)
+  nix-store --store "$st" --realise "${BIG[@]}" --option substituters "$1" \
+    --option trusted-public-keys "$(cat "$B/pk")" --option download-attempts 1 >/dev/null 2>"$B/realise.log" ||
+    { cat "$B/realise.log" >&2; exit 1; }
+  end=$(date +%s.%N)
+  chmod -R u+w "$st"; rm -rf "$st"
+  echo "$start $end" | awk -v g="$GIB" '{printf "%.0f", g * 1073741824 / ($2 - $1) / 1e6}'
+}
+
 declare -A R
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r/$ROUNDS ..." >&2
@@ -135,8 +171,12 @@ for r in $(seq 1 "$ROUNDS"); do
     if [ $s = nginx ]; then U=$NGINX_URL; NARS=("${NGINX_NARS[@]}"); else U=$PEERIX_URL; NARS=("${PEERIX_NARS[@]}"); fi
     R[$s,c1]+="$(wrk_rps 1 1 "$U") "
     R[$s,c64]+="$(wrk_rps 2 64 "$U") "
+    t0=$(ticks $s)
     R[$s,n1]+="$(nar_mbs 1 "${NARS[@]}") "
+    R[$s,cpu]+="$(awk -v t="$(($(ticks $s) - t0))" -v hz="$HZ" -v g="$GIB" 'BEGIN {printf "%.3f", t / hz / g}') "
     R[$s,n16]+="$(nar_mbs 16 "${NARS[@]}") "
+    R[$s,py16]+="$(py_mbs "${NARS[@]}") "
+    R[$s,realise]+="$(realise_mbs "$U") "
   done
 done
 med() { tr ' ' '\n' <<<"${R[$1]}" | grep . | median; }
@@ -145,10 +185,14 @@ printf '\nserving speed, %s GiB of NARs in 8 paths + 256 small paths, median of 
 printf '%-44s %12s %12s %8s\n' "measure" "nginx" "peerix" "ratio"
 printf '%-44s %12s %12s\n' "workers (nginx processes, peerix threads)" "$(nproc)" "$(nproc)"
 row() { awk -v n="$2" -v p="$3" -v l="$1" 'BEGIN {
+  if (n + 0 == 0) { printf "%-44s %12s %12s %8s\n", l, n, p, "-"; exit }
   r = p / n; printf "%-44s %12s %12s %7.2fx\n", l, n, p, r }'; }
 n=$(med nginx,c1); p=$(med peerix,c1)
 row "narinfo latency, 1 conn (us/req; ratio p/n)" "$(awk -v x="$n" 'BEGIN{printf "%.1f", 1e6/x}')" "$(awk -v x="$p" 'BEGIN{printf "%.1f", 1e6/x}')"
 row "narinfo req/s, 64 conns" "$(med nginx,c64)" "$(med peerix,c64)"
 row "NAR MB/s, 1 conn" "$(med nginx,n1)" "$(med peerix,n1)"
 row "NAR MB/s, 16 conns" "$(med nginx,n16)" "$(med peerix,n16)"
-echo "(latency ratio: peerix/nginx, lower is better; the others: peerix/nginx, higher is better)"
+row "NAR MB/s, 16 Python readers" "$(med nginx,py16)" "$(med peerix,py16)"
+row "server CPU-s per GiB to curl (ratio p/n)" "$(med nginx,cpu)" "$(med peerix,cpu)"
+row "nix-store --realise MB/s, empty store" "$(med nginx,realise)" "$(med peerix,realise)"
+echo "(latency and CPU ratios: peerix/nginx, lower is better; the others: peerix/nginx, higher is better)"
