@@ -141,14 +141,14 @@ ticks() {
 py_mbs() { # 16 Python readers, each downloading every URL once in 64 KiB reads.
   local start end bytes
   start=$(date +%s.%N)
-  bytes=$(for ((k = 0; k < 16; k++)); do echo "$*"; done | xargs -P 16 -I{} python3 -c '
+  bytes=$(seq 16 | xargs -P 16 -I{} python3 -c '
 import sys, urllib.request
 n = 0
 for u in sys.argv[1:]:
     with urllib.request.urlopen(u) as r:
         while b := r.read(65536):
             n += len(b)
-print(n)' {} | awk '{s += $1} END {print s}')
+print(n)' "$@" | awk '{s += $1} END {print s}')
   end=$(date +%s.%N)
   echo "$bytes $start $end" | awk '{printf "%.0f", $1 / ($3 - $2) / 1e6}'
 }
