@@ -22,6 +22,9 @@ if [ ! -d tests/helia/node_modules ] || [ tests/helia/package-lock.json -nt test
   (cd tests/helia && npm ci --no-audit --no-fund --loglevel=error)
   touch tests/helia/node_modules
 fi
+# The reference OpenMetrics parser (Prometheus's Python client), for the /metrics test.
+python3 -c 'import prometheus_client' 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore prometheus-client==0.21.1
 # Single-user nix as root: a systemd user session may set NIX_REMOTE=daemon, and no daemon runs here.
 unset NIX_REMOTE
 # Create Nix's database once, before tests run in parallel: on a fresh machine every test's first nix

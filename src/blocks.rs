@@ -159,6 +159,11 @@ impl Blocks {
         &self.cache
     }
 
+    /// Bytes of received blocks kept now.
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
+    }
+
     /// Bytes evicted from the blockstore since start.
     pub fn evicted_bytes(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)

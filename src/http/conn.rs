@@ -296,7 +296,7 @@ async fn write_refusal(stream: &mut TcpStream, status: StatusCode, why: &str) ->
 fn date() -> HeaderValue {
     thread_local! {
         static DATE: std::cell::RefCell<(u64, HeaderValue)> =
-            std::cell::RefCell::new((0, HeaderValue::from_static("")));
+            const { std::cell::RefCell::new((0, HeaderValue::from_static(""))) };
     }
     let now = SystemTime::now();
     let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());

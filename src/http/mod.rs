@@ -16,6 +16,7 @@ mod dag;
 mod error;
 mod gateway;
 mod kubo_rpc;
+pub mod metrics;
 mod nar;
 mod narinfo;
 pub mod range;
@@ -69,6 +70,7 @@ pub struct Inner {
     pub upstream: Option<String>,
     pub serve_private: bool,
     pub signing_key: Option<String>,
+    pub metrics: metrics::Metrics,
 }
 
 impl std::ops::Deref for AppState {
@@ -89,6 +91,7 @@ pub fn render_cache_info(priority: u32) -> Bytes {
 }
 
 pub fn router(state: AppState) -> Router {
+    state.metrics.attach(&state);
     let rpc = Router::new()
         .route("/block/get", post(kubo_rpc::block_get).get(kubo_rpc::method_not_allowed))
         .route("/block/stat", post(kubo_rpc::block_stat).get(kubo_rpc::method_not_allowed))
@@ -104,12 +107,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/nix-cache-info", get(cache_info::get))
         .route("/health", get(status::health))
+        .route("/metrics", get(metrics::get))
         .route("/{file}", get(narinfo::get))
         .route("/nar/{file}", get(nar::get))
         .route("/ipfs/{cid}", get(gateway::get))
         .nest("/api", admin)
         .fallback(|| async { ApiError::NotFound("no such resource") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::count))
         .with_state(state)
 }
 
@@ -240,6 +245,7 @@ mod tests {
             upstream: None,
             serve_private: false,
             signing_key: None,
+            metrics: Default::default(),
         }))
     }
 

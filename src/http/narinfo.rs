@@ -6,9 +6,13 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use std::time::Instant;
+
 use super::AppState;
 use super::error::ApiError;
+use super::metrics::Outcome;
 use crate::nix::store_path::StoreHash;
+use crate::substitute::Answer;
 
 /// Every single-segment path other than `/nix-cache-info`, `/health` and `/` lands here.
 pub async fn get(State(app): State<AppState>, Path(file): Path<String>) -> Result<Response, ApiError> {
@@ -16,8 +20,15 @@ pub async fn get(State(app): State<AppState>, Path(file): Path<String>) -> Resul
         return Err(ApiError::NotFound("no such resource"));
     };
     let hash = StoreHash::parse(hash).map_err(|_| ApiError::BadRequest("malformed store path hash"))?;
-    match app.substituter.narinfo(&hash).await? {
-        Some(body) => Ok(([(header::CONTENT_TYPE, "text/x-nix-narinfo")], body).into_response()),
-        None => Err(ApiError::NotFound("no such path")),
-    }
+    let started = Instant::now();
+    let (body, outcome) = match app.substituter.narinfo(&hash).await? {
+        Some(Answer::Local(body)) => (body, Outcome::Local),
+        Some(Answer::Peer(body)) => (body, Outcome::Peer),
+        None => {
+            app.metrics.lookup(Outcome::Miss, started);
+            return Err(ApiError::NotFound("no such path"));
+        }
+    };
+    app.metrics.lookup(outcome, started);
+    Ok(([(header::CONTENT_TYPE, "text/x-nix-narinfo")], body).into_response())
 }

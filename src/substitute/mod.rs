@@ -51,6 +51,12 @@ pub struct Substituter {
     pub activity: activity::Activity,
 }
 
+/// A narinfo, and where it came from.
+pub enum Answer {
+    Local(Bytes),
+    Peer(Bytes),
+}
+
 impl Substituter {
     /// `node` is the IPFS node (`None` with `--no-p2p`: then only the local store answers).
     pub fn new(
@@ -74,11 +80,11 @@ impl Substituter {
     }
 
     /// The narinfo nix gets for `hash`: the local path's, else one accepted from peers.
-    pub async fn narinfo(self: &Arc<Self>, hash: &StoreHash) -> Result<Option<Bytes>, CacheError> {
+    pub async fn narinfo(self: &Arc<Self>, hash: &StoreHash) -> Result<Option<Answer>, CacheError> {
         if let Some(local) = self.cache.narinfo(hash).await? {
-            return Ok(Some(local));
+            return Ok(Some(Answer::Local(local)));
         }
-        Ok(self.lookup(*hash).await.map(|nar| nar.narinfo.clone()))
+        Ok(self.lookup(*hash).await.map(|nar| Answer::Peer(nar.narinfo.clone())))
     }
 
     /// Where the NAR with this hash comes from: the local store, else a narinfo accepted from peers

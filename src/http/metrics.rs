@@ -1,0 +1,204 @@
+//! `GET /metrics`: Prometheus text for scrapers (as harmonia and ncps offer), with the crate
+//! `prometheus-client`. Two kinds of metric: those recorded where they happen (HTTP requests by
+//! route and status, narinfo lookup latency by outcome), and those the daemon already counts
+//! (bytes served, bitswap, blockstore, peers, index progress), read at scrape time by a collector.
+//! A scrape reads atomics and one row of the state DB: no table scans, so scraping often costs
+//! nothing a transfer would notice.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::error::ApiError;
+use super::{AppState, Inner};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// Where a narinfo answer came from.
+#[derive(Clone, Copy, Debug)]
+pub enum Outcome {
+    Local,
+    Peer,
+    Miss,
+}
+
+/// Metrics recorded as requests happen; the rest is read from the daemon by [`Daemon`].
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    lookups: Family<OutcomeLabels, Histogram>,
+    /// The app the collector reads, set once the router exists (weak: the app holds these metrics).
+    app: Arc<OnceLock<Weak<Inner>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("peerix");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered, by route and status", requests.clone());
+        // 100 µs (a local hit) to ~3 s (past every lookup deadline).
+        let lookups = Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 3.0, 11))
+        });
+        registry.register("narinfo_lookup_seconds", "narinfo answer latency by outcome", lookups.clone());
+        let app = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(Daemon(app.clone())));
+        Self { registry, requests, lookups, app }
+    }
+}
+
+impl Metrics {
+    pub fn lookup(&self, outcome: Outcome, started: Instant) {
+        let outcome = match outcome {
+            Outcome::Local => "local",
+            Outcome::Peer => "peer",
+            Outcome::Miss => "miss",
+        };
+        self.lookups.get_or_create(&OutcomeLabels { outcome }).observe(started.elapsed().as_secs_f64());
+    }
+
+    pub(super) fn attach(&self, app: &AppState) {
+        let _ = self.app.set(Arc::downgrade(&app.0));
+    }
+}
+
+/// A bounded route label for a request path.
+fn route(path: &str) -> &'static str {
+    match path {
+        "/nix-cache-info" => "nix-cache-info",
+        "/health" => "health",
+        "/metrics" => "metrics",
+        p if p.starts_with("/nar/") => "nar",
+        p if p.starts_with("/ipfs/") => "ipfs",
+        p if p.starts_with("/api/v0/") => "rpc",
+        p if p.starts_with("/api/") => "api",
+        p if p.ends_with(".narinfo") && !p[1..].contains('/') => "narinfo",
+        _ => "other",
+    }
+}
+
+/// Counts every answered request by route and status.
+pub async fn count(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let route = route(req.uri().path());
+    let resp = next.run(req).await;
+    app.metrics.requests.get_or_create(&RequestLabels { route, status: resp.status().as_u16() }).inc();
+    resp
+}
+
+pub async fn get(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let mut text = String::with_capacity(8192);
+    prometheus_client::encoding::text::encode(&mut text, &app.metrics.registry)?;
+    let mut resp = text.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+/// Reads the daemon's own counters at scrape time.
+struct Daemon(Arc<OnceLock<Weak<Inner>>>);
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Daemon")
+    }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for Daemon {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(app) = self.0.get().and_then(Weak::upgrade) else { return Ok(()) };
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = &app.cache.counters;
+        counter(&mut e, "narinfo_hits", "narinfos answered from the local store", n(&c.narinfo_hits))?;
+        counter(&mut e, "narinfo_misses", "narinfos not found locally", n(&c.narinfo_misses))?;
+        counter(&mut e, "narinfo_private", "narinfos refused by the publish gate", n(&c.narinfo_denied))?;
+        counter(&mut e, "nars_served", "local NARs served whole", n(&c.nars_served))?;
+        counter(&mut e, "nar_served_bytes", "bytes of local NARs served", n(&c.nar_bytes_served))?;
+        let s = &app.substituter.activity.counters;
+        counter(&mut e, "narinfo_peer_hits", "narinfos answered from peers", n(&s.peer_hits))?;
+        counter(&mut e, "fetched_from_peers_bytes", "NAR bytes received from peers", n(&s.bytes_from_peers))?;
+        counter(
+            &mut e,
+            "fetched_from_fallbacks_bytes",
+            "NAR bytes received from fallbacks",
+            n(&s.bytes_from_fallbacks),
+        )?;
+        counter(&mut e, "peer_transfers_done", "NAR transfers from peers completed", n(&s.transfers_done))?;
+        counter(&mut e, "peer_transfers_failed", "NAR transfers from peers failed", n(&s.transfers_failed))?;
+        let b = &app.blocks;
+        gauge(&mut e, "blockstore_bytes", "bytes of received blocks kept", b.stored_bytes() as i64)?;
+        counter(&mut e, "blockstore_evicted_bytes", "bytes evicted from the blockstore", b.evicted_bytes())?;
+        counter(
+            &mut e,
+            "local_chunk_read_bytes",
+            "bytes of local chunks read to serve them",
+            b.local_chunk_bytes_read(),
+        )?;
+        if let Some(node) = &app.p2p {
+            let st = node.bitswap.stats();
+            counter(&mut e, "bitswap_blocks_sent", "blocks sent by bitswap", n(&st.blocks_sent))?;
+            counter(&mut e, "bitswap_sent_bytes", "bytes sent by bitswap", n(&st.bytes_sent))?;
+            counter(&mut e, "bitswap_blocks_received", "blocks received by bitswap", n(&st.blocks_received))?;
+            counter(&mut e, "bitswap_received_bytes", "bytes received by bitswap", n(&st.bytes_received))?;
+            counter(&mut e, "bitswap_unwanted_blocks", "blocks received that nobody wanted", n(&st.unwanted_blocks))?;
+            counter(&mut e, "bitswap_wants_paced", "wants delayed by their peer's rate budget", n(&st.wants_paced))?;
+            counter(&mut e, "bitswap_streams_refused", "inbound streams over a peer's share", n(&st.streams_refused))?;
+            counter(&mut e, "bitswap_peers_dropped", "peers disconnected for misbehaving", n(&st.peers_dropped))?;
+            let connected = node.peers.view().iter().filter(|p| p.connected).count();
+            gauge(&mut e, "peers_connected", "peers connected now", connected as i64)?;
+        }
+        if let Ok(scan) = app.cache.state().scan_progress() {
+            gauge(&mut e, "index_done_paths", "paths the current or last scan has indexed", scan.done_paths as i64)?;
+            gauge(&mut e, "index_total_paths", "paths the current or last scan covers", scan.total_paths as i64)?;
+            gauge(&mut e, "index_running", "1 while a scan runs", scan.running as i64)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_a_small_fixed_set() {
+        assert_eq!(route("/nar/abc.nar"), "nar");
+        assert_eq!(route("/0123456789abcdfghijklmnpqrsvwxyz.narinfo"), "narinfo");
+        assert_eq!(route("/x/y.narinfo"), "other");
+        assert_eq!(route("/api/v0/cat"), "rpc");
+        assert_eq!(route("/api/status"), "api");
+        assert_eq!(route("/anything/else"), "other");
+    }
+}

@@ -1,0 +1,100 @@
+//! `/metrics` is valid OpenMetrics text — parsed by Prometheus's own Python parser, not matched
+//! with patterns — and its counters move with the traffic that caused them: narinfo hits and
+//! misses with their latency by outcome, NAR bytes served, requests by route and status.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Every sample of the exposition, as "name{label=value,…}" → value, through the reference parser
+/// (which raises on anything that is not OpenMetrics).
+fn parse(text: &[u8]) -> HashMap<String, f64> {
+    const PARSER: &str = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(f"{s.name}{{{labels}}} {s.value}")
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", PARSER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not OpenMetrics: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(text)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_owned(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+async fn scrape(d: &Daemon) -> HashMap<String, f64> {
+    let r = get(&format!("{}/metrics", d.url)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    parse(&r.body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_and_move_with_traffic() {
+    let w = Work::new();
+    let src = w.path("tree");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data"), pseudo_random(2_000_000, 3)).unwrap();
+    let store = w.path("store");
+    let path = run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src));
+    let d = Daemon::start(
+        &w.path("state"),
+        &["--store-root", store.to_str().unwrap(), "--serve-private", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"],
+    );
+    let nar_len = nix_dump(&store.join(&path[1..])).len() as f64;
+    let before = scrape(&d).await;
+    let m = |s: &HashMap<String, f64>, k: &str| s.get(k).copied().unwrap_or(0.0);
+
+    let nar_url = format!("{}/{}", d.url, nar_url_of_store(&d, &path).await); // One narinfo hit.
+    for _ in 0..3 {
+        assert_eq!(get(&nar_url).await.status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(get(&format!("{}/{}.narinfo", d.url, "0".repeat(32))).await.status, 404);
+    }
+    assert_eq!(get(&format!("{}/nar/{}.nar", d.url, "!".repeat(52))).await.status, 400);
+    let after = scrape(&d).await;
+
+    let moved = |k: &str| m(&after, k) - m(&before, k);
+    assert_eq!(moved("peerix_narinfo_hits_total{}"), 1.0, "{after:#?}");
+    assert_eq!(moved("peerix_narinfo_misses_total{}"), 2.0);
+    assert_eq!(moved("peerix_nars_served_total{}"), 3.0);
+    assert_eq!(moved("peerix_nar_served_bytes_total{}"), 3.0 * nar_len);
+    assert_eq!(moved("peerix_http_requests_total{route=narinfo,status=200}"), 1.0);
+    assert_eq!(moved("peerix_http_requests_total{route=narinfo,status=404}"), 2.0);
+    assert_eq!(moved("peerix_http_requests_total{route=nar,status=200}"), 3.0);
+    assert_eq!(moved("peerix_http_requests_total{route=nar,status=400}"), 1.0);
+    assert_eq!(moved("peerix_narinfo_lookup_seconds_count{outcome=local}"), 1.0);
+    assert_eq!(moved("peerix_narinfo_lookup_seconds_count{outcome=miss}"), 2.0);
+    assert!(m(&after, "peerix_narinfo_lookup_seconds_sum{outcome=miss}") > 0.0);
+    // The node's own counters are there, and the scrape itself was counted.
+    assert!(after.contains_key("peerix_bitswap_blocks_sent_total{}"), "{after:#?}");
+    assert!(after.contains_key("peerix_peers_connected{}"));
+    assert_eq!(moved("peerix_http_requests_total{route=metrics,status=200}"), 1.0);
+}
