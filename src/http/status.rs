@@ -1,17 +1,48 @@
-//! `/health` (liveness) and `/api/status` (JSON for operators, `peerix status` and the dashboard).
+//! `/health` (200 `ok`, or 503 with what is degraded) and `/api/status` (JSON for operators,
+//! `peerix status` and the dashboard).
 
 use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
 use crate::store::ScanProgress;
 
-pub async fn health() -> &'static str {
-    "ok\n"
+/// A scan whose progress has not moved for this long is stuck (a scan saves progress at least
+/// every few seconds while it works).
+const INDEX_STUCK_SECS: i64 = 600;
+
+/// 200 `ok`, or 503 naming each degraded part in one line: Nix's DB or the state DB unreadable, or
+/// the indexer stuck. Opens both DBs afresh (~200 µs), so a file that went away is noticed.
+pub async fn health(State(app): State<AppState>) -> Response {
+    let cache = app.cache.clone();
+    let problems = tokio::task::spawn_blocking(move || {
+        let mut problems = Vec::new();
+        if let Err(e) = cache.store_db().probe() {
+            problems.push(format!("Nix DB unreadable ({})", super::error_chain(&e)));
+        }
+        match cache.state().probe().and_then(|()| cache.state().scan_progress()) {
+            Err(e) => problems.push(format!("state DB unreadable ({})", super::error_chain(&e))),
+            Ok(scan) if scan.running && crate::store::now_secs() - scan.updated_at > INDEX_STUCK_SECS => problems
+                .push(format!("indexer stuck (no progress for {} s)", crate::store::now_secs() - scan.updated_at)),
+            Ok(_) => {}
+        }
+        problems
+    })
+    .await
+    .unwrap_or_else(|e| vec![format!("health check failed ({e})")]);
+    if problems.is_empty() {
+        return "ok\n".into_response();
+    }
+    let line = format!("degraded: {}\n", problems.join("; ").replace('\n', " "));
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, line).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// Scan progress with rate and ETA derived from what is persisted.

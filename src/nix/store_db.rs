@@ -106,6 +106,13 @@ impl StoreDb {
         out
     }
 
+    /// Opens Nix's DB afresh and reads one row: fails when it is missing or unreadable. For `/health`.
+    pub fn probe(&self) -> Result<(), StoreDbError> {
+        let conn = self.open()?;
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
+        Ok(())
+    }
+
     /// True when the DB file exists (a machine without Nix has none; we then serve nothing).
     pub fn exists(&self) -> bool {
         self.db_path.exists()

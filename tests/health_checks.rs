@@ -1,0 +1,42 @@
+//! `/health` says what is wrong: 200 `ok` while the daemon can work, 503 with a one-line reason
+//! when the state DB or Nix's DB can no longer be read (the daemon's open connections would not
+//! notice a file that went away), and 200 again once it is back — the daemon serving on throughout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_turns_503_while_a_database_is_unreadable_and_back() {
+    let w = Work::new();
+    let src = w.path("tree");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("file"), b"health").unwrap();
+    let store = w.path("store");
+    let path = run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src));
+    let state = w.path("state");
+    let d = Daemon::start(&state, &["--store-root", store.to_str().unwrap(), "--serve-private"]);
+    d.wait_log("index scan finished");
+    let health = || async {
+        let r = get(&format!("{}/health", d.url)).await;
+        (r.status, r.text())
+    };
+    assert_eq!(health().await, (200, "ok\n".to_owned()));
+
+    for (file, what) in [
+        (state.join("peerix.sqlite"), "state DB unreadable"),
+        (store.join("nix/var/nix/db/db.sqlite"), "Nix DB unreadable"),
+    ] {
+        let aside = file.with_extension("aside");
+        std::fs::rename(&file, &aside).unwrap();
+        let (status, body) = health().await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.starts_with(&format!("degraded: {what}")) && body.matches('\n').count() == 1, "{body:?}");
+        std::fs::rename(&aside, &file).unwrap();
+        assert_eq!(health().await, (200, "ok\n".to_owned()), "after {what}");
+    }
+    let narinfo = get(&format!("{}/{}.narinfo", d.url, hash_part(&path))).await;
+    assert_eq!(narinfo.status, 200);
+}
