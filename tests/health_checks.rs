@@ -1,6 +1,7 @@
 //! `/health` says what is wrong: 200 `ok` while the daemon can work, 503 with a one-line reason
 //! when the state DB or Nix's DB can no longer be read (the daemon's open connections would not
-//! notice a file that went away), and 200 again once it is back — the daemon serving on throughout.
+//! notice a file that went away; nothing creates a new one in its place), and 200 again once it
+//! is back — the daemon serving on throughout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,6 +35,9 @@ async fn health_turns_503_while_a_database_is_unreadable_and_back() {
         let (status, body) = health().await;
         assert_eq!(status, 503, "{body}");
         assert!(body.starts_with(&format!("degraded: {what}")) && body.matches('\n').count() == 1, "{body:?}");
+        // A status read in the meantime fails; nothing makes a new, empty database in its place.
+        let _ = get(&format!("{}/api/status", d.url)).await;
+        assert!(!file.exists(), "{} was created anew", file.display());
         std::fs::rename(&aside, &file).unwrap();
         assert_eq!(health().await, (200, "ok\n".to_owned()), "after {what}");
     }

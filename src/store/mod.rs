@@ -92,8 +92,16 @@ pub struct StateDb {
     block_writer: Mutex<Connection>,
 }
 
-fn connect(path: &Path) -> Result<Connection, StateError> {
-    let conn = Connection::open(path)?;
+/// Opens (`create`: or creates) the state DB. Only [`StateDb::open`] creates it: a reader opened
+/// later, after the file went away, fails (and `/health` says so) instead of silently making a new,
+/// empty database that every later read would use.
+fn connect(path: &Path, create: bool) -> Result<Connection, StateError> {
+    use rusqlite::OpenFlags;
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     // The state code has ~30 cached statements and rusqlite keeps 16: past that, LRU eviction made
     // the per-block lookups of a peer's fetch re-parse their SQL (~1 % of the serving daemon's CPU).
@@ -129,9 +137,9 @@ impl StateDb {
             StateError::Sql(source) => StateError::Open { path: path.clone(), source },
             other => other,
         };
-        let mut conn = connect(&path).map_err(open)?;
+        let mut conn = connect(&path, true).map_err(open)?;
         schema::migrate(&mut conn, &path).map_err(open)?;
-        let block_writer = connect(&path).map_err(open)?;
+        let block_writer = connect(&path, false).map_err(open)?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
@@ -150,7 +158,7 @@ impl StateDb {
         let pooled = self.readers.lock().map_err(|_| StateError::Poisoned)?.pop();
         let conn = match pooled {
             Some(c) => c,
-            None => connect(&self.path)?,
+            None => connect(&self.path, false)?,
         };
         let out = f(&conn);
         if let Ok(mut pool) = self.readers.lock()
