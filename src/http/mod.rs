@@ -20,6 +20,7 @@ pub mod metrics;
 mod nar;
 mod narinfo;
 pub mod range;
+mod response;
 mod status;
 
 use std::net::SocketAddr;
