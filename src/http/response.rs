@@ -107,6 +107,9 @@ pub(super) async fn write_response(
     };
     if !keep_alive {
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    } else if version == Version::HTTP_10 {
+        // An HTTP/1.0 client that asked for keep-alive closes unless the answer says it too.
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     }
     if !parts.headers.contains_key(header::DATE) {
         parts.headers.insert(header::DATE, date());
