@@ -26,6 +26,28 @@ const COPY_PIECE: usize = 256 << 10;
 const SENDFILE_CALL: usize = 16 << 20;
 /// Frames up to this size are written together with the response head (one syscall for a narinfo).
 const COALESCE: usize = 16 << 10;
+/// A client that takes no byte of its response for this long is dropped (nginx's `send_timeout`):
+/// a reader at 1 KiB/s makes progress every few seconds; one that stopped reading holds a
+/// connection slot, and the socket's buffers, for a minute at most.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Writes all of `buf`, each write allowed [`SEND_TIMEOUT`] to make progress.
+async fn send(stream: &mut TcpStream, buf: &[u8]) -> io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        match tokio::time::timeout(SEND_TIMEOUT, stream.write(&buf[at..])).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => at += n,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(stalled()),
+        }
+    }
+    Ok(())
+}
+
+fn stalled() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "client took nothing for 60 s")
+}
 
 /// Writes a one-line error response and ends the connection.
 pub(super) async fn write_refusal(stream: &mut TcpStream, status: StatusCode, why: &str) -> io::Result<()> {
@@ -128,9 +150,9 @@ pub(super) async fn write_response(
     }
     out.extend_from_slice(b"\r\n");
     match (framing, file) {
-        (Framing::None, _) => stream.write_all(&out).await?,
+        (Framing::None, _) => send(stream, &out).await?,
         (Framing::Length(n), Some(file)) => {
-            stream.write_all(&out).await?;
+            send(stream, &out).await?;
             send_file_body(stream, file, n).await?;
         }
         (framing, _) => write_frames(stream, out, &mut body, framing).await?,
@@ -166,26 +188,26 @@ async fn write_frames(stream: &mut TcpStream, mut out: Vec<u8>, body: &mut Body,
         if out.len() + data.len() <= COALESCE {
             out.extend_from_slice(&data);
         } else {
-            stream.write_all(&out).await?;
+            send(stream, &out).await?;
             out.clear();
-            stream.write_all(&data).await?;
+            send(stream, &data).await?;
         }
         if chunked {
             out.extend_from_slice(b"\r\n");
         }
         if out.len() >= COALESCE {
-            stream.write_all(&out).await?;
+            send(stream, &out).await?;
             out.clear();
         }
     }
     if left.is_some_and(|n| n > 0) {
-        stream.write_all(&out).await?;
+        send(stream, &out).await?;
         return Err(io::Error::other("body shorter than its length"));
     }
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    stream.write_all(&out).await
+    send(stream, &out).await
 }
 
 /// Writes a [`FileBody`] of `len` bytes: copied parts with `write`, file ranges with `sendfile` on
@@ -210,7 +232,7 @@ async fn send_file_body(stream: &mut TcpStream, file: FileBody, len: u64) -> io:
         match part? {
             None => break,
             Some(Part::Bytes(b)) => {
-                stream.write_all(&b).await?;
+                send(stream, &b).await?;
                 sent += b.len() as u64;
             }
             Some(Part::File { file, offset, len }) => {
@@ -244,7 +266,9 @@ async fn send_range(
         match result {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its NAR entry")),
             Ok(n) => offset += n as u64,
-            Err(rustix::io::Errno::AGAIN) => wait_writable(stream).await?,
+            Err(rustix::io::Errno::AGAIN) => {
+                tokio::time::timeout(SEND_TIMEOUT, wait_writable(stream)).await.map_err(|_| stalled())??
+            }
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
@@ -272,5 +296,24 @@ async fn wait_writable(stream: &TcpStream) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that stops reading is dropped after [`SEND_TIMEOUT`] (virtual time: the test
+    /// takes no minute).
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_nothing_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let started = tokio::time::Instant::now();
+        let err = send(&mut server, &vec![0u8; 64 << 20]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= SEND_TIMEOUT);
+        drop(client);
     }
 }
