@@ -8,6 +8,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::netns::Lan;
 use common::*;
@@ -49,9 +50,10 @@ fn daemons_in_two_namespaces_find_each_other_by_mdns_and_exchange_a_nar() {
         &w.path("state-b"),
         &["--store-root", empty.to_str().unwrap(), "--mode", "lan", "--mdns", "--p2p-listen", "/ip4/0.0.0.0/tcp/0"],
     );
-    let found = b.wait_log("mDNS found a peer");
+    let found = mdns_meeting(&a, &b);
     let a_id = a.p2p_addr().rsplit('/').next().unwrap().to_owned();
-    assert!(found.contains(&a_id), "{found}");
+    let b_id = b.p2p_addr().rsplit('/').next().unwrap().to_owned();
+    assert!(found.contains(&a_id) || found.contains(&b_id), "{found}");
     b.wait_log("peer connected");
 
     // B's HTTP server is on B's loopback: ask it from inside B's namespace.
@@ -131,7 +133,7 @@ fn lan_mode_substitutes_over_mdns_and_dials_only_the_lan() {
     let args_b = args(&client, format!("/ip4/{}/tcp/0", lan.ip_b));
     let a = Daemon::start_in(&strs(&exec_a), &state_a, &strs(&args_a));
     let b = Daemon::start_in(&strs(&exec_b), &w.path("state-b"), &strs(&args_b));
-    b.wait_log("mDNS found a peer");
+    mdns_meeting(&a, &b);
     b.wait_log("have-summary applied");
 
     // B's nix talks to B's daemon on B's loopback, inside B's namespace.
@@ -152,4 +154,18 @@ fn lan_mode_substitutes_over_mdns_and_dials_only_the_lan() {
     let (id_a, id_b) = (a.peer_id(), b.peer_id());
     assert_dials_stay_in(&a.log(), &lan.prefix, &id_b);
     assert_dials_stay_in(&b.log(), &lan.prefix, &id_a);
+}
+
+/// The "mDNS found a peer" line of whichever daemon heard the other first and dialled it: the other
+/// is already connected when its own discovery arrives, and does not log it.
+fn mdns_meeting(a: &Daemon, b: &Daemon) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        for d in [a, b] {
+            if let Some(line) = d.wait_log_for("mDNS found a peer", Duration::from_millis(100)) {
+                return line;
+            }
+        }
+    }
+    panic!("neither daemon's mDNS found the other within 60 s:\n{}\n{}", a.log(), b.log());
 }
