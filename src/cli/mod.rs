@@ -69,6 +69,9 @@ enum Command {
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+        /// Refresh every 2 s, in place (on a terminal).
+        #[arg(long)]
+        watch: bool,
     },
     /// Write a new signing key pair in Nix's format (as `nix-store --generate-binary-cache-key`).
     Keygen {
@@ -92,7 +95,9 @@ impl Cli {
                 runtime()?.block_on(publish::verify(ServeConfig::resolve(config)?, repair))
             }
             Command::Fetch { cid, output, url } => runtime()?.block_on(fetch::fetch(&url, &cid, output.as_deref())),
-            Command::Status { url, path, json } => runtime()?.block_on(status::show(&url, path.as_deref(), json)),
+            Command::Status { url, path, json, watch } => {
+                runtime()?.block_on(status::show(&url, path.as_deref(), json, watch))
+            }
             Command::Keygen { name, secret_file, public_file } => keygen(&name, &secret_file, &public_file),
         }
     }

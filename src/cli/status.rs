@@ -1,5 +1,8 @@
 //! `peerix status`: what a running daemon reports (`/api/status`, `/api/paths/<hash>`).
 
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
+
 use anyhow::Context;
 use serde_json::Value;
 
@@ -13,7 +16,24 @@ async fn fetch(url: &str) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
-pub async fn show(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<()> {
+/// Prints the daemon's status (or one path's) once, or with `watch` every 2 s in place.
+pub async fn show(base: &str, path: Option<&str>, json: bool, watch: bool) -> anyhow::Result<()> {
+    if !watch {
+        print!("{}", render(base, path, json).await?);
+        return Ok(());
+    }
+    anyhow::ensure!(std::io::stdout().is_terminal(), "--watch refreshes a terminal; stdout is not one");
+    loop {
+        let text = render(base, path, json).await.unwrap_or_else(|e| format!("{e:#}\n"));
+        // Home, the new text, then clear what is left of an earlier, longer one.
+        print!("\x1b[H{}\x1b[J", text.replace('\n', "\x1b[K\n"));
+        std::io::stdout().flush()?;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+async fn render(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<String> {
+    let mut out = String::new();
     let base = base.trim_end_matches('/');
     let v = match path {
         Some(p) => {
@@ -23,8 +43,8 @@ pub async fn show(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<
         None => fetch(&format!("{base}/api/status")).await?,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(out);
     }
     let g = |p: &str| match v.pointer(p) {
         Some(Value::String(s)) => s.clone(),
@@ -32,9 +52,10 @@ pub async fn show(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<
         Some(x) => x.to_string(),
     };
     if path.is_some() {
-        println!("{}", g("/store_path"));
-        println!("  NarHash  {}  NarSize {}", g("/nar_hash"), g("/nar_size"));
-        println!(
+        writeln!(out, "{}", g("/store_path"))?;
+        writeln!(out, "  NarHash  {}  NarSize {}", g("/nar_hash"), g("/nar_size"))?;
+        writeln!(
+            out,
             "  shared   {} ({}{})",
             g("/gate/shared"),
             g("/gate/verdict"),
@@ -42,23 +63,33 @@ pub async fn show(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<
                 "-" => String::new(),
                 r => format!(": {r}"),
             }
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  index    {}  root {}  chunks {}",
             g("/index/status"),
             g("/index/root_cid"),
             g("/index/chunk_count")
-        );
-        return Ok(());
+        )?;
+        return Ok(out);
     }
-    println!("peerix {}  {}  listening on {}  up {}s", g("/version"), g("/peer_id"), g("/listen"), g("/uptime_secs"));
-    println!(
+    writeln!(
+        out,
+        "peerix {}  {}  listening on {}  up {}s",
+        g("/version"),
+        g("/peer_id"),
+        g("/listen"),
+        g("/uptime_secs")
+    )?;
+    writeln!(
+        out,
         "store      {} ({} valid paths, {} NAR bytes)",
         g("/store_root"),
         g("/nix_db/valid_paths"),
         g("/nix_db/nar_bytes")
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "index      {} published, {} private, {} failed; {} chunks ({} unique), {} bytes deduplicated",
         g("/index/published_paths"),
         g("/index/private_paths"),
@@ -66,8 +97,9 @@ pub async fn show(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<
         g("/index/chunks"),
         g("/index/unique_chunks"),
         g("/index/bytes_deduplicated")
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "scan       running {}: {}/{} paths, {}/{} bytes, {} B/s, ETA {} s",
         g("/scan/running"),
         g("/scan/done_paths"),
@@ -76,24 +108,26 @@ pub async fn show(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<
         g("/scan/total_bytes"),
         g("/scan/bytes_per_sec"),
         g("/scan/eta_secs")
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "trust      keys {}  upstream {}  serve-private {}",
         g("/trust/trusted_keys"),
         g("/trust/upstream"),
         g("/trust/serve_private")
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "requests   narinfo hits {}  misses {}  private {}  NARs {} ({} bytes)",
         g("/requests/narinfo_hits"),
         g("/requests/narinfo_misses"),
         g("/requests/narinfo_private"),
         g("/requests/nars_served"),
         g("/requests/nar_bytes_served")
-    );
-    print_peers(&v);
-    print_substitution(&v);
-    Ok(())
+    )?;
+    print_peers(&mut out, &v)?;
+    print_substitution(&mut out, &v)?;
+    Ok(out)
 }
 
 /// `1234567` → `1.2 MB`.
@@ -115,18 +149,20 @@ fn short(id: &str) -> String {
     if id.len() > 16 { format!("{}…{}", &id[..8], &id[id.len() - 6..]) } else { id.to_owned() }
 }
 
-fn print_peers(v: &Value) {
-    let Some(peers) = v.pointer("/p2p/peers").and_then(Value::as_array) else { return };
+fn print_peers(out: &mut String, v: &Value) -> std::fmt::Result {
+    let Some(peers) = v.pointer("/p2p/peers").and_then(Value::as_array) else { return Ok(()) };
     let connected: Vec<&Value> = peers.iter().filter(|p| p["connected"] == true).collect();
     let peerix = connected.iter().filter(|p| p["peerix"] == true).count();
-    println!(
+    writeln!(
+        out,
         "peers      {} connected ({peerix} peerix), {} remembered",
         connected.len(),
         peers.len() - connected.len()
-    );
+    )?;
     for p in peers.iter().take(20) {
         let s = &p["stats"];
-        println!(
+        writeln!(
+            out,
             "  {:<16} {:<8} {:<7} {:<9} summary {:>7}  rx {:>9}  tx {:>9}  lookups {}/{}  untrusted {}  bad blocks {}{}",
             short(p["peer_id"].as_str().unwrap_or("?")),
             p["found"].as_str().unwrap_or("-"),
@@ -140,36 +176,40 @@ fn print_peers(v: &Value) {
             n(s, "/untrusted_answers"),
             n(s, "/bad_blocks"),
             if p["dishonest"] == true { "  DISHONEST" } else { "" },
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn print_substitution(v: &Value) {
-    let Some(sub) = v.get("substitution") else { return };
-    println!(
+fn print_substitution(out: &mut String, v: &Value) -> std::fmt::Result {
+    let Some(sub) = v.get("substitution") else { return Ok(()) };
+    writeln!(
+        out,
         "lookups    from peers {}  misses {} (no summary matched) + {} (asked, no trusted answer)",
         n(sub, "/counters/peer_hits"),
         n(sub, "/counters/misses_unasked"),
         n(sub, "/counters/misses_asked")
-    );
+    )?;
     for l in sub["lookups"].as_array().into_iter().flatten().take(5) {
-        println!(
+        writeln!(
+            out,
             "  {}  {:<4}  {:>8.1} ms  asked {}  {}",
             l["hash"].as_str().unwrap_or("?"),
             l["outcome"].as_str().unwrap_or("?"),
             n(l, "/micros") as f64 / 1000.0,
             n(l, "/asked"),
             l["peer"].as_str().map(short).unwrap_or_default()
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "transfers  {} done, {} failed; {} from peers, {} from fallbacks, {} duplicate",
         n(sub, "/counters/transfers_done"),
         n(sub, "/counters/transfers_failed"),
         human(n(sub, "/counters/bytes_from_peers")),
         human(n(sub, "/counters/bytes_from_fallbacks")),
         human(n(sub, "/counters/duplicate_bytes"))
-    );
+    )?;
     for t in sub["transfers"].as_array().into_iter().flatten().take(5) {
         let from: Vec<String> = t["sources"]
             .as_array()
@@ -177,7 +217,8 @@ fn print_substitution(v: &Value) {
             .flatten()
             .map(|s| format!("{}={}", short(s["source"].as_str().unwrap_or("?")), human(n(s, "/bytes"))))
             .collect();
-        println!(
+        writeln!(
+            out,
             "  {}  {}/{}  {:.1} MB/s  {}  from {}",
             t["store_path"].as_str().unwrap_or("?"),
             human(n(t, "/bytes_done")),
@@ -185,6 +226,7 @@ fn print_substitution(v: &Value) {
             t["mb_per_s"].as_f64().unwrap_or(0.0),
             t["outcome"].as_str().unwrap_or("?"),
             if from.is_empty() { "-".into() } else { from.join(" ") }
-        );
+        )?;
     }
+    Ok(())
 }

@@ -1,0 +1,46 @@
+//! `peerix status` reads a running daemon: a readable summary whose numbers are the daemon's,
+//! `--json` for scripts, and `--watch` refusing (with a reason) when there is no terminal to
+//! refresh.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn status(url: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_peerix")).arg("status").args(["--url", url]).args(extra).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_summarises_json_lists_and_watch_needs_a_terminal() {
+    let w = Work::new();
+    let src = w.path("tree");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("file"), b"status").unwrap();
+    let store = w.path("store");
+    run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src));
+    let d = Daemon::start(&w.path("state"), &["--store-root", store.to_str().unwrap(), "--serve-private"]);
+    d.wait_log("index scan finished");
+
+    let text = status(&d.url, &[]);
+    assert!(text.status.success(), "{}", String::from_utf8_lossy(&text.stderr));
+    let text = String::from_utf8(text.stdout).unwrap();
+    let index = text.lines().find(|l| l.starts_with("index")).unwrap_or_else(|| panic!("{text}"));
+    assert!(index.contains("1 published"), "{text}");
+
+    let json = status(&d.url, &["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["index"]["published_paths"], 1);
+    assert!(text.contains(v["peer_id"].as_str().unwrap()), "the summary names the daemon's peer id");
+
+    let watch = status(&d.url, &["--watch"]);
+    assert!(!watch.status.success());
+    assert!(String::from_utf8_lossy(&watch.stderr).contains("--watch refreshes a terminal"));
+
+    let down = status("http://127.0.0.1:9", &[]);
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("is `peerix serve` running?"));
+}
