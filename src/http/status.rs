@@ -65,13 +65,19 @@ pub fn scan_json(p: &ScanProgress) -> Value {
 }
 
 pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    // Aggregates over whole tables (Nix's DB, the index): SQLite work, off the async workers.
+    let db = app.cache.clone();
+    let (valid_paths, nar_bytes, known_paths, verdicts, index, scan, blocks, block_bytes) =
+        tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let (valid_paths, nar_bytes) = db.store_db().counts()?;
+            let (known_paths, verdicts) = db.state().counts()?;
+            let (blocks, block_bytes) = db.state().block_stats()?;
+            let (index, scan) = (db.state().index_stats()?, db.state().scan_progress()?);
+            Ok((valid_paths, nar_bytes, known_paths, verdicts, index, scan, blocks, block_bytes))
+        })
+        .await??;
     let cache = &app.cache;
-    let (valid_paths, nar_bytes) = cache.store_db().counts()?;
-    let (known_paths, verdicts) = cache.state().counts()?;
     let c = &cache.counters;
-    let index = cache.state().index_stats()?;
-    let scan = cache.state().scan_progress()?;
-    let (blocks, block_bytes) = cache.state().block_stats()?;
     let node = match &app.p2p {
         Some(n) => n.client.info().await,
         None => None,
