@@ -1,6 +1,6 @@
 //! `peerix status` reads a running daemon: a readable summary whose numbers are the daemon's,
 //! `--json` for scripts, and `--watch` refusing (with a reason) when there is no terminal to
-//! refresh.
+//! refresh. Polling `/api/status` on an idle daemon reads no table twice; a change is seen at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -43,4 +43,31 @@ async fn status_summarises_json_lists_and_watch_needs_a_terminal() {
     let down = status("http://127.0.0.1:9", &[]);
     assert!(!down.status.success());
     assert!(String::from_utf8_lossy(&down.stderr).contains("is `peerix serve` running?"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reads_the_tables_again_only_after_a_change() {
+    let w = Work::new();
+    let store = w.path("store");
+    let add = |name: &str| {
+        let src = w.path(name);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("file"), name.as_bytes()).unwrap();
+        run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src))
+    };
+    add("first");
+    let d = Daemon::start(&w.path("state"), &["--store-root", store.to_str().unwrap(), "--serve-private"]);
+    d.wait_log("index scan finished");
+    let mark = d.mark();
+    for _ in 0..10 {
+        assert_eq!(d.status().await["index"]["published_paths"], 1);
+    }
+    let reads = |from| d.log().lines().skip(from).filter(|l| l.contains("reading status totals")).count();
+    assert_eq!(reads(mark), 1, "ten polls of an idle daemon read the tables once");
+
+    add("second");
+    d.wait_log_after(mark, "index updated");
+    let s = d.status().await;
+    assert_eq!(s["index"]["published_paths"], 2, "{s:#}");
+    assert_eq!(reads(mark), 2);
 }

@@ -56,6 +56,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         serve_private: cfg.serve_private,
         signing_key,
         metrics: Default::default(),
+        status_memo: Default::default(),
     }));
     info!(state_dir = %cfg.state_dir.display(), store_root = %cfg.store_root.display(), %peer_id, "listening on http://{listen}");
     tokio::spawn(stop_on_signal(shutdown.clone()));

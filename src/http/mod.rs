@@ -21,7 +21,7 @@ mod nar;
 mod narinfo;
 pub mod range;
 mod response;
-mod status;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,6 +72,7 @@ pub struct Inner {
     pub serve_private: bool,
     pub signing_key: Option<String>,
     pub metrics: metrics::Metrics,
+    pub status_memo: status::Memo,
 }
 
 impl std::ops::Deref for AppState {
@@ -247,6 +248,7 @@ mod tests {
             serve_private: false,
             signing_key: None,
             metrics: Default::default(),
+            status_memo: Default::default(),
         }))
     }
 

@@ -1,6 +1,7 @@
 //! `/health` (200 `ok`, or 503 with what is degraded) and `/api/status` (JSON for operators,
 //! `peerix status` and the dashboard).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::store::ScanProgress;
+use crate::store::{IndexStats, ScanProgress};
 
 /// A scan whose progress has not moved for this long is stuck (a scan saves progress at least
 /// every few seconds while it works).
@@ -64,18 +65,51 @@ pub fn scan_json(p: &ScanProgress) -> Value {
     })
 }
 
+/// What `/api/status` reads from whole tables.
+pub struct Totals {
+    valid_paths: u64,
+    nar_bytes: u64,
+    known_paths: u64,
+    verdicts: u64,
+    index: IndexStats,
+    scan: ScanProgress,
+    blocks: u64,
+    block_bytes: u64,
+}
+
+/// The last [`Totals`], with the state DB version and Nix DB stamp they were read at: a dashboard
+/// polling an idle daemon costs two version checks, not a scan of the index (a GROUP BY over
+/// every chunk) each time.
+#[derive(Default)]
+pub struct Memo(std::sync::Mutex<Option<(Versions, Arc<Totals>)>>);
+
+/// The state DB's `data_version` and the Nix DB's stamp.
+type Versions = (i64, Option<[i64; 6]>);
+
 pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    // Aggregates over whole tables (Nix's DB, the index): SQLite work, off the async workers.
-    let db = app.cache.clone();
-    let (valid_paths, nar_bytes, known_paths, verdicts, index, scan, blocks, block_bytes) =
-        tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-            let (valid_paths, nar_bytes) = db.store_db().counts()?;
-            let (known_paths, verdicts) = db.state().counts()?;
-            let (blocks, block_bytes) = db.state().block_stats()?;
-            let (index, scan) = (db.state().index_stats()?, db.state().scan_progress()?);
-            Ok((valid_paths, nar_bytes, known_paths, verdicts, index, scan, blocks, block_bytes))
-        })
-        .await??;
+    // Aggregates over whole tables (Nix's DB, the index): SQLite work, off the async workers, and
+    // only when a DB has changed since the last status.
+    let (db, memo) = (app.cache.clone(), app.clone());
+    let totals = tokio::task::spawn_blocking(move || -> Result<Arc<Totals>, ApiError> {
+        let key = (db.state().version()?, db.store_db().stamp());
+        if let Some((at, totals)) = &*memo.status_memo.0.lock().unwrap_or_else(|e| e.into_inner())
+            && *at == key
+        {
+            return Ok(totals.clone());
+        }
+        tracing::debug!(state_version = key.0, "reading status totals");
+        let (valid_paths, nar_bytes) = db.store_db().counts()?;
+        let (known_paths, verdicts) = db.state().counts()?;
+        let (blocks, block_bytes) = db.state().block_stats()?;
+        let (index, scan) = (db.state().index_stats()?, db.state().scan_progress()?);
+        let totals =
+            Arc::new(Totals { valid_paths, nar_bytes, known_paths, verdicts, index, scan, blocks, block_bytes });
+        *memo.status_memo.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, totals.clone()));
+        Ok(totals)
+    })
+    .await??;
+    let Totals { valid_paths, nar_bytes, known_paths, verdicts, blocks, block_bytes, .. } = *totals;
+    let (index, scan) = (&totals.index, &totals.scan);
     let cache = &app.cache;
     let c = &cache.counters;
     let node = match &app.p2p {
@@ -115,7 +149,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             "signing_key": app.signing_key.clone(),
         },
         "index": index,
-        "scan": scan_json(&scan),
+        "scan": scan_json(scan),
         "blockstore": {
             "blocks": blocks,
             "bytes": block_bytes,

@@ -90,6 +90,8 @@ pub struct StateDb {
     readers: Mutex<Vec<Connection>>,
     /// Every write to the `blocks` table ([`blockstore`]): bulk inserts, LRU touches, evictions.
     block_writer: Mutex<Connection>,
+    /// Never writes: its `PRAGMA data_version` moves when any other connection commits.
+    watcher: Mutex<Connection>,
 }
 
 /// Opens (`create`: or creates) the state DB. Only [`StateDb::open`] creates it: a reader opened
@@ -140,11 +142,13 @@ impl StateDb {
         let mut conn = connect(&path, true).map_err(open)?;
         schema::migrate(&mut conn, &path).map_err(open)?;
         let block_writer = connect(&path, false).map_err(open)?;
+        let watcher = connect(&path, false).map_err(open)?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             block_writer: Mutex::new(block_writer),
+            watcher: Mutex::new(watcher),
         })
     }
 
@@ -172,6 +176,13 @@ impl StateDb {
     fn with_block_writer<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
         let mut conn = self.block_writer.lock().map_err(|_| StateError::Poisoned)?;
         Ok(f(&mut conn)?)
+    }
+
+    /// A number that changes whenever anything (this process or another) commits to the state DB:
+    /// results derived from the tables stay valid while it does not. ~1 µs, no table read.
+    pub fn version(&self) -> Result<i64, StateError> {
+        let conn = self.watcher.lock().map_err(|_| StateError::Poisoned)?;
+        Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
     /// Opens the state DB afresh, read-only, and reads its schema: fails when the file has gone,
