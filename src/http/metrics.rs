@@ -57,7 +57,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("peerix");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered, by route and status", requests.clone());
-        // 100 µs (a local hit) to ~3 s (past every lookup deadline).
+        // 100 µs (a local hit) to ~6 s (past every lookup deadline), ×3 per bucket.
         let lookups = Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 3.0, 11))
         });
