@@ -1,7 +1,7 @@
 //! How many HTTP connections the daemon holds: a cap for the process, sized from its open-file
 //! limit, and a smaller one per client address for clients that are not on this machine.
 //!
-//! Each connection is a socket, a task and hyper's buffers (~20 KiB idle, measured with 5 000
+//! Each connection is a socket, a task and a read buffer (~11 KiB in all, measured with 5 000
 //! keep-alive connections in `tests/http_load.rs`); a client over a cap waits in the listen backlog
 //! (the process cap) or gets a one-line 429 and a closed socket (the per-client cap), so no client
 //! can hold every slot and a slow or hostile one costs a buffer, never a thread.

@@ -21,7 +21,7 @@ use super::nar_layout::NarLayout;
 pub const MAGIC: &[u8] = b"nix-archive-1";
 
 /// Output is shipped in pieces of this size: big enough that per-piece overhead (a channel send, a
-/// hyper frame) is noise at GB/s, small enough that 1000 concurrent downloads hold 256 MiB at most.
+/// write call) is noise at GB/s, small enough that 1000 concurrent downloads hold 256 MiB at most.
 pub const OUT_CHUNK: usize = 256 * 1024;
 
 /// Deeper trees are refused rather than risking the walker's stack; real store paths stay far below.
