@@ -158,11 +158,6 @@ async fn pipelined_http10_and_chunked_requests_are_answered() {
     assert_eq!(ask(&mut conn, "GET", "/nix-cache-info", "").await.status, 200);
 }
 
-fn threads(pid: u32) -> usize {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_closing_mid_nar_costs_nothing() {
     let w = Work::new();

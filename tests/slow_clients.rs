@@ -18,11 +18,6 @@ use tokio::net::{TcpSocket, TcpStream};
 /// More than tokio's 512 blocking threads.
 const STALLED: usize = 520;
 
-fn threads(pid: u32) -> usize {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
-}
-
 /// Sends `GET path` and reads until the end of the response headers, then reads nothing more. A
 /// 4 KiB receive buffer keeps what the kernel holds per connection small.
 async fn stall(addr: std::net::SocketAddr, path: &str) -> TcpStream {

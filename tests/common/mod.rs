@@ -246,6 +246,12 @@ pub async fn nar_url_of_store(d: &Daemon, path: &str) -> String {
     narinfo.text().lines().find_map(|l| l.strip_prefix("URL: ")).unwrap().to_owned()
 }
 
+/// The thread count of process `pid` (what a stalled client would cost if it held a thread).
+pub fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
+}
+
 /// A plain HTTP response.
 pub struct Resp {
     pub status: u16,
