@@ -72,22 +72,37 @@ impl StoreDb {
         &self.db_path
     }
 
-    fn open(&self) -> Result<Connection, StoreDbError> {
-        let conn = Connection::open_with_flags(
-            &self.db_path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreDbError::Open { path: self.db_path.clone(), source })?;
+    /// A connection, and whether it may be pooled.
+    ///
+    /// Nix's DB is in WAL mode, and a WAL reader needs the shared-memory index `db.sqlite-shm`.
+    /// Nix creates it and deletes it when its last connection closes (an idle NixOS machine has
+    /// none); a reader that may not write `nix/var/nix/db` (the NixOS service: a dynamic user under
+    /// `ProtectSystem=strict`) cannot create it, and SQLite answers "attempt to write a readonly
+    /// database". Only then do we read the DB file alone (`immutable=1`): with no index there is no
+    /// WAL, so the file holds every commit. Such a connection is used for one call and closed, as it
+    /// would not see later commits; while any normal connection is open (pooled ones stay open),
+    /// its lock keeps Nix from deleting the index, so normal reading takes over from then on.
+    fn open(&self) -> Result<(Connection, bool), StoreDbError> {
+        let err = |source| StoreDbError::Open { path: self.db_path.clone(), source };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.db_path, flags).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        Ok(conn)
+        match conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ReadOnly => {
+                let uri = format!("file:{}?immutable=1", uri_path(&self.db_path));
+                let conn = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(err)?;
+                Ok((conn, false))
+            }
+            _ => Ok((conn, true)),
+        }
     }
 
     /// Runs `f` on a pooled connection. A DB file that exists but has no schema yet (nix is
     /// creating it: a new chroot store's first command) reads as empty, like a missing one.
     fn with_conn<T: Default>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreDbError>) -> Result<T, StoreDbError> {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
-        let conn = match pooled {
-            Some(c) => c,
+        let (conn, keep) = match pooled {
+            Some(c) => (c, true),
             None => self.open()?,
         };
         let out = match f(&conn) {
@@ -98,7 +113,8 @@ impl StoreDb {
             }
             other => other,
         };
-        if let Ok(mut p) = self.pool.lock()
+        if keep
+            && let Ok(mut p) = self.pool.lock()
             && p.len() < POOL_SIZE
         {
             p.push(conn);
@@ -108,7 +124,7 @@ impl StoreDb {
 
     /// Opens Nix's DB afresh and reads one row: fails when it is missing or unreadable. For `/health`.
     pub fn probe(&self) -> Result<(), StoreDbError> {
-        let conn = self.open()?;
+        let (conn, _) = self.open()?;
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
         Ok(())
     }
@@ -272,4 +288,18 @@ impl Row {
             registration_time: self.registration_time,
         })
     }
+}
+
+/// `path` as the path of an SQLite `file:` URI: `%`, `?` and `#` escaped, the rest as is.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }
