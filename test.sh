@@ -12,6 +12,7 @@ command -v nix-store >/dev/null 2>&1 || need+=(nix-bin)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)   # network namespaces for the mDNS test
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # the NixOS module's unit, scored offline
 if ((${#need[@]})); then
   echo "test.sh: installing ${need[*]}" >&2
   apt-get update -qq

@@ -28,7 +28,14 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: serve the local Nix store as a binary cache and as IPFS blocks.
-    Serve(ServeArgs),
+    Serve {
+        /// Print the configuration these flags, variables and file amount to (as a TOML config file
+        /// with every key) and exit; a bad value stops it as it would stop the start.
+        #[arg(long)]
+        print_config: bool,
+        #[command(flatten)]
+        config: ServeArgs,
+    },
     /// Index store paths now (all new ones, or the given ones), with progress.
     Publish {
         /// Store paths to index; all valid paths when none are given.
@@ -87,7 +94,14 @@ enum Command {
 impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Serve(args) => runtime()?.block_on(serve::run(ServeConfig::resolve(args)?)),
+            Command::Serve { print_config: true, config } => {
+                let effective = ServeConfig::resolve(config)?.effective();
+                print!("{}", toml::to_string(&effective).context("cannot write the configuration as TOML")?);
+                Ok(())
+            }
+            Command::Serve { print_config: false, config } => {
+                runtime()?.block_on(serve::run(ServeConfig::resolve(config)?))
+            }
             Command::Publish { paths, jobs, config } => {
                 runtime()?.block_on(publish::publish(ServeConfig::resolve(config)?, &paths, jobs))
             }

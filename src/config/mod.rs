@@ -6,6 +6,7 @@
 //! fall back to a default); [`ServeConfig`] is the validated result the daemon runs on. Key files
 //! are read and parsed here, so an unreadable or malformed key stops the start with a clear message.
 
+mod effective;
 mod units;
 
 use std::net::SocketAddr;
@@ -189,7 +190,7 @@ pub struct ServeArgs {
 }
 
 /// The config file. Keys use the long flag names.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
@@ -228,6 +229,8 @@ pub struct ServeConfig {
     pub upstream_negative_ttl: Duration,
     pub serve_private: bool,
     pub signer: Option<SecretKey>,
+    /// Where `signer` was read from.
+    pub private_key_file: Option<PathBuf>,
     pub index_jobs: usize,
     /// Bytes per second the indexer may read; `None` when not configured (each command picks its
     /// default), `Some(0)` for no cap.
@@ -291,8 +294,11 @@ impl ServeConfig {
             u if u.starts_with("http://") || u.starts_with("https://") => Some(u),
             u => return Err(ConfigError::Upstream(u)),
         };
-        let signer = match args.private_key_file.or(file.private_key_file) {
-            Some(p) => Some(SecretKey::from_file(&p).map_err(|source| ConfigError::PrivateKey { path: p, source })?),
+        let private_key_file = args.private_key_file.or(file.private_key_file);
+        let signer = match &private_key_file {
+            Some(p) => {
+                Some(SecretKey::from_file(p).map_err(|source| ConfigError::PrivateKey { path: p.clone(), source })?)
+            }
             None => None,
         };
         Ok(Self {
@@ -307,6 +313,7 @@ impl ServeConfig {
             ),
             serve_private: args.serve_private || file.serve_private.unwrap_or(false),
             signer,
+            private_key_file,
             index_jobs: args.index_jobs.or(file.index_jobs).unwrap_or(1).max(1),
             index_rate: args.index_rate.or(file.index_rate).map(|s| parse_size(&s)).transpose()?,
             cache_size: match args.cache_size.or(file.cache_size) {

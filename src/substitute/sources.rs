@@ -37,6 +37,14 @@ impl Fallback {
         (url.starts_with("http://") || url.starts_with("https://")).then(|| Self::Gateway(url.to_owned()))
     }
 
+    /// As `--fallback` takes it: `parse(f.to_config())` gives `f` back.
+    pub fn to_config(&self) -> String {
+        match self {
+            Self::Gateway(u) => u.clone(),
+            Self::Kubo(u) => format!("kubo+{u}"),
+        }
+    }
+
     pub fn url(&self) -> &str {
         match self {
             Fallback::Gateway(u) | Fallback::Kubo(u) => u,
