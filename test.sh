@@ -13,6 +13,7 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)   # network namespaces for the mDNS test
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # the NixOS module's unit, scored offline
+command -v chromium >/dev/null 2>&1 || need+=(chromium)   # the dashboard test's headless browser
 if ((${#need[@]})); then
   echo "test.sh: installing ${need[*]}" >&2
   apt-get update -qq
@@ -22,6 +23,11 @@ fi
 if [ ! -d tests/helia/node_modules ] || [ tests/helia/package-lock.json -nt tests/helia/node_modules ]; then
   (cd tests/helia && npm ci --no-audit --no-fund --loglevel=error)
   touch tests/helia/node_modules
+fi
+# playwright-core, which drives Debian's Chromium for the dashboard test.
+if [ ! -d tests/dashboard/node_modules ] || [ tests/dashboard/package-lock.json -nt tests/dashboard/node_modules ]; then
+  (cd tests/dashboard && npm ci --no-audit --no-fund --loglevel=error)
+  touch tests/dashboard/node_modules
 fi
 # The reference OpenMetrics parser (Prometheus's Python client), for the /metrics test.
 python3 -c 'import prometheus_client' 2>/dev/null ||

@@ -4,7 +4,7 @@
 //! `nix` → [`http`] (binary-cache API) → [`local_cache`] → [`nix::store_db`] (Nix's DB, read-only)
 //! → [`trust`] (publish gate; [`upstream`] for NarHash checks) → [`nix::nar`] (NAR from disk).
 //! [`publish`] indexes gated-in paths as content-defined [`ipld`] blocks; [`blocks`] serves them
-//! by CID (gateway, kubo RPC). [`store`] is peerix's own SQLite state; [`config`] turns flags, env
+//! by CID (gateway, kubo RPC); [`index_control`] lets the operator pause it. [`store`] is peerix's own SQLite state; [`config`] turns flags, env
 //! and TOML into a run config; [`identity`] is the node's persistent ed25519 key. [`fuzzing`] holds
 //! one entry point per parser of outside bytes, for the fuzz targets and their regression test.
 
@@ -13,6 +13,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod http;
 pub mod identity;
+pub mod index_control;
 pub mod ipld;
 pub mod local_cache;
 pub mod nix;

@@ -49,6 +49,8 @@ const GATE_CHECKS: usize = 16;
 
 /// Progress is written to SQLite at most this often (and at the end).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often a paused chunking job (on a blocking thread) looks whether it may go on.
+const PAUSE_POLL: Duration = Duration::from_millis(100);
 
 /// What one scan did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -74,19 +76,26 @@ pub struct Publisher {
     /// `jobs` permits: one per path being chunked.
     chunking: tokio::sync::Semaphore,
     throttle: Arc<Throttle>,
+    control: crate::index_control::IndexControl,
 }
 
 /// A read-rate cap shared by all indexing jobs: after each read, a job sleeps until the bytes read
-/// so far (by everyone) fit under `rate` per second since the scan began.
+/// so far (by everyone) fit under `rate` per second since the scan began. It is also where a pause
+/// takes hold: a job stops reading mid-path (within one read, ≤ 256 KiB) until resumed.
 pub struct Throttle {
     rate: u64,
     start: Mutex<(Instant, u64)>,
+    control: crate::index_control::IndexControl,
 }
 
 impl Throttle {
     /// `rate` bytes per second; 0 means no cap.
     pub fn new(rate: u64) -> Self {
-        Self { rate, start: Mutex::new((Instant::now(), 0)) }
+        Self::with_control(rate, Default::default())
+    }
+
+    fn with_control(rate: u64, control: crate::index_control::IndexControl) -> Self {
+        Self { rate, start: Mutex::new((Instant::now(), 0)), control }
     }
 
     fn restart(&self) {
@@ -96,6 +105,16 @@ impl Throttle {
     }
 
     fn consumed(&self, n: usize) {
+        if self.control.is_paused() {
+            let paused_at = Instant::now();
+            while self.control.is_paused() {
+                std::thread::sleep(PAUSE_POLL);
+            }
+            // The pause does not count against the rate.
+            if let Ok(mut s) = self.start.lock() {
+                s.0 += paused_at.elapsed();
+            }
+        }
         if self.rate == 0 {
             return;
         }
@@ -116,8 +135,14 @@ impl Publisher {
     /// all jobs together may read, 0 for no cap.
     pub fn new(cache: Arc<LocalCache>, jobs: usize, rate: u64) -> Result<Self, CacheError> {
         let jobs = jobs.max(1);
-        let publisher =
-            Self { cache, jobs, chunking: tokio::sync::Semaphore::new(jobs), throttle: Arc::new(Throttle::new(rate)) };
+        let control = crate::index_control::IndexControl::default();
+        let publisher = Self {
+            cache,
+            jobs,
+            chunking: tokio::sync::Semaphore::new(jobs),
+            throttle: Arc::new(Throttle::with_control(rate, control.clone())),
+            control,
+        };
         let changed = publisher.cache.state().reconcile_gate(&publisher.cache.gate().fingerprint())?;
         publisher.rechecking(changed);
         Ok(publisher)
@@ -152,6 +177,11 @@ impl Publisher {
         if let (Some(root), Ok(hash)) = (was, StoreHash::parse(hash)) {
             self.cache.publish_event(Publication::Withdrawn { hash, root: Some(root) });
         }
+    }
+
+    /// The operator's pause switch and scan nudge for this indexer.
+    pub fn control(&self) -> crate::index_control::IndexControl {
+        self.control.clone()
     }
 
     /// Changes whenever Nix's DB does (see [`crate::nix::store_db::StoreDb::stamp`]).
@@ -307,6 +337,7 @@ impl Publisher {
 
     /// Gate-checks and indexes one path.
     async fn index_one(&self, path: &StorePath) -> Result<Outcome, CacheError> {
+        self.control.resumed().await;
         let Some(info) = self.cache.store_db().query_by_hash(&path.hash())? else {
             // Deleted between listing and now.
             return Ok(Outcome::Failed);

@@ -57,6 +57,8 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         signing_key,
         metrics: Default::default(),
         status_memo: Default::default(),
+        index: publisher.control(),
+        cache_size: cfg.cache_size,
     }));
     info!(state_dir = %cfg.state_dir.display(), store_root = %cfg.store_root.display(), %peer_id, "listening on http://{listen}");
     tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -66,12 +68,15 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Scans at start and again whenever Nix's DB changes.
+/// Scans at start, again whenever Nix's DB changes, and when the operator asks (a path checked
+/// again from the dashboard).
 async fn index_forever(publisher: Publisher, shutdown: CancellationToken) {
     let mut last_version = None;
+    let control = publisher.control();
+    let mut asked = false;
     loop {
         let version = publisher.store_version();
-        if version.is_none() || version != last_version {
+        if asked || version.is_none() || version != last_version {
             match publisher.scan(None, &|_| {}).await {
                 Ok(r) if r.published + r.private + r.failed + r.removed + r.rechecked > 0 => {
                     info!(?r, "index updated")
@@ -81,10 +86,11 @@ async fn index_forever(publisher: Publisher, shutdown: CancellationToken) {
             }
             last_version = version;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(STORE_POLL) => {}
+        asked = tokio::select! {
+            _ = tokio::time::sleep(STORE_POLL) => false,
+            _ = control.scan_requested() => true,
             _ = shutdown.cancelled() => return,
-        }
+        };
     }
 }
 

@@ -1,6 +1,7 @@
 //! The daemon's HTTP server: the Nix binary-cache API for the local `nix`, the trustless gateway
 //! (`/ipfs/{cid}`), a kubo-compatible RPC subset (`/api/v0/*`), and operator routes (`/health`,
-//! `/api/status`, `/api/paths/*`). `/api/*` answers loopback clients only, whatever `--listen` is.
+//! `/api/status`, `/api/paths/*`, the controls, the dashboard at `/`). `/api/*` and the dashboard
+//! answer loopback clients only, whatever `--listen` is.
 //!
 //! One module per resource; [`router`] builds every route; [`serve`] runs the accept loop, and
 //! [`conn`] each connection (HTTP/1.1 written here rather than by hyper, so local NARs go to the
@@ -12,7 +13,9 @@ mod body;
 mod cache_info;
 mod conn;
 pub mod connections;
+mod controls;
 mod dag;
+mod dashboard;
 mod error;
 mod gateway;
 mod kubo_rpc;
@@ -73,6 +76,10 @@ pub struct Inner {
     pub signing_key: Option<String>,
     pub metrics: metrics::Metrics,
     pub status_memo: status::Memo,
+    /// The indexer's pause switch and scan nudge (the dashboard's controls).
+    pub index: crate::index_control::IndexControl,
+    /// `--cache-size`: the cap on blocks kept from peers, shown next to what they take.
+    pub cache_size: u64,
 }
 
 impl std::ops::Deref for AppState {
@@ -104,9 +111,19 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/status", get(status::status))
         .route("/paths/{hash}", get(api::path))
+        .route("/paths/{hash}/recheck", post(controls::recheck))
+        .route("/index/pause", post(controls::pause))
+        .route("/index/resume", post(controls::resume))
         .nest("/v0", rpc)
         .layer(middleware::from_fn_with_state(state.clone(), local_only));
+    let dashboard = Router::new()
+        .route("/", get(dashboard::page))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
+        .route("/favicon.ico", get(dashboard::no_icon))
+        .layer(middleware::from_fn_with_state(state.clone(), local_only));
     Router::new()
+        .merge(dashboard)
         .route("/nix-cache-info", get(cache_info::get))
         .route("/health", get(status::health))
         .route("/metrics", get(metrics::get))
@@ -249,6 +266,8 @@ mod tests {
             signing_key: None,
             metrics: Default::default(),
             status_memo: Default::default(),
+            index: Default::default(),
+            cache_size: 1 << 20,
         }))
     }
 
@@ -271,9 +290,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let app = app(dir.path());
         let absent = format!("/api/paths/{}", "0".repeat(32));
-        for (method, uri, ok) in
-            [("GET", "/api/status", 200), ("POST", "/api/v0/id", 200), ("GET", absent.as_str(), 404)]
-        {
+        for (method, uri, ok) in [
+            ("GET", "/api/status", 200),
+            ("POST", "/api/v0/id", 200),
+            ("GET", absent.as_str(), 404),
+            ("GET", "/", 200),
+            ("GET", "/dashboard/app.js", 200),
+        ] {
             assert_eq!(status_from(&app, "192.0.2.7:4000", method, uri).await, 403, "{uri}");
             assert_eq!(status_from(&app, "[2001:db8::1]:4000", method, uri).await, 403, "{uri}");
             assert_eq!(status_from(&app, "127.0.0.1:4000", method, uri).await, ok, "{uri}");
@@ -306,5 +329,44 @@ mod tests {
         assert_eq!(status_with(&app, me, "POST", "/api/v0/id", &cross).await, 403);
         // The binary-cache API is not an admin route: nix on another machine may use any name.
         assert_eq!(status_with(&app, me, "GET", "/nix-cache-info", &[("host", "cache.lan")]).await, 200);
+        // The dashboard is behind the same checks.
+        assert_eq!(status_with(&app, me, "GET", "/", &[("host", "attacker.example")]).await, 403);
+        assert_eq!(status_with(&app, me, "GET", "/", &[("host", "localhost:12304")]).await, 200);
+    }
+
+    /// A control changes state: beyond the admin checks it needs a JSON request, which a page on
+    /// another site cannot send without a CORS preflight (never answered).
+    #[tokio::test]
+    async fn controls_need_a_same_origin_json_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let me = "127.0.0.1:4000";
+        let json = ("content-type", "application/json");
+        let form = ("content-type", "application/x-www-form-urlencoded");
+        let origin = |o: &'static str| ("origin", o);
+        for uri in ["/api/index/pause", "/api/index/resume"] {
+            assert_eq!(status_with(&app, me, "POST", uri, &[]).await, 403, "{uri}");
+            assert_eq!(status_with(&app, me, "POST", uri, &[form]).await, 403, "{uri}");
+            assert_eq!(status_with(&app, me, "POST", uri, &[json, origin("http://evil.example")]).await, 403);
+            assert_eq!(status_with(&app, "192.0.2.7:4000", "POST", uri, &[json]).await, 403, "{uri}");
+            assert_eq!(status_with(&app, me, "GET", uri, &[json]).await, 405, "{uri}");
+            assert_eq!(status_with(&app, me, "POST", uri, &[json, origin("http://127.0.0.1:12304")]).await, 200);
+        }
+        let recheck = |h: &str| format!("/api/paths/{h}/recheck");
+        assert_eq!(status_with(&app, me, "POST", &recheck(&"0".repeat(32)), &[json]).await, 404);
+        assert_eq!(status_with(&app, me, "POST", &recheck("not-a-hash"), &[json]).await, 400);
+        assert_eq!(status_with(&app, me, "POST", &recheck(&"0".repeat(32)), &[form]).await, 403);
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_forbids_inline_and_foreign_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut req = Request::builder().uri("/").body(Body::empty()).unwrap();
+        req.extensions_mut().insert(ConnectInfo("127.0.0.1:4000".parse::<SocketAddr>().unwrap()));
+        let resp = app(dir.path()).oneshot(req).await.unwrap();
+        let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(resp.headers()["x-frame-options"], "DENY");
     }
 }

@@ -22,6 +22,8 @@ const INDEX_STUCK_SECS: i64 = 600;
 /// the indexer stuck. Opens both DBs afresh (~200 µs), so a file that went away is noticed.
 pub async fn health(State(app): State<AppState>) -> Response {
     let cache = app.cache.clone();
+    // A scan the operator paused makes no progress, and is not stuck.
+    let paused = app.index.is_paused();
     let problems = tokio::task::spawn_blocking(move || {
         let mut problems = Vec::new();
         if let Err(e) = cache.store_db().probe() {
@@ -29,8 +31,10 @@ pub async fn health(State(app): State<AppState>) -> Response {
         }
         match cache.state().probe().and_then(|()| cache.state().scan_progress()) {
             Err(e) => problems.push(format!("state DB unreadable ({})", super::error_chain(&e))),
-            Ok(scan) if scan.running && crate::store::now_secs() - scan.updated_at > INDEX_STUCK_SECS => problems
-                .push(format!("indexer stuck (no progress for {} s)", crate::store::now_secs() - scan.updated_at)),
+            Ok(scan) if scan.running && !paused && crate::store::now_secs() - scan.updated_at > INDEX_STUCK_SECS => {
+                problems
+                    .push(format!("indexer stuck (no progress for {} s)", crate::store::now_secs() - scan.updated_at))
+            }
             Ok(_) => {}
         }
         problems
@@ -47,13 +51,14 @@ pub async fn health(State(app): State<AppState>) -> Response {
 }
 
 /// Scan progress with rate and ETA derived from what is persisted.
-pub fn scan_json(p: &ScanProgress) -> Value {
+pub fn scan_json(p: &ScanProgress, paused: bool) -> Value {
     let elapsed = (p.updated_at - p.started_at).max(0) as f64;
     let rate = if elapsed > 0.0 { p.done_bytes as f64 / elapsed } else { 0.0 };
     let left = p.total_bytes.saturating_sub(p.done_bytes) as f64;
     let eta = (p.running && rate > 0.0).then(|| (left / rate).ceil() as u64);
     json!({
         "running": p.running,
+        "paused": paused,
         "done_paths": p.done_paths,
         "total_paths": p.total_paths,
         "done_bytes": p.done_bytes,
@@ -149,10 +154,11 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             "signing_key": app.signing_key.clone(),
         },
         "index": index,
-        "scan": scan_json(scan),
+        "scan": scan_json(scan, app.index.is_paused()),
         "blockstore": {
             "blocks": blocks,
             "bytes": block_bytes,
+            "cap_bytes": app.cache_size,
             "local_chunk_bytes_read": app.blocks.local_chunk_bytes_read(),
             "evicted_bytes": app.blocks.evicted_bytes(),
         },

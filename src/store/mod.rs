@@ -287,6 +287,14 @@ impl StateDb {
         })
     }
 
+    /// Drops the stored upstream verdict on `path`, so the gate asks upstream again.
+    pub fn forget_upstream_verdict(&self, path: &StorePath) -> Result<(), StateError> {
+        self.write(|c| {
+            c.prepare_cached("DELETE FROM verdicts WHERE store_path = ?1")?.execute([path.to_string()])?;
+            Ok(())
+        })
+    }
+
     /// Remembers a narinfo accepted from peers (origin `peer`), so its NAR URL still resolves after a
     /// restart (nix keeps narinfos for 30 days). Never overwrites a local path's row.
     pub fn record_peer_path(

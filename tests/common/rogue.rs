@@ -27,6 +27,8 @@ pub struct Plan {
     pub blocks: HashMap<Cid, Vec<u8>>,
     /// Send no have-summary.
     pub no_summary: bool,
+    /// The agent string identify sends [default: `ipfs/0.1.0`].
+    pub agent: Option<String>,
 }
 
 #[derive(libp2p::swarm::NetworkBehaviour)]
@@ -79,10 +81,10 @@ impl Rogue {
             .unwrap()
             .with_behaviour(|k| Behaviour {
                 stream: libp2p_stream::Behaviour::new(),
-                identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
-                    "ipfs/0.1.0".into(),
-                    k.public(),
-                )),
+                identify: libp2p::identify::Behaviour::new(
+                    libp2p::identify::Config::new("ipfs/0.1.0".into(), k.public())
+                        .with_agent_version(plan.agent.clone().unwrap_or_else(|| "ipfs/0.1.0".into())),
+                ),
                 ping: libp2p::ping::Behaviour::new(libp2p::ping::Config::new()),
             })
             .unwrap()
