@@ -24,7 +24,13 @@
           imports = [ ./nix/module.nix ];
           services.peerix.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
         };
-        default = self.nixosModules.peerix;
+        peerix-tracker = { pkgs, lib, ... }: {
+          imports = [ ./nix/tracker-module.nix ];
+          services.peerix-tracker.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+        };
+        default = {
+          imports = [ self.nixosModules.peerix self.nixosModules.peerix-tracker ];
+        };
       };
 
       devShells = forAllSystems (pkgs: {

@@ -39,6 +39,7 @@ in
         else repeated "--trusted-public-key" cfg.trustedPublicKeys)
     ++ repeated "--peer" cfg.peers
     ++ repeated "--fallback" cfg.fallback
+    ++ optional "--tracker" cfg.trackerUrl
     ++ cfg.extraArgs;
   environment =
     if cfg.privateKeyFile == null then { } else { PEERIX_PRIVATE_KEY_FILE = "%d/private-key"; };

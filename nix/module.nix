@@ -62,9 +62,9 @@ in
       default = null;
       example = "http://tracker.example.org:12305";
       description = ''
-        A peerix tracker to find peers through. Reserved: this peerix has no tracker client yet,
-        so only null is accepted; use `peers` for machines that should find each other across
-        networks.
+        A peerix tracker (`services.peerix-tracker` on some machine all peers reach): the daemon
+        announces its published paths there and asks it for peers that have a path. Ignored in
+        `lan` mode, where nothing leaves the local network.
       '';
     };
 
@@ -205,14 +205,9 @@ in
         assertion = cfg.privateKeyFile == null || !(lib.hasPrefix builtins.storeDir (toString cfg.privateKeyFile));
         message = "services.peerix.privateKeyFile is in the world-readable Nix store; keep secret keys outside it.";
       }
-      {
-        assertion = cfg.trackerUrl == null;
-        message = ''
-          services.peerix.trackerUrl: this peerix has no tracker client yet; leave it null and list
-          machines in services.peerix.peers instead.
-        '';
-      }
     ];
+    warnings = lib.optional (cfg.trackerUrl != null && cfg.mode == "lan")
+      "services.peerix.trackerUrl has no effect in lan mode: nothing leaves the local network.";
 
     nix.settings = {
       # Appended to the machine's substituters, never replacing them. Priority 30 (from the

@@ -7,6 +7,7 @@
 //! by CID (gateway, kubo RPC); [`index_control`] lets the operator pause it. [`store`] is peerix's own SQLite state; [`config`] turns flags, env
 //! and TOML into a run config; [`identity`] is the node's persistent ed25519 key. [`fuzzing`] holds
 //! one entry point per parser of outside bytes, for the fuzz targets and their regression test.
+//! [`tracker`] is `peerix tracker` and the daemon's client of it.
 
 pub mod blocks;
 pub mod config;
@@ -22,5 +23,6 @@ pub mod publications;
 pub mod publish;
 pub mod store;
 pub mod substitute;
+pub mod tracker;
 pub mod trust;
 pub mod upstream;

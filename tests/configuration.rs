@@ -8,6 +8,7 @@ mod common;
 
 use std::process::Command;
 
+use common::nixos::evaluate;
 use common::*;
 
 async fn priority(d: &Daemon) -> String {
@@ -104,6 +105,7 @@ fn every_serve_flag_has_a_variable_a_toml_key_and_help() {
         ("peer", "peers", "[]"),
         ("lookup-timeout", "lookup-timeout", "\"250ms\""),
         ("fallback", "fallbacks", "[]"),
+        ("tracker", "tracker", "\"http://127.0.0.1:12305\""),
     ];
     let help = run(Command::new(env!("CARGO_BIN_EXE_peerix")).args(["serve", "--help"]));
     let cmd = Serve::command();
@@ -153,4 +155,103 @@ fn keygen_writes_keys_nix_reads() {
     // An existing secret key is never overwritten.
     let again = Command::new(env!("CARGO_BIN_EXE_peerix")).args(["keygen", "x"]).arg(&sk).arg(&pk).output().unwrap();
     assert!(!again.status.success());
+}
+
+/// The README's configuration table: every flag of `peerix serve --help` with its variable, every
+/// TOML key one the loader knows, every module option present, and nothing stale.
+#[test]
+fn the_readme_configuration_table_matches_the_binary_and_the_module() {
+    use clap::CommandFactory;
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: peerix::config::ServeArgs,
+    }
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let rows: Vec<Vec<String>> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| Flag |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_owned()).collect())
+        .collect();
+    assert!(rows.len() > 25, "{rows:?}");
+    let code = |cell: &str| cell.split('`').nth(1).map(str::to_owned);
+    let mut flags: Vec<String> =
+        rows.iter().filter_map(|r| code(&r[0])).map(|f| f.split(' ').next().unwrap().to_owned()).collect();
+    flags.sort();
+    let help = run(Command::new(env!("CARGO_BIN_EXE_peerix")).args(["serve", "--help"]));
+    let mut in_help: Vec<String> = help
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .map(|l| format!("--{}", l.split([' ', '=']).next().unwrap()))
+        .filter(|f| f != "--help")
+        .collect();
+    in_help.sort();
+    assert_eq!(flags, in_help, "README table vs peerix serve --help");
+
+    let cmd = Serve::command();
+    for row in &rows {
+        let Some(flag) = code(&row[0]) else { continue };
+        let long = flag.trim_start_matches("--").split(' ').next().unwrap();
+        let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(long)) else {
+            assert_eq!(long, "print-config");
+            continue;
+        };
+        let env = arg.get_env().unwrap().to_str().unwrap();
+        assert_eq!(code(&row[1]).as_deref(), Some(env), "--{long}'s variable");
+        // A key the loader knows fails on a wrong type, if at all; an unknown one as unknown.
+        if let Some(key) = code(&row[2]) {
+            let err =
+                peerix::config::FileConfig::parse(&format!("{key} = {{ x = 0 }}\n"), std::path::Path::new("t")).err();
+            assert!(!format!("{err:?}").contains("unknown field"), "TOML key {key}: {err:?}");
+        } else {
+            assert_eq!(long, "config");
+        }
+    }
+
+    let eval = evaluate("{ }");
+    let named: Vec<String> = rows.iter().filter_map(|r| code(&r[3])).collect();
+    for option in eval["options"].as_object().unwrap().keys().chain(["package".to_owned()].iter()) {
+        assert!(named.contains(option), "services.peerix.{option} is not in the README table");
+    }
+    for name in &named {
+        let known = match name.strip_prefix("settings.") {
+            Some(key) => eval["settingsOptions"].get(key).is_some(),
+            None => name == "package" || eval["options"].get(name).is_some(),
+        };
+        assert!(known || name.starts_with('/'), "README names services.peerix.{name}, which the module lacks");
+    }
+}
+
+/// The README's `peerix tracker` table lists every flag of `peerix tracker --help` with its
+/// variable, and nothing stale.
+#[test]
+fn the_readme_tracker_table_matches_the_binary() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let rows: Vec<Vec<String>> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| Tracker flag |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_owned()).collect())
+        .collect();
+    let help = run(Command::new(env!("CARGO_BIN_EXE_peerix")).args(["tracker", "--help"]));
+    let mut in_help: Vec<String> = help
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .map(|l| format!("--{}", l.split([' ', '=']).next().unwrap()))
+        .filter(|f| f != "--help")
+        .collect();
+    in_help.sort();
+    let code = |cell: &str| cell.split('`').nth(1).map(str::to_owned);
+    let mut flags: Vec<String> =
+        rows.iter().filter_map(|r| code(&r[0])).map(|f| f.split(' ').next().unwrap().to_owned()).collect();
+    flags.sort();
+    assert_eq!(flags, in_help, "README tracker table vs peerix tracker --help");
+    for row in &rows {
+        if let Some(env) = code(&row[1]) {
+            assert!(help.contains(&format!("[env: {env}=")), "{env} is not in peerix tracker --help");
+        }
+    }
 }

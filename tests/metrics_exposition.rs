@@ -7,52 +7,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use common::*;
-
-/// Every sample of the exposition, as "name{label=value,…}" → value, through the reference parser
-/// (which raises on anything that is not OpenMetrics).
-fn parse(text: &[u8]) -> HashMap<String, f64> {
-    const PARSER: &str = r#"
-import sys
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
-for family in text_string_to_metric_families(sys.stdin.read()):
-    for s in family.samples:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-        print(f"{s.name}{{{labels}}} {s.value}")
-"#;
-    let mut child = Command::new("python3")
-        .args(["-c", PARSER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(text).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "not OpenMetrics: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(text)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').unwrap();
-            (k.to_owned(), v.parse().unwrap())
-        })
-        .collect()
-}
 
 async fn scrape(d: &Daemon) -> HashMap<String, f64> {
     let r = get(&format!("{}/metrics", d.url)).await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("application/openmetrics-text"));
-    parse(&r.body)
+    parse_openmetrics(&r.body)
 }
 
 #[tokio::test(flavor = "multi_thread")]

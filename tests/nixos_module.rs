@@ -1,9 +1,9 @@
-//! The NixOS module agrees with the binary it runs. Nixpkgs cannot be fetched here, so the module
-//! (`nix/module.nix`) is evaluated by Debian's nix against a stand-in for nixpkgs' lib
-//! (`tests/nixos/stub.nix`), and what it builds is checked with real tools: every command line it
-//! can emit goes through the real parser (`peerix serve --print-config`), its unit through
-//! `systemd-analyze verify` and `security --offline`. The README's configuration table is checked
-//! against clap's flags, the TOML loader and the module's options. The NixOS VM tests in
+//! The NixOS modules agree with the binary they run. Nixpkgs cannot be fetched here, so the modules
+//! (`nix/module.nix`, `nix/tracker-module.nix`) are evaluated by Debian's nix against a stand-in
+//! for nixpkgs' lib (`tests/nixos/stub.nix`), and what they build is checked with real tools: every
+//! command line they can emit goes through the real parser (`peerix serve|tracker
+//! --print-config`), their units through `systemd-analyze verify` and `security --offline`. (The
+//! README's configuration table is checked in `tests/configuration.rs`.) The NixOS VM tests in
 //! `nix/tests/` need nixpkgs and run under `nix flake check` elsewhere.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,75 +13,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::nixos::{effective, evaluate, evaluate_file};
 use common::*;
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// The module evaluated on `overrides`, a Nix attribute set of `services.peerix` values.
-fn evaluate(overrides: &str) -> Value {
-    let out = Command::new("nix-instantiate")
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .env_remove("NIX_REMOTE")
-        .args(["--eval", "--strict", "--json", "tests/nixos/eval.nix", "--arg", "overrides", overrides])
-        .current_dir(ROOT)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "evaluating {overrides}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Undoes what systemd undoes in `ExecStart=` and `Environment=`: `%%` and `$$` (the module's
-/// escaping), `%d` (the credentials directory).
-fn systemd_expand(s: &str, credentials: &Path) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, chars.peek()) {
-            ('%', Some('%')) | ('$', Some('$')) => out.push(chars.next().unwrap()),
-            ('%', Some('d')) => {
-                chars.next();
-                out.push_str(&credentials.display().to_string());
-            }
-            ('%', other) => panic!("specifier %{other:?} the module should not emit in {s}"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// What the daemon the module's unit starts would run with: the unit's arguments (as systemd splits
-/// and expands them), its environment, and the `settings` file, through `peerix serve --print-config`.
-fn effective(eval: &Value, w: &Work) -> Result<toml::Table, String> {
-    let credentials = w.path("credentials");
-    std::fs::create_dir_all(&credentials).unwrap();
-    let key = credentials.join("private-key");
-    if !key.exists() {
-        run(Command::new(env!("CARGO_BIN_EXE_peerix")).args(["keygen", "peerix-module-1"]).arg(&key).arg(w.path("pk")));
-    }
-    let settings = w.path(&format!("settings-{}.toml", nonce()));
-    std::fs::write(&settings, toml::to_string(&eval["settings"]).unwrap()).unwrap();
-    let exec = eval["execStart"].as_str().unwrap();
-    let (exe, args) = exec.split_once(' ').unwrap();
-    assert!(exe.ends_with("/bin/peerix"), "{exe}");
-    let argv: Vec<String> = serde_json::Deserializer::from_str(&systemd_expand(args, &credentials))
-        .into_iter::<String>()
-        .map(|a| a.unwrap())
-        .map(|a| if a == "@settings.toml@" { settings.display().to_string() } else { a })
-        .collect();
-    assert_eq!(argv[0], "serve");
-    let env: Vec<(String, String)> = eval["environment"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), systemd_expand(v.as_str().unwrap(), &credentials)))
-        .collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_peerix")).args(&argv).arg("--print-config").envs(env).output().unwrap();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap())
-}
 
 fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -179,6 +115,7 @@ fn every_option_reaches_the_daemon() {
              privateKeyFile = "/run/keys/peerix.sk"; publicKey = "{key_a}";
              trustedPublicKeys = [ "{key_a}" "{key_b}" ]; upstream = "none";
              peers = [ "{peer}" ]; fallback = [ "kubo+http://127.0.0.1:5001" "https://gw.example/" ];
+             trackerUrl = "http://tracker.example:12305";
              extraArgs = [ "--lookup-timeout" "2s" "--priority" "7%" ];
              settings = {{ cache-size = "20G"; lookup-timeout = "500ms"; index-jobs = 3; index-rate = "100M";
                           mdns = false; serve-private = true; provide-rate = 4; }}; }}"#
@@ -216,20 +153,29 @@ fn every_option_reaches_the_daemon() {
     assert_eq!(eval["firewall"], Value::Null);
     assert_eq!(eval["failedAssertions"], serde_json::json!([]));
 
+    // The tracker (ipfs mode: lan mode ignores it, and the module warns).
+    let cfg = effective(&evaluate(r#"{ enable = true; trackerUrl = "http://tracker.example:12305"; }"#), &w).unwrap();
+    assert_eq!(cfg["tracker"].as_str(), Some("http://tracker.example:12305"));
+    assert_eq!(
+        evaluate(r#"{ enable = true; trackerUrl = "http://t:12305"; mode = "lan"; }"#)["warnings"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
     // An empty key list is the whole trusted set: no key, not cache.nixos.org's.
     let cfg = effective(&evaluate("{ enable = true; trustedPublicKeys = [ ]; }"), &w).unwrap();
     assert_eq!(cfg["trusted-public-keys"].as_array().map(Vec::len), Some(0));
 }
 
 #[test]
-fn secret_keys_in_the_store_and_the_missing_tracker_are_refused() {
+fn secret_keys_in_the_store_are_refused() {
     let refused = |overrides: &str, why: &str| {
         let failed = evaluate(overrides)["failedAssertions"].to_string().replace("\\n", " ");
         assert!(failed.contains(why), "{overrides}: {failed}");
     };
     refused("{ enable = true; privateKeyFile = ./Cargo.toml; }", "not a path literal");
     refused(r#"{ enable = true; privateKeyFile = "/nix/store/0000-key.sk"; }"#, "world-readable Nix store");
-    refused(r#"{ enable = true; trackerUrl = "http://tracker:12305"; }"#, "no tracker client yet");
     let ok = evaluate(r#"{ enable = true; privateKeyFile = "/run/keys/peerix.sk"; }"#);
     assert_eq!(ok["failedAssertions"], serde_json::json!([]));
     assert_eq!(ok["environment"]["PEERIX_PRIVATE_KEY_FILE"], "%d/private-key");
@@ -252,8 +198,12 @@ fn nix_gets_peerix_appended_and_the_firewall_opens_only_the_p2p_port() {
 /// every key known (a misspelt `SystemCallFilters` would be ignored in silence by systemd, as the
 /// original peerix's was) and the exposure score low.
 #[test]
-fn the_unit_passes_systemd_analyze() {
-    let eval = evaluate(r#"{ enable = true; privateKeyFile = "/run/keys/peerix.sk"; }"#);
+fn the_units_pass_systemd_analyze() {
+    the_unit_passes_systemd_analyze(&evaluate(r#"{ enable = true; privateKeyFile = "/run/keys/peerix.sk"; }"#));
+    the_unit_passes_systemd_analyze(&evaluate_file("tests/nixos/eval-tracker.nix", "{ enable = true; }"));
+}
+
+fn the_unit_passes_systemd_analyze(eval: &Value) {
     let mut unit = format!("[Unit]\nDescription={}\n", eval["unit"]["description"].as_str().unwrap());
     for dep in ["wants", "after"] {
         for target in eval["unit"][dep].as_array().unwrap() {
@@ -336,68 +286,27 @@ async fn an_unprivileged_daemon_reads_a_nix_db_it_cannot_write() {
     drop(busy);
 }
 
-/// The README's configuration table: every flag of `peerix serve --help` with its variable, every
-/// TOML key one the loader knows, every module option present, and nothing stale.
 #[test]
-fn the_readme_configuration_table_matches_the_binary_and_the_module() {
-    use clap::CommandFactory;
-    #[derive(clap::Parser)]
-    struct Serve {
-        #[command(flatten)]
-        args: peerix::config::ServeArgs,
-    }
-    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
-    let rows: Vec<Vec<String>> = readme
-        .lines()
-        .skip_while(|l| !l.starts_with("| Flag |"))
-        .skip(2)
-        .take_while(|l| l.starts_with('|'))
-        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_owned()).collect())
-        .collect();
-    assert!(rows.len() > 25, "{rows:?}");
-    let code = |cell: &str| cell.split('`').nth(1).map(str::to_owned);
-    let mut flags: Vec<String> =
-        rows.iter().filter_map(|r| code(&r[0])).map(|f| f.split(' ').next().unwrap().to_owned()).collect();
-    flags.sort();
-    let help = run(Command::new(env!("CARGO_BIN_EXE_peerix")).args(["serve", "--help"]));
-    let mut in_help: Vec<String> = help
-        .lines()
-        .filter_map(|l| l.trim_start().strip_prefix("--"))
-        .map(|l| format!("--{}", l.split([' ', '=']).next().unwrap()))
-        .filter(|f| f != "--help")
-        .collect();
-    in_help.sort();
-    assert_eq!(flags, in_help, "README table vs peerix serve --help");
+fn the_tracker_unit_runs_the_tracker_its_options_say() {
+    let w = Work::new();
+    let tracker = |o: &str| evaluate_file("tests/nixos/eval-tracker.nix", o);
+    let eval = tracker("{ enable = true; }");
+    let mut names: Vec<&String> = eval["options"].as_object().unwrap().keys().collect();
+    names.sort();
+    assert_eq!(names, ["enable", "openFirewall", "port", "settings"]);
+    let cfg = effective(&eval, &w).unwrap();
+    assert_eq!(cfg["listen"].as_str(), Some("0.0.0.0:12305"));
+    assert_eq!(cfg["state-dir"].as_str(), Some("/var/lib/peerix-tracker"));
+    assert_eq!(cfg["ttl"].as_integer(), Some(300));
+    assert_eq!(eval["firewall"]["allowedTCPPorts"], serde_json::json!([12305]));
 
-    let cmd = Serve::command();
-    for row in &rows {
-        let Some(flag) = code(&row[0]) else { continue };
-        let long = flag.trim_start_matches("--").split(' ').next().unwrap();
-        let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(long)) else {
-            assert_eq!(long, "print-config");
-            continue;
-        };
-        let env = arg.get_env().unwrap().to_str().unwrap();
-        assert_eq!(code(&row[1]).as_deref(), Some(env), "--{long}'s variable");
-        // A key the loader knows fails on a wrong type, if at all; an unknown one as unknown.
-        if let Some(key) = code(&row[2]) {
-            let err = peerix::config::FileConfig::parse(&format!("{key} = {{ x = 0 }}\n"), Path::new("t")).err();
-            assert!(!format!("{err:?}").contains("unknown field"), "TOML key {key}: {err:?}");
-        } else {
-            assert_eq!(long, "config");
-        }
-    }
-
-    let eval = evaluate("{ }");
-    let named: Vec<String> = rows.iter().filter_map(|r| code(&r[3])).collect();
-    for option in eval["options"].as_object().unwrap().keys().chain(["package".to_owned()].iter()) {
-        assert!(named.contains(option), "services.peerix.{option} is not in the README table");
-    }
-    for name in &named {
-        let known = match name.strip_prefix("settings.") {
-            Some(key) => eval["settingsOptions"].get(key).is_some(),
-            None => name == "package" || eval["options"].get(name).is_some(),
-        };
-        assert!(known || name.starts_with('/'), "README names services.peerix.{name}, which the module lacks");
-    }
+    let eval = tracker(r#"{ enable = true; port = 12400; settings = { ttl = 600; trust-proxy = "127.0.0.1"; }; }"#);
+    assert_eq!(eval["badTypes"], serde_json::json!([]));
+    let cfg = effective(&eval, &w).unwrap();
+    assert_eq!(cfg["listen"].as_str(), Some("0.0.0.0:12400"));
+    assert_eq!(cfg["ttl"].as_integer(), Some(600));
+    assert_eq!(cfg["trust-proxy"].as_str(), Some("127.0.0.1"));
+    // A settings key that is no flag of `peerix tracker` stops the unit's command line in the parser.
+    let err = effective(&tracker(r#"{ enable = true; settings.no-such-flag = 1; }"#), &w).unwrap_err();
+    assert!(err.contains("no-such-flag"), "{err}");
 }

@@ -3,7 +3,7 @@
 { self }:
 { config, lib, pkgs, ... }:
 {
-  imports = [ self.nixosModules.peerix ];
+  imports = [ self.nixosModules.default ];
   services.peerix = {
     enable = true;
     # Nothing may leave the test network: no upstream cache, no public bootstrap peers.

@@ -4,6 +4,7 @@ mod fetch;
 mod publish;
 mod serve;
 mod status;
+mod tracker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -80,6 +81,8 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Run a tracker: which peer shares which path, for peers on different networks.
+    Tracker(tracker::TrackerArgs),
     /// Write a new signing key pair in Nix's format (as `nix-store --generate-binary-cache-key`).
     Keygen {
         /// Key name, e.g. `peerix.myhost-1`.
@@ -112,6 +115,7 @@ impl Cli {
             Command::Status { url, path, json, watch } => {
                 runtime()?.block_on(status::show(&url, path.as_deref(), json, watch))
             }
+            Command::Tracker(args) => runtime()?.block_on(tracker::tracker(args)),
             Command::Keygen { name, secret_file, public_file } => keygen(&name, &secret_file, &public_file),
         }
     }

@@ -13,6 +13,7 @@ use peerix::http::{self, AppState, Inner};
 use peerix::identity::Identity;
 use peerix::publish::Publisher;
 use peerix::substitute::Substituter;
+use peerix::tracker::client::{TrackerClient, announce_forever};
 
 /// The background indexer reads at most this many bytes per second unless told otherwise: a
 /// first scan of a 100 GB store then takes ~7 min and leaves most of an SSD's bandwidth to the user.
@@ -39,7 +40,19 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let substituter = Substituter::new(cache.clone(), p2p.clone(), cfg.lookup_timeout, cfg.fallbacks.clone());
+    let tracker = match (&cfg.tracker, &p2p) {
+        (Some(url), Some(_)) => {
+            let key = libp2p::identity::Keypair::ed25519_from_bytes(identity.seed())?;
+            Some(Arc::new(TrackerClient::new(url, key).context("cannot set up the tracker client")?))
+        }
+        _ => None,
+    };
+    let substituter =
+        Substituter::new(cache.clone(), p2p.clone(), cfg.lookup_timeout, cfg.fallbacks.clone(), tracker.clone());
+    if let (Some(tracker), Some(node)) = (tracker, &p2p) {
+        info!(tracker = tracker.url(), "announcing to the tracker");
+        tokio::spawn(announce_forever(tracker, cache.clone(), node.client.clone(), shutdown.clone()));
+    }
     let listener = http::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let listen = listener.local_addr()?;
     let peer_id = identity.peer_id();
@@ -63,7 +76,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     info!(state_dir = %cfg.state_dir.display(), store_root = %cfg.store_root.display(), %peer_id, "listening on http://{listen}");
     tokio::spawn(stop_on_signal(shutdown.clone()));
     tokio::spawn(index_forever(publisher, shutdown.clone()));
-    http::serve(listener, app, shutdown).await;
+    http::serve(listener, app, shutdown, http::conn::MAX_BODY).await;
     info!("stopped");
     Ok(())
 }
@@ -95,7 +108,7 @@ async fn index_forever(publisher: Publisher, shutdown: CancellationToken) {
 }
 
 /// SIGINT or SIGTERM (systemd's stop) begins a graceful shutdown.
-async fn stop_on_signal(shutdown: CancellationToken) {
+pub(super) async fn stop_on_signal(shutdown: CancellationToken) {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

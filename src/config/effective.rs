@@ -40,6 +40,7 @@ impl ServeConfig {
             peers: p2p.and_then(|p| strings(&p.peers)),
             lookup_timeout: Some(format!("{}ms", self.lookup_timeout.as_millis())),
             fallbacks: Some(self.fallbacks.iter().map(Fallback::to_config).collect()),
+            tracker: self.tracker.clone(),
         }
     }
 }

@@ -64,6 +64,8 @@ pub enum ConfigError {
     Fallback(String),
     #[error("duration {0:?} is not a number of milliseconds (with an optional ms or s suffix)")]
     Duration(String),
+    #[error("tracker {0:?} must be an http:// or https:// URL")]
+    Tracker(String),
 }
 
 /// Flags of `peerix serve`. Every one can also be set by its `PEERIX_*` variable or the config file.
@@ -187,6 +189,11 @@ pub struct ServeArgs {
     /// order. Every block is checked against its CID.
     #[arg(long = "fallback", env = "PEERIX_FALLBACKS", value_delimiter = ' ', value_name = "URL")]
     pub fallbacks: Vec<String>,
+
+    /// A `peerix tracker` (http(s)://host:12305) to announce our published paths to and to ask for
+    /// peers that have a path (under `--lookup-timeout`). Ignored in lan mode.
+    #[arg(long, env = "PEERIX_TRACKER", value_name = "URL")]
+    pub tracker: Option<String>,
 }
 
 /// The config file. Keys use the long flag names.
@@ -216,6 +223,7 @@ pub struct FileConfig {
     pub peers: Option<Vec<String>>,
     pub lookup_timeout: Option<String>,
     pub fallbacks: Option<Vec<String>>,
+    pub tracker: Option<String>,
 }
 
 /// What the daemon runs with.
@@ -242,6 +250,8 @@ pub struct ServeConfig {
     pub lookup_timeout: Duration,
     /// Block sources of last resort.
     pub fallbacks: Vec<crate::substitute::Fallback>,
+    /// `--tracker`; `None` in lan mode and without an IPFS node.
+    pub tracker: Option<String>,
 }
 
 /// Nix caches a miss for an hour and asks about every path of a closure: a quarter second bounds
@@ -301,7 +311,19 @@ impl ServeConfig {
             }
             None => None,
         };
+        let tracker = match args.tracker.or(file.tracker).filter(|t| !t.is_empty()) {
+            Some(t) if !(t.starts_with("http://") || t.starts_with("https://")) => {
+                return Err(ConfigError::Tracker(t));
+            }
+            Some(_) if args.no_p2p || file.p2p == Some(false) => None,
+            Some(_) if args.mode.or(file.mode) == Some(crate::p2p::Mode::Lan) => {
+                tracing::warn!("--tracker is ignored in lan mode (nothing leaves the local network)");
+                None
+            }
+            t => t,
+        };
         Ok(Self {
+            tracker,
             listen,
             state_dir,
             store_root,

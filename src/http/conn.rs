@@ -38,8 +38,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// A request head at most: nix sends ~300 bytes; hyper's default allowed ~400 KB.
 const MAX_HEAD: usize = 64 << 10;
 const MAX_HEADERS: usize = 100;
-/// A request body at most: no route takes one (the kubo RPC subset reads its query).
-const MAX_BODY: usize = 1 << 20;
+/// A request body at most on the daemon: no route of it takes one (the kubo RPC subset reads its
+/// query). The tracker, whose announcements carry path lists, allows more.
+pub const MAX_BODY: usize = 1 << 20;
 
 /// Why a connection ends before its response: answered with a status, or just closed.
 enum Refusal {
@@ -54,11 +55,11 @@ struct Incoming {
 }
 
 /// Serves requests on `stream` until the client closes, an error, or `shutdown` (between requests).
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, app: Router, shutdown: CancellationToken) {
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, app: Router, shutdown: CancellationToken, max_body: usize) {
     let mut buf = BytesMut::with_capacity(4096);
     let mut first = true;
     loop {
-        let incoming = match read_request(&mut stream, &mut buf, peer, first, &shutdown).await {
+        let incoming = match read_request(&mut stream, &mut buf, peer, first, &shutdown, max_body).await {
             Ok(Some(r)) => r,
             Ok(None) | Err(Refusal::Close) => return,
             Err(Refusal::Status(status, why)) => {
@@ -97,6 +98,7 @@ async fn read_request(
     peer: SocketAddr,
     first: bool,
     shutdown: &CancellationToken,
+    max_body: usize,
 ) -> Result<Option<Incoming>, Refusal> {
     let idle_until = Instant::now() + if first { HEADER_READ_TIMEOUT } else { IDLE_TIMEOUT };
     let mut head_until = None;
@@ -104,7 +106,7 @@ async fn read_request(
         if !buf.is_empty() {
             let until = *head_until.get_or_insert_with(|| Instant::now() + HEADER_READ_TIMEOUT);
             if let Some(mut incoming) = parse_head(buf, peer)? {
-                let body = read_body(stream, buf, incoming.req.headers(), until).await?;
+                let body = read_body(stream, buf, incoming.req.headers(), until, max_body).await?;
                 *incoming.req.body_mut() = Body::from(body);
                 return Ok(Some(incoming));
             }
@@ -173,15 +175,16 @@ fn parse_head(buf: &mut BytesMut, peer: SocketAddr) -> Result<Option<Incoming>, 
     Ok(Some(Incoming { req, keep_alive }))
 }
 
-/// Reads the request body the headers announce (`Content-Length` or chunked), ≤ [`MAX_BODY`].
+/// Reads the request body the headers announce (`Content-Length` or chunked), ≤ `max_body`.
 async fn read_body(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     headers: &HeaderMap,
     until: Instant,
+    max_body: usize,
 ) -> Result<Bytes, Refusal> {
     let bad = |why| Refusal::Status(StatusCode::BAD_REQUEST, why);
-    let too_large = Refusal::Status(StatusCode::PAYLOAD_TOO_LARGE, "request body over 1 MiB");
+    let too_large = Refusal::Status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     let chunked = match headers.get(header::TRANSFER_ENCODING) {
         None => false,
         Some(te) if te.as_bytes().eq_ignore_ascii_case(b"chunked") => true,
@@ -192,7 +195,7 @@ async fn read_body(
         None => Some(0),
         Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).ok_or(bad("bad Content-Length"))?),
     };
-    if length.is_some_and(|n| n > MAX_BODY) {
+    if length.is_some_and(|n| n > max_body) {
         return Err(too_large);
     }
     if length != Some(0)
@@ -218,7 +221,7 @@ async fn read_body(
                 while !read_line(stream, buf, until).await?.is_empty() {}
                 break;
             }
-            if body.len() + size > MAX_BODY {
+            if body.len() + size > max_body {
                 return Err(too_large);
             }
             fill(stream, buf, size + 2, until).await?;

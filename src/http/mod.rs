@@ -11,7 +11,7 @@
 mod api;
 mod body;
 mod cache_info;
-mod conn;
+pub mod conn;
 pub mod connections;
 mod controls;
 mod dag;
@@ -191,8 +191,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves `app` on `listener` until `shutdown` fires, then drains open connections.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+/// Serves `app` on `listener` until `shutdown` fires, then drains open connections; request bodies
+/// are refused (413) beyond `max_body` bytes ([`conn::MAX_BODY`] for the daemon).
+pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken, max_body: usize) {
     let fd_limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
     let slots = Arc::new(Semaphore::new(connections::cap_for(fd_limit)));
     let clients = connections::Clients::default();
@@ -225,7 +226,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
         let _ = stream.set_nodelay(true);
         let (app, shutdown) = (app.clone(), shutdown.clone());
         tracker.spawn(async move {
-            conn::serve(stream, peer, app, shutdown).await;
+            conn::serve(stream, peer, app, shutdown, max_body).await;
             drop((permit, client_slot));
         });
     }
@@ -254,6 +255,7 @@ mod tests {
                 None,
                 Duration::from_millis(250),
                 Vec::new(),
+                None,
             ),
             cache,
             identity: Identity::load_or_create(&dir.join("state")).unwrap(),

@@ -56,6 +56,12 @@ impl Client {
         self.ask(|reply| Command::Dial { addr, reply }).await.unwrap_or_else(|| Err("node stopped".into()))
     }
 
+    /// Connects to `peer` at `addrs` unless connected: `true` once it is, `false` if every address
+    /// failed. The caller bounds the wait.
+    pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> bool {
+        self.ask(|reply| Command::Connect { peer, addrs, reply }).await.unwrap_or(false)
+    }
+
     pub async fn info(&self) -> Option<NodeInfo> {
         self.ask(|reply| Command::Info { reply }).await
     }

@@ -33,6 +33,12 @@ pub(crate) enum Command {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Connects to `peer` at `addrs` (a provider the tracker named): `true` once connected.
+    Connect {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<bool>,
+    },
     GetProviders {
         key: RecordKey,
         reply: oneshot::Sender<Vec<PeerId>>,
@@ -84,6 +90,8 @@ pub struct EventLoop {
     /// Query (per DHT: query ids are per-behaviour counters) → lookup.
     provider_queries: HashMap<(Dht, QueryId), u64>,
     next_lookup: u64,
+    /// Who waits for a connection to a peer being dialled ([`Command::Connect`]).
+    connecting: HashMap<PeerId, Vec<oneshot::Sender<bool>>>,
     /// `--peer` and mDNS peers, kept connected: in `lan` mode they are the only way to a block, and
     /// mDNS re-queries only every 5 min.
     kept: Kept,
@@ -106,6 +114,7 @@ pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, peers: Arc<Peers>) -> (C
         pending_providers: HashMap::new(),
         provider_queries: HashMap::new(),
         next_lookup: 0,
+        connecting: HashMap::new(),
         kept,
     };
     (client, event_loop)
@@ -176,6 +185,24 @@ impl EventLoop {
             Command::Dial { addr, reply } => {
                 debug!(%addr, "dialing on request");
                 let _ = reply.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
+            }
+            Command::Connect { peer, addrs, reply } => {
+                use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+                if self.connected.contains_key(&peer) {
+                    let _ = reply.send(true);
+                    return;
+                }
+                let opts = DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::DisconnectedAndNotDialing);
+                match self.swarm.dial(opts.build()) {
+                    // Already dialing: this waits for that dial.
+                    Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                        self.connecting.entry(peer).or_default().push(reply);
+                    }
+                    Err(e) => {
+                        debug!(%peer, cause = %e, "cannot dial a provider");
+                        let _ = reply.send(false);
+                    }
+                }
             }
             Command::GetProviders { key, reply } => {
                 let lookup = self.next_lookup;
@@ -249,6 +276,9 @@ impl EventLoop {
             SwarmEvent::Dialing { peer_id, .. } => debug!(?peer_id, "dial started"),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(?peer_id, cause = %error, "dial failed");
+                for waiting in peer_id.and_then(|p| self.connecting.remove(&p)).into_iter().flatten() {
+                    let _ = waiting.send(false);
+                }
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 let n = self.connected.entry(peer_id).or_default();
@@ -256,14 +286,19 @@ impl EventLoop {
                 if *n == 1 {
                     let addr = endpoint.get_remote_address().clone();
                     info!(%peer_id, %addr, "peer connected");
+                    let tracked = self.connecting.contains_key(&peer_id) && endpoint.is_dialer();
                     let found = match (self.kept.found(&peer_id), endpoint.is_dialer()) {
                         (Some(f), _) => f,
+                        (None, true) if tracked => Discovery::Tracker,
                         (None, true) if self.cfg.mode == Mode::Ipfs => Discovery::Dht,
                         (None, true) => Discovery::Dialed,
                         (None, false) => Discovery::Inbound,
                     };
                     self.kept.connected(&peer_id);
                     self.peers.connected(peer_id, addr, found);
+                }
+                for waiting in self.connecting.remove(&peer_id).into_iter().flatten() {
+                    let _ = waiting.send(true);
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => match num_established {

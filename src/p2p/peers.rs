@@ -39,6 +39,8 @@ pub enum Discovery {
     Inbound,
     /// We dialled it for another reason (a provider, a fetch).
     Dialed,
+    /// The tracker named it as a provider of a path we looked up.
+    Tracker,
 }
 
 /// Per-peer counters, shown by `/api/status`.

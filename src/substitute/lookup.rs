@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
@@ -29,6 +29,8 @@ use crate::trust::{Acceptance, Refusal};
 /// Peers a lookup asks at once: one honest answer is all it needs, and asking every peer of a
 /// LAN about every path of a closure would multiply the load by the number of peers.
 const FANOUT: usize = 3;
+/// Providers from the tracker a lookup dials and asks at most.
+const TRACKED_PEERS: usize = 6;
 
 /// A lookup in flight, shared by everyone asking for the same path.
 pub(super) type Pending = Shared<BoxFuture<'static, Option<Arc<AcceptedNar>>>>;
@@ -44,7 +46,7 @@ impl Substituter {
         }
         let node = self.sources.node.as_ref()?;
         let peers = node.peers.matching(&hash);
-        if peers.is_empty() {
+        if peers.is_empty() && self.tracker.is_none() {
             self.activity.counters.misses_unasked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return None;
         }
@@ -69,13 +71,26 @@ impl Substituter {
         pending.await
     }
 
-    /// Sends the narinfo request for `hash` to `peer`; the reply arrives on `tx` by `deadline`.
-    fn ask(&self, hash: StoreHash, peer: PeerId, deadline: tokio::time::Instant, tx: &mpsc::Sender<Reply>) {
+    /// Sends the narinfo request for `hash` to `peer` (connecting to it at `dial` first: a provider
+    /// the tracker named); the reply arrives on `tx` by `deadline`.
+    fn ask(
+        &self,
+        hash: StoreHash,
+        (peer, dial): (PeerId, Option<Vec<Multiaddr>>),
+        deadline: tokio::time::Instant,
+        tx: &mpsc::Sender<Reply>,
+    ) {
         let Some(node) = self.sources.node.as_ref() else { return };
-        let (tx, mut control) = (tx.clone(), node.control.clone());
+        let (tx, mut control, client) = (tx.clone(), node.control.clone(), node.client.clone());
         node.peers.count(peer, |s| s.lookups_asked += 1);
         tokio::spawn(async move {
             let t = Instant::now();
+            if let Some(addrs) = dial
+                && !tokio::time::timeout_at(deadline, client.connect(peer, addrs)).await.unwrap_or(false)
+            {
+                let _ = tx.send((peer, Err(AskError::NoAnswer), t.elapsed())).await;
+                return;
+            }
             let answer = match tokio::time::timeout_at(deadline, narinfo::ask(&mut control, peer, &hash)).await {
                 Ok(a) => a,
                 Err(_) => Err(AskError::NoAnswer),
@@ -87,16 +102,36 @@ impl Substituter {
     /// Asks the matching peers (honest ones first) [`FANOUT`] at a time: the next ones when these
     /// have all answered without a trusted narinfo, or after a fifth of the deadline. The first
     /// trusted answer wins; later replies of peers already asked add their roots in the background.
+    ///
+    /// With a tracker, its providers are asked for at once and, when the matching peers are done
+    /// without an answer, dialled and asked in turn, under the same deadline.
     async fn ask_peers(self: Arc<Self>, hash: StoreHash, peers: Vec<PeerId>) -> Option<Arc<AcceptedNar>> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.lookup_timeout;
         let wave = self.lookup_timeout / 5;
-        let mut queue: std::collections::VecDeque<PeerId> = peers.into();
-        let (tx, mut rx) = mpsc::channel::<Reply>(queue.len().max(1));
+        let mut seen: std::collections::HashSet<PeerId> = peers.iter().copied().collect();
+        let mut queue: std::collections::VecDeque<(PeerId, Option<Vec<Multiaddr>>)> =
+            peers.into_iter().map(|p| (p, None)).collect();
+        let mut tracked = self
+            .tracker
+            .clone()
+            .map(|t| tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move { t.providers(&hash).await })));
+        let (tx, mut rx) = mpsc::channel::<Reply>(queue.len().max(FANOUT) + TRACKED_PEERS);
         let (mut flying, mut asked) = (0usize, 0usize);
         let mut next_wave = tokio::time::Instant::now();
         loop {
             let now = tokio::time::Instant::now();
+            if flying == 0
+                && queue.is_empty()
+                && let Some(providers) = tracked.take()
+            {
+                let found = tokio::time::timeout_at(deadline, providers).await.ok().and_then(Result::ok);
+                for (peer, addrs) in found.unwrap_or_default().into_iter().take(TRACKED_PEERS) {
+                    if seen.insert(peer) {
+                        queue.push_back((peer, Some(addrs)));
+                    }
+                }
+            }
             if (flying == 0 || now >= next_wave) && !queue.is_empty() {
                 for peer in (0..FANOUT).map_while(|_| queue.pop_front()) {
                     self.ask(hash, peer, deadline, &tx);
@@ -142,7 +177,7 @@ impl Substituter {
         let deadline = tokio::time::Instant::now() + self.lookup_timeout;
         let (tx, mut rx) = mpsc::channel::<Reply>(peers.len().max(1));
         for peer in peers {
-            self.ask(nar.hash, peer, deadline, &tx);
+            self.ask(nar.hash, (peer, None), deadline, &tx);
         }
         drop(tx);
         while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, rx.recv()).await {

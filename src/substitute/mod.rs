@@ -4,7 +4,8 @@
 //! ([`LocalCache::narinfo`]) → narinfos already accepted from peers ([`accepted`]) → the connected
 //! peerix peers whose have-summary matches, asked in parallel under one deadline ([`lookup`]); the
 //! first answer the trust rules accept ([`crate::trust::Gate::accept_foreign`]) wins; no match is
-//! "not found" without a round trip. `GET /nar/<NarHash>.nar`: a local NAR ([`LocalNar`]) or an
+//! "not found" without a round trip — unless a tracker is set (`--tracker`): then its providers
+//! are asked too, when the peers we know do not have the path. `GET /nar/<NarHash>.nar`: a local NAR ([`LocalNar`]) or an
 //! accepted one, whose DAG is planned and streamed from every source that has it ([`transfer`],
 //! [`sources`]: peerix peers, bitswap peers, `--fallback` gateways), every block checked against
 //! its CID and the whole against the NarHash.
@@ -49,6 +50,8 @@ pub struct Substituter {
     accepted: accepted::Accepted,
     inflight: Mutex<HashMap<StoreHash, lookup::Pending>>,
     pub activity: activity::Activity,
+    /// `--tracker`: more candidates for a lookup, when the peers we know do not have the path.
+    tracker: Option<Arc<crate::tracker::client::TrackerClient>>,
 }
 
 /// A narinfo, and where it came from.
@@ -64,8 +67,10 @@ impl Substituter {
         node: Option<Node>,
         lookup_timeout: Duration,
         fallbacks: Vec<Fallback>,
+        tracker: Option<Arc<crate::tracker::client::TrackerClient>>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            tracker,
             accepted: accepted::Accepted::new(cache.state_arc()),
             cache,
             sources: sources::Sources::new(node, fallbacks),

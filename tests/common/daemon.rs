@@ -102,9 +102,17 @@ impl Daemon {
         }
         cmd.args(args.iter().filter(|a| **a != "--mdns" && **a != KEEP_DEFAULT_BOOTSTRAP))
             .envs(env.iter().copied())
-            .env("RUST_LOG", "info,peerix::p2p=debug,peerix::substitute=debug,peerix::http=debug,peerix::publish=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env(
+                "RUST_LOG",
+                "info,peerix::p2p=debug,peerix::substitute=debug,peerix::http=debug,peerix::publish=debug",
+            );
+        Self::spawn(cmd)
+    }
+
+    /// Runs `cmd` (a peerix server: `serve` or `tracker`) and waits for its "listening on http://…"
+    /// line; returns its output if it exits first.
+    pub fn spawn(mut cmd: Command) -> Result<Self, String> {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn peerix");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new((Mutex::new(String::new()), Condvar::new()));

@@ -28,6 +28,7 @@ in
   settingsOptions = builtins.mapAttrs (_: described) settingsOptions;
   inherit badTypes condition;
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) content.assertions);
+  inherit (content) warnings;
   # What the module renders into the --config file (null values left out), as JSON.
   settings = filterAttrs (_: v: v != null) settings;
   nixSettings = content.nix.settings;

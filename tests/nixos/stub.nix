@@ -26,7 +26,10 @@ in
       path = type "path" (v: builtins.isPath v || (builtins.isString v && hasPrefix "/" v));
       package = type "package" (v: builtins.isString v);
       port = type "port" (v: builtins.isInt v && v >= 0 && v <= 65535);
+      int = type "int" builtins.isInt;
       ints.positive = type "positive int" (v: builtins.isInt v && v > 0);
+      oneOf = ts: type "one of" (v: builtins.any (t: t.check v) ts);
+      attrsOf = t: type "attrs of ${t.name}" (v: builtins.isAttrs v && builtins.all t.check (builtins.attrValues v));
       enum = values: type "enum" (v: builtins.elem v values) // { inherit values; };
       nullOr = t: type "null or ${t.name}" (v: v == null || t.check v) // { inner = t; };
       either = a: b: type "${a.name} or ${b.name}" (v: a.check v || b.check v);

@@ -1,0 +1,231 @@
+//! The tracker's SQLite state (`<state-dir>/tracker.sqlite`, WAL): which peer shares which path,
+//! where each peer listens, and the nonces of recent announcements.
+//!
+//! A record lives as long as its peer keeps announcing: every announcement (a heartbeat too)
+//! refreshes the peer's `last_seen`, and its paths live and die with it. Lookups skip peers older
+//! than the TTL, so expiry is exact; a sweep deletes them later. One announcement is one
+//! transaction: it is applied whole or not at all (a refused one changes nothing).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::wire::{Announcement, Provider};
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS peers (
+    peer_id TEXT PRIMARY KEY,
+    addrs TEXT NOT NULL,          -- JSON array of multiaddrs
+    observed_ip TEXT NOT NULL,    -- where the last announcement came from
+    generation INTEGER NOT NULL,
+    paths INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS paths (
+    hash TEXT NOT NULL,
+    peer_id TEXT NOT NULL REFERENCES peers(peer_id) ON DELETE CASCADE,
+    PRIMARY KEY (hash, peer_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS paths_by_peer ON paths(peer_id);
+CREATE TABLE IF NOT EXISTS nonces (
+    peer_id TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    seen_at INTEGER NOT NULL,
+    PRIMARY KEY (peer_id, nonce)
+) WITHOUT ROWID;
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("tracker database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("tracker database lock poisoned")]
+    Poisoned,
+}
+
+/// Why an announcement was not applied (each a client's mistake: a 4xx).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    Replayed,
+    /// A delta on a generation the tracker does not hold (or no record at all).
+    Generation {
+        held: Option<u64>,
+    },
+    TooManyPaths {
+        limit: usize,
+    },
+}
+
+pub struct TrackerDb {
+    conn: Mutex<Connection>,
+}
+
+impl TrackerDb {
+    pub fn open(state_dir: &Path) -> Result<Self, DbError> {
+        std::fs::create_dir_all(state_dir).map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(e.to_string()),
+            )
+        })?;
+        let conn = Connection::open(state_dir.join("tracker.sqlite"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, DbError>) -> Result<T, DbError> {
+        let mut conn = self.conn.lock().map_err(|_| DbError::Poisoned)?;
+        f(&mut conn)
+    }
+
+    /// Applies one verified announcement seen from `observed` at `now`; `max_paths` bounds what
+    /// one peer may hold.
+    pub fn apply(
+        &self,
+        a: &Announcement,
+        observed: IpAddr,
+        now: i64,
+        max_paths: usize,
+    ) -> Result<Result<u64, Refused>, DbError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let fresh = tx
+                .prepare_cached("INSERT OR IGNORE INTO nonces (peer_id, nonce, seen_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![a.peer_id, a.nonce, now])?;
+            if fresh == 0 {
+                return Ok(Err(Refused::Replayed));
+            }
+            let held: Option<(u64, usize)> = tx
+                .query_row("SELECT generation, paths FROM peers WHERE peer_id = ?1", [&a.peer_id], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize))
+                })
+                .optional()?;
+            let count = match (&a.full, held) {
+                (Some(full), _) => {
+                    if full.len() > max_paths {
+                        return Ok(Err(Refused::TooManyPaths { limit: max_paths }));
+                    }
+                    upsert_peer(&tx, a, observed, now, 0)?;
+                    tx.execute("DELETE FROM paths WHERE peer_id = ?1", [&a.peer_id])?;
+                    let mut insert =
+                        tx.prepare_cached("INSERT OR IGNORE INTO paths (hash, peer_id) VALUES (?1, ?2)")?;
+                    for hash in full {
+                        insert.execute(params![hash, a.peer_id])?;
+                    }
+                    drop(insert);
+                    count_paths(&tx, &a.peer_id)?
+                }
+                (None, Some((generation, paths))) if a.base == Some(generation) => {
+                    if paths + a.add.len() > max_paths {
+                        return Ok(Err(Refused::TooManyPaths { limit: max_paths }));
+                    }
+                    upsert_peer(&tx, a, observed, now, paths)?;
+                    // A running count (what each statement changed), not a count over the table.
+                    let mut count = paths;
+                    let mut insert =
+                        tx.prepare_cached("INSERT OR IGNORE INTO paths (hash, peer_id) VALUES (?1, ?2)")?;
+                    for hash in &a.add {
+                        count += insert.execute(params![hash, a.peer_id])?;
+                    }
+                    drop(insert);
+                    let mut delete = tx.prepare_cached("DELETE FROM paths WHERE hash = ?1 AND peer_id = ?2")?;
+                    for hash in &a.remove {
+                        count -= delete.execute(params![hash, a.peer_id])?.min(count);
+                    }
+                    drop(delete);
+                    count
+                }
+                (None, held) => return Ok(Err(Refused::Generation { held: held.map(|h| h.0) })),
+            };
+            tx.execute("UPDATE peers SET paths = ?2 WHERE peer_id = ?1", params![a.peer_id, count as i64])?;
+            tx.commit()?;
+            Ok(Ok(a.generation))
+        })
+    }
+
+    /// Up to `limit` live peers sharing `hash`, freshest first.
+    pub fn providers(&self, hash: &str, live_since: i64, limit: usize) -> Result<Vec<Provider>, DbError> {
+        self.with(|conn| {
+            let mut q = conn.prepare_cached(
+                "SELECT p.peer_id, p.addrs, p.last_seen FROM paths h JOIN peers p ON p.peer_id = h.peer_id \
+                 WHERE h.hash = ?1 AND p.last_seen >= ?2 ORDER BY p.last_seen DESC LIMIT ?3",
+            )?;
+            let rows = q.query_map(params![hash, live_since, limit as i64], provider)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Up to `limit` live peers (freshest first) with how many paths each shares.
+    pub fn peers(&self, live_since: i64, limit: usize) -> Result<Vec<(Provider, u64)>, DbError> {
+        self.with(|conn| {
+            let mut q = conn.prepare_cached(
+                "SELECT peer_id, addrs, last_seen, paths FROM peers WHERE last_seen >= ?1 \
+                 ORDER BY last_seen DESC LIMIT ?2",
+            )?;
+            let rows =
+                q.query_map(params![live_since, limit as i64], |r| Ok((provider(r)?, r.get::<_, i64>(3)? as u64)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Live peers and the paths they share (a running count per peer: no scan of `paths`).
+    pub fn counts(&self, live_since: i64) -> Result<(u64, u64), DbError> {
+        self.with(|conn| {
+            Ok(conn.query_row(
+                "SELECT count(*), coalesce(sum(paths), 0) FROM peers WHERE last_seen >= ?1",
+                [live_since],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )?)
+        })
+    }
+
+    /// Deletes peers not seen since `live_since` (their paths with them) and nonces older than
+    /// `nonces_since` (announcements that old are refused by their timestamp anyway).
+    pub fn expire(&self, live_since: i64, nonces_since: i64) -> Result<usize, DbError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let gone = tx.execute("DELETE FROM peers WHERE last_seen < ?1", [live_since])?;
+            tx.execute("DELETE FROM nonces WHERE seen_at < ?1", [nonces_since])?;
+            tx.commit()?;
+            Ok(gone)
+        })
+    }
+
+    /// Reads one row: fails when the DB is unreadable. For `/health`.
+    pub fn probe(&self) -> Result<(), DbError> {
+        self.with(|conn| Ok(conn.query_row("SELECT count(*) FROM peers", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+    }
+}
+
+fn upsert_peer(
+    tx: &rusqlite::Transaction<'_>,
+    a: &Announcement,
+    observed: IpAddr,
+    now: i64,
+    paths: usize,
+) -> rusqlite::Result<usize> {
+    let addrs = serde_json::to_string(&a.addrs).unwrap_or_else(|_| "[]".into());
+    tx.prepare_cached(
+        "INSERT INTO peers (peer_id, addrs, observed_ip, generation, paths, first_seen, last_seen) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+         ON CONFLICT(peer_id) DO UPDATE SET addrs = excluded.addrs, observed_ip = excluded.observed_ip, \
+           generation = excluded.generation, last_seen = excluded.last_seen",
+    )?
+    .execute(params![a.peer_id, addrs, observed.to_string(), a.generation as i64, paths as i64, now])
+}
+
+fn count_paths(tx: &rusqlite::Transaction<'_>, peer: &str) -> rusqlite::Result<usize> {
+    tx.query_row("SELECT count(*) FROM paths WHERE peer_id = ?1", [peer], |r| r.get::<_, i64>(0)).map(|n| n as usize)
+}
+
+fn provider(r: &rusqlite::Row<'_>) -> rusqlite::Result<Provider> {
+    let addrs: String = r.get(1)?;
+    Ok(Provider { peer_id: r.get(0)?, addrs: serde_json::from_str(&addrs).unwrap_or_default(), last_seen: r.get(2)? })
+}

@@ -1,0 +1,181 @@
+//! `peerix tracker`: which peer shares which path, for peers that share no LAN (ARCHITECTURE §6).
+//!
+//! Data flow: a daemon signs an announcement of its addresses and published paths with its libp2p
+//! key ([`wire`]) and POSTs it to `/v1/announce` at start, as deltas after its index changes, and
+//! as heartbeats; [`api`] checks it whole and [`db`] applies it in one transaction; records expire
+//! by TTL unless refreshed. A daemon looking for a path it does not hold asks
+//! `/v1/providers/<hash32>` ([`client`]) under its lookup deadline, dials the providers and asks
+//! them for the narinfo as it asks any peer: the tracker is trusted with nothing but addresses.
+//! [`limits`] bounds announcements per peer and per address.
+
+pub mod api;
+pub mod client;
+pub mod db;
+pub mod limits;
+pub mod wire;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use self::db::TrackerDb;
+use self::limits::Rate;
+
+/// An announcement body at most: 200 000 hash32s in JSON are ~7 MB.
+pub const MAX_BODY: usize = 8 << 20;
+/// How often expired records are deleted (lookups already skip them).
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+pub struct TrackerConfig {
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    /// Records live this long after their peer's last announcement.
+    pub ttl: Duration,
+    /// A reverse proxy whose `X-Forwarded-For` is believed; everyone else's is ignored.
+    pub trust_proxy: Option<IpAddr>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Found {
+    found: &'static str,
+}
+
+pub struct Tracker {
+    db: TrackerDb,
+    ttl_secs: i64,
+    trust_proxy: Option<IpAddr>,
+    /// One announcement a second per peer (10 at once), 10 a second per address (100 at once: a
+    /// NAT with many peers behind it).
+    per_peer: Rate<String>,
+    per_address: Rate<IpAddr>,
+    started: Instant,
+    registry: Registry,
+    announces: Family<Outcome, Counter>,
+    lookups: Family<Found, Counter>,
+    peers_gauge: Gauge,
+    paths_gauge: Gauge,
+}
+
+impl Tracker {
+    pub fn open(cfg: &TrackerConfig) -> Result<Self, db::DbError> {
+        let mut registry = Registry::with_prefix("peerix_tracker");
+        let (announces, lookups) = (Family::default(), Family::default());
+        let (peers_gauge, paths_gauge) = (Gauge::default(), Gauge::default());
+        registry.register("announces", "announcements by outcome", announces.clone());
+        registry.register("lookups", "provider lookups, by whether any provider was found", lookups.clone());
+        registry.register("peers", "live peers", peers_gauge.clone());
+        registry.register("paths", "paths shared by live peers (with repeats)", paths_gauge.clone());
+        Ok(Self {
+            db: TrackerDb::open(&cfg.state_dir)?,
+            ttl_secs: cfg.ttl.as_secs().max(1) as i64,
+            trust_proxy: cfg.trust_proxy,
+            per_peer: Rate::new(1.0, 10.0, 100_000),
+            per_address: Rate::new(10.0, 100.0, 100_000),
+            started: Instant::now(),
+            registry,
+            announces,
+            lookups,
+            peers_gauge,
+            paths_gauge,
+        })
+    }
+
+    /// The requester: the socket's address, or the proxy's `X-Forwarded-For` (its last entry, the
+    /// one the proxy added) when the socket is the trusted proxy.
+    fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        if self.trust_proxy == Some(peer.ip())
+            && let Some(forwarded) = headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        {
+            return forwarded;
+        }
+        peer.ip()
+    }
+
+    fn count_announce(&self, outcome: &'static str) {
+        self.announces.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    fn count_lookup(&self, found: bool) {
+        self.lookups.get_or_create(&Found { found: if found { "yes" } else { "no" } }).inc();
+    }
+}
+
+async fn metrics(axum::extract::State(t): axum::extract::State<Arc<Tracker>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (tracker, since) = (t.clone(), crate::store::now_secs() - t.ttl_secs);
+    if let Ok(Ok((peers, paths))) = tokio::task::spawn_blocking(move || tracker.db.counts(since)).await {
+        t.peers_gauge.set(peers as i64);
+        t.paths_gauge.set(paths as i64);
+    }
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &t.registry).is_err() {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+        .into_response()
+}
+
+pub fn router(tracker: Arc<Tracker>) -> Router {
+    Router::new()
+        .route("/v1/announce", post(api::announce))
+        .route("/v1/providers/{hash}", get(api::providers))
+        .route("/v1/peers", get(api::peers))
+        .route("/v1/status", get(api::status))
+        .route("/health", get(api::health))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { api::TrackerError::BadRequest("no such resource".into()) })
+        .with_state(tracker)
+}
+
+/// Runs the tracker until `shutdown`.
+pub async fn run(cfg: TrackerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let tracker = Arc::new(Tracker::open(&cfg).context("cannot open the tracker database")?);
+    let listener = crate::http::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listen = listener.local_addr()?;
+    info!(state_dir = %cfg.state_dir.display(), ttl_secs = tracker.ttl_secs, "tracker listening on http://{listen}");
+    let sweeper = tracker.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SWEEP_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+            let (t, now) = (sweeper.clone(), crate::store::now_secs());
+            let swept =
+                tokio::task::spawn_blocking(move || t.db.expire(now - t.ttl_secs, now - 2 * api::CLOCK_SKEW_SECS))
+                    .await;
+            match swept {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => info!(peers = n, "expired peers"),
+                Ok(Err(e)) => warn!(cause = %crate::http::error_chain(&e), "expiry failed"),
+                Err(e) => warn!(cause = %e, "expiry failed"),
+            }
+        }
+    });
+    crate::http::serve(listener, router(tracker), shutdown, MAX_BODY).await;
+    info!("tracker stopped");
+    Ok(())
+}

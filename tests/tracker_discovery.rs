@@ -1,0 +1,91 @@
+//! Peers that share no LAN find each other through the tracker alone — no mDNS, no `--peer`, no
+//! DHT bootstrap — and nix on one substitutes a closure only the other holds, byte for byte; and a
+//! tracker that hangs or answers garbage costs a lookup no more than its deadline.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::tracker::start_tracker;
+use common::*;
+
+/// A daemon in ipfs mode on loopback whose only way to other peers is `tracker`.
+fn tracked(w: &Work, name: &str, store: &std::path::Path, pk: &str, tracker: &str, extra: &[&str]) -> Daemon {
+    let args = ["--store-root", store.to_str().unwrap(), "--trusted-public-key", pk];
+    let p2p = ["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--tracker", tracker];
+    Daemon::start(&w.path(&format!("state-{name}")), &[&args[..], &p2p, extra].concat())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nix_substitutes_from_a_peer_found_through_the_tracker_alone() {
+    let w = Work::new();
+    let (sk, pk) = w.keypair("peerix-tracked-1");
+    let f = w.build_fixture();
+    w.sign(&f.top, &sk);
+    let t = start_tracker(&w.path("tracker"), &[]);
+
+    let store_a = w.chroot_store("a", &[&f.top]);
+    let args = ["--store-root", store_a.to_str().unwrap(), "--trusted-public-key", &pk];
+    run(&mut peerix_cmd("publish", &w.path("state-a"), &args));
+    let a = tracked(&w, "a", &store_a, &pk, &t.url, &[]);
+    let announced = a.wait_log("announced to the tracker");
+    assert!(announced.contains("paths=2"), "{announced}");
+
+    let c = tracked(&w, "c", &w.path("c-nothing"), &pk, &t.url, &[]);
+    assert!(c.status().await["connected_peers"].as_array().unwrap().is_empty(), "C must start knowing nobody");
+    let out = w.substitute("c", &f.top, &c.url, &pk);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
+    w.verify("c", &f.top, &pk);
+    for p in [&f.top, &f.dep] {
+        let local = nix_dump(std::path::Path::new(p));
+        let got = nix_dump(&w.path("c").join(p.trim_start_matches('/')));
+        assert!(local == got, "{p} differs");
+    }
+    let from = c.wait_log("narinfo from peer");
+    assert!(from.contains(&a.peer_id()), "{from}");
+    let peers = c.status().await["connected_peers"].clone();
+    assert!(peers.as_array().unwrap().iter().any(|p| p == &a.peer_id()), "{peers}");
+}
+
+/// A tracker that accepts connections and never answers, and one that answers garbage: a miss is
+/// still answered within the lookup deadline, and the daemon keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_or_lying_tracker_costs_a_lookup_its_deadline_at_most() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = Work::new();
+    let (_, pk) = w.keypair("peerix-tracked-2");
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_url = format!("http://{}", hung.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hung.accept().await {
+            held.push(s); // Never read, never answered.
+        }
+    });
+    let liar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar_url = format!("http://{}", liar.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = liar.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = "{\"providers\": [{\"peer_id\": \"<script>\", \"addrs\": [1, 2]}], \"x\": ";
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+            });
+        }
+    });
+    for (name, url) in [("hung", hung_url), ("liar", liar_url)] {
+        let d = tracked(&w, name, &w.path("nothing"), &pk, &url, &["--lookup-timeout", "300ms"]);
+        for i in 0..3 {
+            let t0 = Instant::now();
+            let r = get(&format!("{}/{}.narinfo", d.url, common::tracker::hashes(3, i)[i as usize])).await;
+            let took = t0.elapsed();
+            assert_eq!(r.status, 404, "{name}");
+            assert!(took < Duration::from_millis(1500), "{name}: a miss took {took:?}");
+        }
+        assert_eq!(get(&format!("{}/nix-cache-info", d.url)).await.status, 200);
+    }
+}
