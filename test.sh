@@ -14,6 +14,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)   # network namespaces for the mDNS test
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # the NixOS module's unit, scored offline
 command -v chromium >/dev/null 2>&1 || need+=(chromium)   # the dashboard test's headless browser
+command -v iptables >/dev/null 2>&1 || need+=(iptables)   # the NAT lab (MASQUERADE in namespaces)
 if ((${#need[@]})); then
   echo "test.sh: installing ${need[*]}" >&2
   apt-get update -qq

@@ -179,6 +179,14 @@ in
             default = null;
             description = "Look for peers with mDNS (daemon default: true).";
           };
+          upnp = mkOption {
+            type = types.nullOr types.bool;
+            default = null;
+            description = ''
+              Map the p2p port on the router by UPnP (daemon default: off). The router's SSDP
+              answers come from UDP port 1900 and may need a firewall rule.
+            '';
+          };
           serve-private = mkOption {
             type = types.nullOr types.bool;
             default = null;

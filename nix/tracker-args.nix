@@ -13,6 +13,10 @@ in
   "0.0.0.0:${toString cfg.port}"
   "--state-dir"
   "/var/lib/peerix-tracker"
+  "--p2p-listen"
+  "/ip4/0.0.0.0/tcp/${toString cfg.p2pPort}"
+  "--p2p-listen"
+  "/ip4/0.0.0.0/udp/${toString cfg.p2pPort}/quic-v1"
 ]
 # Every other flag of `peerix tracker --help`, by its long name (null: the tracker's default).
 ++ builtins.concatLists (map (name: flag name cfg.settings.${name})

@@ -24,10 +24,19 @@ in
       description = "Port of the tracker's HTTP API, on every address (peers announce and look up here).";
     };
 
+    p2pPort = mkOption {
+      type = types.port;
+      default = 12307;
+      description = ''
+        Port of the tracker's libp2p node (Kademlia bootstrap, relay v2, AutoNAT), TCP and QUIC,
+        on every address. Peers behind NAT reach each other through it.
+      '';
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = true;
-      description = "Open the tracker's port (TCP).";
+      description = "Open the tracker's HTTP port (TCP) and its p2p port (TCP and UDP).";
     };
 
     settings = mkOption {
@@ -55,7 +64,10 @@ in
   };
 
   config = lib.mkIf cfg.enable {
-    networking.firewall = lib.mkIf cfg.openFirewall { allowedTCPPorts = [ cfg.port ]; };
+    networking.firewall = lib.mkIf cfg.openFirewall {
+      allowedTCPPorts = [ cfg.port cfg.p2pPort ];
+      allowedUDPPorts = [ cfg.p2pPort ];
+    };
 
     systemd.services.peerix-tracker = {
       description = "peerix tracker";

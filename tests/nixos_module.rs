@@ -118,7 +118,7 @@ fn every_option_reaches_the_daemon() {
              trackerUrl = "http://tracker.example:12305";
              extraArgs = [ "--lookup-timeout" "2s" "--priority" "7%" ];
              settings = {{ cache-size = "20G"; lookup-timeout = "500ms"; index-jobs = 3; index-rate = "100M";
-                          mdns = false; serve-private = true; provide-rate = 4; }}; }}"#
+                          mdns = false; serve-private = true; provide-rate = 4; upnp = true; }}; }}"#
     );
     let eval = evaluate(&overrides);
     assert_eq!(eval["badTypes"], serde_json::json!([]), "the sample must fit the options' types");
@@ -148,6 +148,7 @@ fn every_option_reaches_the_daemon() {
     assert_eq!(cfg["mdns"].as_bool(), Some(false));
     assert_eq!(cfg["serve-private"].as_bool(), Some(true));
     assert_eq!(cfg["provide-rate"].as_integer(), Some(4), "a freeform settings key");
+    assert_eq!(cfg["upnp"].as_bool(), Some(true));
     assert_eq!(cfg["state-dir"].as_str(), Some("/var/lib/peerix"));
     assert_eq!(eval["serviceConfig"]["LoadCredential"], serde_json::json!(["private-key:/run/keys/peerix.sk"]));
     assert_eq!(eval["firewall"], Value::Null);
@@ -293,19 +294,30 @@ fn the_tracker_unit_runs_the_tracker_its_options_say() {
     let eval = tracker("{ enable = true; }");
     let mut names: Vec<&String> = eval["options"].as_object().unwrap().keys().collect();
     names.sort();
-    assert_eq!(names, ["enable", "openFirewall", "port", "settings"]);
+    assert_eq!(names, ["enable", "openFirewall", "p2pPort", "port", "settings"]);
     let cfg = effective(&eval, &w).unwrap();
     assert_eq!(cfg["listen"].as_str(), Some("0.0.0.0:12305"));
     assert_eq!(cfg["state-dir"].as_str(), Some("/var/lib/peerix-tracker"));
     assert_eq!(cfg["ttl"].as_integer(), Some(300));
-    assert_eq!(eval["firewall"]["allowedTCPPorts"], serde_json::json!([12305]));
+    assert_eq!(eval["firewall"]["allowedTCPPorts"], serde_json::json!([12305, 12307]));
+    assert_eq!(eval["firewall"]["allowedUDPPorts"], serde_json::json!([12307]));
+    assert_eq!(
+        cfg["p2p-listen"],
+        toml::Value::Array(vec!["/ip4/0.0.0.0/tcp/12307".into(), "/ip4/0.0.0.0/udp/12307/quic-v1".into()])
+    );
 
-    let eval = tracker(r#"{ enable = true; port = 12400; settings = { ttl = 600; trust-proxy = "127.0.0.1"; }; }"#);
+    let eval = tracker(
+        r#"{ enable = true; port = 12400; settings = { ttl = 600; trust-proxy = "127.0.0.1"; autonat-private = true;
+             external-address = "/ip4/203.0.113.1/tcp/12307"; relay-max-circuit-bytes = "1G"; }; }"#,
+    );
     assert_eq!(eval["badTypes"], serde_json::json!([]));
     let cfg = effective(&eval, &w).unwrap();
     assert_eq!(cfg["listen"].as_str(), Some("0.0.0.0:12400"));
     assert_eq!(cfg["ttl"].as_integer(), Some(600));
     assert_eq!(cfg["trust-proxy"].as_str(), Some("127.0.0.1"));
+    assert_eq!(cfg["autonat-private"].as_bool(), Some(true));
+    assert_eq!(cfg["relay-max-circuit-bytes"].as_integer(), Some(1 << 30));
+    assert_eq!(cfg["external-addresses"].as_array().map(Vec::len), Some(1));
     // A settings key that is no flag of `peerix tracker` stops the unit's command line in the parser.
     let err = effective(&tracker(r#"{ enable = true; settings.no-such-flag = 1; }"#), &w).unwrap_err();
     assert!(err.contains("no-such-flag"), "{err}");

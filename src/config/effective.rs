@@ -41,6 +41,8 @@ impl ServeConfig {
             lookup_timeout: Some(format!("{}ms", self.lookup_timeout.as_millis())),
             fallbacks: Some(self.fallbacks.iter().map(Fallback::to_config).collect()),
             tracker: self.tracker.clone(),
+            relays: p2p.and_then(|p| strings(&p.relays)),
+            upnp: p2p.map(|p| p.upnp),
         }
     }
 }

@@ -194,6 +194,15 @@ pub struct ServeArgs {
     /// peers that have a path (under `--lookup-timeout`). Ignored in lan mode.
     #[arg(long, env = "PEERIX_TRACKER", value_name = "URL")]
     pub tracker: Option<String>,
+
+    /// A libp2p relay (v2) to hold a reservation on (/…/p2p/<id>), so peers can reach us through it
+    /// when we are behind NAT; repeatable. The tracker's node is used as one without this flag.
+    #[arg(long = "relay", env = "PEERIX_RELAYS", value_delimiter = ' ', value_name = "MULTIADDR")]
+    pub relays: Vec<String>,
+
+    /// Map our p2p port on the router by UPnP (IGD), so peers can dial us directly.
+    #[arg(long, env = "PEERIX_UPNP")]
+    pub upnp: bool,
 }
 
 /// The config file. Keys use the long flag names.
@@ -224,6 +233,8 @@ pub struct FileConfig {
     pub lookup_timeout: Option<String>,
     pub fallbacks: Option<Vec<String>>,
     pub tracker: Option<String>,
+    pub relays: Option<Vec<String>>,
+    pub upnp: Option<bool>,
 }
 
 /// What the daemon runs with.
@@ -322,6 +333,7 @@ impl ServeConfig {
             }
             t => t,
         };
+        let has_tracker = tracker.is_some();
         Ok(Self {
             tracker,
             listen,
@@ -371,6 +383,10 @@ impl ServeConfig {
                     Some(b) => b,
                 };
                 let peers = multiaddrs(&pick(args.peers, file.peers).unwrap_or_default())?;
+                let relays = multiaddrs(&pick(args.relays, file.relays).unwrap_or_default())?;
+                if let Some(bad) = relays.iter().find(|a| !matches!(a.iter().last(), Some(Protocol::P2p(_)))) {
+                    return Err(ConfigError::Peer(bad.to_string()));
+                }
                 if let Some(bad) = peers.iter().find(|a| !matches!(a.iter().last(), Some(Protocol::P2p(_)))) {
                     return Err(ConfigError::Peer(bad.to_string()));
                 }
@@ -383,6 +399,9 @@ impl ServeConfig {
                     external: multiaddrs(&pick(args.external_addresses, file.external_addresses).unwrap_or_default())?,
                     provide_rate: args.provide_rate.or(file.provide_rate).unwrap_or(10).max(1),
                     dht_server: args.dht_server || file.dht_server.unwrap_or(false),
+                    autonat: has_tracker || !relays.is_empty(),
+                    relays,
+                    upnp: args.upnp || file.upnp.unwrap_or(false),
                 })
             },
         })
@@ -415,67 +434,4 @@ pub fn default_state_dir() -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_win_over_file_and_file_over_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("peerix.toml");
-        std::fs::write(&cfg, "listen = \"127.0.0.1:9999\"\npriority = 7\nupstream = \"none\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(cfg.clone()),
-            priority: Some(3),
-            state_dir: Some(dir.path().into()),
-            ..Default::default()
-        };
-        let c = ServeConfig::resolve(args).unwrap();
-        assert_eq!(c.priority, 3);
-        assert_eq!(c.listen.port(), 9999);
-        assert!(c.upstream.is_none());
-        assert_eq!(c.trusted_keys.len(), 1);
-        assert_eq!(c.trusted_keys[0].name, "cache.nixos.org-1");
-    }
-
-    #[test]
-    fn lan_mode_never_bootstraps_and_peers_need_an_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let base = || ServeArgs { state_dir: Some(dir.path().into()), ..Default::default() };
-        let lan = ServeConfig::resolve(ServeArgs { mode: Some(crate::p2p::Mode::Lan), ..base() }).unwrap();
-        assert!(lan.p2p.unwrap().bootstrap.is_empty(), "lan mode must not get the public bootstrap peers");
-        let lan = ServeConfig::resolve(ServeArgs {
-            mode: Some(crate::p2p::Mode::Lan),
-            bootstrap: vec!["/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ".into()],
-            ..base()
-        })
-        .unwrap();
-        assert!(lan.p2p.unwrap().bootstrap.is_empty(), "an explicit bootstrap peer is ignored in lan mode");
-        let ipfs = ServeConfig::resolve(base()).unwrap();
-        assert_eq!(ipfs.p2p.unwrap().bootstrap.len(), crate::p2p::PUBLIC_BOOTSTRAP.len());
-        let bad = ServeArgs { peers: vec!["/ip4/127.0.0.1/tcp/1".into()], ..base() };
-        assert!(matches!(ServeConfig::resolve(bad), Err(ConfigError::Peer(_))));
-        let bad = ServeArgs { fallbacks: vec!["ftp://x".into()], ..base() };
-        assert!(matches!(ServeConfig::resolve(bad), Err(ConfigError::Fallback(_))));
-    }
-
-    #[test]
-    fn unknown_key_and_bad_key_files_stop_the_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("peerix.toml");
-        std::fs::write(&cfg, "listne = \"127.0.0.1:1\"\n").unwrap();
-        let err = ServeConfig::resolve(ServeArgs { config: Some(cfg), ..Default::default() }).err().unwrap();
-        assert!(err.to_string().contains("unknown field"), "{err}");
-        let missing = ServeArgs {
-            private_key_file: Some(dir.path().join("nope")),
-            state_dir: Some(dir.path().into()),
-            ..Default::default()
-        };
-        assert!(matches!(ServeConfig::resolve(missing), Err(ConfigError::PrivateKey { .. })));
-        let bad = ServeArgs {
-            trusted_public_keys: vec!["garbage".into()],
-            state_dir: Some(dir.path().into()),
-            ..Default::default()
-        };
-        assert!(matches!(ServeConfig::resolve(bad), Err(ConfigError::TrustedKey { .. })));
-    }
-}
+mod tests;

@@ -6,8 +6,6 @@ use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::event_loop::Command;
-
 /// What `/api/status` shows of the node.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeInfo {
@@ -17,6 +15,7 @@ pub struct NodeInfo {
     pub listen_addrs: Vec<String>,
     pub external_addrs: Vec<String>,
     pub connected_peers: Vec<String>,
+    pub nat: super::nat::NatView,
 }
 
 #[derive(Clone)]
@@ -62,6 +61,11 @@ impl Client {
         self.ask(|reply| Command::Connect { peer, addrs, reply }).await.unwrap_or(false)
     }
 
+    /// Uses `addrs` (the tracker's node) as DHT bootstrap peers and relays.
+    pub async fn use_relays(&self, addrs: Vec<Multiaddr>) {
+        let _ = self.tx.send(Command::UseRelays { addrs }).await;
+    }
+
     pub async fn info(&self) -> Option<NodeInfo> {
         self.ask(|reply| Command::Info { reply }).await
     }
@@ -80,4 +84,43 @@ impl Client {
     pub fn disconnect(&self, peer: PeerId) {
         let _ = self.tx.try_send(Command::Disconnect { peer });
     }
+}
+
+/// What a [`Client`] asks of the [`super::EventLoop`].
+pub(crate) enum Command {
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Uses these nodes (the tracker's) as DHT bootstrap peers and relays.
+    UseRelays {
+        addrs: Vec<Multiaddr>,
+    },
+    /// Connects to `peer` at `addrs` (a provider the tracker named): `true` once connected.
+    Connect {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<bool>,
+    },
+    GetProviders {
+        key: RecordKey,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Connected {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Info {
+        reply: oneshot::Sender<NodeInfo>,
+    },
+    Disconnect {
+        peer: PeerId,
+    },
+    /// Announce us as a provider of these keys on every DHT.
+    Provide {
+        keys: Vec<RecordKey>,
+    },
+    /// Stop announcing these keys (our records on others expire within 48 h).
+    StopProviding {
+        keys: Vec<RecordKey>,
+    },
 }

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::client::Command;
 use super::kept::Kept;
 use super::peers::{Discovery, Peers};
 use super::{Behaviour, BehaviourEvent, Client, Config, Mode, NodeInfo};
@@ -27,40 +28,6 @@ use super::{Behaviour, BehaviourEvent, Client, Config, Mode, NodeInfo};
 const COMMAND_QUEUE: usize = 256;
 /// A provider query that has not answered by then answers "none".
 const PROVIDER_QUERY_DEADLINE: Duration = Duration::from_secs(30);
-
-pub(crate) enum Command {
-    Dial {
-        addr: Multiaddr,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    /// Connects to `peer` at `addrs` (a provider the tracker named): `true` once connected.
-    Connect {
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-        reply: oneshot::Sender<bool>,
-    },
-    GetProviders {
-        key: RecordKey,
-        reply: oneshot::Sender<Vec<PeerId>>,
-    },
-    Connected {
-        reply: oneshot::Sender<Vec<PeerId>>,
-    },
-    Info {
-        reply: oneshot::Sender<NodeInfo>,
-    },
-    Disconnect {
-        peer: PeerId,
-    },
-    /// Announce us as a provider of these keys on every DHT.
-    Provide {
-        keys: Vec<RecordKey>,
-    },
-    /// Stop announcing these keys (our records on others expire within 48 h).
-    StopProviding {
-        keys: Vec<RecordKey>,
-    },
-}
 
 /// Which of kubo's two DHTs a query runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,6 +59,7 @@ pub struct EventLoop {
     next_lookup: u64,
     /// Who waits for a connection to a peer being dialled ([`Command::Connect`]).
     connecting: HashMap<PeerId, Vec<oneshot::Sender<bool>>>,
+    nat: super::nat::Nat,
     /// `--peer` and mDNS peers, kept connected: in `lan` mode they are the only way to a block, and
     /// mDNS re-queries only every 5 min.
     kept: Kept,
@@ -105,6 +73,7 @@ pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, peers: Arc<Peers>) -> (C
         kept.add_static(addr.clone());
     }
     let event_loop = EventLoop {
+        nat: super::nat::Nat::new(cfg.autonat && cfg.mode == Mode::Ipfs),
         swarm,
         commands: rx,
         cfg,
@@ -134,6 +103,11 @@ fn dhts(b: &mut Behaviour) -> impl Iterator<Item = (Dht, &mut kad::Behaviour<sup
 impl EventLoop {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let dialed = self.bootstrap();
+        if self.cfg.mode == Mode::Ipfs {
+            for relay in self.cfg.relays.clone() {
+                self.nat.use_relay(&mut self.swarm, relay);
+            }
+        }
         self.keep_peers();
         info!(mode = ?self.cfg.mode, bootstrap_peers = dialed, kept_peers = self.cfg.peers.len(), "p2p node started");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -147,6 +121,7 @@ impl EventLoop {
                 },
                 _ = tick.tick() => {
                     self.sweep();
+                    self.nat.close_due(&mut self.swarm);
                     self.keep_peers();
                 }
                 _ = shutdown.cancelled() => break,
@@ -231,14 +206,29 @@ impl EventLoop {
             }
             Command::Info { reply } => {
                 let local = *self.swarm.local_peer_id();
-                let with_id = |a: &Multiaddr| format!("{a}/p2p/{local}");
+                // (A `/p2p-circuit` listen address already ends in our id.)
+                let with_id = |a: &Multiaddr| match a.iter().last() {
+                    Some(Protocol::P2p(_)) => a.to_string(),
+                    _ => format!("{a}/p2p/{local}"),
+                };
                 let _ = reply.send(NodeInfo {
                     peer_id: local.to_string(),
                     mode: self.cfg.mode,
                     listen_addrs: self.listen_addrs.iter().map(with_id).collect(),
                     external_addrs: self.swarm.external_addresses().map(with_id).collect(),
                     connected_peers: self.connected.keys().map(|p| p.to_string()).collect(),
+                    nat: self.nat.view(),
                 });
+            }
+            Command::UseRelays { addrs } => {
+                for addr in addrs {
+                    if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                        for (_, kad) in dhts(self.swarm.behaviour_mut()) {
+                            kad.add_address(&peer, addr.clone());
+                        }
+                    }
+                    self.nat.use_relay(&mut self.swarm, addr);
+                }
             }
             Command::Disconnect { peer } => {
                 warn!(%peer, "disconnecting misbehaving peer");
@@ -266,13 +256,20 @@ impl EventLoop {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
-                info!("p2p listening on {address}/p2p/{}", self.swarm.local_peer_id());
+                match address.iter().last() {
+                    Some(Protocol::P2p(_)) => info!("p2p listening on {address}"),
+                    _ => info!("p2p listening on {address}/p2p/{}", self.swarm.local_peer_id()),
+                }
                 if self.cfg.dht_server {
                     self.swarm.add_external_address(address.clone());
                 }
                 self.listen_addrs.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| *a != address),
+            SwarmEvent::ListenerClosed { addresses, reason: Err(e), .. } => {
+                warn!(?addresses, cause = %e, "listener closed");
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!(cause = %error, "listener failed"),
             SwarmEvent::Dialing { peer_id, .. } => debug!(?peer_id, "dial started"),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(?peer_id, cause = %error, "dial failed");
@@ -280,9 +277,13 @@ impl EventLoop {
                     let _ = waiting.send(false);
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+                self.nat.connection(&mut self.swarm, peer_id, connection_id, endpoint.get_remote_address());
                 let n = self.connected.entry(peer_id).or_default();
                 *n += 1;
+                if *n > 1 && !super::nat::is_relayed(endpoint.get_remote_address()) {
+                    self.peers.set_addr(peer_id, endpoint.get_remote_address().clone());
+                }
                 if *n == 1 {
                     let addr = endpoint.get_remote_address().clone();
                     info!(%peer_id, %addr, "peer connected");
@@ -301,15 +302,17 @@ impl EventLoop {
                     let _ = waiting.send(true);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => match num_established {
+            SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => match num_established {
                 // A kept peer is dialed again by `keep_peers` after its backoff.
                 0 => {
+                    self.nat.closed(peer_id, connection_id);
                     self.connected.remove(&peer_id);
                     self.kept.disconnected(&peer_id);
                     self.peers.disconnected(peer_id);
                     info!(%peer_id, "peer disconnected");
                 }
                 n => {
+                    self.nat.closed(peer_id, connection_id);
                     self.connected.insert(peer_id, n);
                 }
             },
@@ -325,6 +328,12 @@ impl EventLoop {
                 }
                 self.peers.identified(peer_id, info.agent_version, peerix);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.nat.on_relay(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.nat.on_dcutr(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => {
+                self.nat.on_autonat(&mut self.swarm, e, self.cfg.dht_server)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Upnp(e)) => info!(event = ?e, "UPnP"),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
                 for (peer, addr) in gone {
                     self.kept.expire_mdns(&peer, &addr);

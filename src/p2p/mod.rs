@@ -30,6 +30,7 @@ pub mod have;
 mod inbound;
 mod kept;
 pub mod narinfo;
+pub mod nat;
 pub mod peers;
 mod provider_store;
 
@@ -40,8 +41,8 @@ use std::time::Duration;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Multiaddr, StreamProtocol, connection_limits, identify, kad, mdns, memory_connection_limits, noise, ping, tcp,
-    yamux,
+    Multiaddr, StreamProtocol, autonat, connection_limits, dcutr, identify, kad, mdns, memory_connection_limits, noise,
+    ping, relay, tcp, upnp, yamux,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +86,12 @@ pub struct Config {
     pub provide_rate: u32,
     /// Serve the DHT and treat listen addresses as reachable (kubo's `dhtserver`).
     pub dht_server: bool,
+    /// Relays to hold a reservation on (`--relay`; the tracker's node is added at run time).
+    pub relays: Vec<Multiaddr>,
+    /// Run the AutoNAT client (with relays or a tracker, in ipfs mode).
+    pub autonat: bool,
+    /// Map our port on the router by UPnP (`--upnp`).
+    pub upnp: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +121,10 @@ pub struct Behaviour {
     pub kad_lan: Toggle<kad::Behaviour<provider_store::ProviderStore>>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub stream: libp2p_stream::Behaviour,
+    pub relay_client: relay::client::Behaviour,
+    pub dcutr: dcutr::Behaviour,
+    pub autonat: Toggle<autonat::Behaviour>,
+    pub upnp: Toggle<upnp::tokio::Behaviour>,
     pub limits: connection_limits::Behaviour,
     pub memory: memory_connection_limits::Behaviour,
 }
@@ -170,6 +181,8 @@ pub fn start(
     let mode = cfg.mode;
     let use_mdns = cfg.mdns;
     let dht_server = cfg.dht_server;
+    let use_autonat = cfg.autonat && mode == Mode::Ipfs;
+    let use_upnp = cfg.upnp;
     let boxed = |e: &dyn std::fmt::Display| P2pError::Transport(e.to_string().into());
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -178,7 +191,9 @@ pub fn start(
         .with_quic()
         .with_dns()
         .map_err(|e| boxed(&e))?
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| boxed(&e))?
+        .with_behaviour(|key, relay_client| {
             let dht = |protocol: StreamProtocol, store| {
                 let mut c = kad::Config::new(protocol);
                 c.set_max_packet_size(KAD_MAX_PACKET);
@@ -206,6 +221,21 @@ pub fn start(
                 kad_lan: Toggle::from(kad_lan),
                 mdns: Toggle::from(mdns),
                 stream: libp2p_stream::Behaviour::new(),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(local),
+                autonat: Toggle::from(use_autonat.then(|| {
+                    autonat::Behaviour::new(
+                        local,
+                        autonat::Config {
+                            // Labs and LANs have only private addresses; the servers decide what to dial.
+                            only_global_ips: false,
+                            boot_delay: Duration::from_secs(5),
+                            retry_interval: Duration::from_secs(30),
+                            ..Default::default()
+                        },
+                    )
+                })),
+                upnp: Toggle::from(use_upnp.then(upnp::tokio::Behaviour::default)),
                 limits: connection_limits::Behaviour::new(
                     connection_limits::ConnectionLimits::default()
                         .with_max_established(Some(MAX_CONNECTIONS))

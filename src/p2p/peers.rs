@@ -109,6 +109,8 @@ pub struct PeerView {
     pub agent: Option<String>,
     pub found: Discovery,
     pub addr: Option<String>,
+    /// The connection runs through a relay (`/p2p-circuit`), not directly.
+    pub relayed: bool,
     /// Paths in its have-summary, and the summary's size on the wire.
     pub summary_paths: Option<u64>,
     pub summary_bytes: Option<usize>,
@@ -141,6 +143,15 @@ impl Peers {
             p.last_seen = Instant::now();
             if p.found == Discovery::Inbound || p.found == Discovery::Dialed {
                 p.found = found;
+            }
+        });
+    }
+
+    /// The address the peer is reached at now (a direct connection that replaced a relayed one).
+    pub fn set_addr(&self, peer: PeerId, addr: Multiaddr) {
+        self.with(|m| {
+            if let Some(p) = m.get_mut(&peer) {
+                p.addr = Some(addr);
             }
         });
     }
@@ -269,6 +280,7 @@ impl Peers {
                     agent: p.agent.clone(),
                     found: p.found,
                     addr: p.addr.as_ref().map(|a| a.to_string()),
+                    relayed: p.addr.as_ref().is_some_and(super::nat::is_relayed),
                     summary_paths: p.summary.as_ref().map(Summary::count),
                     summary_bytes: p.summary.as_ref().map(Summary::bytes),
                     dishonest: p.dishonest(),

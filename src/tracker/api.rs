@@ -212,8 +212,8 @@ pub async fn status(State(t): State<Arc<Tracker>>) -> Result<Json<Value>, Tracke
         "paths": paths,
         "ttl_secs": t.ttl_secs,
         "uptime_secs": t.started.elapsed().as_secs(),
-        // The tracker's own libp2p node (kad bootstrap, relay, AutoNAT): not yet (issue 12).
-        "multiaddrs": Vec::<String>::new(),
+        // The tracker's libp2p node: kad bootstrap, relay, AutoNAT.
+        "multiaddrs": t.node_addrs.lock().map(|a| a.clone()).unwrap_or_default(),
     })))
 }
 

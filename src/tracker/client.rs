@@ -99,6 +99,20 @@ impl TrackerClient {
         Ok(answer.providers)
     }
 
+    /// The tracker's libp2p node (`/v1/status` multiaddrs): our DHT bootstrap peer and relay.
+    async fn node_addrs(&self) -> Result<Vec<Multiaddr>, String> {
+        let resp = self.http.get(format!("{}/v1/status", self.base)).send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        let status: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        Ok(status["multiaddrs"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|m| m.as_str()?.parse().ok()).take(8).collect())
+            .unwrap_or_default())
+    }
+
     async fn send(&self, a: &Announcement) -> Result<Accepted, SendError> {
         let signed = Signed::sign(a, &self.key).map_err(SendError::Refused)?;
         let resp = self
@@ -146,18 +160,21 @@ fn full_addr(addr: &str, peer: PeerId) -> Option<Multiaddr> {
     }
 }
 
-/// Our addresses for the tracker: the node's listen and external addresses, without `/p2p/…`.
+/// Our addresses for the tracker: the node's external and listen addresses (a relay's
+/// `/p2p-circuit` among them), without our own trailing `/p2p/<id>`.
 async fn our_addrs(node: &crate::p2p::Client) -> Vec<String> {
     let Some(info) = node.info().await else { return Vec::new() };
-    let mut addrs: Vec<String> = info
-        .external_addrs
-        .iter()
-        .chain(&info.listen_addrs)
-        .filter_map(|a| a.parse::<Multiaddr>().ok())
-        .map(|a| a.iter().filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_))).collect::<Multiaddr>())
-        .map(|a| a.to_string())
-        .collect();
-    addrs.dedup();
+    let mut addrs: Vec<String> = Vec::new();
+    for a in info.external_addrs.iter().chain(&info.listen_addrs).filter_map(|a| a.parse::<Multiaddr>().ok()) {
+        let mut a = a;
+        if matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+            a.pop();
+        }
+        let a = a.to_string();
+        if !addrs.contains(&a) {
+            addrs.push(a);
+        }
+    }
     addrs.truncate(16);
     addrs
 }
@@ -175,11 +192,29 @@ pub async fn announce_forever(
     let (mut add, mut remove) = (BTreeSet::<String>::new(), BTreeSet::<String>::new());
     let mut heartbeat = Duration::from_secs(60);
     let mut last_sent = tokio::time::Instant::now();
+    let mut last_addrs: Vec<String> = Vec::new();
     let (mut backoff, mut retry_at, mut failing) = (TICK, tokio::time::Instant::now(), false);
+    // The tracker's node, once known: asked for at start and every minute until it answers.
+    let (mut relays_known, mut ask_node_at) = (false, tokio::time::Instant::now());
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = shutdown.cancelled() => return,
+        }
+        if !relays_known && tokio::time::Instant::now() >= ask_node_at {
+            match client.node_addrs().await {
+                Ok(addrs) => {
+                    relays_known = true;
+                    if !addrs.is_empty() {
+                        info!(addrs = addrs.len(), "using the tracker's node as DHT bootstrap peer and relay");
+                        node.use_relays(addrs).await;
+                    }
+                }
+                Err(e) => {
+                    debug!(cause = %e, "cannot get the tracker's node addresses");
+                    ask_node_at = tokio::time::Instant::now() + MAX_BACKOFF;
+                }
+            }
         }
         loop {
             match events.try_recv() {
@@ -198,13 +233,13 @@ pub async fn announce_forever(
             }
         }
         let now = tokio::time::Instant::now();
-        let due = held.is_none() || !add.is_empty() || !remove.is_empty() || now >= last_sent + heartbeat;
-        if !due || now < retry_at {
-            continue;
-        }
+        // A new address (a relay reservation, a confirmed external one) goes out at once: it may be
+        // the only one other peers can reach.
         let addrs = our_addrs(&node).await;
-        if addrs.is_empty() {
-            continue; // Not listening yet.
+        let moved = addrs != last_addrs;
+        let due = held.is_none() || moved || !add.is_empty() || !remove.is_empty() || now >= last_sent + heartbeat;
+        if !due || now < retry_at || addrs.is_empty() {
+            continue; // (No address: not listening yet.)
         }
         let (a, sent) = match held {
             None => {
@@ -233,6 +268,7 @@ pub async fn announce_forever(
                     debug!(added = a.add.len(), removed = a.remove.len(), "tracker record updated");
                 }
                 held = Some(accepted.generation);
+                last_addrs = a.addrs.clone();
                 heartbeat =
                     Duration::from_secs(accepted.ttl_secs / 3).clamp(Duration::from_secs(5), Duration::from_secs(120));
                 last_sent = tokio::time::Instant::now();

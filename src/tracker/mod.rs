@@ -12,6 +12,7 @@ pub mod api;
 pub mod client;
 pub mod db;
 pub mod limits;
+pub mod node;
 pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
@@ -45,6 +46,8 @@ pub struct TrackerConfig {
     pub ttl: Duration,
     /// A reverse proxy whose `X-Forwarded-For` is believed; everyone else's is ignored.
     pub trust_proxy: Option<IpAddr>,
+    /// The libp2p node (kad bootstrap, relay, AutoNAT); `None` with `--no-p2p`.
+    pub node: Option<node::NodeConfig>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +69,8 @@ pub struct Tracker {
     per_peer: Rate<String>,
     per_address: Rate<IpAddr>,
     started: Instant,
+    /// The libp2p node's addresses, for `/v1/status`.
+    node_addrs: node::Addrs,
     registry: Registry,
     announces: Family<Outcome, Counter>,
     lookups: Family<Found, Counter>,
@@ -89,6 +94,7 @@ impl Tracker {
             per_peer: Rate::new(1.0, 10.0, 100_000),
             per_address: Rate::new(10.0, 100.0, 100_000),
             started: Instant::now(),
+            node_addrs: Default::default(),
             registry,
             announces,
             lookups,
@@ -151,7 +157,14 @@ pub fn router(tracker: Arc<Tracker>) -> Router {
 /// Runs the tracker until `shutdown`.
 pub async fn run(cfg: TrackerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     use anyhow::Context;
-    let tracker = Arc::new(Tracker::open(&cfg).context("cannot open the tracker database")?);
+    let mut tracker = Tracker::open(&cfg).context("cannot open the tracker database")?;
+    if let Some(node_cfg) = cfg.node {
+        let identity = crate::identity::Identity::load_or_create(&cfg.state_dir)?;
+        let key = libp2p::identity::Keypair::ed25519_from_bytes(identity.seed())?;
+        tracker.node_addrs =
+            node::start(node_cfg, key, shutdown.clone()).context("cannot start the tracker's libp2p node")?;
+    }
+    let tracker = Arc::new(tracker);
     let listener = crate::http::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let listen = listener.local_addr()?;
     info!(state_dir = %cfg.state_dir.display(), ttl_secs = tracker.ttl_secs, "tracker listening on http://{listen}");

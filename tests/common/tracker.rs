@@ -11,7 +11,12 @@ use super::Daemon;
 /// Starts `peerix tracker` with its state in `state_dir` and `args` (e.g. `--ttl 2`).
 pub fn start_tracker(state_dir: &Path, args: &[&str]) -> Daemon {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerix"));
-    cmd.arg("tracker").arg("--listen").arg("127.0.0.1:0").arg("--state-dir").arg(state_dir).args(args);
+    cmd.arg("tracker").arg("--listen").arg("127.0.0.1:0").arg("--state-dir").arg(state_dir);
+    // The libp2p node on loopback, on a free port (unless the test places it, e.g. in a namespace).
+    if !args.iter().any(|a| *a == "--p2p-listen" || *a == "--no-p2p") {
+        cmd.args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0"]);
+    }
+    cmd.args(args);
     cmd.env("RUST_LOG", "info,peerix::tracker=debug");
     Daemon::spawn(cmd).unwrap_or_else(|log| panic!("the tracker did not start:\n{log}"))
 }

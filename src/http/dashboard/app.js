@@ -148,6 +148,11 @@
     $('node-id').title = id;
     setText('version', str(s.version) || DASH);
     setText('mode', p2p ? str(obj(p2p.node).mode) || DASH : 'no p2p');
+    // Reachability (AutoNAT), relay reservations and hole punches, when a tracker or relay is used.
+    const nat = obj(obj(obj(p2p).node).nat);
+    const relays = arr(nat.reservations).length;
+    setText('nat', nat.status ? `${str(nat.status)} · ${relays} relay${relays === 1 ? '' : 's'} · ` +
+      `${fmtInt(nat.hole_punches)} hole punch${num(nat.hole_punches) === 1 ? '' : 'es'}` : DASH);
     setText('uptime', fmtDuration(s.uptime_secs));
     setText('updated', new Date().toLocaleTimeString());
   }

@@ -1,0 +1,150 @@
+//! The tracker's libp2p node: what peers behind NAT need from a machine they can all reach — a
+//! Kademlia server to bootstrap from (`/ipfs/kad/1.0.0`), a relay v2 server with limits sized for
+//! NARs (libp2p's defaults, 2 min and 128 KiB a circuit, cannot carry one), and AutoNAT servers
+//! (v1 and v2) that tell a peer whether it is reachable. Its addresses are in `/v1/status`, so a
+//! daemon needs only the tracker's URL. It stores nothing and routes no content of its own.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use libp2p::kad::store::MemoryStore;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, StreamProtocol, autonat, connection_limits, identify, kad, noise, ping, relay, tcp, yamux};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub struct NodeConfig {
+    pub listen: Vec<Multiaddr>,
+    /// Addresses peers reach us at (a public IP, a port forward): confirmed at once, so the relay
+    /// hands them out in reservations.
+    pub external: Vec<Multiaddr>,
+    pub max_circuit_duration: Duration,
+    pub max_circuit_bytes: u64,
+    /// Let AutoNAT test peers seen at private addresses (labs, private networks).
+    pub autonat_private: bool,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    relay: relay::Behaviour,
+    autonat: autonat::Behaviour,
+    autonat_v2: autonat::v2::server::Behaviour,
+    limits: connection_limits::Behaviour,
+}
+
+/// The node's addresses (`…/p2p/<id>`) as `/v1/status` lists them.
+pub type Addrs = Arc<Mutex<Vec<String>>>;
+
+/// Starts the node; it runs until `shutdown`.
+pub fn start(cfg: NodeConfig, key: libp2p::identity::Keypair, shutdown: CancellationToken) -> anyhow::Result<Addrs> {
+    let local = key.public().to_peer_id();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_quic()
+        .with_behaviour(|key| {
+            let mut kad = kad::Behaviour::with_config(
+                local,
+                MemoryStore::new(local),
+                kad::Config::new(StreamProtocol::new("/ipfs/kad/1.0.0")),
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            Behaviour {
+                identify: identify::Behaviour::new(
+                    identify::Config::new("ipfs/0.1.0".into(), key.public())
+                        .with_agent_version(format!("peerix-tracker/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                kad,
+                relay: relay::Behaviour::new(
+                    local,
+                    relay::Config {
+                        max_reservations: 1024,
+                        max_reservations_per_peer: 4,
+                        max_circuits: 256,
+                        max_circuits_per_peer: 8,
+                        max_circuit_duration: cfg.max_circuit_duration,
+                        max_circuit_bytes: cfg.max_circuit_bytes,
+                        ..Default::default()
+                    },
+                ),
+                autonat: autonat::Behaviour::new(
+                    local,
+                    autonat::Config { only_global_ips: !cfg.autonat_private, ..Default::default() },
+                ),
+                autonat_v2: autonat::v2::server::Behaviour::default(),
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_established(Some(4096))
+                        .with_max_established_per_peer(Some(4))
+                        .with_max_pending_incoming(Some(256)),
+                ),
+            }
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    for addr in &cfg.listen {
+        swarm.listen_on(addr.clone())?;
+    }
+    for addr in &cfg.external {
+        swarm.add_external_address(addr.clone());
+    }
+    let addrs: Addrs = Arc::default();
+    let shown = addrs.clone();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                e = swarm.select_next_some() => e,
+                _ = shutdown.cancelled() => return,
+            };
+            match event {
+                SwarmEvent::NewListenAddr { address, .. } => info!(%address, "tracker node listening"),
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                    peer_id, info, ..
+                })) => {
+                    for addr in info.listen_addrs {
+                        swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => match e {
+                    relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                        debug!(peer = %src_peer_id, "relay reservation granted")
+                    }
+                    relay::Event::CircuitReqAccepted { src_peer_id, dst_peer_id } => {
+                        info!(src = %src_peer_id, dst = %dst_peer_id, "relaying a circuit")
+                    }
+                    relay::Event::CircuitClosed { src_peer_id, dst_peer_id, error } => {
+                        debug!(src = %src_peer_id, dst = %dst_peer_id, ?error, "circuit closed")
+                    }
+                    other => debug!(event = ?other, "relay"),
+                },
+                SwarmEvent::ListenerError { error, .. } => warn!(cause = %error, "tracker node listener failed"),
+                _ => {}
+            }
+            let with_id = |a: &Multiaddr| a.clone().with(Protocol::P2p(local)).to_string();
+            let mut now: Vec<String> = swarm.external_addresses().map(with_id).collect();
+            if now.is_empty() {
+                now = swarm.listeners().filter(|a| !is_unspecified(a)).map(with_id).collect();
+            }
+            if let Ok(mut a) = shown.lock()
+                && *a != now
+            {
+                *a = now;
+            }
+        }
+    });
+    Ok(addrs)
+}
+
+fn is_unspecified(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}

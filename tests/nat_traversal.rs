@@ -1,0 +1,155 @@
+//! Peers behind NATs meet through the tracker's node: in network namespaces the test creates and
+//! removes, A and B each sit behind their own MASQUERADE NAT and cannot reach each other; the
+//! tracker in `pub` is the only machine both can reach. B's nix substitutes a path only A holds:
+//! both hold a relay reservation, B reaches A through the relay, and DCUtR punches a direct
+//! connection that carries the NAR. Behind a symmetric NAT (`MASQUERADE --random`) hole punching
+//! fails and the path still arrives, through the relay.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::netns::NatLab;
+use common::*;
+use serde_json::Value;
+
+/// `args` run inside `ns`, with its output.
+fn inside(ns: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ip").args(["netns", "exec", ns]).args(args).env_remove("NIX_REMOTE").output().unwrap()
+}
+
+fn status_in(ns: &str, d: &Daemon) -> Value {
+    let out = inside(ns, &["curl", "-sf", &format!("{}/api/status", d.url)]);
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// A daemon in `ns` on the NAT lab: ipfs mode, p2p on every address of its host, the tracker as its
+/// only way to anyone.
+fn daemon_in(lab_ns: &str, w: &Work, name: &str, store: &std::path::Path, pk: &str, tracker: &str) -> Daemon {
+    let exec = ["ip", "netns", "exec", lab_ns];
+    let args = [
+        "--store-root",
+        store.to_str().unwrap(),
+        "--trusted-public-key",
+        pk,
+        "--p2p-listen",
+        "/ip4/0.0.0.0/tcp/4001",
+        "--p2p-listen",
+        "/ip4/0.0.0.0/udp/4001/quic-v1",
+        "--tracker",
+        tracker,
+        // Finding A through the tracker, connecting through the relay and punching a hole take a
+        // few round trips more than a LAN lookup.
+        "--lookup-timeout",
+        "5s",
+    ];
+    Daemon::start_in(&exec, &w.path(&format!("state-{name}")), &args)
+}
+
+async fn substitute_through_nat(symmetric_b: bool) {
+    let lab = NatLab::new(symmetric_b);
+    let w = Work::new();
+    let (sk, pk) = w.keypair("peerix-nat-1");
+    let f = w.build_fixture();
+    w.sign(&f.top, &sk);
+
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.public, env!("CARGO_BIN_EXE_peerix"), "tracker"]);
+    cmd.args(["--listen", &format!("{}:12305", lab.public_ip), "--state-dir"]).arg(w.path("tracker"));
+    let node = format!("/ip4/{}/tcp/4001", lab.public_ip);
+    cmd.args(["--p2p-listen", &node, "--external-address", &node, "--autonat-private"]);
+    cmd.env("RUST_LOG", "info,peerix::tracker=debug");
+    let tracker = Daemon::spawn(cmd).unwrap();
+    let tracker_url = format!("http://{}:12305", lab.public_ip);
+
+    let store_a = w.chroot_store("a", &[&f.top]);
+    let args = ["--store-root", store_a.to_str().unwrap(), "--trusted-public-key", &pk];
+    run(&mut peerix_cmd("publish", &w.path("state-a"), &args));
+    let a = daemon_in(&lab.host_a, &w, "a", &store_a, &pk, &tracker_url);
+    let b_started = std::time::Instant::now();
+    let b = daemon_in(&lab.host_b, &w, "b", &w.path("b-nothing"), &pk, &tracker_url);
+    for d in [&a, &b] {
+        if d.wait_log_for("relay reservation accepted", std::time::Duration::from_secs(30)).is_none() {
+            panic!("no reservation:\n{}\n--- tracker:\n{}", d.log(), tracker.log());
+        }
+    }
+
+    // Neither host can reach the other directly: each NAT drops what nobody inside asked for.
+    for (from, to) in [(&lab.host_b, &lab.nat_a_ip), (&lab.host_a, &lab.nat_b_ip)] {
+        let probe = inside(from, &["timeout", "2", "bash", "-c", &format!("echo > /dev/tcp/{to}/4001")]);
+        assert!(!probe.status.success(), "{to}:4001 is reachable from {from}");
+    }
+    // A announced its relayed address: the only one B can use (its LAN address is hidden from B).
+    let providers = format!("http://{}:12305/v1/providers/{}", lab.public_ip, hash_part(&f.top));
+    let seen = poll_until("A's relayed address at the tracker", || {
+        let out = inside(&lab.host_b, &["curl", "-sf", &providers]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("p2p-circuit").then_some(text)
+    })
+    .await;
+    assert!(!seen.contains("192.168."), "B was shown A's private address: {seen}");
+
+    // B looks the path up (through the tracker, connecting to A through the relay). With cone NATs
+    // the hole is punched right after, the relayed connection closes, and the NAR then travels
+    // over the direct connection. Behind a symmetric NAT, everything stays on the relay.
+    let narinfo = inside(&lab.host_b, &["curl", "-sf", &format!("{}/{}.narinfo", b.url, hash_part(&f.top))]);
+    assert!(narinfo.status.success(), "{}", b.log());
+    // (DCUtR is driven by A, the side the relayed connection reached; either may log the outcome.)
+    let outcome = poll_until("a hole punching outcome", || {
+        [&a, &b].iter().find_map(|d| d.log().lines().find(|l| l.contains("hole punch")).map(str::to_owned))
+    })
+    .await;
+    eprintln!("hole punching, {:?} after B started: {outcome}", b_started.elapsed());
+    assert_eq!(outcome.contains("failed"), symmetric_b, "{outcome}");
+    if !symmetric_b {
+        let closed = |d: &Daemon| d.wait_log_for("closed the relayed connection", std::time::Duration::from_secs(30));
+        assert!(closed(&b).or_else(|| closed(&a)).is_some(), "the relayed connection stayed open");
+    }
+
+    // B's nix, inside host_b, substitutes the closure from B's daemon.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.host_b])
+        .arg("nix-store")
+        .arg("--store")
+        .arg(w.path("c"))
+        .args(["--realise", &f.top, "--option", "substituters", &b.url, "--option", "trusted-public-keys", &pk])
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .env("XDG_CACHE_HOME", w.xdg())
+        .env_remove("NIX_REMOTE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n--- B:\n{}\n--- A:\n{}\n--- tracker:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.log(),
+        a.log(),
+        tracker.log()
+    );
+    for p in [&f.top, &f.dep] {
+        let got = nix_dump(&w.path("c").join(p.trim_start_matches('/')));
+        assert!(nix_dump(std::path::Path::new(p)) == got, "{p} differs");
+    }
+    let status = status_in(&lab.host_b, &b);
+    let peer_a = status["p2p"]["peers"].as_array().unwrap().iter().find(|p| p["peer_id"] == a.peer_id()).cloned();
+    let nat = &status["p2p"]["node"]["nat"];
+    eprintln!("B's view of A: {peer_a:?}\nB's NAT: {nat}");
+    for (ns, d) in [(&lab.host_a, &a), (&lab.host_b, &b)] {
+        let nat = status_in(ns, d)["p2p"]["node"]["nat"].clone();
+        assert_eq!(nat["reservations"].as_array().map(Vec::len), Some(1), "{nat}");
+    }
+    assert!(tracker.log().contains("relaying a circuit"), "the first contact goes through the relay");
+    assert_eq!(peer_a.unwrap()["relayed"], symmetric_b, "B's connection to A");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_crosses_two_nats_over_a_punched_hole() {
+    substitute_through_nat(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_symmetric_nat_the_path_comes_through_the_relay() {
+    substitute_through_nat(true).await;
+}
