@@ -44,3 +44,30 @@ async fn health_turns_503_while_a_database_is_unreadable_and_back() {
     let narinfo = get(&format!("{}/{}.narinfo", d.url, hash_part(&path))).await;
     assert_eq!(narinfo.status, 200);
 }
+
+/// A daemon told to reach a peer (`--peer`) is healthy while connected, and degraded — with the
+/// reason — once it has had none for the grace period (30 s after its start).
+#[tokio::test(flavor = "multi_thread")]
+async fn health_turns_503_when_the_peers_it_should_have_are_gone() {
+    let w = Work::new();
+    // A store with a Nix DB (an empty one would be degraded for that reason).
+    std::fs::write(w.path("file"), b"peers").unwrap();
+    let store = w.path("store");
+    run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(w.path("file")));
+    let mut b = Daemon::start(&w.path("state-b"), &LOOPBACK_LAN);
+    let args = ["--store-root", store.to_str().unwrap(), "--peer", &b.p2p_addr()];
+    let a = Daemon::start(&w.path("state-a"), &[&LOOPBACK_LAN[..], &args].concat());
+    a.wait_log("peer connected");
+    let health = || async {
+        let r = get(&format!("{}/health", a.url)).await;
+        (r.status, r.text())
+    };
+    // Past the grace period, still connected: healthy.
+    a.wait_status("30 s of uptime", |s| s["uptime_secs"].as_u64() > Some(30)).await;
+    assert_eq!(health().await, (200, "ok\n".to_owned()));
+    b.kill();
+    a.wait_log("peer disconnected");
+    let (status, body) = health().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("degraded: no peers connected") && body.matches('\n').count() == 1, "{body:?}");
+}

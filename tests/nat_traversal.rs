@@ -48,11 +48,16 @@ fn daemon_in(lab_ns: &str, w: &Work, name: &str, store: &std::path::Path, pk: &s
     Daemon::start_in(&exec, &w.path(&format!("state-{name}")), &args)
 }
 
-async fn substitute_through_nat(symmetric_b: bool) {
+/// Runs the lab once; returns how long B's `nix-store --realise` took and how long B took from its
+/// start to the hole punch's outcome. `blob`: bytes in the path (a small closure without).
+async fn substitute_through_nat(symmetric_b: bool, blob: Option<usize>) -> (std::time::Duration, std::time::Duration) {
     let lab = NatLab::new(symmetric_b);
     let w = Work::new();
     let (sk, pk) = w.keypair("peerix-nat-1");
-    let f = w.build_fixture();
+    let f = match blob {
+        Some(n) => w.build_big_fixture(n),
+        None => w.build_fixture(),
+    };
     w.sign(&f.top, &sk);
 
     let mut cmd = Command::new("ip");
@@ -101,7 +106,8 @@ async fn substitute_through_nat(symmetric_b: bool) {
         [&a, &b].iter().find_map(|d| d.log().lines().find(|l| l.contains("hole punch")).map(str::to_owned))
     })
     .await;
-    eprintln!("hole punching, {:?} after B started: {outcome}", b_started.elapsed());
+    let punch_after = b_started.elapsed();
+    eprintln!("hole punching, {punch_after:?} after B started: {outcome}");
     assert_eq!(outcome.contains("failed"), symmetric_b, "{outcome}");
     if !symmetric_b {
         let closed = |d: &Daemon| d.wait_log_for("closed the relayed connection", std::time::Duration::from_secs(30));
@@ -109,6 +115,7 @@ async fn substitute_through_nat(symmetric_b: bool) {
     }
 
     // B's nix, inside host_b, substitutes the closure from B's daemon.
+    let realise_started = std::time::Instant::now();
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.host_b])
         .arg("nix-store")
@@ -120,6 +127,7 @@ async fn substitute_through_nat(symmetric_b: bool) {
         .env_remove("NIX_REMOTE")
         .output()
         .unwrap();
+    let realised_in = realise_started.elapsed();
     assert!(
         out.status.success(),
         "{}\n--- B:\n{}\n--- A:\n{}\n--- tracker:\n{}",
@@ -142,14 +150,72 @@ async fn substitute_through_nat(symmetric_b: bool) {
     }
     assert!(tracker.log().contains("relaying a circuit"), "the first contact goes through the relay");
     assert_eq!(peer_a.unwrap()["relayed"], symmetric_b, "B's connection to A");
+    (realised_in, punch_after)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_path_crosses_two_nats_over_a_punched_hole() {
-    substitute_through_nat(false).await;
+    substitute_through_nat(false, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn behind_a_symmetric_nat_the_path_comes_through_the_relay() {
-    substitute_through_nat(true).await;
+    substitute_through_nat(true, None).await;
+}
+
+/// For `benches/nat.sh` (not a test: a benchmark): a 64 MiB path realised over a punched hole,
+/// over the relay (symmetric NAT), and between the same two kinds of namespace on a plain veth LAN
+/// with no NAT, as the baseline. Prints MB/s for each.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn nat_throughput() {
+    const BLOB: usize = 64 << 20;
+    let mb = |d: std::time::Duration| BLOB as f64 / d.as_secs_f64() / 1e6;
+    let lan = lan_realise(BLOB).await;
+    let (punched, punch_after) = substitute_through_nat(false, Some(BLOB)).await;
+    let (relayed, _) = substitute_through_nat(true, Some(BLOB)).await;
+    println!("{:<34} {:>10} {:>8}", "64 MiB path, nix-store --realise", "MB/s", "ratio");
+    println!("{:<34} {:>10.1} {:>8.2}", "LAN, no NAT (baseline)", mb(lan), 1.0);
+    println!("{:<34} {:>10.1} {:>8.2}", "two NATs, hole punched", mb(punched), mb(punched) / mb(lan));
+    println!("{:<34} {:>10.1} {:>8.2}", "symmetric NAT, through the relay", mb(relayed), mb(relayed) / mb(lan));
+    println!("time from B's start to the direct connection: {punch_after:?}");
+}
+
+/// The baseline: A and B on one veth LAN, B given A with `--peer`.
+async fn lan_realise(blob: usize) -> std::time::Duration {
+    let lan = common::netns::Lan::new();
+    let w = Work::new();
+    let (sk, pk) = w.keypair("peerix-nat-lan");
+    let f = w.build_big_fixture(blob);
+    w.sign(&f.top, &sk);
+    let store_a = w.chroot_store("a", &[&f.top]);
+    let args = ["--store-root", store_a.to_str().unwrap(), "--trusted-public-key", &pk];
+    run(&mut peerix_cmd("publish", &w.path("state-a"), &args));
+    let listen_a = format!("/ip4/{}/tcp/4001", lan.ip_a);
+    let exec = |ns: &str| ["ip".to_owned(), "netns".into(), "exec".into(), ns.to_owned()];
+    let ea = exec(&lan.a);
+    let a = Daemon::start_in(
+        &ea.iter().map(String::as_str).collect::<Vec<_>>(),
+        &w.path("state-a"),
+        &[&args[..], &["--p2p-listen", &listen_a]].concat(),
+    );
+    let peer = format!("{listen_a}/p2p/{}", a.peer_id());
+    let eb = exec(&lan.b);
+    let listen_b = format!("/ip4/{}/tcp/4001", lan.ip_b);
+    let b_args =
+        ["--store-root", "/nonexistent-b", "--trusted-public-key", &pk, "--p2p-listen", &listen_b, "--peer", &peer];
+    let b = Daemon::start_in(&eb.iter().map(String::as_str).collect::<Vec<_>>(), &w.path("state-b"), &b_args);
+    b.wait_log("peer is a peerix node");
+    let t = std::time::Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lan.b, "nix-store", "--store"])
+        .arg(w.path("c"))
+        .args(["--realise", &f.top, "--option", "substituters", &b.url, "--option", "trusted-public-keys", &pk])
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .env("XDG_CACHE_HOME", w.xdg())
+        .env_remove("NIX_REMOTE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), b.log());
+    t.elapsed()
 }

@@ -17,6 +17,10 @@ use crate::store::{IndexStats, ScanProgress};
 /// A scan whose progress has not moved for this long is stuck (a scan saves progress at least
 /// every few seconds while it works).
 const INDEX_STUCK_SECS: i64 = 600;
+/// A daemon whose configuration names peers (`--peer`, a tracker, bootstrap peers) and has none
+/// connected this long after its start is degraded: dials take a few seconds, a tracker's first
+/// answer a tick (2 s).
+const NO_PEERS_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// 200 `ok`, or 503 naming each degraded part in one line: Nix's DB or the state DB unreadable, or
 /// the indexer stuck. Opens both DBs afresh (~200 µs), so a file that went away is noticed.
@@ -41,6 +45,14 @@ pub async fn health(State(app): State<AppState>) -> Response {
     })
     .await
     .unwrap_or_else(|e| vec![format!("health check failed ({e})")]);
+    let mut problems = problems;
+    if let Some(node) = &app.p2p
+        && node.expects_peers
+        && app.started.elapsed() > NO_PEERS_GRACE
+        && node.client.connected_peers().await.is_empty()
+    {
+        problems.push("no peers connected (the configuration names some: --peer, --tracker or bootstrap peers)".into());
+    }
     if problems.is_empty() {
         return "ok\n".into_response();
     }

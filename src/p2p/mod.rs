@@ -161,6 +161,9 @@ pub struct Node {
     pub peers: Arc<peers::Peers>,
     /// True in `ipfs` mode (a DHT to ask for providers).
     pub dht: bool,
+    /// The configuration names peers to reach (`--peer`, bootstrap peers, a tracker or relay):
+    /// having none connected is then a degraded state, not a quiet LAN.
+    pub expects_peers: bool,
 }
 
 /// Builds the swarm, starts listening and dialing, and spawns the event loop, bitswap, the peerix
@@ -258,6 +261,7 @@ pub fn start(
     let peers = Arc::new(peers::Peers::default());
     let dht = mode == Mode::Ipfs;
     let provide_rate = cfg.provide_rate;
+    let expects_peers = !cfg.peers.is_empty() || !cfg.bootstrap.is_empty() || !cfg.relays.is_empty() || cfg.autonat;
     let (client, event_loop) = event_loop::new(swarm, cfg, peers.clone());
     let bitswap = bitswap::Bitswap::start(control.clone(), blocks.clone(), client.clone(), shutdown.clone())?;
     narinfo::serve(&mut control, cache.clone(), peers.clone(), shutdown.clone())?;
@@ -268,5 +272,5 @@ pub fn start(
         tokio::spawn(announce::run(client.clone(), cache, provide_rate, shutdown.clone()));
     }
     tokio::spawn(event_loop.run(shutdown));
-    Ok(Node { client, bitswap, control, peers, dht })
+    Ok(Node { client, bitswap, control, peers, dht, expects_peers })
 }
