@@ -173,9 +173,9 @@ pub async fn providers(
 ) -> Result<Json<Providers>, TrackerError> {
     let hash = StoreHash::parse(&hash).map_err(|_| TrackerError::BadRequest("not a store path hash".into()))?;
     let requester = t.client_ip(peer, &headers);
-    let (tracker, since) = (t.clone(), now_secs() - t.ttl_secs);
-    let mut found =
-        tokio::task::spawn_blocking(move || tracker.db.providers(hash.as_str(), since, PROVIDERS_LIMIT)).await??;
+    // An index seek and ≤ 20 rows on a pooled reader, ~20 µs: on the calling task, as the
+    // daemon's Nix DB lookups; a hop to a blocking thread would cost as much as the query.
+    let mut found = t.db.providers(hash.as_str(), now_secs() - t.ttl_secs, PROVIDERS_LIMIT)?;
     for p in &mut found {
         p.addrs.retain(|a| visible_to(a, requester));
     }
