@@ -169,28 +169,9 @@ fn the_readme_configuration_table_matches_the_binary_and_the_module() {
         #[command(flatten)]
         args: peerix::config::ServeArgs,
     }
-    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let rows: Vec<Vec<String>> = readme
-        .lines()
-        .skip_while(|l| !l.starts_with("| Flag |"))
-        .skip(2)
-        .take_while(|l| l.starts_with('|'))
-        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_owned()).collect())
-        .collect();
+    let (rows, _) = readme_table_vs_help("| Flag |", "serve");
     assert!(rows.len() > 25, "{rows:?}");
     let code = |cell: &str| cell.split('`').nth(1).map(str::to_owned);
-    let mut flags: Vec<String> =
-        rows.iter().filter_map(|r| code(&r[0])).map(|f| f.split(' ').next().unwrap().to_owned()).collect();
-    flags.sort();
-    let help = run(Command::new(env!("CARGO_BIN_EXE_peerix")).args(["serve", "--help"]));
-    let mut in_help: Vec<String> = help
-        .lines()
-        .filter_map(|l| l.trim_start().strip_prefix("--"))
-        .map(|l| format!("--{}", l.split([' ', '=']).next().unwrap()))
-        .filter(|f| f != "--help")
-        .collect();
-    in_help.sort();
-    assert_eq!(flags, in_help, "README table vs peerix serve --help");
 
     let cmd = Serve::command();
     for row in &rows {
@@ -230,15 +211,27 @@ fn the_readme_configuration_table_matches_the_binary_and_the_module() {
 /// variable, and nothing stale.
 #[test]
 fn the_readme_tracker_table_matches_the_binary() {
+    let (rows, help) = readme_table_vs_help("| Tracker flag |", "tracker");
+    let code = |cell: &str| cell.split('`').nth(1).map(str::to_owned);
+    for row in &rows {
+        if let Some(env) = code(&row[1]) {
+            assert!(help.contains(&format!("{env}=")), "{env} is not in peerix tracker --help");
+        }
+    }
+}
+
+/// The rows (cells trimmed) of the README table whose header starts with `header`, after checking
+/// that its first column names exactly the flags of `peerix SUBCOMMAND --help`; and that help.
+fn readme_table_vs_help(header: &str, subcommand: &str) -> (Vec<Vec<String>>, String) {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let rows: Vec<Vec<String>> = readme
         .lines()
-        .skip_while(|l| !l.starts_with("| Tracker flag |"))
+        .skip_while(|l| !l.starts_with(header))
         .skip(2)
         .take_while(|l| l.starts_with('|'))
         .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_owned()).collect())
         .collect();
-    let help = run(Command::new(env!("CARGO_BIN_EXE_peerix")).args(["tracker", "--help"]));
+    let help = run(Command::new(env!("CARGO_BIN_EXE_peerix")).args([subcommand, "--help"]));
     let mut in_help: Vec<String> = help
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix("--"))
@@ -246,14 +239,9 @@ fn the_readme_tracker_table_matches_the_binary() {
         .filter(|f| f != "--help")
         .collect();
     in_help.sort();
-    let code = |cell: &str| cell.split('`').nth(1).map(str::to_owned);
     let mut flags: Vec<String> =
-        rows.iter().filter_map(|r| code(&r[0])).map(|f| f.split(' ').next().unwrap().to_owned()).collect();
+        rows.iter().filter_map(|r| r[0].split('`').nth(1)).map(|f| f.split(' ').next().unwrap().to_owned()).collect();
     flags.sort();
-    assert_eq!(flags, in_help, "README tracker table vs peerix tracker --help");
-    for row in &rows {
-        if let Some(env) = code(&row[1]) {
-            assert!(help.contains(&format!("{env}=")), "{env} is not in peerix tracker --help");
-        }
-    }
+    assert_eq!(flags, in_help, "README table {header} vs peerix {subcommand} --help");
+    (rows, help)
 }

@@ -116,17 +116,7 @@ async fn substitute_through_nat(symmetric_b: bool, blob: Option<usize>) -> (std:
 
     // B's nix, inside host_b, substitutes the closure from B's daemon.
     let realise_started = std::time::Instant::now();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.host_b])
-        .arg("nix-store")
-        .arg("--store")
-        .arg(w.path("c"))
-        .args(["--realise", &f.top, "--option", "substituters", &b.url, "--option", "trusted-public-keys", &pk])
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .env("XDG_CACHE_HOME", w.xdg())
-        .env_remove("NIX_REMOTE")
-        .output()
-        .unwrap();
+    let out = realise_in(&lab.host_b, &w, &f.top, &b.url, &pk);
     let realised_in = realise_started.elapsed();
     assert!(
         out.status.success(),
@@ -207,15 +197,20 @@ async fn lan_realise(blob: usize) -> std::time::Duration {
     let b = Daemon::start_in(&eb.iter().map(String::as_str).collect::<Vec<_>>(), &w.path("state-b"), &b_args);
     b.wait_log("peer is a peerix node");
     let t = std::time::Instant::now();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lan.b, "nix-store", "--store"])
+    let out = realise_in(&lan.b, &w, &f.top, &b.url, &pk);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), b.log());
+    t.elapsed()
+}
+
+/// nix, inside `ns`, realises `path` into the chroot store `c` from the binary cache at `url`.
+fn realise_in(ns: &str, w: &Work, path: &str, url: &str, pk: &str) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "nix-store", "--store"])
         .arg(w.path("c"))
-        .args(["--realise", &f.top, "--option", "substituters", &b.url, "--option", "trusted-public-keys", &pk])
+        .args(["--realise", path, "--option", "substituters", url, "--option", "trusted-public-keys", pk])
         .env("NIX_CONFIG", NIX_CONFIG)
         .env("XDG_CACHE_HOME", w.xdg())
         .env_remove("NIX_REMOTE")
         .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), b.log());
-    t.elapsed()
+        .unwrap()
 }
