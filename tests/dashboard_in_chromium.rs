@@ -167,3 +167,24 @@ async fn the_dashboard_shows_live_state_and_runs_no_peer_supplied_code() {
     let shot = page.must(json!({"op": "screenshot", "path": artifact("dashboard.png")}), &a);
     eprintln!("screenshot: {shot}");
 }
+
+/// The tracker's page shows its live peers and the node's addresses, under the same CSP.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tracker_page_lists_live_peers() {
+    let w = Work::new();
+    let t = common::tracker::start_tracker(&w.path("tracker"), &[]);
+    let me = common::tracker::Announcer::new();
+    let body = me.sign(&me.announcement(1, None, &common::tracker::hashes(3, 1)));
+    let r = client().post(format!("{}/v1/announce", t.url)).header("content-type", "application/json").body(body);
+    assert_eq!(r.send().await.unwrap().status(), 200);
+    let mut page = Browser::open(&format!("{}/", t.url));
+    page.must(
+        json!({"op": "wait", "expr": format!("document.querySelector('#peers tr[data-peer-id=\"{}\"]')", me.peer_id)}),
+        &t,
+    );
+    assert_eq!(page.text("#peer-count"), "1");
+    assert_eq!(page.text("#path-count"), "3");
+    page.must(json!({"op": "wait_text", "selector": "#multiaddrs", "contains": "/ip4/127.0.0.1/tcp/"}), &t);
+    assert_eq!(page.must(json!({"op": "problems"}), &t), json!([]));
+    page.must(json!({"op": "screenshot", "path": artifact("tracker.png")}), &t);
+}

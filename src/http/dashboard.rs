@@ -17,7 +17,8 @@ const STYLE: &str = include_str!("dashboard/app.css");
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                        connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-fn asset(body: &'static str, content_type: &'static str) -> Response {
+/// A page asset with the dashboard's headers (CSP, nosniff, no framing); also the tracker's page.
+pub(crate) fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -38,6 +39,7 @@ pub async fn script() -> Response {
     asset(SCRIPT, "text/javascript; charset=utf-8")
 }
 
+/// The stylesheet, shared with the tracker's page.
 pub async fn style() -> Response {
     asset(STYLE, "text/css; charset=utf-8")
 }

@@ -15,7 +15,7 @@ pub mod conn;
 pub mod connections;
 mod controls;
 mod dag;
-mod dashboard;
+pub(crate) mod dashboard;
 mod error;
 mod gateway;
 mod kubo_rpc;

@@ -142,8 +142,22 @@ async fn metrics(axum::extract::State(t): axum::extract::State<Arc<Tracker>>) ->
         .into_response()
 }
 
+/// The tracker's page at `/`: counts, the node's addresses and the live peers, from `/v1/status`
+/// and `/v1/peers` (public, as they are), under the daemon dashboard's CSP and stylesheet.
+async fn page() -> axum::response::Response {
+    crate::http::dashboard::asset(include_str!("dashboard/index.html"), "text/html; charset=utf-8")
+}
+
+async fn script() -> axum::response::Response {
+    crate::http::dashboard::asset(include_str!("dashboard/tracker.js"), "text/javascript; charset=utf-8")
+}
+
 pub fn router(tracker: Arc<Tracker>) -> Router {
     Router::new()
+        .route("/", get(page))
+        .route("/dashboard/tracker.js", get(script))
+        .route("/dashboard/app.css", get(crate::http::dashboard::style))
+        .route("/favicon.ico", get(crate::http::dashboard::no_icon))
         .route("/v1/announce", post(api::announce))
         .route("/v1/providers/{hash}", get(api::providers))
         .route("/v1/peers", get(api::peers))
