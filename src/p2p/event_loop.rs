@@ -278,10 +278,11 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
-                self.nat.connection(&mut self.swarm, peer_id, connection_id, endpoint.get_remote_address());
+                let relayed = super::nat::relayed_endpoint(&endpoint);
+                self.nat.connection(&mut self.swarm, peer_id, connection_id, relayed);
                 let n = self.connected.entry(peer_id).or_default();
                 *n += 1;
-                if *n > 1 && !super::nat::is_relayed(endpoint.get_remote_address()) {
+                if *n > 1 && !relayed {
                     self.peers.set_addr(peer_id, endpoint.get_remote_address().clone());
                 }
                 if *n == 1 {
@@ -296,7 +297,7 @@ impl EventLoop {
                         (None, false) => Discovery::Inbound,
                     };
                     self.kept.connected(&peer_id);
-                    self.peers.connected(peer_id, addr, found);
+                    self.peers.connected(peer_id, addr, found, relayed);
                 }
                 for waiting in self.connecting.remove(&peer_id).into_iter().flatten() {
                     let _ = waiting.send(true);

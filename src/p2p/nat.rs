@@ -21,6 +21,17 @@ pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
+/// True for a connection through a relay. (An inbound relayed connection's remote address is just
+/// `/p2p/<peer>`; it is our listen address that names the circuit.)
+pub fn relayed_endpoint(e: &libp2p::core::ConnectedPoint) -> bool {
+    match e {
+        libp2p::core::ConnectedPoint::Dialer { address, .. } => is_relayed(address),
+        libp2p::core::ConnectedPoint::Listener { local_addr, send_back_addr } => {
+            is_relayed(local_addr) || is_relayed(send_back_addr)
+        }
+    }
+}
+
 /// What `/api/status` shows of NAT traversal.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct NatView {
@@ -101,14 +112,8 @@ impl Nat {
         }
     }
 
-    pub(super) fn connection(
-        &mut self,
-        swarm: &mut Swarm<Behaviour>,
-        peer: PeerId,
-        id: ConnectionId,
-        addr: &Multiaddr,
-    ) {
-        if is_relayed(addr) {
+    pub(super) fn connection(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId, id: ConnectionId, relayed: bool) {
+        if relayed {
             self.relayed.entry(peer).or_default().push(id);
         } else if self.pending.contains_key(&peer) {
             self.reserve(swarm, peer);

@@ -74,6 +74,8 @@ struct Peer {
     agent: Option<String>,
     found: Discovery,
     addr: Option<Multiaddr>,
+    /// The connection we know it by runs through a relay.
+    relayed: bool,
     summary: Option<Summary>,
     stats: PeerStats,
     last_seen: Instant,
@@ -88,6 +90,7 @@ impl Peer {
             agent: None,
             found,
             addr: None,
+            relayed: false,
             summary: None,
             stats: PeerStats::default(),
             last_seen: Instant::now(),
@@ -135,11 +138,12 @@ impl Peers {
         &self.changed
     }
 
-    pub fn connected(&self, peer: PeerId, addr: Multiaddr, found: Discovery) {
+    pub fn connected(&self, peer: PeerId, addr: Multiaddr, found: Discovery, relayed: bool) {
         self.with(|m| {
             let p = m.entry(peer).or_insert_with(|| Peer::new(found));
             p.connected = true;
             p.addr = Some(addr);
+            p.relayed = relayed;
             p.last_seen = Instant::now();
             if p.found == Discovery::Inbound || p.found == Discovery::Dialed {
                 p.found = found;
@@ -152,6 +156,7 @@ impl Peers {
         self.with(|m| {
             if let Some(p) = m.get_mut(&peer) {
                 p.addr = Some(addr);
+                p.relayed = false;
             }
         });
     }
@@ -280,7 +285,7 @@ impl Peers {
                     agent: p.agent.clone(),
                     found: p.found,
                     addr: p.addr.as_ref().map(|a| a.to_string()),
-                    relayed: p.addr.as_ref().is_some_and(super::nat::is_relayed),
+                    relayed: p.relayed,
                     summary_paths: p.summary.as_ref().map(Summary::count),
                     summary_bytes: p.summary.as_ref().map(Summary::bytes),
                     dishonest: p.dishonest(),
@@ -315,7 +320,7 @@ mod tests {
         let (peer, hash) = (PeerId::random(), StoreHash::parse("qxkmhhvi8i3pc831vvw023h4mhzpfflr").unwrap());
         // The summary stream is read before the event loop reported the connection.
         peers.apply_summary(peer, summary_of(&hash)).unwrap();
-        peers.connected(peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), Discovery::Static);
+        peers.connected(peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), Discovery::Static, false);
         assert!(peers.matching(&hash).is_empty(), "not a peerix node until identify says so");
         peers.identified(peer, "peerix/0".into(), true);
         assert_eq!(peers.matching(&hash), vec![peer]);
