@@ -57,6 +57,11 @@ async fn metrics_parse_and_move_with_traffic() {
     assert!(m(&after, "peerix_narinfo_lookup_seconds_sum{outcome=miss}") > 0.0);
     // The node's own counters are there, and the scrape itself was counted.
     assert!(after.contains_key("peerix_bitswap_blocks_sent_total{}"), "{after:#?}");
-    assert!(after.contains_key("peerix_peers_connected{}"));
     assert_eq!(moved("peerix_http_requests_total{route=metrics,status=200}"), 1.0);
+
+    // Connected peers by discovery and link: one that dialled us, directly.
+    let _peer = common::rogue::Rogue::start(Default::default(), Some(&d.p2p_addr())).await;
+    d.wait_status("a connected peer", |s| s["connected_peers"].as_array().is_some_and(|p| p.len() == 1)).await;
+    let with_peer = scrape(&d).await;
+    assert_eq!(m(&with_peer, "peerix_peers_connected{found=inbound,link=direct}"), 1.0, "{with_peer:#?}");
 }

@@ -15,6 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -176,8 +177,19 @@ impl Collector for Daemon {
             counter(&mut e, "bitswap_wants_paced", "wants delayed by their peer's rate budget", n(&st.wants_paced))?;
             counter(&mut e, "bitswap_streams_refused", "inbound streams over a peer's share", n(&st.streams_refused))?;
             counter(&mut e, "bitswap_peers_dropped", "peers disconnected for misbehaving", n(&st.peers_dropped))?;
-            let connected = node.peers.view().iter().filter(|p| p.connected).count();
-            gauge(&mut e, "peers_connected", "peers connected now", connected as i64)?;
+            // Connected peers by how they were found and whether the connection is relayed.
+            let mut by: std::collections::BTreeMap<(String, &str), i64> = Default::default();
+            for p in node.peers.view().iter().filter(|p| p.connected) {
+                let found = serde_json::to_value(p.found).ok().and_then(|v| v.as_str().map(str::to_owned));
+                let link = if p.relayed { "relayed" } else { "direct" };
+                *by.entry((found.unwrap_or_default(), link)).or_default() += 1;
+            }
+            let help = "peers connected now, by discovery and link";
+            let mut family = e.encode_descriptor("peers_connected", help, None, MetricType::Gauge)?;
+            for ((found, link), n) in by {
+                let labels = [("found", found.as_str()), ("link", link)];
+                ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+            }
         }
         if let Ok(scan) = app.cache.state().scan_progress() {
             gauge(&mut e, "index_done_paths", "paths the current or last scan has indexed", scan.done_paths as i64)?;
