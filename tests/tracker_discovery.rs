@@ -34,7 +34,9 @@ async fn nix_substitutes_from_a_peer_found_through_the_tracker_alone() {
     assert!(announced.contains("paths=2"), "{announced}");
 
     let c = tracked(&w, "c", &w.path("c-nothing"), &pk, &t.url, &[]);
-    assert!(c.status().await["connected_peers"].as_array().unwrap().is_empty(), "C must start knowing nobody");
+    // C knows the tracker's node (its DHT bootstrap peer and relay), not A.
+    let at_start = c.status().await["connected_peers"].clone();
+    assert!(!at_start.as_array().unwrap().iter().any(|p| p == &a.peer_id()), "C must start without A: {at_start}");
     let out = w.substitute("c", &f.top, &c.url, &pk);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
     w.verify("c", &f.top, &pk);
@@ -45,8 +47,9 @@ async fn nix_substitutes_from_a_peer_found_through_the_tracker_alone() {
     }
     let from = c.wait_log("narinfo from peer");
     assert!(from.contains(&a.peer_id()), "{from}");
-    let peers = c.status().await["connected_peers"].clone();
-    assert!(peers.as_array().unwrap().iter().any(|p| p == &a.peer_id()), "{peers}");
+    let status = c.status().await;
+    let a_seen = status["p2p"]["peers"].as_array().unwrap().iter().find(|p| p["peer_id"] == a.peer_id()).cloned();
+    assert_eq!(a_seen.as_ref().map(|p| p["found"].clone()), Some("tracker".into()), "{a_seen:?}");
 }
 
 /// A tracker that accepts connections and never answers, and one that answers garbage: a miss is

@@ -196,9 +196,14 @@ pub async fn announce_forever(
     let (mut backoff, mut retry_at, mut failing) = (TICK, tokio::time::Instant::now(), false);
     // The tracker's node, once known: asked for at start and every minute until it answers.
     let (mut relays_known, mut ask_node_at) = (false, tokio::time::Instant::now());
+    let mut started = false;
     loop {
+        // The first round runs at once (the relay and the first announcement are what make us
+        // reachable); then one a tick.
+        let wait = if started { TICK } else { Duration::ZERO };
+        started = true;
         tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,
         }
         if !relays_known && tokio::time::Instant::now() >= ask_node_at {
