@@ -169,6 +169,11 @@ impl Blocks {
         self.evicted.load(Ordering::Relaxed)
     }
 
+    /// The cap on received blocks kept (`--cache-size`).
+    pub fn cache_size(&self) -> u64 {
+        self.cache_size
+    }
+
     /// Bytes of local chunks read from the store (and hashed) so far: what serving costs in I/O.
     pub fn local_chunk_bytes_read(&self) -> u64 {
         self.chunk_bytes_read.load(Ordering::Relaxed)

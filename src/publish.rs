@@ -75,8 +75,8 @@ pub struct Publisher {
     jobs: usize,
     /// `jobs` permits: one per path being chunked.
     chunking: tokio::sync::Semaphore,
+    /// Also holds the operator's pause switch, which it checks between reads.
     throttle: Arc<Throttle>,
-    control: crate::index_control::IndexControl,
 }
 
 /// A read-rate cap shared by all indexing jobs: after each read, a job sleeps until the bytes read
@@ -91,11 +91,7 @@ pub struct Throttle {
 impl Throttle {
     /// `rate` bytes per second; 0 means no cap.
     pub fn new(rate: u64) -> Self {
-        Self::with_control(rate, Default::default())
-    }
-
-    fn with_control(rate: u64, control: crate::index_control::IndexControl) -> Self {
-        Self { rate, start: Mutex::new((Instant::now(), 0)), control }
+        Self { rate, start: Mutex::new((Instant::now(), 0)), control: Default::default() }
     }
 
     fn restart(&self) {
@@ -135,14 +131,8 @@ impl Publisher {
     /// all jobs together may read, 0 for no cap.
     pub fn new(cache: Arc<LocalCache>, jobs: usize, rate: u64) -> Result<Self, CacheError> {
         let jobs = jobs.max(1);
-        let control = crate::index_control::IndexControl::default();
-        let publisher = Self {
-            cache,
-            jobs,
-            chunking: tokio::sync::Semaphore::new(jobs),
-            throttle: Arc::new(Throttle::with_control(rate, control.clone())),
-            control,
-        };
+        let publisher =
+            Self { cache, jobs, chunking: tokio::sync::Semaphore::new(jobs), throttle: Arc::new(Throttle::new(rate)) };
         let changed = publisher.cache.state().reconcile_gate(&publisher.cache.gate().fingerprint())?;
         publisher.rechecking(changed);
         Ok(publisher)
@@ -181,7 +171,7 @@ impl Publisher {
 
     /// The operator's pause switch and scan nudge for this indexer.
     pub fn control(&self) -> crate::index_control::IndexControl {
-        self.control.clone()
+        self.throttle.control.clone()
     }
 
     /// Changes whenever Nix's DB does (see [`crate::nix::store_db::StoreDb::stamp`]).
@@ -337,7 +327,7 @@ impl Publisher {
 
     /// Gate-checks and indexes one path.
     async fn index_one(&self, path: &StorePath) -> Result<Outcome, CacheError> {
-        self.control.resumed().await;
+        self.throttle.control.resumed().await;
         let Some(info) = self.cache.store_db().query_by_hash(&path.hash())? else {
             // Deleted between listing and now.
             return Ok(Outcome::Failed);

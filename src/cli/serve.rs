@@ -71,7 +71,6 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         metrics: Default::default(),
         status_memo: Default::default(),
         index: publisher.control(),
-        cache_size: cfg.cache_size,
     }));
     info!(state_dir = %cfg.state_dir.display(), store_root = %cfg.store_root.display(), %peer_id, "listening on http://{listen}");
     tokio::spawn(stop_on_signal(shutdown.clone()));

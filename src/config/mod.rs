@@ -382,14 +382,8 @@ impl ServeConfig {
                     Some(b) if b.iter().any(|x| x == "none") => Vec::new(),
                     Some(b) => b,
                 };
-                let peers = multiaddrs(&pick(args.peers, file.peers).unwrap_or_default())?;
-                let relays = multiaddrs(&pick(args.relays, file.relays).unwrap_or_default())?;
-                if let Some(bad) = relays.iter().find(|a| !matches!(a.iter().last(), Some(Protocol::P2p(_)))) {
-                    return Err(ConfigError::Peer(bad.to_string()));
-                }
-                if let Some(bad) = peers.iter().find(|a| !matches!(a.iter().last(), Some(Protocol::P2p(_)))) {
-                    return Err(ConfigError::Peer(bad.to_string()));
-                }
+                let peers = peer_addrs(&pick(args.peers, file.peers).unwrap_or_default())?;
+                let relays = peer_addrs(&pick(args.relays, file.relays).unwrap_or_default())?;
                 Some(crate::p2p::Config {
                     listen: multiaddrs(&listen)?,
                     bootstrap: multiaddrs(&bootstrap)?,
@@ -413,6 +407,15 @@ pub const DEFAULT_P2P_LISTEN: &[&str] = &["/ip4/0.0.0.0/tcp/12306", "/ip4/0.0.0.
 
 fn multiaddrs(list: &[String]) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
     list.iter().map(|s| s.parse().map_err(|_| ConfigError::Multiaddr(s.clone()))).collect()
+}
+
+/// Multiaddrs that must name their peer (`--peer`, `--relay`): each ends in `/p2p/<id>`.
+fn peer_addrs(list: &[String]) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
+    let addrs = multiaddrs(list)?;
+    match addrs.iter().find(|a| !matches!(a.iter().last(), Some(Protocol::P2p(_)))) {
+        Some(bad) => Err(ConfigError::Peer(bad.to_string())),
+        None => Ok(addrs),
+    }
 }
 
 /// 10 GiB of received blocks.

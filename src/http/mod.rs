@@ -78,8 +78,6 @@ pub struct Inner {
     pub status_memo: status::Memo,
     /// The indexer's pause switch and scan nudge (the dashboard's controls).
     pub index: crate::index_control::IndexControl,
-    /// `--cache-size`: the cap on blocks kept from peers, shown next to what they take.
-    pub cache_size: u64,
 }
 
 impl std::ops::Deref for AppState {
@@ -269,7 +267,6 @@ mod tests {
             metrics: Default::default(),
             status_memo: Default::default(),
             index: Default::default(),
-            cache_size: 1 << 20,
         }))
     }
 

@@ -28,7 +28,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
     let cache = app.cache.clone();
     // A scan the operator paused makes no progress, and is not stuck.
     let paused = app.index.is_paused();
-    let problems = tokio::task::spawn_blocking(move || {
+    let mut problems = tokio::task::spawn_blocking(move || {
         let mut problems = Vec::new();
         if let Err(e) = cache.store_db().probe() {
             problems.push(format!("Nix DB unreadable ({})", super::error_chain(&e)));
@@ -45,7 +45,6 @@ pub async fn health(State(app): State<AppState>) -> Response {
     })
     .await
     .unwrap_or_else(|e| vec![format!("health check failed ({e})")]);
-    let mut problems = problems;
     if let Some(node) = &app.p2p
         && node.expects_peers
         && app.started.elapsed() > NO_PEERS_GRACE
@@ -170,7 +169,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         "blockstore": {
             "blocks": blocks,
             "bytes": block_bytes,
-            "cap_bytes": app.cache_size,
+            "cap_bytes": app.blocks.cache_size(),
             "local_chunk_bytes_read": app.blocks.local_chunk_bytes_read(),
             "evicted_bytes": app.blocks.evicted_bytes(),
         },

@@ -95,6 +95,14 @@ pub fn store_path_key(hash32: &str) -> RecordKey {
     RecordKey::new(&Code::Sha2_256.digest(format!("/peerix/store/{hash32}").as_bytes()).to_bytes())
 }
 
+/// `addr` ending in `/p2p/<local>` (a `/p2p-circuit` listen address already ends in our id).
+fn with_peer_id(addr: &Multiaddr, local: PeerId) -> String {
+    match addr.iter().last() {
+        Some(Protocol::P2p(_)) => addr.to_string(),
+        _ => format!("{addr}/p2p/{local}"),
+    }
+}
+
 /// The DHTs this node runs (none in `lan` mode), borrowed from the behaviour.
 fn dhts(b: &mut Behaviour) -> impl Iterator<Item = (Dht, &mut kad::Behaviour<super::provider_store::ProviderStore>)> {
     [(Dht::Wan, b.kad.as_mut()), (Dht::Lan, b.kad_lan.as_mut())].into_iter().filter_map(|(d, k)| k.map(|k| (d, k)))
@@ -206,11 +214,7 @@ impl EventLoop {
             }
             Command::Info { reply } => {
                 let local = *self.swarm.local_peer_id();
-                // (A `/p2p-circuit` listen address already ends in our id.)
-                let with_id = |a: &Multiaddr| match a.iter().last() {
-                    Some(Protocol::P2p(_)) => a.to_string(),
-                    _ => format!("{a}/p2p/{local}"),
-                };
+                let with_id = |a: &Multiaddr| with_peer_id(a, local);
                 let _ = reply.send(NodeInfo {
                     peer_id: local.to_string(),
                     mode: self.cfg.mode,
@@ -256,10 +260,7 @@ impl EventLoop {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
-                match address.iter().last() {
-                    Some(Protocol::P2p(_)) => info!("p2p listening on {address}"),
-                    _ => info!("p2p listening on {address}/p2p/{}", self.swarm.local_peer_id()),
-                }
+                info!("p2p listening on {}", with_peer_id(&address, *self.swarm.local_peer_id()));
                 if self.cfg.dht_server {
                     self.swarm.add_external_address(address.clone());
                 }
@@ -288,7 +289,7 @@ impl EventLoop {
                 if *n == 1 {
                     let addr = endpoint.get_remote_address().clone();
                     info!(%peer_id, %addr, "peer connected");
-                    let tracked = self.connecting.contains_key(&peer_id) && endpoint.is_dialer();
+                    let tracked = self.connecting.contains_key(&peer_id);
                     let found = match (self.kept.found(&peer_id), endpoint.is_dialer()) {
                         (Some(f), _) => f,
                         (None, true) if tracked => Discovery::Tracker,
@@ -303,20 +304,21 @@ impl EventLoop {
                     let _ = waiting.send(true);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => match num_established {
-                // A kept peer is dialed again by `keep_peers` after its backoff.
-                0 => {
-                    self.nat.closed(peer_id, connection_id);
-                    self.connected.remove(&peer_id);
-                    self.kept.disconnected(&peer_id);
-                    self.peers.disconnected(peer_id);
-                    info!(%peer_id, "peer disconnected");
+            SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => {
+                self.nat.closed(peer_id, connection_id);
+                match num_established {
+                    // A kept peer is dialed again by `keep_peers` after its backoff.
+                    0 => {
+                        self.connected.remove(&peer_id);
+                        self.kept.disconnected(&peer_id);
+                        self.peers.disconnected(peer_id);
+                        info!(%peer_id, "peer disconnected");
+                    }
+                    n => {
+                        self.connected.insert(peer_id, n);
+                    }
                 }
-                n => {
-                    self.nat.closed(peer_id, connection_id);
-                    self.connected.insert(peer_id, n);
-                }
-            },
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 for (_, kad) in dhts(self.swarm.behaviour_mut()) {
                     for addr in &info.listen_addrs {

@@ -5,10 +5,10 @@
 //! peerix peers whose have-summary matches, asked in parallel under one deadline ([`lookup`]); the
 //! first answer the trust rules accept ([`crate::trust::Gate::accept_foreign`]) wins; no match is
 //! "not found" without a round trip — unless a tracker is set (`--tracker`): then its providers
-//! are asked too, when the peers we know do not have the path. `GET /nar/<NarHash>.nar`: a local NAR ([`LocalNar`]) or an
-//! accepted one, whose DAG is planned and streamed from every source that has it ([`transfer`],
-//! [`sources`]: peerix peers, bitswap peers, `--fallback` gateways), every block checked against
-//! its CID and the whole against the NarHash.
+//! are asked too, when the peers we know do not have the path. `GET /nar/<NarHash>.nar`: a local
+//! NAR ([`LocalNar`]) or an accepted one, whose DAG is planned and streamed from every source that
+//! has it ([`transfer`], [`sources`]: peerix peers, bitswap peers, `--fallback` gateways), every
+//! block checked against its CID and the whole against the NarHash.
 //!
 //! [`activity`] keeps what this did (per lookup, per transfer, per source) for operators.
 
