@@ -147,13 +147,15 @@ impl TrackerDb {
                     }
                     upsert_peer(&tx, a, observed, now, 0)?;
                     tx.execute("DELETE FROM paths WHERE peer_id = ?1", [&a.peer_id])?;
+                    // What the inserts added (repeats in the list add nothing), as for a delta.
+                    let mut count = 0;
                     let mut insert =
                         tx.prepare_cached("INSERT OR IGNORE INTO paths (hash, peer_id) VALUES (?1, ?2)")?;
                     for hash in full {
-                        insert.execute(params![hash, a.peer_id])?;
+                        count += insert.execute(params![hash, a.peer_id])?;
                     }
                     drop(insert);
-                    count_paths(&tx, &a.peer_id)?
+                    count
                 }
                 (None, Some((generation, paths))) if a.base == Some(generation) => {
                     if paths + a.add.len() > max_paths {
@@ -252,10 +254,6 @@ fn upsert_peer(
            generation = excluded.generation, last_seen = excluded.last_seen",
     )?
     .execute(params![a.peer_id, addrs, observed.to_string(), a.generation as i64, paths as i64, now])
-}
-
-fn count_paths(tx: &rusqlite::Transaction<'_>, peer: &str) -> rusqlite::Result<usize> {
-    tx.query_row("SELECT count(*) FROM paths WHERE peer_id = ?1", [peer], |r| r.get::<_, i64>(0)).map(|n| n as usize)
 }
 
 fn provider(r: &rusqlite::Row<'_>) -> rusqlite::Result<Provider> {
