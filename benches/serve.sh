@@ -7,7 +7,8 @@
 # Prints a table: narinfo latency (1 keep-alive connection) and throughput (64 connections) with
 # wrk; NAR throughput over 1 and 16 connections with curl and over 16 with a Python reader (a
 # client that needs CPU itself); the CPU-seconds each server spends per GiB it serves to curl
-# (user + system time from /proc, nginx's master and workers summed); and `nix-store --realise` of
+# (user + system time from /proc, nginx's master and workers summed) and the whole machine spends
+# (/proc/stat: client and softirq included); and `nix-store --realise` of
 # the whole big closure into an empty store from each — each the median of R rounds, and the
 # ratio peerix/nginx. The servers alternate which goes first in a round (odd rounds nginx, even
 # rounds peerix), and each gets one worker per core: nginx `worker_processes $(nproc)`, peerix
@@ -138,6 +139,9 @@ ticks() {
   [ "$1" = nginx ] && pids="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
   for p in $pids; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'
 }
+# Busy clock ticks of the whole machine (user, nice, system, irq, softirq): on loopback the
+# kernel's TCP work for both ends lands partly in the server, partly in softirq, partly in curl.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 py_mbs() { # 16 Python readers, each downloading every URL once in 64 KiB reads.
   local start end bytes
   start=$(date +%s.%N)
@@ -163,6 +167,10 @@ realise_mbs() { # nix-store --realise of the big closure into an empty store fro
   echo "$start $end" | awk -v g="$GIB" '{printf "%.0f", g * 1073741824 / ($2 - $1) / 1e6}'
 }
 
+# Warm-up: every NAR once from each server, untimed, so no round reads from the disk (the first
+# round otherwise measured nginx at 0.4-0.7 GB/s against 2 GB/s after).
+nar_mbs 1 "${NGINX_NARS[@]}" "${PEERIX_NARS[@]}" >/dev/null
+
 declare -A R
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r/$ROUNDS ..." >&2
@@ -171,9 +179,10 @@ for r in $(seq 1 "$ROUNDS"); do
     if [ $s = nginx ]; then U=$NGINX_URL; NARS=("${NGINX_NARS[@]}"); else U=$PEERIX_URL; NARS=("${PEERIX_NARS[@]}"); fi
     R[$s,c1]+="$(wrk_rps 1 1 "$U") "
     R[$s,c64]+="$(wrk_rps 2 64 "$U") "
-    t0=$(ticks $s)
+    t0=$(ticks $s); m0=$(machine_ticks)
     R[$s,n1]+="$(nar_mbs 1 "${NARS[@]}") "
     R[$s,cpu]+="$(awk -v t="$(($(ticks $s) - t0))" -v hz="$HZ" -v g="$GIB" 'BEGIN {printf "%.3f", t / hz / g}') "
+    R[$s,mcpu]+="$(awk -v t="$(($(machine_ticks) - m0))" -v hz="$HZ" -v g="$GIB" 'BEGIN {printf "%.3f", t / hz / g}') "
     R[$s,n16]+="$(nar_mbs 16 "${NARS[@]}") "
     R[$s,py16]+="$(py_mbs "${NARS[@]}") "
     R[$s,realise]+="$(realise_mbs "$U") "
@@ -194,5 +203,6 @@ row "NAR MB/s, 1 conn" "$(med nginx,n1)" "$(med peerix,n1)"
 row "NAR MB/s, 16 conns" "$(med nginx,n16)" "$(med peerix,n16)"
 row "NAR MB/s, 16 Python readers" "$(med nginx,py16)" "$(med peerix,py16)"
 row "server CPU-s per GiB to curl (ratio p/n)" "$(med nginx,cpu)" "$(med peerix,cpu)"
+row "machine CPU-s per GiB to curl (ratio p/n)" "$(med nginx,mcpu)" "$(med peerix,mcpu)"
 row "nix-store --realise MB/s, empty store" "$(med nginx,realise)" "$(med peerix,realise)"
 echo "(latency and CPU ratios: peerix/nginx, lower is better; the others: peerix/nginx, higher is better)"

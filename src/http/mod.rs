@@ -24,6 +24,7 @@ mod nar;
 mod narinfo;
 pub mod range;
 mod response;
+mod sendfile;
 pub mod status;
 
 use std::net::SocketAddr;

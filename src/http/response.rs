@@ -1,35 +1,28 @@
 //! Writing a response on an HTTP/1.1 connection ([`super::conn`]): the status line and headers
 //! (with `Date`, and `Content-Length` or chunked framing when the handler gave neither), then the
-//! body — frames as they come, or a [`FileBody`]'s file ranges by `sendfile(2)`. A body that fails
+//! body — frames as they come, or a [`FileBody`] by [`super::sendfile`]. A body that fails
 //! or does not match its length is an error: the connection is dropped, so the client sees a
 //! failed transfer, never a short or wrong one.
 
 use std::io;
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode, Version, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use rustix::event::{PollFd, PollFlags};
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::body::FileBody;
-use crate::nix::nar_layout::Part;
+use super::sendfile::send_file_body;
 
-/// Bytes read into memory per part of a [`FileBody`] (framing and small files).
-const COPY_PIECE: usize = 256 << 10;
-/// Bytes one `sendfile` call may move (it returns early when the socket buffer fills).
-const SENDFILE_CALL: usize = 16 << 20;
 /// Frames up to this size are written together with the response head (one syscall for a narinfo).
 const COALESCE: usize = 16 << 10;
 /// A client that takes no byte of its response for this long is dropped (nginx's `send_timeout`):
 /// a reader at 1 KiB/s makes progress every few seconds; one that stopped reading holds a
 /// connection slot, and the socket's buffers, for a minute at most.
-const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Writes all of `buf`, each write allowed [`SEND_TIMEOUT`] to make progress.
 async fn send(stream: &mut TcpStream, buf: &[u8]) -> io::Result<()> {
@@ -45,7 +38,7 @@ async fn send(stream: &mut TcpStream, buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn stalled() -> io::Error {
+pub(super) fn stalled() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "client took nothing for 60 s")
 }
 
@@ -151,10 +144,7 @@ pub(super) async fn write_response(
     out.extend_from_slice(b"\r\n");
     match (framing, file) {
         (Framing::None, _) => send(stream, &out).await?,
-        (Framing::Length(n), Some(file)) => {
-            send(stream, &out).await?;
-            send_file_body(stream, file, n).await?;
-        }
+        (Framing::Length(n), Some(file)) => send_file_body(stream, out, file, n).await?,
         (framing, _) => write_frames(stream, out, &mut body, framing).await?,
     }
     Ok(keep_alive)
@@ -208,95 +198,6 @@ async fn write_frames(stream: &mut TcpStream, mut out: Vec<u8>, body: &mut Body,
         out.extend_from_slice(b"0\r\n\r\n");
     }
     send(stream, &out).await
-}
-
-/// Writes a [`FileBody`] of `len` bytes: copied parts with `write`, file ranges with `sendfile` on
-/// a blocking thread (a page-cache miss waits for the disk there, not on an async worker), through
-/// a duplicate of the socket's descriptor. The socket is non-blocking, so a `sendfile` returns as
-/// soon as its buffer is full and a slow client holds no thread ([`wait_writable`]).
-async fn send_file_body(stream: &mut TcpStream, file: FileBody, len: u64) -> io::Result<()> {
-    let mut cursor = file.take().ok_or_else(|| io::Error::other("file body already taken"))?;
-    if cursor.remaining() != len {
-        return Err(io::Error::other("file body length differs from Content-Length"));
-    }
-    let sock = Arc::new(rustix::io::dup(&*stream)?);
-    let mut sent = 0u64;
-    loop {
-        let (back, part) = tokio::task::spawn_blocking(move || {
-            let part = cursor.next_part(COPY_PIECE);
-            (cursor, part)
-        })
-        .await
-        .map_err(io::Error::other)?;
-        cursor = back;
-        match part? {
-            None => break,
-            Some(Part::Bytes(b)) => {
-                send(stream, &b).await?;
-                sent += b.len() as u64;
-            }
-            Some(Part::File { file, offset, len }) => {
-                send_range(stream, &sock, file, offset, len).await?;
-                sent += len;
-            }
-        }
-    }
-    file.finished(sent);
-    Ok(())
-}
-
-/// Sends `len` bytes of `file` from `offset` to `stream` (through `sock`, its duplicate).
-async fn send_range(
-    stream: &TcpStream,
-    sock: &Arc<OwnedFd>,
-    file: Arc<std::fs::File>,
-    mut offset: u64,
-    len: u64,
-) -> io::Result<()> {
-    let end = offset + len;
-    while offset < end {
-        let (s, f) = (sock.clone(), file.clone());
-        let count = ((end - offset) as usize).min(SENDFILE_CALL);
-        let result = tokio::task::spawn_blocking(move || {
-            let mut at = offset;
-            rustix::fs::sendfile(&*s, &*f, Some(&mut at), count)
-        })
-        .await
-        .map_err(io::Error::other)?;
-        match result {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its NAR entry")),
-            Ok(n) => offset += n as u64,
-            Err(rustix::io::Errno::AGAIN) => {
-                tokio::time::timeout(SEND_TIMEOUT, wait_writable(stream)).await.map_err(|_| stalled())??
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-/// Waits until the socket has room again after a `sendfile` (on the duplicate descriptor, which
-/// tokio does not see) found it full. Tokio's readiness may still say "writable" from before, so
-/// it is checked with a zero-timeout `poll` inside `try_io`: "not writable" clears exactly the
-/// readiness tokio had seen before the check, and a wake-up arriving after it is kept.
-async fn wait_writable(stream: &TcpStream) -> io::Result<()> {
-    loop {
-        stream.writable().await?;
-        let checked = stream.try_io(Interest::WRITABLE, || {
-            let mut fds = [PollFd::new(stream, PollFlags::OUT)];
-            rustix::event::poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 }))?;
-            match fds[0].revents().intersects(PollFlags::OUT | PollFlags::ERR | PollFlags::HUP) {
-                true => Ok(()),
-                false => Err(io::ErrorKind::WouldBlock.into()),
-            }
-        });
-        match checked {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 #[cfg(test)]
