@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
@@ -60,12 +60,23 @@ pub struct PathInfo {
 pub struct StoreDb {
     db_path: PathBuf,
     pool: Mutex<Vec<Connection>>,
+    /// The last [`Self::stamp`] and when it was taken.
+    stamp: Mutex<Option<(Instant, Option<[i64; 6]>)>>,
 }
+
+/// How long a [`StoreDb::stamp`] is reused. Nix's commits take milliseconds, and an answer given
+/// 1 ms before a commit is as stale as one given from a 1 ms old stamp; under load (100 000
+/// narinfos/s) this saves two `statx` calls per request, ~5 % of a hit's CPU.
+const STAMP_REUSE: Duration = Duration::from_millis(1);
 
 impl StoreDb {
     /// `store_root` is `/` for the machine's store, or the directory of a chroot store.
     pub fn new(store_root: &Path) -> Self {
-        Self { db_path: store_root.join("nix/var/nix/db/db.sqlite"), pool: Mutex::new(Vec::new()) }
+        Self {
+            db_path: store_root.join("nix/var/nix/db/db.sqlite"),
+            pool: Mutex::new(Vec::new()),
+            stamp: Mutex::new(None),
+        }
     }
 
     pub fn db_path(&self) -> &Path {
@@ -136,8 +147,22 @@ impl StoreDb {
 
     /// Changes whenever Nix commits to its DB or checkpoints it, without taking a lock or touching
     /// SQLite: ~1 µs, where a `PRAGMA data_version` behind a mutex shared by every request cost
-    /// ~10 µs and capped narinfo throughput. `None` if the DB does not exist.
+    /// ~10 µs and capped narinfo throughput; taken at most once per [`STAMP_REUSE`]. `None` if the
+    /// DB does not exist.
     pub fn stamp(&self) -> Option<[i64; 6]> {
+        let now = Instant::now();
+        let mut last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, stamp)) = *last
+            && now.duration_since(at) < STAMP_REUSE
+        {
+            return stamp;
+        }
+        let stamp = self.read_stamp();
+        *last = Some((now, stamp));
+        stamp
+    }
+
+    fn read_stamp(&self) -> Option<[i64; 6]> {
         use std::os::unix::fs::MetadataExt;
         let db = std::fs::metadata(&self.db_path).ok()?;
         let mut wal_path = self.db_path.clone().into_os_string();
