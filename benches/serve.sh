@@ -145,14 +145,18 @@ machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 py_mbs() { # 16 Python readers, each downloading every URL once in 64 KiB reads.
   local start end bytes
   start=$(date +%s.%N)
-  bytes=$(seq 16 | xargs -P 16 -I{} python3 -c '
+  # Each reader writes its count to its own file: their lines through one shared pipe were
+  # once read back run together (a sum of 1.07e19 bytes).
+  rm -f "$B"/py.*
+  seq 16 | xargs -P 16 -I{} python3 -c '
 import sys, urllib.request
 n = 0
-for u in sys.argv[1:]:
+for u in sys.argv[2:]:
     with urllib.request.urlopen(u) as r:
         while b := r.read(65536):
             n += len(b)
-print(n)' "$@" | awk '{s += $1} END {print s}')
+open(sys.argv[1], "w").write(f"{n}\n")' "$B/py.{}" "$@"
+  bytes=$(cat "$B"/py.* | awk '{s += $1} END {printf "%.0f", s}')
   end=$(date +%s.%N)
   echo "$bytes $start $end" | awk '{printf "%.0f", $1 / ($3 - $2) / 1e6}'
 }
