@@ -3,9 +3,10 @@
 //! hashed, the body aborted on any failure; `Range` served from the blocks that cover it).
 //!
 //! The NAR's file contents go from the page cache to the socket by `sendfile(2)` ([`body::FileBody`],
-//! written by [`super::conn`]); its framing and small files are read from its layout (one
-//! metadata walk, then preads). A slow client holds no thread and no buffer of file contents. `Range` (one range; nix uses it to resume) starts the read at its offset: bytes before
-//! the range are not read. With `Accept-Encoding: zstd` and no `Range`, the
+//! sent by [`super::sendfile`]); its framing and small files are read from its layout (one
+//! metadata walk, then preads). A slow client holds no thread and no buffer of file contents.
+//! `Range` (one range; nix uses it to resume) starts the read at its offset: bytes before the
+//! range are not read. With `Accept-Encoding: zstd` and no `Range`, the
 //! body is zstd-compressed on the fly (`Compression: none` stays true of the NAR itself; Nix decodes
 //! `Content-Encoding` transparently). An I/O error mid-stream aborts the body, so nix sees a failed
 //! transfer, never a wrong NAR.
