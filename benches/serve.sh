@@ -8,7 +8,9 @@
 # wrk; NAR throughput over 1 and 16 connections with curl and over 16 with a Python reader (a
 # client that needs CPU itself); the CPU-seconds each server spends per GiB it serves to curl
 # (user + system time from /proc, nginx's master and workers summed) and the whole machine spends
-# (/proc/stat: client and softirq included); and `nix-store --realise` of
+# (/proc/stat: client and softirq included), and the server's CPU per GiB to the Python readers (on
+# loopback the receiving side's TCP work runs partly in the sender's softirq context: with one fast
+# curl most of it is charged to the server, with 16 busy readers less); and `nix-store --realise` of
 # the whole big closure into an empty store from each — each the median of R rounds, and the
 # ratio peerix/nginx. The servers alternate which goes first in a round (odd rounds nginx, even
 # rounds peerix), and each gets one worker per core: nginx `worker_processes $(nproc)`, peerix
@@ -188,7 +190,9 @@ for r in $(seq 1 "$ROUNDS"); do
     R[$s,cpu]+="$(awk -v t="$(($(ticks $s) - t0))" -v hz="$HZ" -v g="$GIB" 'BEGIN {printf "%.3f", t / hz / g}') "
     R[$s,mcpu]+="$(awk -v t="$(($(machine_ticks) - m0))" -v hz="$HZ" -v g="$GIB" 'BEGIN {printf "%.3f", t / hz / g}') "
     R[$s,n16]+="$(nar_mbs 16 "${NARS[@]}") "
+    t0=$(ticks $s)
     R[$s,py16]+="$(py_mbs "${NARS[@]}") "
+    R[$s,pycpu]+="$(awk -v t="$(($(ticks $s) - t0))" -v hz="$HZ" -v g="$GIB" 'BEGIN {printf "%.3f", t / hz / g / 16}') "
     R[$s,realise]+="$(realise_mbs "$U") "
   done
 done
@@ -208,5 +212,6 @@ row "NAR MB/s, 16 conns" "$(med nginx,n16)" "$(med peerix,n16)"
 row "NAR MB/s, 16 Python readers" "$(med nginx,py16)" "$(med peerix,py16)"
 row "server CPU-s per GiB to curl (ratio p/n)" "$(med nginx,cpu)" "$(med peerix,cpu)"
 row "machine CPU-s per GiB to curl (ratio p/n)" "$(med nginx,mcpu)" "$(med peerix,mcpu)"
+row "server CPU-s per GiB to 16 Python readers" "$(med nginx,pycpu)" "$(med peerix,pycpu)"
 row "nix-store --realise MB/s, empty store" "$(med nginx,realise)" "$(med peerix,realise)"
 echo "(latency and CPU ratios: peerix/nginx, lower is better; the others: peerix/nginx, higher is better)"
