@@ -66,7 +66,7 @@ pub struct StoreDb {
 
 /// How long a [`StoreDb::stamp`] is reused. Nix's commits take milliseconds, and an answer given
 /// 1 ms before a commit is as stale as one given from a 1 ms old stamp; under load (100 000
-/// narinfos/s) this saves two `statx` calls per request, ~5 % of a hit's CPU.
+/// narinfos/s) this saves two `statx` calls per request: 12.2 -> 9.7 µs of CPU per hit under wrk.
 const STAMP_REUSE: Duration = Duration::from_millis(1);
 
 impl StoreDb {
