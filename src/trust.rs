@@ -15,7 +15,8 @@
 //! (then upstream's own narinfo fields and Sig lines are what we serve). The serving peer's claim
 //! alone is never enough.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -86,8 +87,16 @@ impl Refusal {
     }
 }
 
+/// Signatures remembered as verified, at most (~4 MB).
+const VERIFIED_ENTRIES: usize = 65_536;
+
 pub struct Gate {
     trusted: Vec<PublicKey>,
+    /// Signatures that verified: SHA-256 of (fingerprint, signature) → the index of the trusted key.
+    /// A path's narinfo and NAR are asked for within moments of each other, and an ed25519
+    /// verification (~50 µs) was the largest part of answering a small NAR: 256 small paths
+    /// realised in 0.43 s from peerix against 0.34 s from nginx. Only successes are kept.
+    verified: Mutex<HashMap<[u8; 32], usize>>,
     upstream: Option<Upstream>,
     serve_private: bool,
     negative_ttl: Duration,
@@ -103,7 +112,15 @@ impl Gate {
         negative_ttl: Duration,
         state: Arc<StateDb>,
     ) -> Self {
-        Self { trusted, upstream, serve_private, negative_ttl, state, checks: Semaphore::new(MAX_UPSTREAM_CHECKS) }
+        Self {
+            trusted,
+            verified: Mutex::new(HashMap::new()),
+            upstream,
+            serve_private,
+            negative_ttl,
+            state,
+            checks: Semaphore::new(MAX_UPSTREAM_CHECKS),
+        }
     }
 
     pub fn trusted_keys(&self) -> &[PublicKey] {
@@ -135,7 +152,27 @@ impl Gate {
             return None;
         }
         let fp = signing::fingerprint(&info.path, &info.nar_hash.to_string(), info.nar_size, &info.references);
-        self.trusted.iter().find(|k| info.sigs.iter().any(|s| k.verifies(&fp, s))).map(|k| k.name.as_str())
+        let digest = |sig: &str| -> [u8; 32] {
+            use sha2::{Digest, Sha256};
+            Sha256::new().chain_update(&fp).chain_update([0]).chain_update(sig).finalize().into()
+        };
+        {
+            let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(&i) = info.sigs.iter().find_map(|s| verified.get(&digest(s))) {
+                return Some(self.trusted[i].name.as_str());
+            }
+        }
+        let (i, sig) = self
+            .trusted
+            .iter()
+            .enumerate()
+            .find_map(|(i, k)| info.sigs.iter().find(|s| k.verifies(&fp, s)).map(|s| (i, s)))?;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_ENTRIES {
+            verified.clear();
+        }
+        verified.insert(digest(sig), i);
+        Some(self.trusted[i].name.as_str())
     }
 
     /// The verdict on a local path from what is known here (signatures, stored upstream verdicts,
@@ -256,5 +293,49 @@ impl Gate {
                 Verdict::Private { reason: "no trusted signature and upstream could not be reached" }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nix::hash::NarHash;
+    use crate::nix::signing::SecretKey;
+    use crate::nix::store_path::StorePath;
+
+    /// A remembered verification vouches only for the exact fields and signature it checked: the
+    /// same signature over other fields, or another key's signature under the trusted name, fails.
+    #[test]
+    fn a_remembered_signature_vouches_only_for_what_it_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(StateDb::open(&dir.path().join("state")).unwrap());
+        let trusted = SecretKey::generate("cache-1").unwrap();
+        let impostor = SecretKey::generate("cache-1").unwrap();
+        let gate = Gate::new(vec![trusted.public()], None, false, Duration::from_secs(60), state);
+        let mut info = PathInfo {
+            id: 1,
+            path: StorePath::parse("/nix/store/0c0b8wmnzmyqk5vyl3b4y7q4rq0dz1x7-hello").unwrap(),
+            nar_hash: NarHash([7; 32]),
+            nar_size: 4096,
+            references: Vec::new(),
+            deriver: None,
+            sigs: Vec::new(),
+            ca: None,
+            registration_time: 0,
+        };
+        let fingerprint =
+            |i: &PathInfo| signing::fingerprint(&i.path, &i.nar_hash.to_string(), i.nar_size, &i.references);
+        info.sigs = vec![trusted.sign(&fingerprint(&info))];
+        assert_eq!(gate.trusted_signer(&info), Some("cache-1"));
+        assert_eq!(gate.verified.lock().unwrap().len(), 1);
+        assert_eq!(gate.trusted_signer(&info), Some("cache-1"), "the remembered answer differs");
+
+        let mut other_size = info.clone();
+        other_size.nar_size += 1;
+        assert_eq!(gate.trusted_signer(&other_size), None);
+        let mut forged = info.clone();
+        forged.sigs = vec![impostor.sign(&fingerprint(&info))];
+        assert_eq!(gate.trusted_signer(&forged), None);
+        assert_eq!(gate.verified.lock().unwrap().len(), 1, "a failure was remembered");
     }
 }
