@@ -356,6 +356,7 @@ impl LocalCache {
     /// Where to read the NAR with this hash from, if a gated-in path has it.
     pub async fn nar(&self, nar_hash: &NarHash) -> Result<Option<LocalNar>, CacheError> {
         let mut candidates = Vec::new();
+        let mut scanned = false;
         for path in self.state.paths_by_nar_hash(nar_hash)? {
             if let Some(info) = self.db.query_by_hash(&path.hash())?
                 && info.nar_hash == *nar_hash
@@ -370,13 +371,18 @@ impl LocalCache {
             let version = self.db.stamp();
             self.counters.nar_db_scans.fetch_add(1, Ordering::Relaxed);
             candidates = self.db.query_by_nar_hash(nar_hash)?;
+            scanned = true;
             if candidates.is_empty() {
                 self.remember_nar_miss(*nar_hash, version);
             }
         }
         for info in candidates {
             if self.gate.check(&info).await?.allowed() {
-                self.remember_nar_url(&info);
+                // Found through the state DB, it is recorded there already: a write (and a
+                // blocking thread) per NAR request was a visible share of a small NAR's answer.
+                if scanned {
+                    self.remember_nar_url(&info);
+                }
                 return Ok(Some(LocalNar {
                     fs_path: self.fs_path(&info.path),
                     path: info.path,

@@ -27,7 +27,7 @@ use super::{AppState, body, range};
 use crate::local_cache::LocalNar;
 use crate::nix::hash::NarHash;
 use crate::nix::nar::OUT_CHUNK;
-use crate::nix::nar_layout::{Cursor, NarLayout};
+use crate::nix::nar_layout::{Cursor, NarLayout, SENDFILE_MIN};
 use crate::substitute::NarSource;
 
 /// zstd level 1 compresses at ~500 MB/s per core, well above a 1 Gbit/s LAN (125 MB/s); higher
@@ -83,14 +83,22 @@ pub async fn get(
         NarSource::Local(local) if !zstd => {
             // The layout is made (a metadata walk) before the status goes out, so a path changed
             // on disk is refused with an error status rather than a body cut short.
-            let cursor = tokio::task::spawn_blocking(move || open(&local, window)).await??;
-            let (file, body) = body::FileBody::new(cursor, move |sent| {
+            let served = move |sent| {
                 let counters = &app.cache.counters;
                 counters.nars_served.fetch_add(1, Ordering::Relaxed);
                 counters.nar_bytes_served.fetch_add(sent, Ordering::Relaxed);
-            });
-            resp = resp.extension(file);
-            body
+            };
+            match tokio::task::spawn_blocking(move || open_small_whole(&local, window)).await?? {
+                Opened::Whole(nar) => {
+                    served(nar.len() as u64);
+                    Body::from(nar)
+                }
+                Opened::Cursor(cursor) => {
+                    let (file, body) = body::FileBody::new(cursor, served);
+                    resp = resp.extension(file);
+                    body
+                }
+            }
         }
         NarSource::Local(local) => stream(app, local, window, zstd),
         NarSource::Dag(nar) => match app.substituter.transfer(nar, window).await {
@@ -138,6 +146,28 @@ fn open(source: &LocalNar, window: Range<u64>) -> io::Result<Cursor> {
         return Err(io::Error::other("NAR size mismatch"));
     }
     Ok(layout.into_cursor(window))
+}
+
+/// A local NAR window to send: read whole already, or to be sent by `sendfile`.
+enum Opened {
+    Whole(Vec<u8>),
+    Cursor(Cursor),
+}
+
+/// [`open`], and a window of at most [`SENDFILE_MIN`] bytes read at once on the same blocking
+/// thread: it holds no file worth `sendfile`, and answering it from memory saves the second
+/// thread hop a [`body::FileBody`] costs — most paths of a closure are this small (256 of them
+/// realised from nginx in 0.34 s, from peerix in 0.45 s before this).
+fn open_small_whole(source: &LocalNar, window: Range<u64>) -> io::Result<Opened> {
+    let mut cursor = open(source, window)?;
+    if cursor.remaining() > SENDFILE_MIN {
+        return Ok(Opened::Cursor(cursor));
+    }
+    let mut nar = Vec::with_capacity(cursor.remaining() as usize);
+    while let Some(piece) = cursor.next_piece(OUT_CHUNK)? {
+        nar.extend_from_slice(&piece);
+    }
+    Ok(Opened::Whole(nar))
 }
 
 impl LocalBody {
