@@ -12,9 +12,11 @@
 # loopback the receiving side's TCP work runs partly in the sender's softirq context: with one fast
 # curl most of it is charged to the server, with 16 busy readers less); and `nix-store --realise` of
 # the whole big closure into an empty store from each — each the median of R rounds, and the
-# ratio peerix/nginx. The servers alternate which goes first in a round (odd rounds nginx, even
-# rounds peerix), and each gets one worker per core: nginx `worker_processes $(nproc)`, peerix
-# tokio's default of one runtime thread per core; the table states both. Everything binds 127.0.0.1; peerix runs with --upstream none.
+# ratio peerix/nginx; then the same for the 256 small paths (paths/s: per-request cost, not
+# bytes). The servers alternate which goes first in a round (odd rounds nginx, even rounds
+# peerix), and each gets one worker per core: nginx `worker_processes $(nproc)`, peerix tokio's
+# default of one runtime thread per core; the table states both. Everything binds 127.0.0.1;
+# peerix runs with --upstream none.
 # Needs root (nix-store --add into a chroot store), nix-bin, nginx, wrk, curl; installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -162,6 +164,16 @@ open(sys.argv[1], "w").write(f"{n}\n")' "$B/py.{}" "$@"
   end=$(date +%s.%N)
   echo "$bytes $start $end" | awk '{printf "%.0f", $1 / ($3 - $2) / 1e6}'
 }
+small_paths_per_s() { # nix-store --realise of the 256 small paths into an empty store from $1.
+  local st=$B/realise-$RANDOM start end
+  start=$(date +%s.%N)
+  nix-store --store "$st" --realise "${SMALL[@]}" --option substituters "$1" \
+    --option trusted-public-keys "$(cat "$B/pk")" --option download-attempts 1 >/dev/null 2>"$B/realise.log" ||
+    { cat "$B/realise.log" >&2; exit 1; }
+  end=$(date +%s.%N)
+  chmod -R u+w "$st"; rm -rf "$st"
+  echo "$start $end" | awk -v n="${#SMALL[@]}" '{printf "%.0f", n / ($2 - $1)}'
+}
 realise_mbs() { # nix-store --realise of the big closure into an empty store from $1.
   local st=$B/realise-$RANDOM start end
   start=$(date +%s.%N)
@@ -194,6 +206,7 @@ for r in $(seq 1 "$ROUNDS"); do
     R[$s,py16]+="$(py_mbs "${NARS[@]}") "
     R[$s,pycpu]+="$(awk -v t="$(($(ticks $s) - t0))" -v hz="$HZ" -v g="$GIB" 'BEGIN {printf "%.3f", t / hz / g / 16}') "
     R[$s,realise]+="$(realise_mbs "$U") "
+    R[$s,small]+="$(small_paths_per_s "$U") "
   done
 done
 med() { tr ' ' '\n' <<<"${R[$1]}" | grep . | median; }
@@ -214,4 +227,5 @@ row "server CPU-s per GiB to curl (ratio p/n)" "$(med nginx,cpu)" "$(med peerix,
 row "machine CPU-s per GiB to curl (ratio p/n)" "$(med nginx,mcpu)" "$(med peerix,mcpu)"
 row "server CPU-s per GiB to 16 Python readers" "$(med nginx,pycpu)" "$(med peerix,pycpu)"
 row "nix-store --realise MB/s, empty store" "$(med nginx,realise)" "$(med peerix,realise)"
+row "nix-store --realise, 256 small paths/s" "$(med nginx,small)" "$(med peerix,small)"
 echo "(latency and CPU ratios: peerix/nginx, lower is better; the others: peerix/nginx, higher is better)"
