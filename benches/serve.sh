@@ -164,26 +164,20 @@ open(sys.argv[1], "w").write(f"{n}\n")' "$B/py.{}" "$@"
   end=$(date +%s.%N)
   echo "$bytes $start $end" | awk '{printf "%.0f", $1 / ($3 - $2) / 1e6}'
 }
-small_paths_per_s() { # nix-store --realise of the 256 small paths into an empty store from $1.
-  local st=$B/realise-$RANDOM start end
+# nix-store --realise of the paths after $1 into an empty store from $1; prints the seconds taken.
+realise_secs() {
+  local url=$1 st=$B/realise-$RANDOM start end
+  shift
   start=$(date +%s.%N)
-  nix-store --store "$st" --realise "${SMALL[@]}" --option substituters "$1" \
+  nix-store --store "$st" --realise "$@" --option substituters "$url" \
     --option trusted-public-keys "$(cat "$B/pk")" --option download-attempts 1 >/dev/null 2>"$B/realise.log" ||
     { cat "$B/realise.log" >&2; exit 1; }
   end=$(date +%s.%N)
   chmod -R u+w "$st"; rm -rf "$st"
-  echo "$start $end" | awk -v n="${#SMALL[@]}" '{printf "%.0f", n / ($2 - $1)}'
+  echo "$start $end" | awk '{printf "%.6f", $2 - $1}'
 }
-realise_mbs() { # nix-store --realise of the big closure into an empty store from $1.
-  local st=$B/realise-$RANDOM start end
-  start=$(date +%s.%N)
-  nix-store --store "$st" --realise "${BIG[@]}" --option substituters "$1" \
-    --option trusted-public-keys "$(cat "$B/pk")" --option download-attempts 1 >/dev/null 2>"$B/realise.log" ||
-    { cat "$B/realise.log" >&2; exit 1; }
-  end=$(date +%s.%N)
-  chmod -R u+w "$st"; rm -rf "$st"
-  echo "$start $end" | awk -v g="$GIB" '{printf "%.0f", g * 1073741824 / ($2 - $1) / 1e6}'
-}
+realise_mbs() { realise_secs "$1" "${BIG[@]}" | awk -v g="$GIB" '{printf "%.0f", g * 1073741824 / $1 / 1e6}'; }
+small_paths_per_s() { realise_secs "$1" "${SMALL[@]}" | awk -v n="${#SMALL[@]}" '{printf "%.0f", n / $1}'; }
 
 # Warm-up: every NAR once from each server, untimed, so no round reads from the disk (the first
 # round otherwise measured nginx at 0.4-0.7 GB/s against 2 GB/s after).

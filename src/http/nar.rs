@@ -90,6 +90,7 @@ pub async fn get(
             };
             match tokio::task::spawn_blocking(move || open_small_whole(&local, window)).await?? {
                 Opened::Whole(nar) => {
+                    // Counted once read: the whole body is in memory and leaves in one write.
                     served(nar.len() as u64);
                     Body::from(nar)
                 }
