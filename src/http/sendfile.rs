@@ -137,11 +137,19 @@ impl Sender {
     /// the page cache, so no call here waits for the disk (short of pages evicted between the probe
     /// and the `sendfile`: that one call then waits, as nginx's worker would).
     fn send_cached(&mut self) -> io::Result<Turn> {
-        while let Some(Pending::File { file, at, end }) = self.pending.take() {
+        loop {
+            // Anything but a file range (bytes the socket had no room for) goes back untouched.
+            let (file, at, end) = match self.pending.take() {
+                Some(Pending::File { file, at, end }) => (file, at, end),
+                other => {
+                    self.pending = other;
+                    return Ok(Turn::Uncached);
+                }
+            };
             let stop = end.min(at + SENDFILE_CALL as u64);
             if !cached(&file, at, stop) {
                 self.pending = Some(Pending::File { file, at, end });
-                break;
+                return Ok(Turn::Uncached);
             }
             if let Some(rest) = self.send_range(&file, at, stop, end)? {
                 self.pending = Some(rest);
@@ -151,7 +159,6 @@ impl Sender {
                 self.pending = Some(Pending::File { file, at: stop, end });
             }
         }
-        Ok(Turn::Uncached)
     }
 
     /// Writes `buf[at..]`: `None` when all of it is sent, else what the full socket left.
@@ -300,6 +307,41 @@ mod tests {
         assert!(!cached(&file, (3 << 20) + 5, (3 << 20) + 6), "one evicted byte reported cached");
         std::io::Read::read_to_end(&mut &file, &mut Vec::new()).unwrap();
         assert!(cached(&file, 0, 4 << 20));
+    }
+
+    /// A socket that fills inside an in-memory part (here a 1 MB head) is resumed from that part
+    /// after it drains, not from the next one: the body arrives whole, with nothing skipped.
+    #[tokio::test]
+    async fn a_stop_inside_bytes_resumes_those_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("out");
+        std::fs::write(&root, vec![3u8; 200_000]).unwrap();
+        let layout = NarLayout::of(&root).unwrap();
+        let size = layout.size();
+        let head: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut expected = head.clone();
+        layout.reader().read_to_end(&mut expected).unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        rustix::net::sockopt::set_socket_send_buffer_size(&server, 16 << 10).unwrap();
+        rustix::net::sockopt::set_socket_recv_buffer_size(&client, 64 << 10).unwrap();
+        let mut sender = Sender::new(&server, head, layout.into_cursor(0..size)).unwrap();
+        let turn = sender.send_until_full().unwrap();
+        assert!(matches!(turn, Turn::Full) && matches!(sender.pending, Some(Pending::Bytes { .. })));
+
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut &client, &mut got).unwrap();
+            got
+        });
+        let sender = sender.run(&server, turn).await.unwrap();
+        assert_eq!(sender.written, expected.len() as u64);
+        drop(sender);
+        drop(server);
+        let got = reader.join().unwrap();
+        assert!(got == expected, "body differs: {} bytes, {} expected", got.len(), expected.len());
     }
 
     /// A cached range is sent from the worker in 2 MiB calls up to its end, byte-exact; an
