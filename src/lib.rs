@@ -9,6 +9,7 @@
 //! one entry point per parser of outside bytes, for the fuzz targets and their regression test.
 //! [`tracker`] is `peerix tracker` and the daemon's client of it.
 
+pub mod arrivals;
 pub mod blocks;
 pub mod config;
 pub mod fuzzing;

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::ipld::ChunkedNar;
+use crate::arrivals::Arrivals;
 use crate::nix::hash::NarHash;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::signing::SecretKey;
@@ -108,13 +108,10 @@ pub struct LocalCache {
     signer: Option<SecretKey>,
     rendered: Mutex<Rendered>,
     publications: Publications,
-    /// DAGs of NARs just streamed to nix from peers, by NarHash, for the indexer to adopt.
-    dags: Mutex<HashMap<NarHash, ChunkedNar>>,
+    /// DAGs of NARs just streamed to nix from peers, for the indexer to adopt.
+    pub arrivals: Arrivals,
     pub counters: Counters,
 }
-
-/// NAR DAGs kept for the indexer: nix imports a path within seconds of its transfer.
-const DAGS_KEPT: usize = 64;
 
 impl LocalCache {
     pub fn new(store_root: &Path, state: Arc<StateDb>, gate: Gate, signer: Option<SecretKey>) -> Self {
@@ -131,7 +128,7 @@ impl LocalCache {
                 servable: HashMap::new(),
             }),
             publications: Publications::default(),
-            dags: Mutex::new(HashMap::new()),
+            arrivals: Arrivals::default(),
             counters: Counters::default(),
         }
     }
@@ -175,23 +172,6 @@ impl LocalCache {
             r.servable.remove(hash);
         }
         self.publications.emit(event);
-    }
-
-    /// Offers the DAG a NAR was just streamed to nix in (every block and the whole NarHash checked):
-    /// when nix registers the path, the indexer takes it instead of reading and chunking the path
-    /// again — the client machine then writes and hashes each byte once.
-    pub fn offer_dag(&self, nar_hash: NarHash, dag: ChunkedNar) {
-        if let Ok(mut d) = self.dags.lock() {
-            if d.len() >= DAGS_KEPT {
-                d.clear();
-            }
-            d.insert(nar_hash, dag);
-        }
-    }
-
-    /// The DAG offered for this NarHash, if any (taken: used once).
-    pub fn take_dag(&self, nar_hash: &NarHash) -> Option<ChunkedNar> {
-        self.dags.lock().ok()?.remove(nar_hash)
     }
 
     /// Adds our signature (`--private-key-file`) to a narinfo we serve, replacing an old one of ours.

@@ -337,7 +337,7 @@ impl Publisher {
             self.unpublish(info, Status::Private, reason.to_owned()).await?;
             return Ok(Outcome::Private);
         }
-        let chunked = match self.cache.take_dag(&info.nar_hash) {
+        let chunked = match self.cache.arrivals.take(&info.nar_hash) {
             // Nix just wrote this path from a NAR peerix streamed to it: the blocks that carried it
             // are its index (nix checked the NarHash on import), so nothing is read or hashed again.
             Some(dag) if dag.covers(info.nar_size) => {
@@ -349,6 +349,9 @@ impl Publisher {
                 let expect = (info.nar_hash, info.nar_size);
                 let throttle = self.throttle.clone();
                 let _permit = self.chunking.acquire().await.ok();
+                let counters = &self.cache.arrivals.counters;
+                counters.read_paths.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counters.read_bytes.fetch_add(info.nar_size, std::sync::atomic::Ordering::Relaxed);
                 match tokio::task::spawn_blocking(move || chunk_path_throttled(fs_path, expect, &throttle)).await {
                     Ok(r) => r,
                     Err(e) => Err(format!("indexing task failed: {e}")),

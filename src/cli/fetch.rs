@@ -31,14 +31,25 @@ pub async fn fetch(base: &str, cid: &str, output: Option<&Path>) -> anyhow::Resu
         None => Box::new(std::io::stdout().lock()),
     };
     let mut bytes = 0u64;
+    // Progress on a terminal only (a log or a pipe gets the one line at the end).
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut shown = Instant::now();
     // A body that stops short (a block nobody had) is an error, not a short file.
     while let Some(chunk) =
         resp.chunk().await.with_context(|| format!("{cid}: transfer aborted after {bytes} bytes"))?
     {
         out.write_all(&chunk)?;
         bytes += chunk.len() as u64;
+        if tty && shown.elapsed().as_millis() >= 250 {
+            shown = Instant::now();
+            let secs = started.elapsed().as_secs_f64();
+            eprint!("\r{cid}: {:.1} MB, {:.1} MB/s ", bytes as f64 / 1e6, bytes as f64 / secs.max(1e-9) / 1e6);
+        }
     }
     out.flush()?;
+    if tty {
+        eprint!("\r");
+    }
     let secs = started.elapsed().as_secs_f64();
     eprintln!("{cid}: {bytes} bytes in {secs:.2} s ({:.1} MB/s)", bytes as f64 / secs.max(1e-9) / 1e6);
     Ok(())

@@ -118,7 +118,8 @@ async fn read_request(
         if !buf.is_empty() {
             let until = *head_until.get_or_insert_with(|| Instant::now() + HEADER_READ_TIMEOUT);
             if let Some(mut incoming) = parse_head(buf, peer)? {
-                let body = read_body(stream, buf, incoming.req.headers(), until, max_body).await?;
+                let body =
+                    read_body(stream, buf, incoming.req.version(), incoming.req.headers(), until, max_body).await?;
                 *incoming.req.body_mut() = Body::from(body);
                 return Ok(Some(incoming));
             }
@@ -194,21 +195,16 @@ fn parse_head(buf: &mut BytesMut, peer: SocketAddr) -> Result<Option<Incoming>, 
 async fn read_body(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
+    version: Version,
     headers: &HeaderMap,
     until: Instant,
     max_body: usize,
 ) -> Result<Bytes, Refusal> {
     let bad = |why| Refusal::Status(StatusCode::BAD_REQUEST, why);
     let too_large = Refusal::Status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-    let chunked = match headers.get(header::TRANSFER_ENCODING) {
-        None => false,
-        Some(te) if te.as_bytes().eq_ignore_ascii_case(b"chunked") => true,
-        Some(_) => return Err(Refusal::Status(StatusCode::NOT_IMPLEMENTED, "unsupported transfer coding")),
-    };
-    let length = match headers.get(header::CONTENT_LENGTH) {
-        _ if chunked => None,
-        None => Some(0),
-        Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).ok_or(bad("bad Content-Length"))?),
+    let length = match framing(version, headers)? {
+        Framing::Chunked => None,
+        Framing::Length(n) => Some(n),
     };
     if length.is_some_and(|n| n > max_body) {
         return Err(too_large);
@@ -227,16 +223,13 @@ async fn read_body(
         None => loop {
             // chunk-size [; ext] CRLF data CRLF … 0 CRLF [trailers] CRLF
             let line = read_line(stream, buf, until).await?;
-            let size = line.split(|&b| b == b';').next().unwrap_or_default();
-            let size = std::str::from_utf8(size)
-                .ok()
-                .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
-                .ok_or(bad("malformed chunk size"))?;
+            let size = chunk_size(&line).ok_or(bad("malformed chunk size"))?;
             if size == 0 {
                 while !read_line(stream, buf, until).await?.is_empty() {}
                 break;
             }
-            if body.len() + size > max_body {
+            // Checked: a size near usize::MAX must not wrap past the cap (it panicked here).
+            if size > max_body.saturating_sub(body.len()) {
                 return Err(too_large);
             }
             fill(stream, buf, size + 2, until).await?;
@@ -262,18 +255,123 @@ async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, n: usize, until: Insta
     Ok(())
 }
 
-/// Reads one CRLF-terminated line (without its CRLF) of a chunked body, ≤ 4 KiB.
+/// Reads one CRLF-terminated line (without its CRLF) of a chunked body, ≤ [`MAX_CHUNK_LINE`].
 async fn read_line(stream: &mut TcpStream, buf: &mut BytesMut, until: Instant) -> Result<Bytes, Refusal> {
     loop {
         if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+            if i > MAX_CHUNK_LINE {
+                return Err(Refusal::Status(StatusCode::BAD_REQUEST, "chunk line too long"));
+            }
             let line = buf.split_to(i).freeze();
             buf.advance(2);
             return Ok(line);
         }
-        if buf.len() > 4096 {
+        if buf.len() > MAX_CHUNK_LINE {
             return Err(Refusal::Status(StatusCode::BAD_REQUEST, "malformed chunked body"));
         }
         let want = buf.len() + 1;
         fill(stream, buf, want, until).await?;
+    }
+}
+
+/// A chunk-size line (or trailer line) longer than this is refused: hyper caps chunk extensions
+/// at 16 KiB in all; no route of ours takes a chunked body with extensions at all.
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// How a request's body is delimited.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+/// The body's framing from the head, refusing every ambiguous form (RFC 9112 §6.1–6.3; the
+/// request-smuggling primitives): `Transfer-Encoding` together with `Content-Length`, in an
+/// HTTP/1.0 request, repeated, or anything but exactly `chunked`; a `Content-Length` repeated or
+/// not plain decimal digits (`+3`, `0x10`, ` 1 2`). nginx answers all of these 400 (a coding it
+/// does not know, 501) and closes the connection, as we do.
+fn framing(version: Version, headers: &HeaderMap) -> Result<Framing, Refusal> {
+    let bad = |why| Refusal::Status(StatusCode::BAD_REQUEST, why);
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let mut cl = headers.get_all(header::CONTENT_LENGTH).iter();
+    let (te_first, te_more) = (te.next(), te.next().is_some());
+    let (cl_first, cl_more) = (cl.next(), cl.next().is_some());
+    if cl_more {
+        return Err(bad("duplicate Content-Length"));
+    }
+    match te_first {
+        None => {}
+        Some(_) if te_more => return Err(bad("duplicate Transfer-Encoding")),
+        Some(_) if cl_first.is_some() => return Err(bad("both Content-Length and Transfer-Encoding")),
+        Some(_) if version == Version::HTTP_10 => return Err(bad("Transfer-Encoding in an HTTP/1.0 request")),
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"chunked") => return Ok(Framing::Chunked),
+        Some(v) if v.as_bytes().split(|&b| b == b',').any(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")) => {
+            return Err(bad("chunked must be the only transfer coding"));
+        }
+        Some(_) => return Err(Refusal::Status(StatusCode::NOT_IMPLEMENTED, "unsupported transfer coding")),
+    }
+    let Some(v) = cl_first else { return Ok(Framing::Length(0)) };
+    let digits = v.as_bytes();
+    // 1-19 decimal digits fit a u64 (and usize here) without overflow.
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad("bad Content-Length"));
+    }
+    let n = std::str::from_utf8(digits).ok().and_then(|s| s.parse::<usize>().ok()).ok_or(bad("bad Content-Length"))?;
+    Ok(Framing::Length(n))
+}
+
+/// The size in a chunk-size line (`1a; ext=1`): 1-15 hex digits (so it cannot overflow), no sign.
+fn chunk_size(line: &[u8]) -> Option<usize> {
+    let size = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii_end();
+    if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    usize::from_str_radix(std::str::from_utf8(size).ok()?, 16).ok()
+}
+
+#[cfg(test)]
+mod framing_tests {
+    use super::*;
+
+    fn head(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn refused(version: Version, pairs: &[(&str, &str)]) -> bool {
+        matches!(framing(version, &head(pairs)), Err(Refusal::Status(..)))
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let v11 = Version::HTTP_11;
+        assert!(refused(v11, &[("content-length", "3"), ("transfer-encoding", "chunked")]));
+        assert!(refused(v11, &[("content-length", "3"), ("content-length", "4")]));
+        assert!(refused(v11, &[("content-length", "3"), ("content-length", "3")]));
+        assert!(refused(v11, &[("content-length", "+3")]));
+        assert!(refused(v11, &[("content-length", "-1")]));
+        assert!(refused(v11, &[("content-length", "0x10")]));
+        assert!(refused(v11, &[("content-length", "99999999999999999999")]));
+        assert!(refused(v11, &[("transfer-encoding", "chunked, identity")]));
+        assert!(refused(v11, &[("transfer-encoding", "gzip, chunked")]));
+        assert!(refused(v11, &[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")]));
+        assert!(refused(Version::HTTP_10, &[("transfer-encoding", "chunked")]));
+        assert!(refused(v11, &[("transfer-encoding", "gzip")]));
+        assert_eq!(framing(v11, &head(&[("content-length", "12")])).ok(), Some(Framing::Length(12)));
+        assert_eq!(framing(v11, &head(&[("transfer-encoding", "Chunked")])).ok(), Some(Framing::Chunked));
+        assert_eq!(framing(v11, &head(&[])).ok(), Some(Framing::Length(0)));
+    }
+
+    #[test]
+    fn chunk_sizes_cannot_overflow() {
+        assert_eq!(chunk_size(b"1a"), Some(26));
+        assert_eq!(chunk_size(b"1a;ext=1"), Some(26));
+        assert_eq!(chunk_size(b"ffffffffffffffff"), None);
+        assert_eq!(chunk_size(b"+1"), None);
+        assert_eq!(chunk_size(b""), None);
+        assert_eq!(chunk_size(b"fffffffffffffff"), Some(0xfff_ffff_ffff_ffff));
     }
 }

@@ -66,6 +66,8 @@ impl IntoResponse for ApiError {
 pub enum RpcError {
     Client(String),
     NotFound(Cid),
+    /// Not local, and the network could not deliver it (no provider, every one failed): the why.
+    Unavailable(String),
     MethodNotAllowed,
     Forbidden(&'static str),
     Internal(Internal),
@@ -89,6 +91,7 @@ impl IntoResponse for RpcError {
             RpcError::NotFound(cid) => {
                 (StatusCode::NOT_FOUND, 0, format!("block was not found locally (offline): ipld: could not find {cid}"))
             }
+            RpcError::Unavailable(why) => (StatusCode::NOT_FOUND, 0, why.clone()),
             RpcError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, 1, "405 - Method Not Allowed".into()),
             RpcError::Forbidden(why) => (StatusCode::FORBIDDEN, 1, (*why).to_owned()),
             RpcError::Internal(e) => {

@@ -82,7 +82,15 @@ pub async fn cat(State(app): State<AppState>, args: Result<Query<Args>, QueryRej
     let size = match (size, network(&app, &args)) {
         (Ok(size), _) => size,
         (Err(e), Some(node)) if e.kind() == std::io::ErrorKind::NotFound => {
-            let body = window(node.bitswap.fetch_file(cid), offset.unwrap_or(0), length);
+            use futures_util::StreamExt;
+            let mut body = Box::pin(window(node.bitswap.fetch_file(cid), offset.unwrap_or(0), length));
+            // The status waits for the first bytes: a CID nobody has is a 404 saying so, not a
+            // 200 whose body breaks off.
+            let first = match body.next().await {
+                Some(Err(e)) => return Err(RpcError::Unavailable(e.to_string())),
+                first => first,
+            };
+            let body = futures_util::stream::iter(first).chain(body);
             let mut resp = Response::new(axum::body::Body::from_stream(body));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             return Ok(resp);

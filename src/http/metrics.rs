@@ -147,6 +147,22 @@ impl Collector for Daemon {
         counter(&mut e, "narinfo_private", "narinfos refused by the publish gate", n(&c.narinfo_denied))?;
         counter(&mut e, "nars_served", "local NARs served whole", n(&c.nars_served))?;
         counter(&mut e, "nar_served_bytes", "bytes of local NARs served", n(&c.nar_bytes_served))?;
+        let a = &app.cache.arrivals.counters;
+        counter(
+            &mut e,
+            "index_adopted_paths",
+            "paths indexed from the DAG they arrived in (not read again)",
+            n(&a.adopted),
+        )?;
+        counter(&mut e, "index_read_paths", "paths the indexer read, chunked and hashed from disk", n(&a.read_paths))?;
+        counter(&mut e, "index_read_bytes", "NAR bytes the indexer read from disk", n(&a.read_bytes))?;
+        counter(&mut e, "arrivals_evicted", "arrival DAGs dropped before the indexer took them", n(&a.evicted))?;
+        gauge(
+            &mut e,
+            "arrivals_held_bytes",
+            "metadata bytes of arrival DAGs waiting",
+            app.cache.arrivals.held().1 as i64,
+        )?;
         let s = &app.substituter.activity.counters;
         counter(&mut e, "narinfo_peer_hits", "narinfos answered from peers", n(&s.peer_hits))?;
         counter(&mut e, "fetched_from_peers_bytes", "NAR bytes received from peers", n(&s.bytes_from_peers))?;

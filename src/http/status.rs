@@ -136,6 +136,8 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         Some(n) => json!({ "node": node, "bitswap": n.bitswap.stats(), "peers": n.peers.view() }),
         None => Value::Null,
     };
+    let (a, held) = (&cache.arrivals.counters, cache.arrivals.held());
+    let n = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
     let sub = &app.substituter;
     let substitution = json!({
         "counters": &sub.activity.counters,
@@ -172,6 +174,15 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             "cap_bytes": app.blocks.cache_size(),
             "local_chunk_bytes_read": app.blocks.local_chunk_bytes_read(),
             "evicted_bytes": app.blocks.evicted_bytes(),
+        },
+        "arrivals": {
+            "held": held.0,
+            "held_bytes": held.1,
+            "offered": n(&a.offered),
+            "adopted": n(&a.adopted),
+            "evicted": n(&a.evicted),
+            "read_paths": n(&a.read_paths),
+            "read_bytes": n(&a.read_bytes),
         },
         "p2p": p2p,
         "substitution": substitution,

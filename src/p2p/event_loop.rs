@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::client::Command;
 use super::kept::Kept;
+use super::liveness::Liveness;
 use super::peers::{Discovery, Peers};
 use super::{Behaviour, BehaviourEvent, Client, Config, Mode, NodeInfo};
 
@@ -63,6 +64,8 @@ pub struct EventLoop {
     /// `--peer` and mDNS peers, kept connected: in `lan` mode they are the only way to a block, and
     /// mDNS re-queries only every 5 min.
     kept: Kept,
+    /// When each connection last answered a ping: silent ones are closed.
+    liveness: Liveness,
 }
 
 pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, peers: Arc<Peers>) -> (Client, EventLoop) {
@@ -85,6 +88,7 @@ pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, peers: Arc<Peers>) -> (C
         next_lookup: 0,
         connecting: HashMap::new(),
         kept,
+        liveness: Liveness::default(),
     };
     (client, event_loop)
 }
@@ -128,6 +132,10 @@ impl EventLoop {
                     None => break,
                 },
                 _ = tick.tick() => {
+                    for (connection, peer, quiet) in self.liveness.silent(Instant::now()) {
+                        info!(%peer, quiet_ms = quiet.as_millis() as u64, "peer stopped answering pings; closing its connection");
+                        self.swarm.close_connection(connection);
+                    }
                     self.sweep();
                     self.nat.close_due(&mut self.swarm);
                     self.keep_peers();
@@ -306,6 +314,7 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established, connection_id, .. } => {
                 self.nat.closed(peer_id, connection_id);
+                self.liveness.closed(&connection_id);
                 match num_established {
                     // A kept peer is dialed again by `keep_peers` after its backoff.
                     0 => {
@@ -330,6 +339,19 @@ impl EventLoop {
                     debug!(%peer_id, agent = %info.agent_version, "peer is a peerix node");
                 }
                 self.peers.identified(peer_id, info.agent_version, peerix);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Ok(_) })) => {
+                self.liveness.answered(connection, peer, Instant::now());
+            }
+            // Two pings in a row unanswered (libp2p lets the first pass): closed at once, as a
+            // connection [`super::liveness`] finds silent.
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(e @ (libp2p::ping::Failure::Timeout | libp2p::ping::Failure::Other { .. })),
+            })) => {
+                info!(%peer, cause = %e, "peer stopped answering pings; closing its connection");
+                self.swarm.close_connection(connection);
             }
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.nat.on_relay(e),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.nat.on_dcutr(e),

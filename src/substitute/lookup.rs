@@ -41,8 +41,14 @@ type Reply = (PeerId, Result<Option<Answer>, AskError>, Duration);
 impl Substituter {
     /// The accepted narinfo for a path we do not hold, if a peer has one we trust.
     pub(super) async fn lookup(self: &Arc<Self>, hash: StoreHash) -> Option<Arc<AcceptedNar>> {
+        // A narinfo nix asks again is answered from memory — while a live source can still deliver
+        // its NAR. Once every holder has left, the path is looked up afresh (a 404 without a round
+        // trip when no summary lists it), so nix is not sent after a NAR nobody can deliver.
         if let Some(hit) = self.accepted.get(&hash) {
-            return Some(hit);
+            if self.deliverable(&hit) {
+                return Some(hit);
+            }
+            debug!(%hash, "no live source left for an accepted narinfo; looking it up again");
         }
         let node = self.sources.node.as_ref()?;
         let peers = node.peers.matching(&hash);

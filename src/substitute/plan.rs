@@ -39,8 +39,9 @@ impl Plan {
     }
 }
 
-/// One attempt to fetch DAG nodes from one source while planning.
-const PLAN_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5);
+/// One attempt to fetch DAG nodes from one source while planning (the whole plan is also bounded
+/// by the transfer's first-byte deadline).
+const PLAN_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Substituter {
     /// Peerix peers that may have the NAR: those that named `root`, then every connected peer whose
@@ -58,6 +59,17 @@ impl Substituter {
         let (liars, honest): (Vec<_>, Vec<_>) = peers.into_iter().partition(|p| node.peers.is_dishonest(p));
         let peers = if honest.is_empty() { liars } else { honest };
         peers.into_iter().map(Source::Peer).collect()
+    }
+
+    /// True while some source could deliver the NAR: a connected peer that named one of its roots
+    /// or whose summary lists the path, or a `--fallback`. Without one, its narinfo is not served
+    /// (a fresh lookup decides) and a NAR request is a 404 at once, so nix moves on to its next
+    /// substituter instead of waiting on a peer that left.
+    pub(super) fn deliverable(&self, nar: &AcceptedNar) -> bool {
+        let Some(node) = &self.sources.node else { return false };
+        !self.sources.fallbacks.is_empty()
+            || nar.roots().iter().flat_map(|r| &r.peers).any(|p| node.peers.is_connected(p))
+            || !node.peers.matching(&nar.hash).is_empty()
     }
 
     /// The first candidate root whose DAG is a file of exactly NarSize bytes, and its pieces. When

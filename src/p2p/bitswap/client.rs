@@ -28,6 +28,11 @@ use crate::ipld::{self, walk};
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A block nobody delivers within this is a failure.
 const BLOCK_DEADLINE: Duration = Duration::from_secs(60);
+/// A block nobody can be asked for (no connected peer but those that said DONT_HAVE, no DHT
+/// provider) fails after this, rather than at [`BLOCK_DEADLINE`]: `peerix fetch` of a CID nobody
+/// has ends in seconds with "no provider". The wait lets a peer that is connecting right now
+/// (an mDNS neighbour, a re-dial) join.
+const NO_PROVIDER_WAIT: Duration = Duration::from_secs(2);
 /// Connected peers asked at once when the session knows nobody who has the block.
 const BROADCAST_PEERS: usize = 16;
 /// Blocks in flight in a DAG fetch: 64 × ≤ 256 KiB keeps a LAN busy with ≤ 16 MiB buffered.
@@ -37,6 +42,8 @@ pub const WINDOW: usize = 64;
 pub enum FetchError {
     #[error("no peer delivered block {0} within 60 s")]
     Timeout(Cid),
+    #[error("no provider for block {0}: no connected peer has it and the DHT names none")]
+    NoProvider(Cid),
     #[error("not a file DAG")]
     Dag(#[from] walk::WalkError),
     #[error("cannot store a received block")]
@@ -238,7 +245,8 @@ impl Bitswap {
         block_rx: &mut BlockRx,
         presence_rx: &mut PresenceRx,
     ) -> Result<(PeerId, Bytes), FetchError> {
-        let deadline = Instant::now() + BLOCK_DEADLINE;
+        let started = Instant::now();
+        let deadline = started + BLOCK_DEADLINE;
         let mut asked_block: HashSet<PeerId> = HashSet::new();
         let mut dont_have: HashSet<PeerId> = HashSet::new();
         let mut asked_dht = false;
@@ -272,6 +280,9 @@ impl Bitswap {
                 }
             }
             if targets.is_empty() {
+                if asked_dht && started.elapsed() >= NO_PROVIDER_WAIT {
+                    return Err(FetchError::NoProvider(cid));
+                }
                 // Nobody to ask yet: wait for a peer to connect (or the deadline).
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;

@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cid::Cid;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use tracing::info;
 
 use super::Substituter;
 use super::accepted::AcceptedNar;
@@ -66,6 +67,11 @@ const FALLBACK_AFTER: Duration = Duration::from_secs(2);
 const NO_SOURCE_WAIT: Duration = Duration::from_secs(5);
 /// Pieces buffered between the driver and the HTTP body.
 const OUT_QUEUE: usize = 32;
+/// From a NAR request to its first bytes ready (DAG planned, first unit verified) at most: past
+/// it nix gets a 404 and asks its next substituter. A live LAN or WAN peer delivers a first 1 MiB
+/// unit in well under a second; a peer that vanished without a word is only closed by the ping
+/// check after ~6 s, and nix should not wait that long on it.
+const FIRST_BYTES_WAIT: Duration = Duration::from_secs(3);
 
 struct Unit {
     pieces: Range<usize>,
@@ -113,15 +119,27 @@ struct Driver {
 }
 
 impl Substituter {
-    /// Plans the NAR's DAG and starts streaming `range` of it: `None` when no candidate root leads
-    /// to a DAG any source can deliver (then nix gets a 404 and moves on).
+    /// Plans the NAR's DAG and starts streaming `range` of it. `None` — a 404, on which nix moves on
+    /// to its next substituter at once, where an aborted body would make it retry 5 times — when no
+    /// live source is left, when no candidate root leads to a DAG any source can deliver, or when
+    /// every source failed before the first bytes were ready ([`FIRST_BYTES_WAIT`]). Once bytes
+    /// have gone out, a failure aborts the body.
     pub async fn transfer(
         self: &Arc<Self>,
         nar: Arc<AcceptedNar>,
         range: Range<u64>,
     ) -> Option<impl Stream<Item = io::Result<Bytes>> + Send + 'static> {
-        let plan = self.plan(&nar).await?;
-        let (out, rx) = mpsc::channel(OUT_QUEUE);
+        let deadline = tokio::time::Instant::now() + FIRST_BYTES_WAIT;
+        if !self.deliverable(&nar) {
+            info!(path = %nar.store_path, "no live source for the NAR; answering 404");
+            return None;
+        }
+        let Ok(plan) = tokio::time::timeout_at(deadline, self.plan(&nar)).await else {
+            info!(path = %nar.store_path, "no source delivered the NAR's DAG in time; answering 404");
+            return None;
+        };
+        let plan = plan?;
+        let (out, mut rx) = mpsc::channel(OUT_QUEUE);
         let whole = range.start == 0 && range.end == nar.nar_size;
         let index = whole.then(|| plan.as_index()).flatten();
         let root = plan.root;
@@ -154,8 +172,29 @@ impl Substituter {
             sent: 0,
             duplicate: 0,
         };
+        let path = driver.nar.store_path.clone();
         tokio::spawn(driver.run(out));
-        Some(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|piece| (piece, rx)) }))
+        // The status line waits for the first bytes: until then a failure is still a clean 404.
+        // (Dropping `rx` stops the driver within a tick.)
+        let first = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Ok(piece))) => piece,
+            Ok(Some(Err(e))) => {
+                info!(%path, cause = %e, "every source failed before the first bytes; answering 404");
+                return None;
+            }
+            Ok(None) => return None,
+            Err(_) => {
+                info!(%path, "no source delivered the first bytes in time; answering 404");
+                return None;
+            }
+        };
+        let first = futures_util::stream::once(std::future::ready(Ok(first)));
+        Some(
+            first.chain(futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|piece| (piece, rx)) },
+            )),
+        )
     }
 }
 
@@ -224,6 +263,9 @@ impl Driver {
             if let Err(why) = self.check_sources() {
                 break Err(why);
             }
+            if out.is_closed() {
+                break Err("the client went away".into());
+            }
             let tick = tokio::time::sleep(Duration::from_millis(250));
             tokio::select! {
                 Some(done) = self.results.1.recv() => self.on_done(done),
@@ -275,6 +317,13 @@ impl Driver {
             {
                 self.sub.root_failed(&self.nar, &self.root, &"the NAR's bytes do not hash to its NarHash");
                 return Err("NarHash mismatch".into());
+            }
+            // Proved whole and right: the indexer may adopt its DAG as soon as nix registers the
+            // path, which can be moments after the last bytes below.
+            if self.emit == self.units.len()
+                && let Some(index) = self.index.take()
+            {
+                self.sub.cache.arrivals.offer(self.nar.nar_hash, index);
             }
             for piece in pieces {
                 self.sent += piece.len() as u64;

@@ -54,9 +54,6 @@ impl Driver {
         });
         match outcome {
             Ok(()) => {
-                if let Some(index) = self.index.take() {
-                    self.sub.cache.offer_dag(self.nar.nar_hash, index);
-                }
                 info!(path = %self.nar.store_path, bytes = self.sent, secs, mb_per_s, duplicate = self.duplicate,
                     sources = %summary.join(" "), "NAR transfer done");
                 self.sub.activity.transfer_ended(self.id, "done".into());

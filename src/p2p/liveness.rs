@@ -1,0 +1,76 @@
+//! Liveness of connections: which ones have stopped answering pings.
+//!
+//! A peer that vanishes without a FIN (a lid closed, Wi-Fi gone, its packets dropped) keeps its TCP
+//! connection "open" for minutes; until it closes, its have-summary says it holds paths, our narinfo
+//! answers 200 for them and nix's NAR requests wait on it. libp2p's ping reports a failure only on
+//! the second timeout in a row, and the second attempt first waits up to 10 s to negotiate a new
+//! stream, so a silent peer would be seen after ~17 s. Instead, the event loop records every
+//! answered ping here and closes a connection whose last answer is older than [`SILENT_AFTER`]
+//! (checked each second): a vanished peer is gone within ~6 s, its summary with it.
+//!
+//! Only connections that answered at least once are judged: a peer that does not speak ping at all
+//! is left to the idle timeout, as before.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use libp2p::swarm::ConnectionId;
+
+/// Pings go out every 2 s (`PING_INTERVAL` in the node's setup): this is two missed answers and a
+/// second of slack for a ping queued behind bulk data on a busy link.
+pub const SILENT_AFTER: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct Liveness {
+    last: HashMap<ConnectionId, (PeerId, Instant)>,
+}
+
+impl Liveness {
+    /// A ping on `connection` was answered.
+    pub fn answered(&mut self, connection: ConnectionId, peer: PeerId, now: Instant) {
+        self.last.insert(connection, (peer, now));
+    }
+
+    pub fn closed(&mut self, connection: &ConnectionId) {
+        self.last.remove(connection);
+    }
+
+    /// Connections silent for longer than [`SILENT_AFTER`]; they are forgotten here (the caller
+    /// closes them).
+    pub fn silent(&mut self, now: Instant) -> Vec<(ConnectionId, PeerId, Duration)> {
+        let mut out = Vec::new();
+        self.last.retain(|c, (p, t)| {
+            let quiet = now.saturating_duration_since(*t);
+            if quiet > SILENT_AFTER {
+                out.push((*c, *p, quiet));
+                false
+            } else {
+                true
+            }
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_silent_only_after_answering_once_and_then_not_for_too_long() {
+        let mut l = Liveness::default();
+        let (c1, c2, p) = (ConnectionId::new_unchecked(1), ConnectionId::new_unchecked(2), PeerId::random());
+        let t0 = Instant::now();
+        l.answered(c1, p, t0);
+        l.answered(c2, p, t0);
+        assert!(l.silent(t0 + SILENT_AFTER).is_empty(), "not yet");
+        l.answered(c2, p, t0 + Duration::from_secs(4));
+        let gone = l.silent(t0 + SILENT_AFTER + Duration::from_millis(1));
+        assert_eq!(gone.iter().map(|g| g.0).collect::<Vec<_>>(), vec![c1]);
+        assert!(l.silent(t0 + SILENT_AFTER * 3).iter().all(|g| g.0 == c2), "c1 is reported once");
+        l.answered(c1, p, t0);
+        l.closed(&c1);
+        assert!(l.silent(t0 + SILENT_AFTER * 10).is_empty());
+    }
+}
