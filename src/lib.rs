@@ -22,6 +22,7 @@ pub mod nix;
 pub mod p2p;
 pub mod publications;
 pub mod publish;
+pub mod remote;
 pub mod store;
 pub mod substitute;
 pub mod tracker;

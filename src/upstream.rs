@@ -12,12 +12,13 @@ use crate::nix::store_path::StoreHash;
 /// cache.nixos.org answers a narinfo in ~20–100 ms from most places; 5 s covers a slow link without
 /// holding a narinfo request (and the local `nix` waiting on it) for long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream request failed")]
     Http(#[from] reqwest::Error),
+    #[error("upstream: {0}")]
+    Remote(crate::remote::RemoteError),
     #[error("upstream answered HTTP {0}")]
     Status(StatusCode),
     #[error("upstream narinfo is larger than 64 KiB")]
@@ -34,11 +35,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(base: &str) -> Result<Self, UpstreamError> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("peerix/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = crate::remote::client(REQUEST_TIMEOUT).map_err(UpstreamError::Remote)?;
         Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
     }
 
@@ -48,22 +45,16 @@ impl Upstream {
 
     /// The upstream narinfo for `hash`, `None` on 404/403 (what Nix also reads as "not in cache").
     pub async fn narinfo(&self, hash: &StoreHash) -> Result<Option<NarInfo>, UpstreamError> {
-        let mut resp = self.http.get(format!("{}/{hash}.narinfo", self.base)).send().await?;
+        let resp = self.http.get(format!("{}/{hash}.narinfo", self.base)).send().await?;
         match resp.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => return Ok(None),
             other => return Err(UpstreamError::Status(other)),
         }
-        if resp.content_length().is_some_and(|n| n as usize > MAX_NARINFO_LEN) {
-            return Err(UpstreamError::TooLarge);
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await? {
-            if body.len() + chunk.len() > MAX_NARINFO_LEN {
-                return Err(UpstreamError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = crate::remote::read_capped(resp, MAX_NARINFO_LEN).await.map_err(|e| match e {
+            crate::remote::RemoteError::TooLarge(_) => UpstreamError::TooLarge,
+            other => UpstreamError::Remote(other),
+        })?;
         let text = String::from_utf8_lossy(&body);
         Ok(Some(NarInfo::parse(&text)?))
     }

@@ -59,6 +59,17 @@ fn bad_config_stops_the_start_with_a_clear_message() {
     let err = Daemon::try_start(&w.path("s"), &["--trusted-public-key", "nocolon"]).err().unwrap();
     assert!(err.contains("trusted public key"), "{err}");
 
+    // Numbers out of range are refused with the key and what is allowed, never a panic or a wrap.
+    let err = Daemon::try_start(&w.path("s"), &["--index-jobs", "2305843009213693952"]).err().unwrap();
+    assert!(err.contains("index-jobs = 2305843009213693952 is out of range: allowed 1 to 256"), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_peerix"))
+        .args(["tracker", "--ttl", "18446744073709551615", "--print-config"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--ttl") && err.contains("1..=604800"), "{err}");
+
     // A corrupt state DB stops the start, names the file, and is left as it was.
     let state = w.path("corrupt");
     std::fs::create_dir_all(&state).unwrap();

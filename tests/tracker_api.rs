@@ -96,6 +96,10 @@ async fn bad_announcements_are_refused_and_change_nothing() {
     let mut future = me.announcement(2, None, &paths);
     future.timestamp += 3600;
     refusals.push(("timestamp in the future", me.sign(&future), 400, "stale timestamp"));
+    // `now - ts` wrapped for a timestamp near i64::MIN and passed as no skew at all.
+    let mut wrapping = me.announcement(1, None, &paths);
+    wrapping.timestamp = wrapping.timestamp.wrapping_add(i64::MIN);
+    refusals.push(("timestamp that wraps", me.sign(&wrapping), 400, "stale timestamp"));
     refusals.push(("delta on the wrong generation", me.sign(&me.announcement(8, Some(7), &paths)), 409, "full"));
     let mut bad_hash = me.announcement(2, None, &paths);
     bad_hash.full.as_mut().unwrap().push("<script>".into());
@@ -130,7 +134,7 @@ async fn bad_announcements_are_refused_and_change_nothing() {
     // /metrics is OpenMetrics (the reference parser reads it) and counted all of the above.
     let m = parse_openmetrics(&get(&format!("{}/metrics", t.url)).await.body);
     assert_eq!(m["peerix_tracker_announces_total{outcome=accepted}"], 2.0, "{m:?}");
-    assert_eq!(m["peerix_tracker_announces_total{outcome=refused}"], 11.0, "{m:?}");
+    assert_eq!(m["peerix_tracker_announces_total{outcome=refused}"], 12.0, "{m:?}");
     assert_eq!(m["peerix_tracker_lookups_total{found=yes}"], 1.0, "{m:?}");
     assert_eq!(m["peerix_tracker_peers{}"], 1.0, "{m:?}");
 }
@@ -240,4 +244,64 @@ async fn many_announcers_and_five_thousand_concurrent_lookups() {
     );
     let kib: u64 = rss.split_whitespace().next().unwrap().parse().unwrap();
     assert!(kib < 256 << 10, "tracker peak RSS {rss}");
+}
+
+/// The documented limit is the real one: an announcement of `MAX_PATHS` paths is taken whole
+/// (axum's default 2 MiB body limit refused anything over ~56 000), and the README states the
+/// limits the code has.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_largest_announcement_the_docs_allow_is_accepted() {
+    use peerix::tracker::wire::{MAX_ANNOUNCEMENT_BYTES, MAX_PATHS};
+    let w = Work::new();
+    let t = start_tracker(&w.path("tracker"), &[]);
+    let me = Announcer::new();
+    let paths = hashes(MAX_PATHS, 77);
+    let body = me.sign(&me.announcement(1, None, &paths));
+    assert!(body.len() > 2 << 20 && body.len() <= MAX_ANNOUNCEMENT_BYTES, "{}", body.len());
+    let (status, text) = post(&t, &body, &[]).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(providers(&t, &paths[MAX_PATHS - 1]).await.len(), 1);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let documented =
+        format!("over {} MiB or {} {:03} paths", MAX_ANNOUNCEMENT_BYTES >> 20, MAX_PATHS / 1000, MAX_PATHS % 1000);
+    assert!(readme.contains(&documented), "README must say {documented:?}");
+}
+
+/// Forty keys made for the purpose, announcing a path from one network, do not push its one
+/// long-lived honest provider out of the answer; their records keep no address but their own;
+/// and an older announcement does not roll a record back.
+#[tokio::test(flavor = "multi_thread")]
+async fn sybils_cannot_hide_an_honest_provider_or_point_peers_elsewhere() {
+    let w = Work::new();
+    // Behind a "proxy" on loopback, so X-Forwarded-For names each announcer's address.
+    let t = start_tracker(&w.path("tracker"), &["--trust-proxy", "127.0.0.1"]);
+    let path = hashes(1, 41);
+    let honest = Announcer::new();
+    let mut a = honest.announcement(1, None, &path);
+    a.addrs = vec!["/ip4/198.51.100.7/tcp/12306".into()];
+    assert_eq!(post(&t, &honest.sign(&a), &[("x-forwarded-for", "198.51.100.7")]).await.0, 200);
+    // The record's first_seen is in whole seconds: the Sybils come a second later.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for i in 0..40 {
+        let sybil = Announcer::new();
+        let mut s = sybil.announcement(1, None, &path);
+        s.addrs = vec!["/ip4/203.0.113.80/tcp/80".into(), format!("/ip4/203.0.113.{i}/tcp/1")];
+        let (status, text) = post(&t, &sybil.sign(&s), &[("x-forwarded-for", &format!("203.0.113.{i}"))]).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    for _ in 0..10 {
+        let found = providers(&t, &path[0]).await;
+        assert!(found.iter().any(|p| p["peer_id"] == honest.peer_id), "the honest provider is hidden: {found:?}");
+        assert!(found.len() <= 3, "one /24 filled more than two places: {found:?}");
+        for p in &found {
+            assert!(!p["addrs"].to_string().contains("203.0.113.80/"), "a victim's address was handed out: {p}");
+        }
+    }
+    // An older announcement (its timestamp before the record's) is refused and changes nothing.
+    let mut older = honest.announcement(1, None, &[]);
+    older.timestamp -= 60;
+    let (status, text) = post(&t, &honest.sign(&older), &[("x-forwarded-for", "198.51.100.7")]).await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("roll the record back"), "{text}");
+    assert!(providers(&t, &path[0]).await.iter().any(|p| p["peer_id"] == honest.peer_id));
 }

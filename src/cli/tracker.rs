@@ -25,7 +25,8 @@ pub struct TrackerArgs {
     #[arg(long, env = "PEERIX_TRACKER_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Seconds a peer's record lives after its last announcement (peers heartbeat at a third of it).
-    #[arg(long, env = "PEERIX_TRACKER_TTL", value_name = "SECS", default_value_t = 300)]
+    #[arg(long, env = "PEERIX_TRACKER_TTL", value_name = "SECS", default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..=604_800))]
     ttl: u64,
     /// The address of a reverse proxy in front of the tracker: its `X-Forwarded-For` names the
     /// client. Anyone else's `X-Forwarded-For` is ignored.
@@ -46,6 +47,7 @@ pub struct TrackerArgs {
     external_addresses: Vec<Multiaddr>,
     /// Longest a relayed connection may last, in seconds (libp2p's default of 120 cannot carry a NAR).
     #[arg(long, env = "PEERIX_TRACKER_RELAY_MAX_CIRCUIT_SECS", value_name = "SECS", default_value_t = 3600)]
+    #[arg(value_parser = clap::value_parser!(u64).range(1..=604_800))]
     relay_max_circuit_secs: u64,
     /// Most bytes a relayed connection may carry, e.g. 4G (libp2p's default is 128 KiB).
     #[arg(long, env = "PEERIX_TRACKER_RELAY_MAX_CIRCUIT_BYTES", value_name = "BYTES", default_value = "4G")]

@@ -50,6 +50,10 @@ pub enum ConfigError {
         #[source]
         source: crate::nix::signing::KeyError,
     },
+    #[error("{key} = {value} is out of range: allowed {allowed}")]
+    Range { key: &'static str, value: String, allowed: &'static str },
+    #[error("config file {path} is larger than {MAX_CONFIG_BYTES} bytes")]
+    TooLarge { path: PathBuf },
     #[error("upstream {0:?} must be an http:// or https:// URL, or \"none\"")]
     Upstream(String),
     #[error("no state directory: set --state-dir, $XDG_STATE_HOME or $HOME")]
@@ -268,11 +272,35 @@ pub struct ServeConfig {
 /// Nix caches a miss for an hour and asks about every path of a closure: a quarter second bounds
 /// what a peer that does not answer costs each path, while a peer on a LAN answers in ~1 ms.
 pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
+/// A config file is a few KiB; anything past 1 MiB is not one.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Indexer jobs at most: each holds a core and a 256 KiB read buffer while it runs (the indexer's
+/// semaphore panicked on 2^61 permits).
+pub const MAX_INDEX_JOBS: usize = 256;
+
+/// `value` if `range` holds it, else an error naming the key and what is allowed.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    allowed: &'static str,
+) -> Result<T, ConfigError> {
+    match range.contains(&value) {
+        true => Ok(value),
+        false => Err(ConfigError::Range { key, value: value.to_string(), allowed }),
+    }
+}
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        // Capped: `--config /dev/zero` (or a log file named by mistake) must not be read forever.
+        use std::io::Read;
+        let read = |source| ConfigError::Read { path: path.to_owned(), source };
+        let mut text = String::new();
+        std::fs::File::open(path).map_err(read)?.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text).map_err(read)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge { path: path.to_owned() });
+        }
         Self::parse(&text, path)
     }
 
@@ -342,13 +370,21 @@ impl ServeConfig {
             priority: args.priority.or(file.priority).unwrap_or(DEFAULT_PRIORITY),
             trusted_keys,
             upstream,
-            upstream_negative_ttl: Duration::from_secs(
+            upstream_negative_ttl: Duration::from_secs(in_range(
+                "upstream-negative-ttl",
                 args.upstream_negative_ttl.or(file.upstream_negative_ttl).unwrap_or(DEFAULT_NEGATIVE_TTL_SECS),
-            ),
+                0..=365 * 86_400,
+                "0 to 31536000 seconds (a year)",
+            )?),
             serve_private: args.serve_private || file.serve_private.unwrap_or(false),
             signer,
             private_key_file,
-            index_jobs: args.index_jobs.or(file.index_jobs).unwrap_or(1).max(1),
+            index_jobs: in_range(
+                "index-jobs",
+                args.index_jobs.or(file.index_jobs).unwrap_or(1),
+                1..=MAX_INDEX_JOBS,
+                "1 to 256",
+            )?,
             index_rate: args.index_rate.or(file.index_rate).map(|s| parse_size(&s)).transpose()?,
             cache_size: match args.cache_size.or(file.cache_size) {
                 Some(s) => parse_size(&s)?,

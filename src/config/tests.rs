@@ -62,3 +62,19 @@ fn unknown_key_and_bad_key_files_stop_the_start() {
     };
     assert!(matches!(ServeConfig::resolve(bad), Err(ConfigError::TrustedKey { .. })));
 }
+
+#[test]
+fn numbers_out_of_range_and_endless_config_files_are_refused_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = || ServeArgs { state_dir: Some(dir.path().into()), ..Default::default() };
+    for jobs in [0, MAX_INDEX_JOBS + 1, 1 << 61] {
+        let e = ServeConfig::resolve(ServeArgs { index_jobs: Some(jobs), ..base() }).err().unwrap();
+        assert!(e.to_string().starts_with("index-jobs = "), "{e}");
+    }
+    assert_eq!(ServeConfig::resolve(ServeArgs { index_jobs: Some(MAX_INDEX_JOBS), ..base() }).unwrap().index_jobs, 256);
+    let e = ServeConfig::resolve(ServeArgs { upstream_negative_ttl: Some(u64::MAX), ..base() }).err().unwrap();
+    assert!(e.to_string().contains("upstream-negative-ttl"), "{e}");
+    // /dev/zero never ends: read up to the cap, then refused.
+    let e = ServeConfig::resolve(ServeArgs { config: Some("/dev/zero".into()), ..base() }).err().unwrap();
+    assert!(matches!(e, ConfigError::TooLarge { .. }), "{e}");
+}

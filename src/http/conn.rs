@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::debug;
 
+use super::connections::{BodyBudget, Reserved};
 use super::response::{write_refusal, write_response};
 
 /// Time to read a request head once its first byte has arrived (and a new connection's first).
@@ -39,9 +40,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// A request head at most: nix sends ~300 bytes; hyper's default allowed ~400 KB.
 const MAX_HEAD: usize = 64 << 10;
 const MAX_HEADERS: usize = 100;
-/// A request body at most on the daemon: no route of it takes one (the kubo RPC subset reads its
-/// query). The tracker, whose announcements carry path lists, allows more.
-pub const MAX_BODY: usize = 1 << 20;
+/// A request body at most on the daemon: only the operator controls take one, and it is `{}` (the
+/// kubo RPC subset reads its query). The tracker, whose announcements carry path lists, allows
+/// more. A larger declared body is refused (413) before any of it is read.
+pub const MAX_BODY: usize = 1 << 10;
+/// Request-body bytes one client address may have the server hold at once, as a multiple of the
+/// largest body: a few requests in flight, never a connection cap's worth.
+pub const BODY_BUDGET_BODIES: usize = 4;
 
 /// Why a connection ends before its response: answered with a status, or just closed.
 enum Refusal {
@@ -53,19 +58,46 @@ enum Refusal {
 struct Incoming {
     req: Request<Body>,
     keep_alive: bool,
+    /// The client's body budget this request holds until its response is written.
+    reserved: Option<Reserved>,
+}
+
+/// What a connection may be made to hold of request bodies.
+pub struct BodyLimits {
+    /// One body at most.
+    pub max_body: usize,
+    /// Across the client address's connections.
+    pub budget: BodyBudget,
+}
+
+impl BodyLimits {
+    pub fn new(max_body: usize) -> Self {
+        Self { max_body, budget: BodyBudget::new(max_body.saturating_mul(BODY_BUDGET_BODIES)) }
+    }
 }
 
 /// Serves requests on `stream` until the client closes, an error, or `shutdown` (between requests).
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, app: Router, shutdown: CancellationToken, max_body: usize) {
+pub async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    shutdown: CancellationToken,
+    limits: &BodyLimits,
+    open: &super::connections::OpenSlot,
+) {
     let mut buf = BytesMut::with_capacity(4096);
     let mut first = true;
     // One timer and one shutdown waiter for the connection's life, re-armed per request: making
     // them afresh per request was a visible share of a narinfo hit's CPU.
     let timer = std::pin::pin!(tokio::time::sleep(HEADER_READ_TIMEOUT));
     let stopping = std::pin::pin!(shutdown.cancelled());
-    let mut waits = Waits { timer, shutdown: stopping };
+    let evicted = std::pin::pin!(open.evict.cancelled());
+    let mut waits = Waits { timer, shutdown: stopping, evicted };
     loop {
-        let incoming = match read_request(&mut stream, &mut buf, peer, first, &mut waits, max_body).await {
+        open.waiting.store(true, std::sync::atomic::Ordering::Relaxed);
+        let incoming = read_request(&mut stream, &mut buf, peer, first, &mut waits, limits).await;
+        open.waiting.store(false, std::sync::atomic::Ordering::Relaxed);
+        let incoming = match incoming {
             Ok(Some(r)) => r,
             Ok(None) | Err(Refusal::Close) => return,
             Err(Refusal::Status(status, why)) => {
@@ -77,6 +109,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, app: Router, shutdow
         first = false;
         let head_only = incoming.req.method() == Method::HEAD;
         let version = incoming.req.version();
+        let _reserved = incoming.reserved;
         let resp = match tower::ServiceExt::oneshot(app.clone(), incoming.req).await {
             Ok(r) => r,
             Err(never) => match never {},
@@ -100,6 +133,8 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, app: Router, shutdow
 struct Waits<'a, 'b> {
     timer: Pin<&'a mut tokio::time::Sleep>,
     shutdown: Pin<&'a mut WaitForCancellationFuture<'b>>,
+    /// This connection was chosen to make room for a new one ([`super::connections::Open`]).
+    evicted: Pin<&'a mut WaitForCancellationFuture<'b>>,
 }
 
 /// Reads the next request (head and body). `Ok(None)`: the client closed or went idle too long,
@@ -110,7 +145,7 @@ async fn read_request(
     peer: SocketAddr,
     first: bool,
     waits: &mut Waits<'_, '_>,
-    max_body: usize,
+    limits: &BodyLimits,
 ) -> Result<Option<Incoming>, Refusal> {
     let idle_until = Instant::now() + if first { HEADER_READ_TIMEOUT } else { IDLE_TIMEOUT };
     let mut head_until = None;
@@ -118,9 +153,11 @@ async fn read_request(
         if !buf.is_empty() {
             let until = *head_until.get_or_insert_with(|| Instant::now() + HEADER_READ_TIMEOUT);
             if let Some(mut incoming) = parse_head(buf, peer)? {
-                let body =
-                    read_body(stream, buf, incoming.req.version(), incoming.req.headers(), until, max_body).await?;
+                let mut reserved = limits.budget.start(peer.ip());
+                let (version, headers) = (incoming.req.version(), incoming.req.headers());
+                let body = read_body(stream, buf, version, headers, until, limits, &mut reserved).await?;
                 *incoming.req.body_mut() = Body::from(body);
+                incoming.reserved = Some(reserved);
                 return Ok(Some(incoming));
             }
             if buf.len() >= MAX_HEAD {
@@ -144,6 +181,8 @@ async fn read_request(
                 };
             }
             _ = waits.shutdown.as_mut(), if buf.is_empty() => return Ok(None),
+            // Even mid-head: a head that trickles in holds no slot against a waiting client.
+            _ = waits.evicted.as_mut() => return Ok(None),
         }
     }
 }
@@ -171,6 +210,20 @@ fn parse_head(buf: &mut BytesMut, peer: SocketAddr) -> Result<Option<Incoming>, 
         headers.append(name, value);
     }
     buf.advance(len);
+    // The target's identity (RFC 9112 §3.2): one Host, required in HTTP/1.1; an absolute-form
+    // target (`GET http://evil/api/…`) names the host itself and the Host header is ignored —
+    // so the target's authority replaces it, and every Host check sees the host really asked for.
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (host, more) = (hosts.next().is_some(), hosts.next().is_some());
+    if more {
+        return Err(bad("duplicate Host"));
+    }
+    if let Some(authority) = uri.authority() {
+        let value = HeaderValue::from_str(authority.as_str()).map_err(|_| bad("malformed request target"))?;
+        headers.insert(header::HOST, value);
+    } else if !host && version == Version::HTTP_11 {
+        return Err(bad("missing Host"));
+    }
     let connection = |token: &str| {
         headers
             .get_all(header::CONNECTION)
@@ -188,7 +241,7 @@ fn parse_head(buf: &mut BytesMut, peer: SocketAddr) -> Result<Option<Incoming>, 
     *req.version_mut() = version;
     *req.headers_mut() = headers;
     req.extensions_mut().insert(ConnectInfo(peer));
-    Ok(Some(Incoming { req, keep_alive }))
+    Ok(Some(Incoming { req, keep_alive, reserved: None }))
 }
 
 /// Reads the request body the headers announce (`Content-Length` or chunked), ≤ `max_body`.
@@ -198,10 +251,14 @@ async fn read_body(
     version: Version,
     headers: &HeaderMap,
     until: Instant,
-    max_body: usize,
+    limits: &BodyLimits,
+    reserved: &mut Reserved,
 ) -> Result<Bytes, Refusal> {
+    let max_body = limits.max_body;
     let bad = |why| Refusal::Status(StatusCode::BAD_REQUEST, why);
     let too_large = Refusal::Status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    let over_budget =
+        Refusal::Status(StatusCode::TOO_MANY_REQUESTS, "too many request bodies in flight from your address");
     let length = match framing(version, headers)? {
         Framing::Chunked => None,
         Framing::Length(n) => Some(n),
@@ -216,9 +273,14 @@ async fn read_body(
     }
     let mut body = BytesMut::new();
     match length {
+        Some(0) => {}
         Some(n) => {
+            if !limits.budget.reserve(reserved, n) {
+                return Err(over_budget);
+            }
+            // Read into the connection buffer and handed on as it is: no second copy.
             fill(stream, buf, n, until).await?;
-            body.extend_from_slice(&buf.split_to(n));
+            return Ok(buf.split_to(n).freeze());
         }
         None => loop {
             // chunk-size [; ext] CRLF data CRLF … 0 CRLF [trailers] CRLF
@@ -231,6 +293,9 @@ async fn read_body(
             // Checked: a size near usize::MAX must not wrap past the cap (it panicked here).
             if size > max_body.saturating_sub(body.len()) {
                 return Err(too_large);
+            }
+            if !limits.budget.reserve(reserved, size) {
+                return Err(over_budget);
             }
             fill(stream, buf, size + 2, until).await?;
             body.extend_from_slice(&buf[..size]);
@@ -373,5 +438,24 @@ mod framing_tests {
         assert_eq!(chunk_size(b"+1"), None);
         assert_eq!(chunk_size(b""), None);
         assert_eq!(chunk_size(b"fffffffffffffff"), Some(0xfff_ffff_ffff_ffff));
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<Option<Incoming>, Refusal> {
+        parse_head(&mut BytesMut::from(raw), "127.0.0.1:1".parse().unwrap())
+    }
+
+    #[test]
+    fn the_host_is_one_required_and_an_absolute_target_names_it() {
+        let r = parse("GET http://evil.example/api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").ok().flatten().unwrap();
+        assert_eq!(r.req.headers()[header::HOST], "evil.example");
+        assert_eq!(r.req.uri().path(), "/api/status");
+        assert!(matches!(parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), Err(Refusal::Status(..))));
+        assert!(matches!(parse("GET / HTTP/1.1\r\n\r\n"), Err(Refusal::Status(..))));
+        assert!(parse("GET / HTTP/1.0\r\n\r\n").ok().flatten().is_some(), "HTTP/1.0 needs no Host");
     }
 }

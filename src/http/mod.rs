@@ -121,11 +121,16 @@ pub fn router(state: AppState) -> Router {
         .route("/dashboard/app.css", get(dashboard::style))
         .route("/favicon.ico", get(dashboard::no_icon))
         .layer(middleware::from_fn_with_state(state.clone(), local_only));
-    Router::new()
-        .merge(dashboard)
-        .route("/nix-cache-info", get(cache_info::get))
+    // Not part of the binary-cache API, readable from other machines (a Prometheus), but never
+    // through a name an attacker's DNS controls.
+    let operator = Router::new()
         .route("/health", get(status::health))
         .route("/metrics", get(metrics::get))
+        .layer(middleware::from_fn(named_directly));
+    Router::new()
+        .merge(dashboard)
+        .merge(operator)
+        .route("/nix-cache-info", get(cache_info::get))
         .route("/{file}", get(narinfo::get))
         .route("/nar/{file}", get(nar::get))
         .route("/ipfs/{cid}", get(gateway::get))
@@ -164,6 +169,31 @@ async fn local_only(State(app): State<AppState>, req: Request, next: Next) -> Re
     next.run(req).await
 }
 
+/// The request-identity check of every route outside the binary-cache API and the gateway (which
+/// serve only public, signed or content-addressed data): the `Host` must name this machine in a
+/// way DNS rebinding cannot fake — an IP literal, `localhost`, or the machine's own host name. A
+/// page on `attacker.example` made to resolve to 127.0.0.1 sends `Host: attacker.example`.
+/// `/api/*` and the dashboard go further ([`local_only`]).
+async fn named_directly(req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).map(|v| v.to_str().unwrap_or("\u{0}"));
+    if host.is_some_and(|h| !is_direct_authority(h)) {
+        return ApiError::Forbidden("Host is not this machine (DNS rebinding?)").into_response();
+    }
+    next.run(req).await
+}
+
+/// True for an IP literal, `localhost`, or this machine's host name, with any port.
+fn is_direct_authority(authority: &str) -> bool {
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => h,
+        _ => authority,
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>().is_ok()
+        || host.eq_ignore_ascii_case("localhost")
+        || rustix::system::uname().nodename().to_str().is_ok_and(|me| !me.is_empty() && host.eq_ignore_ascii_case(me))
+}
+
 /// True for `localhost`, `127.0.0.1`, `[::1]` (and any 127/8 address), with no port or `port`.
 fn is_local_authority(authority: &str, port: u16) -> bool {
     let (host, given) = match authority.rsplit_once(':') {
@@ -196,11 +226,21 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
     let fd_limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
     let slots = Arc::new(Semaphore::new(connections::cap_for(fd_limit)));
     let clients = connections::Clients::default();
+    let open = connections::Open::default();
+    let limits = Arc::new(conn::BodyLimits::new(max_body));
     let tracker = TaskTracker::new();
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.cancelled() => break,
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Every slot is taken: close the oldest connection waiting for a request, and
+                // take its slot once it has gone (or any slot that frees first).
+                open.evict_oldest_waiting();
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = shutdown.cancelled() => break,
+                }
+            }
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -223,10 +263,10 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (app, shutdown) = (app.clone(), shutdown.clone());
+        let (app, shutdown, slot, limits) = (app.clone(), shutdown.clone(), open.register(), limits.clone());
         tracker.spawn(async move {
-            conn::serve(stream, peer, app, shutdown, max_body).await;
-            drop((permit, client_slot));
+            conn::serve(stream, peer, app, shutdown, &limits, &slot).await;
+            drop((permit, client_slot, slot));
         });
     }
     tracker.close();
@@ -237,6 +277,16 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_names_dns_cannot_rebind_pass_the_identity_check() {
+        for ok in ["127.0.0.1", "127.0.0.1:12304", "[::1]:80", "10.1.2.3:12304", "localhost", "LOCALHOST:1"] {
+            assert!(is_direct_authority(ok), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:12304", "127.0.0.1.nip.io", "localhost.evil.example", ""] {
+            assert!(!is_direct_authority(bad), "{bad}");
+        }
+    }
+
     use super::*;
     use crate::store::StateDb;
     use crate::trust::Gate;
@@ -255,7 +305,8 @@ mod tests {
                 Duration::from_millis(250),
                 Vec::new(),
                 None,
-            ),
+            )
+            .unwrap(),
             cache,
             identity: Identity::load_or_create(&dir.join("state")).unwrap(),
             p2p: None,

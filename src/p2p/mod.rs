@@ -20,6 +20,7 @@
 //! chunks in bulk). [`peers`] is what we know of each peer; [`announce`] keeps the DHT's provider
 //! records in step with the publication events.
 
+pub mod admission;
 mod announce;
 pub mod bitswap;
 pub mod blocks;
@@ -128,6 +129,7 @@ pub struct Behaviour {
     pub upnp: Toggle<upnp::tokio::Behaviour>,
     pub limits: connection_limits::Behaviour,
     pub memory: memory_connection_limits::Behaviour,
+    pub admission: admission::Behaviour,
 }
 
 /// A random number (have-summary epochs and seeds, the order peers are asked in): not a secret.
@@ -141,7 +143,13 @@ pub(crate) fn random_u64() -> u64 {
 /// what a flood of dials can make us hold.
 const MAX_CONNECTIONS: u32 = 512;
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
-const MAX_PENDING_INCOMING: u32 = 64;
+/// Inbound connections in their handshake at once, from everyone; one address or network gets a
+/// small share of it ([`admission`]).
+const MAX_PENDING_INCOMING: u32 = 256;
+/// A connection's transport handshake (TCP + noise + yamux, or QUIC) at most: a LAN or WAN peer
+/// needs a few round trips; an idle socket holds its pending slot no longer than this (libp2p's
+/// default is 10 s).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// New connections are refused while the process holds more than this: the daemon runs at
 /// 25–90 MiB (measured), so 1 GiB means something is wrong, and more peers would make it worse.
 const MAX_PROCESS_MEMORY: usize = 1 << 30;
@@ -252,10 +260,12 @@ pub fn start(
                         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
                 ),
                 memory: memory_connection_limits::Behaviour::with_max_bytes(MAX_PROCESS_MEMORY),
+                admission: admission::Behaviour::default(),
             }
         })
         .map_err(|e| boxed(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+        .with_connection_timeout(HANDSHAKE_TIMEOUT)
         .build();
     for addr in &cfg.listen {
         swarm.listen_on(addr.clone()).map_err(|source| P2pError::Listen { addr: addr.clone(), source })?;

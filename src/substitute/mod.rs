@@ -68,16 +68,16 @@ impl Substituter {
         lookup_timeout: Duration,
         fallbacks: Vec<Fallback>,
         tracker: Option<Arc<crate::tracker::client::TrackerClient>>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    ) -> Result<Arc<Self>, crate::remote::RemoteError> {
+        Ok(Arc::new(Self {
             tracker,
             accepted: accepted::Accepted::new(cache.state_arc()),
             cache,
-            sources: sources::Sources::new(node, fallbacks),
+            sources: sources::Sources::new(node, fallbacks)?,
             lookup_timeout,
             inflight: Mutex::new(HashMap::new()),
             activity: activity::Activity::default(),
-        })
+        }))
     }
 
     pub fn fallbacks(&self) -> &[Fallback] {

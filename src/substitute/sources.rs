@@ -102,14 +102,8 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub fn new(node: Option<Node>, fallbacks: Vec<Fallback>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(BLOCK_TIMEOUT)
-            .connect_timeout(Duration::from_secs(3))
-            .user_agent(concat!("peerix/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        Self { node, fallbacks, http }
+    pub fn new(node: Option<Node>, fallbacks: Vec<Fallback>) -> Result<Self, crate::remote::RemoteError> {
+        Ok(Self { node, fallbacks, http: crate::remote::client(BLOCK_TIMEOUT)? })
     }
 
     /// `cids` from `source`, in order, each checked against its CID.
@@ -157,20 +151,17 @@ impl Sources {
             Fallback::Kubo(url) => self.http.post(format!("{url}/api/v0/block/get?arg={cid}")),
         };
         let failed = |e: reqwest::Error| SourceError::Failed(crate::http::error_chain(&e));
-        let mut resp = request.send().await.map_err(failed)?;
+        let resp = request.send().await.map_err(failed)?;
         match resp.status() {
             reqwest::StatusCode::OK => {}
             reqwest::StatusCode::NOT_FOUND => return Err(SourceError::Missing(cid)),
             // kubo answers a missing block with 500 and a JSON error.
             s => return Err(SourceError::Failed(format!("HTTP {s}"))),
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
-            if body.len() + chunk.len() > MAX_BLOCK {
-                return Err(SourceError::BadBlock(cid));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = crate::remote::read_capped(resp, MAX_BLOCK).await.map_err(|e| match e {
+            crate::remote::RemoteError::TooLarge(_) => SourceError::BadBlock(cid),
+            other => SourceError::Failed(other.to_string()),
+        })?;
         if !ipld::verify(&cid, &body) {
             return Err(SourceError::BadBlock(cid));
         }

@@ -16,14 +16,13 @@ use serde_json::{Value, json};
 
 use super::Tracker;
 use super::db::Refused;
+use super::wire::MAX_PATHS;
 use super::wire::{Accepted, Announcement, Providers, Signed, WireError};
 use crate::nix::store_path::StoreHash;
 use crate::store::now_secs;
 
 /// An announcement's timestamp may be this far from the tracker's clock (either way).
 pub const CLOCK_SKEW_SECS: i64 = 300;
-/// Paths one peer may share: a large NixOS workstation holds ~60 000 store paths.
-pub const MAX_PATHS: usize = 200_000;
 const MAX_ADDRS: usize = 16;
 const MAX_ADDR_LEN: usize = 256;
 /// Providers one lookup returns: the transfer needs a few good ones, not all.
@@ -113,6 +112,9 @@ pub async fn announce(
                     held.map_or("none".into(), |g| g.to_string())
                 )),
                 Refused::TooManyPaths { limit } => TrackerError::TooLarge(format!("more than {limit} paths")),
+                Refused::Older { held } => TrackerError::Conflict(format!(
+                    "older than the announcement the tracker holds (timestamp {held}): it would roll the record back"
+                )),
             })
         }
     }
@@ -126,8 +128,9 @@ fn check(body: &[u8]) -> Result<Announcement, TrackerError> {
         WireError::BadSignature => TrackerError::Forbidden("signature does not verify under the peer id's key"),
         other => TrackerError::BadRequest(other.to_string()),
     })?;
-    let skew = now_secs() - a.timestamp;
-    if skew.abs() > CLOCK_SKEW_SECS {
+    // Checked: a timestamp near i64::MIN made `now - ts` wrap and pass as "no skew".
+    let skew = now_secs().checked_sub(a.timestamp).unwrap_or(i64::MAX);
+    if skew.unsigned_abs() > CLOCK_SKEW_SECS as u64 {
         return Err(TrackerError::BadRequest(format!(
             "stale timestamp: {} s from the tracker's clock (at most {CLOCK_SKEW_SECS})",
             skew
@@ -229,6 +232,33 @@ pub async fn health(State(t): State<Arc<Tracker>>) -> Response {
     }
 }
 
+/// True when `addr` could be the address of a peer whose announcement came from `observed`: its
+/// IP is the one the announcement came from (any port: NATs map them), or a private or loopback
+/// one (a LAN address, shown only to requesters inside that range, see [`visible_to`]), or it is
+/// a relayed (`/p2p-circuit`) address, which is dialled through the relay's libp2p handshake. A
+/// public IP other than the sender's, or a DNS name (resolving anywhere), is dropped: otherwise a
+/// record could send every peer that looks up a path to dial a victim. Announcements seen from
+/// loopback (the tracker's own machine: tests, a local reverse proxy without `--trust-proxy`)
+/// cannot be checked and keep every address.
+pub fn consistent(addr: &str, observed: IpAddr) -> bool {
+    if observed.is_loopback() {
+        return true;
+    }
+    let Ok(addr) = addr.parse::<Multiaddr>() else { return false };
+    if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+        return true;
+    }
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => {
+            IpAddr::V4(ip) == observed || ip.is_loopback() || private_range(IpAddr::V4(ip)).is_some()
+        }
+        Some(Protocol::Ip6(ip)) => {
+            IpAddr::V6(ip) == observed || ip.is_loopback() || private_range(IpAddr::V6(ip)).is_some()
+        }
+        _ => false,
+    }
+}
+
 /// True when `requester` may see `addr`: public addresses (and names) to everyone; loopback ones
 /// to loopback requesters; private-range ones (RFC 1918, CGNAT, link-local, ULA) only to
 /// requesters in the same range, who can reach them — to anyone else they say only what a LAN
@@ -291,5 +321,22 @@ mod tests {
         assert!(visible_to("/ip6/fd00::1/tcp/1", ip("fd12::7")));
         assert!(!visible_to("/ip4/100.64.3.3/tcp/1", ip("198.51.100.1")));
         assert!(!visible_to("not a multiaddr", ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn a_record_keeps_only_addresses_its_sender_could_have() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let from = ip("198.51.100.7");
+        assert!(consistent("/ip4/198.51.100.7/tcp/12306", from));
+        assert!(consistent("/ip4/198.51.100.7/udp/4001/quic-v1", from));
+        assert!(consistent("/ip4/192.168.1.20/tcp/12306", from), "its LAN address");
+        assert!(!consistent("/ip4/203.0.113.80/tcp/80", from), "a victim's public address");
+        assert!(!consistent("/dns4/victim.example/tcp/80", from));
+        assert!(consistent(
+            "/ip4/203.0.113.1/tcp/12307/p2p/12D3KooWGmRVtpjRBm2Z2iv2mVNDf8uVYwobtkj3q6mRV6bAfjkP/p2p-circuit",
+            from
+        ));
+        assert!(consistent("/ip4/203.0.113.80/tcp/80", ip("127.0.0.1")), "seen from loopback: not checkable");
+        assert!(!consistent("garbage", from));
     }
 }

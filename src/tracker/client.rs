@@ -20,6 +20,7 @@ use super::wire::{Accepted, Announcement, Provider, Providers, Signed};
 use crate::local_cache::LocalCache;
 use crate::nix::store_path::StoreHash;
 use crate::publications::Publication;
+use crate::remote::read_capped;
 
 /// How often pending changes go out (and the announcer looks at the time).
 const TICK: Duration = Duration::from_secs(2);
@@ -49,12 +50,8 @@ pub struct TrackerClient {
 }
 
 impl TrackerClient {
-    pub fn new(url: &str, key: Keypair) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(REQUEST_TIMEOUT)
-            .pool_max_idle_per_host(4)
-            .build()?;
+    pub fn new(url: &str, key: Keypair) -> Result<Self, crate::remote::RemoteError> {
+        let http = crate::remote::client(REQUEST_TIMEOUT)?;
         let peer_id = key.public().to_peer_id();
         Ok(Self { base: url.trim_end_matches('/').to_owned(), http, key, peer_id })
     }
@@ -84,17 +81,11 @@ impl TrackerClient {
 
     async fn fetch_providers(&self, hash: &StoreHash) -> Result<Vec<Provider>, String> {
         let url = format!("{}/v1/providers/{}", self.base, hash.as_str());
-        let mut resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-            if body.len() + chunk.len() > MAX_ANSWER {
-                return Err("answer too large".into());
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_capped(resp, MAX_ANSWER).await.map_err(|e| e.to_string())?;
         let answer: Providers = serde_json::from_slice(&body).map_err(|e| format!("malformed answer: {e}"))?;
         Ok(answer.providers)
     }
@@ -105,7 +96,7 @@ impl TrackerClient {
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
-        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        let body = read_capped(resp, MAX_ANSWER).await.map_err(|e| e.to_string())?;
         let status: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
         Ok(status["multiaddrs"]
             .as_array()
@@ -124,7 +115,10 @@ impl TrackerClient {
             .await
             .map_err(|e| SendError::Unreachable(crate::http::error_chain(&e)))?;
         let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
+        let text = match read_capped(resp, MAX_ANSWER).await {
+            Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+            Err(e) => return Err(SendError::Unreachable(format!("HTTP {status}: {e}"))),
+        };
         match status.as_u16() {
             200 => serde_json::from_str(&text).map_err(|e| SendError::Refused(format!("malformed answer: {e}"))),
             409 if text.contains("full announcement") => Err(SendError::Resync),
@@ -253,7 +247,14 @@ pub async fn announce_forever(
                     continue;
                 };
                 let mut a = client.announcement(&addrs, 1);
-                a.full = Some(paths.into_iter().take(super::api::MAX_PATHS).collect());
+                if paths.len() > super::wire::MAX_PATHS {
+                    warn!(
+                        paths = paths.len(),
+                        announced = super::wire::MAX_PATHS,
+                        "more published paths than a tracker record holds; announcing the first ones only"
+                    );
+                }
+                a.full = Some(paths.into_iter().take(super::wire::MAX_PATHS).collect());
                 (a, (BTreeSet::new(), BTreeSet::new()))
             }
             Some(g) => {

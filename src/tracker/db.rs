@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS peers (
     generation INTEGER NOT NULL,
     paths INTEGER NOT NULL,
     first_seen INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL
+    last_seen INTEGER NOT NULL,
+    announced_at INTEGER NOT NULL DEFAULT 0  -- the signed timestamp of the newest announcement
 );
 CREATE TABLE IF NOT EXISTS paths (
     hash TEXT NOT NULL,
@@ -59,7 +60,18 @@ pub enum Refused {
     TooManyPaths {
         limit: usize,
     },
+    /// Older than the announcement the record holds: applying it would roll the record back.
+    Older {
+        held: i64,
+    },
 }
+
+/// Candidates a provider lookup considers: the oldest-lived records first, so a flood of fresh
+/// keys is read past, never instead of, the long-lived holders.
+const CANDIDATES: usize = 1024;
+/// Records one source address (an IPv4 /24, an IPv6 /48) may fill in one answer: 20 Sybil keys
+/// from one host pushed the one honest provider out of the answer.
+const PER_SOURCE: usize = 2;
 
 pub struct TrackerDb {
     /// The one writer (announcements, expiry).
@@ -86,6 +98,12 @@ impl TrackerDb {
         let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // A tracker DB from before `announced_at`: add it (records are soft state; 0 = unknown).
+        let has: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('peers') WHERE name = 'announced_at'")?.exists([])?;
+        if !has {
+            conn.execute_batch("ALTER TABLE peers ADD COLUMN announced_at INTEGER NOT NULL DEFAULT 0;")?;
+        }
         conn.execute_batch("PRAGMA foreign_keys = ON;")?;
         Ok(Self { conn: Mutex::new(conn), readers: Mutex::new(Vec::new()), path })
     }
@@ -135,11 +153,17 @@ impl TrackerDb {
             if fresh == 0 {
                 return Ok(Err(Refused::Replayed));
             }
-            let held: Option<(u64, usize)> = tx
-                .query_row("SELECT generation, paths FROM peers WHERE peer_id = ?1", [&a.peer_id], |r| {
-                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize))
+            let held: Option<(u64, usize, i64)> = tx
+                .query_row("SELECT generation, paths, announced_at FROM peers WHERE peer_id = ?1", [&a.peer_id], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize, r.get::<_, i64>(2)?))
                 })
                 .optional()?;
+            if let Some((_, _, at)) = held
+                && a.timestamp < at
+            {
+                return Ok(Err(Refused::Older { held: at }));
+            }
+            let held = held.map(|(g, n, _)| (g, n));
             let count = match (&a.full, held) {
                 (Some(full), _) => {
                     if full.len() > max_paths {
@@ -185,16 +209,22 @@ impl TrackerDb {
         })
     }
 
-    /// Up to `limit` live peers sharing `hash`, freshest first.
+    /// Up to `limit` live peers sharing `hash`: a sample an attacker cannot fill. At most
+    /// [`PER_SOURCE`] records per source network; half the answer the longest-lived records (an
+    /// honest holder has been announcing for longer than keys made for an attack), the other half
+    /// drawn at random from the rest (so new honest peers are found too, and no fixed set of
+    /// fresh keys decides the answer).
     pub fn providers(&self, hash: &str, live_since: i64, limit: usize) -> Result<Vec<Provider>, DbError> {
-        self.read(|conn| {
+        let candidates: Vec<(Provider, String)> = self.read(|conn| {
             let mut q = conn.prepare_cached(
-                "SELECT p.peer_id, p.addrs, p.last_seen FROM paths h JOIN peers p ON p.peer_id = h.peer_id \
-                 WHERE h.hash = ?1 AND p.last_seen >= ?2 ORDER BY p.last_seen DESC LIMIT ?3",
+                "SELECT p.peer_id, p.addrs, p.last_seen, p.observed_ip FROM paths h \
+                 JOIN peers p ON p.peer_id = h.peer_id \
+                 WHERE h.hash = ?1 AND p.last_seen >= ?2 ORDER BY p.first_seen ASC, p.peer_id LIMIT ?3",
             )?;
-            let rows = q.query_map(params![hash, live_since, limit as i64], provider)?;
+            let rows = q.query_map(params![hash, live_since, CANDIDATES as i64], |r| Ok((provider(r)?, r.get(3)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
+        })?;
+        Ok(sample(candidates, limit))
     }
 
     /// Up to `limit` live peers (freshest first) with how many paths each shares.
@@ -246,17 +276,118 @@ fn upsert_peer(
     now: i64,
     paths: usize,
 ) -> rusqlite::Result<usize> {
-    let addrs = serde_json::to_string(&a.addrs).unwrap_or_else(|_| "[]".into());
+    // Only addresses that could be the announcer's own (a record names where its peer is, not
+    // where an attacker wants other peers to dial).
+    let own: Vec<&String> = a.addrs.iter().filter(|addr| super::api::consistent(addr, observed)).collect();
+    let addrs = serde_json::to_string(&own).unwrap_or_else(|_| "[]".into());
     tx.prepare_cached(
-        "INSERT INTO peers (peer_id, addrs, observed_ip, generation, paths, first_seen, last_seen) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+        "INSERT INTO peers (peer_id, addrs, observed_ip, generation, paths, first_seen, last_seen, announced_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) \
          ON CONFLICT(peer_id) DO UPDATE SET addrs = excluded.addrs, observed_ip = excluded.observed_ip, \
-           generation = excluded.generation, last_seen = excluded.last_seen",
+           generation = excluded.generation, last_seen = excluded.last_seen, announced_at = excluded.announced_at",
     )?
-    .execute(params![a.peer_id, addrs, observed.to_string(), a.generation as i64, paths as i64, now])
+    .execute(params![a.peer_id, addrs, observed.to_string(), a.generation as i64, paths as i64, now, a.timestamp])
+}
+
+/// See [`TrackerDb::providers`]: `candidates` are oldest-lived first.
+fn sample(candidates: Vec<(Provider, String)>, limit: usize) -> Vec<Provider> {
+    let mut per_source: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let eligible: Vec<Provider> = candidates
+        .into_iter()
+        .filter(|(p, ip)| {
+            // Loopback is this machine (tests, a fleet on one host, a proxy without
+            // --trust-proxy): every peer there counts as its own source.
+            let key = match ip.parse::<IpAddr>() {
+                Ok(a) if a.is_loopback() => p.peer_id.clone(),
+                _ => source_network(ip),
+            };
+            let n = per_source.entry(key).or_default();
+            *n += 1;
+            *n <= PER_SOURCE
+        })
+        .map(|(p, _)| p)
+        .collect();
+    let senior = limit.div_ceil(2).min(eligible.len());
+    let mut rest = eligible;
+    let mut out: Vec<Provider> = rest.drain(..senior).collect();
+    while out.len() < limit && !rest.is_empty() {
+        let i = (crate::p2p::random_u64() % rest.len() as u64) as usize;
+        out.push(rest.swap_remove(i));
+    }
+    out
+}
+
+/// The network a source address stands for when records are counted per source: an IPv4 /24 or
+/// an IPv6 /48 (what one host or one customer of a provider can hold).
+fn source_network(ip: &str) -> String {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        Ok(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+        Err(_) => ip.to_owned(),
+    }
 }
 
 fn provider(r: &rusqlite::Row<'_>) -> rusqlite::Result<Provider> {
     let addrs: String = r.get(1)?;
     Ok(Provider { peer_id: r.get(0)?, addrs: serde_json::from_str(&addrs).unwrap_or_default(), last_seen: r.get(2)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(id: usize) -> Provider {
+        Provider { peer_id: format!("peer-{id}"), addrs: Vec::new(), last_seen: 0 }
+    }
+
+    #[test]
+    fn sybils_from_one_network_cannot_push_the_long_lived_holder_out() {
+        // The honest holder announced first (from its own address); 40 fresh keys from one /24.
+        let mut candidates = vec![(p(0), "198.51.100.7".to_owned())];
+        candidates.extend((1..=40).map(|i| (p(i), format!("203.0.113.{i}"))));
+        for _ in 0..50 {
+            let got = sample(candidates.clone(), 20);
+            assert_eq!(got[0].peer_id, "peer-0", "the long-lived record is always in");
+            assert_eq!(got.len(), 1 + PER_SOURCE, "the /24 fills at most {PER_SOURCE} places");
+        }
+        // Many honest sources: half the answer by seniority, the rest drawn from the others.
+        let many: Vec<_> = (0..100).map(|i| (p(i), format!("10.0.{i}.1"))).collect();
+        let got = sample(many.clone(), 20);
+        assert_eq!(got.len(), 20);
+        assert!((0..10).all(|i| got[i].peer_id == format!("peer-{i}")));
+        let draws: std::collections::HashSet<String> =
+            (0..20).flat_map(|_| sample(many.clone(), 20).into_iter().skip(10).map(|p| p.peer_id)).collect();
+        assert!(draws.len() > 30, "the other half varies: {}", draws.len());
+    }
+
+    #[test]
+    fn an_older_announcement_does_not_roll_a_record_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TrackerDb::open(dir.path()).unwrap();
+        let ann = |ts: i64, nonce: &str, paths: &[&str]| Announcement {
+            peer_id: "12D3KooWGmRVtpjRBm2Z2iv2mVNDf8uVYwobtkj3q6mRV6bAfjkP".into(),
+            addrs: vec!["/ip4/198.51.100.7/tcp/1".into(), "/ip4/203.0.113.80/tcp/80".into()],
+            timestamp: ts,
+            nonce: nonce.into(),
+            generation: 1,
+            base: None,
+            full: Some(paths.iter().map(|s| s.to_string()).collect()),
+            add: Vec::new(),
+            remove: Vec::new(),
+        };
+        let from: IpAddr = "198.51.100.7".parse().unwrap();
+        let new = ann(2000, "aa", &["0c6kzph7l0dcbfmjap64f0czdafn3b7x"]);
+        assert_eq!(db.apply(&new, from, 2000, 10).unwrap(), Ok(1));
+        let old = ann(1000, "bb", &[]);
+        assert_eq!(db.apply(&old, from, 2001, 10).unwrap(), Err(Refused::Older { held: 2000 }));
+        let found = db.providers("0c6kzph7l0dcbfmjap64f0czdafn3b7x", 0, 20).unwrap();
+        assert_eq!(found.len(), 1, "the record still lists the path");
+        assert_eq!(found[0].addrs, vec!["/ip4/198.51.100.7/tcp/1".to_owned()], "the victim's address was dropped");
+    }
 }

@@ -34,8 +34,6 @@ use tracing::{info, warn};
 use self::db::TrackerDb;
 use self::limits::Rate;
 
-/// An announcement body at most: 200 000 hash32s in JSON are ~7 MB.
-pub const MAX_BODY: usize = 8 << 20;
 /// How often expired records are deleted (lookups already skip them).
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
@@ -165,6 +163,9 @@ pub fn router(tracker: Arc<Tracker>) -> Router {
         .route("/health", get(api::health))
         .route("/metrics", get(metrics))
         .fallback(|| async { api::TrackerError::BadRequest("no such resource".into()) })
+        // axum's own default (2 MiB) refused announcements of more than ~56 000 paths while the
+        // HTTP layer and the docs allowed 8 MiB: one limit, ours.
+        .layer(axum::extract::DefaultBodyLimit::max(wire::MAX_ANNOUNCEMENT_BYTES))
         .with_state(tracker)
 }
 
@@ -202,7 +203,7 @@ pub async fn run(cfg: TrackerConfig, shutdown: CancellationToken) -> anyhow::Res
             }
         }
     });
-    crate::http::serve(listener, router(tracker), shutdown, MAX_BODY).await;
+    crate::http::serve(listener, router(tracker), shutdown, wire::MAX_ANNOUNCEMENT_BYTES).await;
     info!("tracker stopped");
     Ok(())
 }

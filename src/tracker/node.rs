@@ -35,6 +35,8 @@ struct Behaviour {
     autonat: autonat::Behaviour,
     autonat_v2: autonat::v2::server::Behaviour,
     limits: connection_limits::Behaviour,
+    /// One address or network gets a small share of the pending slots (the daemon's rule).
+    admission: crate::p2p::admission::Behaviour,
 }
 
 /// The node's addresses (`…/p2p/<id>`) as `/v1/status` lists them.
@@ -82,11 +84,13 @@ pub fn start(cfg: NodeConfig, key: libp2p::identity::Keypair, shutdown: Cancella
                     connection_limits::ConnectionLimits::default()
                         .with_max_established(Some(4096))
                         .with_max_established_per_peer(Some(4))
-                        .with_max_pending_incoming(Some(256)),
+                        .with_max_pending_incoming(Some(1024)),
                 ),
+                admission: crate::p2p::admission::Behaviour::default(),
             }
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .with_connection_timeout(Duration::from_secs(5))
         .build();
     for addr in &cfg.listen {
         swarm.listen_on(addr.clone())?;

@@ -14,6 +14,14 @@ use libp2p::PeerId;
 use libp2p::identity::{Keypair, PublicKey};
 use serde::{Deserialize, Serialize};
 
+/// The limits of an announcement, one set for the server (its HTTP body cap and its checks), the
+/// client (which announces at most [`MAX_PATHS`] and says so when it holds more) and the README.
+/// Paths one peer may share: a large NixOS workstation holds ~60 000 store paths.
+pub const MAX_PATHS: usize = 200_000;
+/// An announcement body at most: [`MAX_PATHS`] hash32s are ~7.4 MB as a signed payload (each an
+/// escaped JSON string of 37 bytes), checked by a test.
+pub const MAX_ANNOUNCEMENT_BYTES: usize = 8 << 20;
+
 /// Signed before the payload, so a signature made for anything else never verifies here.
 const DOMAIN: &[u8] = b"peerix-tracker-announce-v1\n";
 
@@ -119,6 +127,26 @@ fn public_key(peer: &PeerId) -> Option<PublicKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_announcement_fits_the_body_limit() {
+        let key = Keypair::generate_ed25519();
+        let a = Announcement {
+            peer_id: key.public().to_peer_id().to_string(),
+            addrs: (0..16)
+                .map(|i| format!("/ip6/2001:db8::{i}/udp/12306/quic-v1/p2p/{}", key.public().to_peer_id()))
+                .collect(),
+            timestamp: i64::MAX,
+            nonce: "f".repeat(64),
+            generation: u64::MAX,
+            base: None,
+            full: Some((0..MAX_PATHS).map(|i| format!("{i:0>32}")).collect()),
+            add: Vec::new(),
+            remove: Vec::new(),
+        };
+        let body = serde_json::to_vec(&Signed::sign(&a, &key).unwrap()).unwrap();
+        assert!(body.len() <= MAX_ANNOUNCEMENT_BYTES, "{} > {MAX_ANNOUNCEMENT_BYTES}", body.len());
+    }
 
     fn announcement(peer: &PeerId) -> Announcement {
         Announcement {
