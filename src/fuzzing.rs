@@ -38,6 +38,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("narinfo_answer", narinfo_answer),
     ("range", range),
     ("config", config),
+    ("http", http_requests),
 ];
 
 /// Runs a future that reads from memory (it never waits).
@@ -153,4 +154,19 @@ pub fn config(data: &[u8]) {
     }
     let args = ServeArgs { state_dir: Some("/nonexistent".into()), ..Default::default() };
     let _ = ServeConfig::merge(args, file);
+}
+
+/// Bytes a client sends the HTTP server (request heads, chunked and fixed bodies, pipelined
+/// requests), read as a connection reads them, with the daemon's body cap and the tracker's: no
+/// panic, no body over its cap, at most one Host per request.
+pub fn http_requests(data: &[u8]) {
+    thread_local! {
+        static RT: tokio::runtime::Runtime =
+            tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    }
+    RT.with(|rt| {
+        for max_body in [crate::http::conn::MAX_BODY, 64 << 10] {
+            rt.block_on(crate::http::conn::read_all(data, max_body));
+        }
+    });
 }

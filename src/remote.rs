@@ -41,6 +41,16 @@ pub fn client(deadline: Duration) -> Result<reqwest::Client, RemoteError> {
         .map_err(|e| RemoteError::Setup(crate::http::error_chain(&e)))
 }
 
+/// A client for a body streamed as long as it keeps coming (`peerix fetch` of a NAR): a connect
+/// timeout, no whole-request deadline.
+pub fn streaming_client() -> Result<reqwest::Client, RemoteError> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(concat!("peerix/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| RemoteError::Setup(crate::http::error_chain(&e)))
+}
+
 /// The body of `resp`, refused as soon as it is known to exceed `cap` bytes (by its
 /// `Content-Length`, or while it arrives): never more than `cap` bytes are held.
 pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, RemoteError> {

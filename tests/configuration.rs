@@ -115,6 +115,8 @@ fn every_serve_flag_has_a_variable_a_toml_key_and_help() {
         ("no-p2p", "p2p", "true"),
         ("peer", "peers", "[]"),
         ("lookup-timeout", "lookup-timeout", "\"250ms\""),
+        ("prefetch-size", "prefetch-size", "\"64M\""),
+        ("prefetch-age", "prefetch-age", "\"30s\""),
         ("fallback", "fallbacks", "[]"),
         ("tracker", "tracker", "\"http://127.0.0.1:12305\""),
         ("relay", "relays", "[]"),

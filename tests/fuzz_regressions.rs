@@ -168,4 +168,25 @@ fn write_seeds() {
     let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let toml = readme.split("```toml").nth(1).and_then(|s| s.split("```").next()).expect("README has a TOML example");
     seed("config", "readme.toml", toml.as_bytes());
+
+    // What nix 2.8 sends (nix-client-here.md), pipelined; a control POST; chunked bodies; and the
+    // framing the server must refuse (hardening round 2).
+    let nix = "GET /nix-cache-info HTTP/1.1\r\nHost: 127.0.0.1:12304\r\nUser-Agent: curl/7.88.1 Nix/2.8.0\r\nAccept: */*\r\n\r\n\
+               HEAD /0c6kzph7l0dcbfmjap64f0czdafn3b7x.narinfo HTTP/1.1\r\nHost: 127.0.0.1:12304\r\nAccept: */*\r\n\r\n\
+               GET /nar/1xmr8jicvzszfzpz46g37mlpvbzjl2wpwvl2b05psipssyp1sm8h.nar HTTP/1.1\r\nHost: 127.0.0.1:12304\r\nRange: bytes=10-\r\n\r\n";
+    seed("http", "nix-pipelined", nix.as_bytes());
+    seed("http", "control", b"POST /api/index/pause HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+    seed("http", "chunked", b"POST /v1/announce HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n4;x=1\r\nabcd\r\n0\r\nTrailer: 1\r\n\r\nGET / HTTP/1.0\r\n\r\n");
+    seed(
+        "http",
+        "overflow",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n",
+    );
+    seed(
+        "http",
+        "cl-te",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    seed("http", "absolute", b"GET http://evil.example/api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    seed("http", "expect", b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello");
 }

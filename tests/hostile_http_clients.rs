@@ -131,3 +131,52 @@ async fn idle_sockets_from_one_local_process_cannot_lock_nix_out() {
     }
     drop(idle);
 }
+
+/// Bodies nobody asked for: the daemon refuses any over 1 KiB (its routes take none but a `{}`)
+/// before reading it; on the tracker, one address may have at most four announcements' worth of
+/// body bytes in flight, whatever it declares and then withholds.
+#[tokio::test(flavor = "multi_thread")]
+async fn declared_bodies_are_refused_or_held_within_the_address_budget() {
+    let w = Work::new();
+    let d = Daemon::start(&w.path("d"), &[]);
+    let head = |host: &SocketAddr, len: usize| {
+        format!(
+            "POST /api/index/pause HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    let (answer, closed) = exchange(d.addr, head(&d.addr, 1 << 20).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413 ") && closed, "{answer}");
+
+    let t = start_tracker(&w.path("t"), &[]);
+    let announce = format!("POST /v1/announce HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{{", t.addr, 8 << 20);
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+        s.write_all(announce.as_bytes()).await.unwrap();
+        stalled.push(s);
+    }
+    // A complete one-byte body: refused (429) once the four hold the address's whole budget,
+    // answered (400, not JSON) while they do not.
+    let probe = announce.replace("Content-Length: 8388608", "Content-Length: 1");
+    let refused = || async { exchange(t.addr, probe.as_bytes()).await.0.starts_with("HTTP/1.1 429 ") };
+    poll_until_async("the four stalled bodies hold the budget", || async { refused().await.then_some(()) }).await;
+    let (answer, closed) = exchange(t.addr, announce.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 429 ") && closed, "a fifth 8 MiB body: {answer}");
+    drop(stalled);
+    // Their budget comes back when they go.
+    poll_until_async("the budget comes back", || async { (!refused().await).then_some(()) }).await;
+}
+
+async fn poll_until_async<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<()>>,
+{
+    for _ in 0..100 {
+        if f().await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never: {what}");
+}

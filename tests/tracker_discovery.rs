@@ -1,6 +1,7 @@
 //! Peers that share no LAN find each other through the tracker alone — no mDNS, no `--peer`, no
 //! DHT bootstrap — and nix on one substitutes a closure only the other holds, byte for byte; and a
-//! tracker that hangs or answers garbage costs a lookup no more than its deadline.
+//! tracker that hangs, answers garbage or streams without end costs a lookup no more than its
+//! deadline, and the daemon's memory no more than an answer's cap.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -80,7 +81,25 @@ async fn a_hung_or_lying_tracker_costs_a_lookup_its_deadline_at_most() {
             });
         }
     });
-    for (name, url) in [("hung", hung_url), ("liar", liar_url)] {
+    // A tracker that answers every request with an endless body (it took the daemon to 2.3 GiB).
+    let flood = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let flood_url = format!("http://{}", flood.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = flood.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n[").await;
+                let junk = vec![b'9'; 1 << 20];
+                for _ in 0..4096 {
+                    if s.write_all(&junk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    for (name, url) in [("hung", hung_url), ("liar", liar_url), ("flood", flood_url)] {
         let d = tracked(&w, name, &w.path("nothing"), &pk, &url, &["--lookup-timeout", "300ms"]);
         for i in 0..3 {
             let t0 = Instant::now();
@@ -90,5 +109,9 @@ async fn a_hung_or_lying_tracker_costs_a_lookup_its_deadline_at_most() {
             assert!(took < Duration::from_millis(1500), "{name}: a miss took {took:?}");
         }
         assert_eq!(get(&format!("{}/nix-cache-info", d.url)).await.status, 200);
+        let rss = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+        let kb: u64 =
+            rss.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(kb < 256 << 10, "{name}: the daemon's peak RSS reached {kb} kB");
     }
 }

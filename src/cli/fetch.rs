@@ -10,14 +10,17 @@ pub async fn fetch(base: &str, cid: &str, output: Option<&Path>) -> anyhow::Resu
     let cid: cid::Cid = cid.parse().with_context(|| format!("{cid} is not a CID"))?;
     let url = format!("{}/api/v0/cat?arg={cid}", base.trim_end_matches('/'));
     let started = Instant::now();
-    let mut resp = reqwest::Client::new()
+    // No whole-request deadline: a NAR may take minutes; the daemon bounds the wait for its first
+    // bytes itself.
+    let mut resp = peerix::remote::streaming_client()?
         .post(&url)
         .send()
         .await
         .with_context(|| format!("cannot reach {url} (is `peerix serve` running?)"))?;
     if !resp.status().is_success() {
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
+        let body = String::from_utf8_lossy(&peerix::remote::read_capped(resp, 64 << 10).await.unwrap_or_default())
+            .into_owned();
         let message = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v["Message"].as_str().map(str::to_owned))

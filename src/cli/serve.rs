@@ -47,9 +47,15 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let substituter =
-        Substituter::new(cache.clone(), p2p.clone(), cfg.lookup_timeout, cfg.fallbacks.clone(), tracker.clone())
-            .context("cannot set up the HTTP client for fallbacks")?;
+    let substituter = Substituter::new(
+        cache.clone(),
+        p2p.clone(),
+        cfg.lookup_timeout,
+        cfg.fallbacks.clone(),
+        tracker.clone(),
+        cfg.prefetch,
+    )
+    .context("cannot set up the HTTP client for fallbacks")?;
     if let (Some(tracker), Some(node)) = (tracker, &p2p) {
         info!(tracker = tracker.url(), "announcing to the tracker");
         tokio::spawn(announce_forever(tracker, cache.clone(), node.client.clone(), shutdown.clone()));

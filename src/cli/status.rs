@@ -8,10 +8,15 @@ use serde_json::Value;
 
 use peerix::nix::store_path::StorePath;
 
+/// A status answer at most (hundreds of peers and transfers are ~1 MiB of JSON).
+const MAX_STATUS: usize = 16 << 20;
+
 async fn fetch(url: &str) -> anyhow::Result<Value> {
-    let resp = reqwest::get(url).await.with_context(|| format!("cannot reach {url} (is `peerix serve` running?)"))?;
+    let http = peerix::remote::client(std::time::Duration::from_secs(30))?;
+    let resp =
+        http.get(url).send().await.with_context(|| format!("cannot reach {url} (is `peerix serve` running?)"))?;
     let status = resp.status();
-    let text = resp.text().await?;
+    let text = String::from_utf8_lossy(&peerix::remote::read_capped(resp, MAX_STATUS).await?).into_owned();
     anyhow::ensure!(status.is_success(), "{url}: HTTP {status}: {}", text.trim());
     Ok(serde_json::from_str(&text)?)
 }

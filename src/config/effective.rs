@@ -39,6 +39,8 @@ impl ServeConfig {
             p2p: Some(p2p.is_some()),
             peers: p2p.and_then(|p| strings(&p.peers)),
             lookup_timeout: Some(format!("{}ms", self.lookup_timeout.as_millis())),
+            prefetch_size: Some(self.prefetch.bytes.to_string()),
+            prefetch_age: Some(format!("{}ms", self.prefetch.age.as_millis())),
             fallbacks: Some(self.fallbacks.iter().map(Fallback::to_config).collect()),
             tracker: self.tracker.clone(),
             relays: p2p.and_then(|p| strings(&p.relays)),

@@ -188,6 +188,16 @@ pub struct ServeArgs {
     #[arg(long, env = "PEERIX_LOOKUP_TIMEOUT", value_name = "DURATION")]
     pub lookup_timeout: Option<String>,
 
+    /// Memory for NARs fetched from peers before nix asks for them, e.g. 64M, or 0 to turn
+    /// prefetch off [default: 64M]. nix asks a closure's narinfos before its NARs: each accepted
+    /// narinfo's NAR (up to a quarter of this, at most 8M) is fetched and verified at once.
+    #[arg(long, env = "PEERIX_PREFETCH_SIZE", value_name = "BYTES")]
+    pub prefetch_size: Option<String>,
+
+    /// A prefetched NAR nix has not asked for within this is dropped, e.g. 30s [default: 30s].
+    #[arg(long, env = "PEERIX_PREFETCH_AGE", value_name = "DURATION")]
+    pub prefetch_age: Option<String>,
+
     /// Where to get blocks no peer delivers in time: a trustless gateway (http(s)://host:port, asked
     /// `/ipfs/<cid>?format=raw`) or a kubo RPC API (kubo+http://host:5001); repeatable, tried in
     /// order. Every block is checked against its CID.
@@ -235,6 +245,8 @@ pub struct FileConfig {
     pub p2p: Option<bool>,
     pub peers: Option<Vec<String>>,
     pub lookup_timeout: Option<String>,
+    pub prefetch_size: Option<String>,
+    pub prefetch_age: Option<String>,
     pub fallbacks: Option<Vec<String>>,
     pub tracker: Option<String>,
     pub relays: Option<Vec<String>>,
@@ -263,6 +275,7 @@ pub struct ServeConfig {
     pub p2p: Option<crate::p2p::Config>,
     /// Deadline of a narinfo lookup among peers.
     pub lookup_timeout: Duration,
+    pub prefetch: crate::substitute::PrefetchLimits,
     /// Block sources of last resort.
     pub fallbacks: Vec<crate::substitute::Fallback>,
     /// `--tracker`; `None` in lan mode and without an IPFS node.
@@ -272,6 +285,10 @@ pub struct ServeConfig {
 /// Nix caches a miss for an hour and asks about every path of a closure: a quarter second bounds
 /// what a peer that does not answer costs each path, while a peer on a LAN answers in ~1 ms.
 pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
+/// Prefetch buffer: a 400-path closure of mostly small NARs fits in a few tens of MiB.
+pub const DEFAULT_PREFETCH_SIZE: u64 = 64 << 20;
+/// nix fetches a closure's NARs within seconds of its narinfos.
+pub const DEFAULT_PREFETCH_AGE: Duration = Duration::from_secs(30);
 /// A config file is a few KiB; anything past 1 MiB is not one.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Indexer jobs at most: each holds a core and a 256 KiB read buffer while it runs (the indexer's
@@ -394,6 +411,16 @@ impl ServeConfig {
                 Some(t) => parse_duration(&t)?,
                 None => DEFAULT_LOOKUP_TIMEOUT,
             },
+            prefetch: crate::substitute::PrefetchLimits::new(
+                match args.prefetch_size.or(file.prefetch_size) {
+                    Some(s) => parse_size(&s)?,
+                    None => DEFAULT_PREFETCH_SIZE,
+                },
+                match args.prefetch_age.or(file.prefetch_age) {
+                    Some(t) => parse_duration(&t)?,
+                    None => DEFAULT_PREFETCH_AGE,
+                },
+            ),
             fallbacks: pick(args.fallbacks, file.fallbacks)
                 .unwrap_or_default()
                 .iter()

@@ -24,7 +24,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -139,8 +139,8 @@ struct Waits<'a, 'b> {
 
 /// Reads the next request (head and body). `Ok(None)`: the client closed or went idle too long,
 /// or the daemon is stopping, between requests.
-async fn read_request(
-    stream: &mut TcpStream,
+async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     peer: SocketAddr,
     first: bool,
@@ -245,8 +245,8 @@ fn parse_head(buf: &mut BytesMut, peer: SocketAddr) -> Result<Option<Incoming>, 
 }
 
 /// Reads the request body the headers announce (`Content-Length` or chunked), ≤ `max_body`.
-async fn read_body(
-    stream: &mut TcpStream,
+async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     version: Version,
     headers: &HeaderMap,
@@ -309,7 +309,12 @@ async fn read_body(
 }
 
 /// Reads until `buf` holds at least `n` bytes.
-async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, n: usize, until: Instant) -> Result<(), Refusal> {
+async fn fill<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    n: usize,
+    until: Instant,
+) -> Result<(), Refusal> {
     while buf.len() < n {
         match tokio::time::timeout_at(until, stream.read_buf(buf)).await {
             Ok(Ok(read)) if read > 0 => {}
@@ -321,7 +326,7 @@ async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, n: usize, until: Insta
 }
 
 /// Reads one CRLF-terminated line (without its CRLF) of a chunked body, ≤ [`MAX_CHUNK_LINE`].
-async fn read_line(stream: &mut TcpStream, buf: &mut BytesMut, until: Instant) -> Result<Bytes, Refusal> {
+async fn read_line<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, until: Instant) -> Result<Bytes, Refusal> {
     loop {
         if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
             if i > MAX_CHUNK_LINE {
@@ -336,6 +341,38 @@ async fn read_line(stream: &mut TcpStream, buf: &mut BytesMut, until: Instant) -
         }
         let want = buf.len() + 1;
         fill(stream, buf, want, until).await?;
+    }
+}
+
+/// Reads every request `data` holds, as a connection would (heads, bodies, pipelined requests),
+/// until the data ends or a request is refused; returns the requests read and the refusal's
+/// status. For the HTTP fuzz target ([`crate::fuzzing::http_requests`]); checks what must hold of
+/// each request read.
+pub async fn read_all(data: &[u8], max_body: usize) -> (usize, Option<StatusCode>) {
+    let (mut client, mut server) = tokio::io::duplex(data.len().max(64) + 64);
+    let _ = client.write_all(data).await;
+    drop(client.shutdown().await);
+    let peer: SocketAddr = ([192, 0, 2, 1], 1).into();
+    let limits = BodyLimits::new(max_body);
+    let timer = std::pin::pin!(tokio::time::sleep(HEADER_READ_TIMEOUT));
+    let never = CancellationToken::new();
+    let (stopping, evicted) = (std::pin::pin!(never.cancelled()), std::pin::pin!(never.cancelled()));
+    let mut waits = Waits { timer, shutdown: stopping, evicted };
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut read = 0;
+    loop {
+        match read_request(&mut server, &mut buf, peer, read == 0, &mut waits, &limits).await {
+            Ok(Some(incoming)) => {
+                read += 1;
+                let version = incoming.req.version();
+                assert!(version == Version::HTTP_10 || version == Version::HTTP_11);
+                assert!(incoming.req.headers().get_all(header::HOST).iter().count() <= 1, "one Host");
+                let body = axum::body::to_bytes(incoming.req.into_body(), usize::MAX).await.unwrap_or_default();
+                assert!(body.len() <= max_body, "a body over the cap was read");
+            }
+            Ok(None) | Err(Refusal::Close) => return (read, None),
+            Err(Refusal::Status(status, _)) => return (read, Some(status)),
+        }
     }
 }
 

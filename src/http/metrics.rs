@@ -163,6 +163,18 @@ impl Collector for Daemon {
             "metadata bytes of arrival DAGs waiting",
             app.cache.arrivals.held().1 as i64,
         )?;
+        let p = app.substituter.prefetch_counters();
+        counter(&mut e, "prefetch_started", "NARs fetched from peers before nix asked", n(&p.started))?;
+        counter(&mut e, "prefetch_hits", "NAR requests answered from the prefetch buffer", n(&p.hits))?;
+        counter(&mut e, "prefetch_skipped_full", "prefetches not started: the buffer was full", n(&p.skipped_full))?;
+        counter(&mut e, "prefetch_failed", "prefetches whose transfer failed", n(&p.failed))?;
+        counter(&mut e, "prefetch_expired", "prefetched NARs dropped unasked after the age cap", n(&p.expired))?;
+        gauge(
+            &mut e,
+            "prefetch_held_bytes",
+            "bytes held and reserved by the prefetch buffer",
+            n(&p.held_bytes) as i64,
+        )?;
         let s = &app.substituter.activity.counters;
         counter(&mut e, "narinfo_peer_hits", "narinfos answered from peers", n(&s.peer_hits))?;
         counter(&mut e, "fetched_from_peers_bytes", "NAR bytes received from peers", n(&s.bytes_from_peers))?;

@@ -305,6 +305,7 @@ mod tests {
                 Duration::from_millis(250),
                 Vec::new(),
                 None,
+                crate::substitute::PrefetchLimits::new(0, Duration::from_secs(1)),
             )
             .unwrap(),
             cache,

@@ -102,9 +102,13 @@ pub async fn get(
             }
         }
         NarSource::Local(local) => stream(app, local, window, zstd),
-        NarSource::Dag(nar) => match app.substituter.transfer(nar, window).await {
-            Some(pieces) => Body::from_stream(pieces),
-            None => return Err(ApiError::NotFound("no such NAR")),
+        NarSource::Dag(nar) => match app.substituter.prefetched(&nar.nar_hash).await {
+            // Fetched and verified while nix was still asking narinfos.
+            Some(whole) => Body::from(whole.slice(window.start as usize..window.end as usize)),
+            None => match app.substituter.transfer(nar, window).await {
+                Some(pieces) => Body::from_stream(pieces),
+                None => return Err(ApiError::NotFound("no such NAR")),
+            },
         },
     };
     resp.body(body).map_err(|_| ApiError::BadRequest("unrepresentable header"))

@@ -144,6 +144,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         "lookups": sub.activity.recent_lookups(),
         "transfers": sub.activity.transfers(),
         "fallbacks": sub.fallbacks().iter().map(|f| f.url().to_owned()).collect::<Vec<_>>(),
+        "prefetch": sub.prefetch_counters(),
     });
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -143,6 +143,9 @@ pub(crate) fn random_u64() -> u64 {
 /// what a flood of dials can make us hold.
 const MAX_CONNECTIONS: u32 = 512;
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Connections inbound ones can never take: room for the peers we dial ourselves (`--peer`
+/// peers, providers, the tracker's node), whatever connects to us.
+const OUTBOUND_RESERVE: u32 = 64;
 /// Inbound connections in their handshake at once, from everyone; one address or network gets a
 /// small share of it ([`admission`]).
 const MAX_PENDING_INCOMING: u32 = 256;
@@ -256,6 +259,7 @@ pub fn start(
                 limits: connection_limits::Behaviour::new(
                     connection_limits::ConnectionLimits::default()
                         .with_max_established(Some(MAX_CONNECTIONS))
+                        .with_max_established_incoming(Some(MAX_CONNECTIONS - OUTBOUND_RESERVE))
                         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
                         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
                 ),

@@ -46,6 +46,8 @@ impl Substituter {
         // trip when no summary lists it), so nix is not sent after a NAR nobody can deliver.
         if let Some(hit) = self.accepted.get(&hash) {
             if self.deliverable(&hit) {
+                // Asked again (a realisation after a dry run): its NAR is likely wanted next.
+                self.prefetch(&hit);
                 return Some(hit);
             }
             debug!(%hash, "no live source left for an accepted narinfo; looking it up again");
@@ -161,6 +163,7 @@ impl Substituter {
             info!(%hash, %peer, micros = started.elapsed().as_micros() as u64, "narinfo from peer");
             self.activity.lookup(hash.as_str(), Some(peer.to_string()), asked, started.elapsed().as_micros() as u64);
             self.accepted.insert(accepted.clone());
+            self.prefetch(&accepted);
             drop(tx);
             let (me, nar) = (self.clone(), accepted.clone());
             tokio::spawn(async move {

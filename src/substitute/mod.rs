@@ -16,10 +16,12 @@ pub mod accepted;
 pub mod activity;
 mod lookup;
 mod plan;
+pub mod prefetch;
 pub mod sources;
 mod transfer;
 
 pub use accepted::AcceptedNar;
+pub use prefetch::Limits as PrefetchLimits;
 pub use sources::Fallback;
 pub use transfer::UNIT_BYTES;
 
@@ -52,6 +54,8 @@ pub struct Substituter {
     pub activity: activity::Activity,
     /// `--tracker`: more candidates for a lookup, when the peers we know do not have the path.
     tracker: Option<Arc<crate::tracker::client::TrackerClient>>,
+    /// NARs fetched as their narinfos are accepted, before nix asks.
+    prefetch: prefetch::Prefetch,
 }
 
 /// A narinfo, and where it came from.
@@ -68,8 +72,10 @@ impl Substituter {
         lookup_timeout: Duration,
         fallbacks: Vec<Fallback>,
         tracker: Option<Arc<crate::tracker::client::TrackerClient>>,
+        prefetch: PrefetchLimits,
     ) -> Result<Arc<Self>, crate::remote::RemoteError> {
         Ok(Arc::new(Self {
+            prefetch: prefetch::Prefetch::new(prefetch),
             tracker,
             accepted: accepted::Accepted::new(cache.state_arc()),
             cache,

@@ -1,0 +1,211 @@
+//! Closure prefetch: a NAR fetched from peers as soon as its narinfo is accepted, before nix asks.
+//!
+//! nix asks the narinfos of a whole missing closure first and fetches the NARs after (25 at a
+//! time). Each NAR fetched on demand costs its transfer's fixed cost — a plan, unit requests, a
+//! verification — on nix's critical path. So when a lookup accepts a peer's narinfo, its NAR (if
+//! at most [`Limits::max_nar`]) is fetched in the background, verified like any transfer (every
+//! block against its CID, the whole against the NarHash), and kept in memory; the NAR request
+//! that follows is answered from there at once. A request that arrives while the prefetch runs
+//! waits for it instead of starting a second transfer.
+//!
+//! Bounded: the bytes held and in flight never exceed [`Limits::bytes`] (reserved before a fetch
+//! starts, so `nix-store -r --dry-run` of a closure larger than the buffer costs the buffer and no
+//! more), [`JOBS`] fetches run at once, and a NAR nix does not ask for within [`Limits::age`] is
+//! dropped. Each is used once: nix fetches a NAR once per realisation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::{BoxFuture, Shared};
+use futures_util::{FutureExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tracing::debug;
+
+use super::Substituter;
+use super::accepted::AcceptedNar;
+use crate::nix::hash::NarHash;
+
+/// Prefetches running at once: enough to keep two peers busy with small NARs, few enough that
+/// nix's own requests (up to 25) are not starved.
+const JOBS: usize = 4;
+
+/// `--prefetch-size` and `--prefetch-age`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes held and in flight at most; 0 turns prefetch off.
+    pub bytes: u64,
+    /// A NAR larger than this is not prefetched (nix streams it on demand, where the fixed cost
+    /// per NAR no longer matters): a quarter of the buffer, at most 8 MiB.
+    pub max_nar: u64,
+    /// A prefetched NAR nix has not asked for within this is dropped.
+    pub age: Duration,
+}
+
+impl Limits {
+    pub fn new(bytes: u64, age: Duration) -> Self {
+        Self { bytes, max_nar: (bytes / 4).min(8 << 20), age }
+    }
+}
+
+/// What prefetch did, for `/metrics` and `/api/status`.
+#[derive(Default, Serialize)]
+pub struct PrefetchCounters {
+    pub started: AtomicU64,
+    /// NAR requests answered from the buffer (or from a prefetch they waited for).
+    pub hits: AtomicU64,
+    /// Not started: the buffer was full.
+    pub skipped_full: AtomicU64,
+    /// Failed transfers (nix's request then fetches on demand).
+    pub failed: AtomicU64,
+    /// Dropped unasked after the age cap.
+    pub expired: AtomicU64,
+    /// Bytes held and reserved now.
+    pub held_bytes: AtomicU64,
+}
+
+type Fetch = Shared<BoxFuture<'static, Option<Bytes>>>;
+
+struct Entry {
+    fetch: Fetch,
+    size: u64,
+    /// Told apart from a later entry for the same NAR when the age timer fires.
+    generation: u64,
+}
+
+pub struct Prefetch {
+    limits: Limits,
+    entries: Mutex<(HashMap<NarHash, Entry>, u64)>,
+    jobs: Arc<Semaphore>,
+    pub counters: PrefetchCounters,
+}
+
+impl Prefetch {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            entries: Mutex::new((HashMap::new(), 0)),
+            jobs: Arc::new(Semaphore::new(JOBS)),
+            counters: PrefetchCounters::default(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<NarHash, Entry>, &mut u64) -> T) -> T {
+        let mut g = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, generation) = &mut *g;
+        f(map, generation)
+    }
+
+    /// Reserves room for `size` bytes; false when the buffer has none.
+    fn reserve(&self, size: u64) -> bool {
+        let held = &self.counters.held_bytes;
+        held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| (h + size <= self.limits.bytes).then_some(h + size))
+            .is_ok()
+    }
+
+    fn release(&self, size: u64) {
+        self.counters.held_bytes.fetch_sub(size, Ordering::AcqRel);
+    }
+
+    /// Removes the entry for `nar_hash` (if it is `generation`, when given) and gives back its bytes.
+    fn remove(&self, nar_hash: &NarHash, generation: Option<u64>) -> Option<Entry> {
+        let entry = self.with(|map, _| match map.get(nar_hash) {
+            Some(e) if generation.is_none_or(|g| g == e.generation) => map.remove(nar_hash),
+            _ => None,
+        })?;
+        self.release(entry.size);
+        Some(entry)
+    }
+}
+
+impl Substituter {
+    /// Starts fetching `nar` into the prefetch buffer, if it is small enough, not there yet, and
+    /// the buffer has room.
+    pub(super) fn prefetch(self: &Arc<Self>, nar: &Arc<AcceptedNar>) {
+        let p = &self.prefetch;
+        if p.limits.bytes == 0 || nar.nar_size > p.limits.max_nar || self.with_entry(&nar.nar_hash) {
+            return;
+        }
+        if !p.reserve(nar.nar_size) {
+            p.counters.skipped_full.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        p.counters.started.fetch_add(1, Ordering::Relaxed);
+        let (me, job, jobs) = (self.clone(), nar.clone(), p.jobs.clone());
+        let fetch: Fetch = async move {
+            let _permit = jobs.acquire_owned().await.ok()?;
+            let mut stream = Box::pin(me.transfer(job.clone(), 0..job.nar_size).await?);
+            let mut out = BytesMut::with_capacity(job.nar_size as usize);
+            while let Some(piece) = stream.next().await {
+                out.extend_from_slice(&piece.ok()?);
+            }
+            // The transfer checked the NarHash before its last bytes; the length is all that is left.
+            (out.len() as u64 == job.nar_size).then(|| out.freeze())
+        }
+        .boxed()
+        .shared();
+        let generation = p.with(|map, generation| {
+            *generation += 1;
+            map.insert(nar.nar_hash, Entry { fetch: fetch.clone(), size: nar.nar_size, generation: *generation });
+            *generation
+        });
+        let (me, nar_hash, path) = (self.clone(), nar.nar_hash, nar.store_path.clone());
+        tokio::spawn(async move {
+            let ok = fetch.await.is_some();
+            let p = &me.prefetch;
+            if !ok {
+                p.counters.failed.fetch_add(1, Ordering::Relaxed);
+                p.remove(&nar_hash, Some(generation));
+                debug!(%path, "prefetch failed; nix's request will fetch on demand");
+                return;
+            }
+            debug!(%path, "prefetched");
+            tokio::time::sleep(p.limits.age).await;
+            if p.remove(&nar_hash, Some(generation)).is_some() {
+                p.counters.expired.fetch_add(1, Ordering::Relaxed);
+                debug!(%path, "prefetched NAR never asked for; dropped");
+            }
+        });
+    }
+
+    fn with_entry(&self, nar_hash: &NarHash) -> bool {
+        self.prefetch.with(|map, _| map.contains_key(nar_hash))
+    }
+
+    /// The NAR from the prefetch buffer (taken), waiting for a prefetch still running; `None` when
+    /// there is none or it failed.
+    pub async fn prefetched(&self, nar_hash: &NarHash) -> Option<Bytes> {
+        let fetch = self.prefetch.with(|map, _| map.get(nar_hash).map(|e| e.fetch.clone()))?;
+        let waited = Instant::now();
+        let bytes = fetch.await?;
+        self.prefetch.remove(nar_hash, None);
+        self.prefetch.counters.hits.fetch_add(1, Ordering::Relaxed);
+        debug!(micros = waited.elapsed().as_micros() as u64, "NAR answered from the prefetch buffer");
+        Some(bytes)
+    }
+
+    pub fn prefetch_counters(&self) -> &PrefetchCounters {
+        &self.prefetch.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_never_pass_the_cap_and_come_back() {
+        let p = Prefetch::new(Limits::new(100, Duration::from_secs(1)));
+        assert_eq!(p.limits.max_nar, 25);
+        assert!(p.reserve(60));
+        assert!(!p.reserve(41));
+        assert!(p.reserve(40));
+        assert_eq!(p.counters.held_bytes.load(Ordering::Relaxed), 100);
+        p.release(60);
+        assert!(p.reserve(60));
+        assert!(!p.reserve(1));
+    }
+}
