@@ -7,7 +7,10 @@
 //! by CID (gateway, kubo RPC); [`index_control`] lets the operator pause it. [`store`] is peerix's own SQLite state; [`config`] turns flags, env
 //! and TOML into a run config; [`identity`] is the node's persistent ed25519 key. [`fuzzing`] holds
 //! one entry point per parser of outside bytes, for the fuzz targets and their regression test.
-//! [`tracker`] is `peerix tracker` and the daemon's client of it.
+//! [`tracker`] is `peerix tracker` and the daemon's client of it. [`arrivals`] hands the DAGs of
+//! NARs streamed to nix from peers to the indexer, so a substituted closure is re-shared without
+//! reading it again. [`remote`] makes every HTTP request to another machine (upstream, fallbacks,
+//! the tracker) with deadlines and capped reads.
 
 pub mod arrivals;
 pub mod blocks;

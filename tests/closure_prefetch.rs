@@ -92,7 +92,11 @@ async fn nars_are_fetched_while_nix_asks_narinfos_and_the_buffer_stays_bounded()
         assert!(got == nix_dump(Path::new(p)), "{p} differs");
     }
     let after = metrics(&d).await;
-    assert_eq!(m(&after, "prefetch_hits_total"), all.len() as f64, "every NAR from the buffer: {after:?}");
+    // Each NAR either came from the buffer or, asked for before its prefetch could begin (4 run at
+    // once), was fetched by nix's request itself; most come from the buffer.
+    let (hits, handed) = (m(&after, "prefetch_hits_total"), m(&after, "prefetch_handed_over_total"));
+    assert_eq!(hits + handed, all.len() as f64, "{after:?}");
+    assert!(hits >= all.len() as f64 / 2.0, "most NARs from the buffer: {after:?}");
     assert_eq!(m(&after, "prefetch_failed_total"), 0.0);
 }
 

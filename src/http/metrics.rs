@@ -166,6 +166,7 @@ impl Collector for Daemon {
         let p = app.substituter.prefetch_counters();
         counter(&mut e, "prefetch_started", "NARs fetched from peers before nix asked", n(&p.started))?;
         counter(&mut e, "prefetch_hits", "NAR requests answered from the prefetch buffer", n(&p.hits))?;
+        counter(&mut e, "prefetch_handed_over", "NARs nix asked for before their prefetch began", n(&p.handed_over))?;
         counter(&mut e, "prefetch_skipped_full", "prefetches not started: the buffer was full", n(&p.skipped_full))?;
         counter(&mut e, "prefetch_failed", "prefetches whose transfer failed", n(&p.failed))?;
         counter(&mut e, "prefetch_expired", "prefetched NARs dropped unasked after the age cap", n(&p.expired))?;

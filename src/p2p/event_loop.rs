@@ -340,8 +340,9 @@ impl EventLoop {
                 }
                 self.peers.identified(peer_id, info.agent_version, peerix);
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Ok(_) })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Ok(rtt) })) => {
                 self.liveness.answered(connection, peer, Instant::now());
+                self.peers.pinged(peer, rtt);
             }
             // Two pings in a row unanswered (libp2p lets the first pass): closed at once, as a
             // connection [`super::liveness`] finds silent.

@@ -80,6 +80,8 @@ struct Peer {
     stats: PeerStats,
     last_seen: Instant,
     dishonest_until: Option<Instant>,
+    /// The last ping's round trip: on a busy link it includes the wait behind bulk data.
+    rtt: Option<Duration>,
 }
 
 impl Peer {
@@ -95,6 +97,7 @@ impl Peer {
             stats: PeerStats::default(),
             last_seen: Instant::now(),
             dishonest_until: None,
+            rtt: None,
         }
     }
 
@@ -118,6 +121,8 @@ pub struct PeerView {
     pub summary_paths: Option<u64>,
     pub summary_bytes: Option<usize>,
     pub dishonest: bool,
+    /// The last ping's round trip, in milliseconds.
+    pub rtt_ms: Option<f64>,
     pub stats: PeerStats,
 }
 
@@ -252,6 +257,20 @@ impl Peers {
         found.into_iter().map(|(_, _, id)| id).collect()
     }
 
+    /// A ping to `peer` came back after `rtt`.
+    pub fn pinged(&self, peer: PeerId, rtt: Duration) {
+        self.with(|m| {
+            if let Some(p) = m.get_mut(&peer) {
+                p.rtt = Some(rtt);
+            }
+        })
+    }
+
+    /// The longest last ping round trip among `peers` (those not pinged yet count as nothing).
+    pub fn slowest_rtt(&self, peers: &[PeerId]) -> Duration {
+        self.with(|m| peers.iter().filter_map(|id| m.get(id)?.rtt).max().unwrap_or_default())
+    }
+
     /// True if the peer lied to us recently (wrong narinfo, wrong blocks): asked and used last.
     pub fn is_dishonest(&self, peer: &PeerId) -> bool {
         self.with(|m| m.get(peer).is_some_and(Peer::dishonest))
@@ -289,6 +308,7 @@ impl Peers {
                     summary_paths: p.summary.as_ref().map(Summary::count),
                     summary_bytes: p.summary.as_ref().map(Summary::bytes),
                     dishonest: p.dishonest(),
+                    rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1e3),
                     stats: p.stats.clone(),
                 })
                 .collect()

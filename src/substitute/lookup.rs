@@ -29,6 +29,9 @@ use crate::trust::{Acceptance, Refusal};
 /// Peers a lookup asks at once: one honest answer is all it needs, and asking every peer of a
 /// LAN about every path of a closure would multiply the load by the number of peers.
 const FANOUT: usize = 3;
+/// A lookup's deadline at most, however slow the matching peers' links (see
+/// [`Substituter::lookup_timeout_for`]).
+const MAX_LOOKUP_STRETCH: Duration = Duration::from_secs(3);
 /// Providers from the tracker a lookup dials and asks at most.
 const TRACKED_PEERS: usize = 6;
 
@@ -115,8 +118,9 @@ impl Substituter {
     /// without an answer, dialled and asked in turn, under the same deadline.
     async fn ask_peers(self: Arc<Self>, hash: StoreHash, peers: Vec<PeerId>) -> Option<Arc<AcceptedNar>> {
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.lookup_timeout;
-        let wave = self.lookup_timeout / 5;
+        let timeout = self.lookup_timeout_for(&peers);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let wave = timeout / 5;
         let mut seen: std::collections::HashSet<PeerId> = peers.iter().copied().collect();
         let mut queue: std::collections::VecDeque<(PeerId, Option<Vec<Multiaddr>>)> =
             peers.into_iter().map(|p| (p, None)).collect();
@@ -178,12 +182,25 @@ impl Substituter {
         None
     }
 
+    /// The lookup's deadline: `--lookup-timeout`, or longer when the peers whose summary lists the
+    /// path are far or busy — three of their last ping round trips (a narinfo request is two: a
+    /// stream's negotiation and the answer), at most [`MAX_LOOKUP_STRETCH`]. Over a 50 Mbit/s,
+    /// 40 ms link busy with NAR transfers, a ping waits ~0.2–1 s behind bulk data in the
+    /// connection, and a fixed 250 ms made hits answer 404 (which nix caches for an hour). A
+    /// summary match is nearly always a hit, so waiting for it is what nix wants; a path no
+    /// summary lists still costs no round trip at all.
+    fn lookup_timeout_for(&self, peers: &[PeerId]) -> Duration {
+        let Some(node) = &self.sources.node else { return self.lookup_timeout };
+        let stretched = node.peers.slowest_rtt(peers).saturating_mul(3).min(MAX_LOOKUP_STRETCH);
+        self.lookup_timeout.max(stretched)
+    }
+
     /// Asks the peers whose summary matches for `nar` again, adding the roots they name: for a
     /// transfer whose known roots all proved wrong. Waits for every answer (or the deadline).
     pub(super) async fn more_roots(&self, nar: &AcceptedNar) {
         let Some(node) = self.sources.node.as_ref() else { return };
         let peers = node.peers.matching(&nar.hash);
-        let deadline = tokio::time::Instant::now() + self.lookup_timeout;
+        let deadline = tokio::time::Instant::now() + self.lookup_timeout_for(&peers);
         let (tx, mut rx) = mpsc::channel::<Reply>(peers.len().max(1));
         for peer in peers {
             self.ask(nar.hash, (peer, None), deadline, &tx);

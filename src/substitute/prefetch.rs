@@ -14,7 +14,7 @@
 //! dropped. Each is used once: nix fetches a NAR once per realisation.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,8 @@ pub struct PrefetchCounters {
     pub started: AtomicU64,
     /// NAR requests answered from the buffer (or from a prefetch they waited for).
     pub hits: AtomicU64,
+    /// Asked for by nix before their transfer began: fetched by nix's request itself.
+    pub handed_over: AtomicU64,
     /// Not started: the buffer was full.
     pub skipped_full: AtomicU64,
     /// Failed transfers (nix's request then fetches on demand).
@@ -71,6 +73,11 @@ type Fetch = Shared<BoxFuture<'static, Option<Bytes>>>;
 
 struct Entry {
     fetch: Fetch,
+    /// Set once its transfer has begun (it had to wait for one of the [`JOBS`]).
+    running: Arc<AtomicBool>,
+    /// Set when nix asked for the NAR before the transfer began: nix's own request fetches it
+    /// (at nix's concurrency, not the prefetch's), and this one never starts.
+    claimed: Arc<AtomicBool>,
     size: u64,
     /// Told apart from a later entry for the same NAR when the age timer fires.
     generation: u64,
@@ -135,8 +142,14 @@ impl Substituter {
         }
         p.counters.started.fetch_add(1, Ordering::Relaxed);
         let (me, job, jobs) = (self.clone(), nar.clone(), p.jobs.clone());
+        let (running, claimed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (started, taken) = (running.clone(), claimed.clone());
         let fetch: Fetch = async move {
             let _permit = jobs.acquire_owned().await.ok()?;
+            if taken.load(Ordering::Acquire) {
+                return None;
+            }
+            started.store(true, Ordering::Release);
             let mut stream = Box::pin(me.transfer(job.clone(), 0..job.nar_size).await?);
             let mut out = BytesMut::with_capacity(job.nar_size as usize);
             while let Some(piece) = stream.next().await {
@@ -149,13 +162,23 @@ impl Substituter {
         .shared();
         let generation = p.with(|map, generation| {
             *generation += 1;
-            map.insert(nar.nar_hash, Entry { fetch: fetch.clone(), size: nar.nar_size, generation: *generation });
+            let entry = Entry {
+                fetch: fetch.clone(),
+                running,
+                claimed: claimed.clone(),
+                size: nar.nar_size,
+                generation: *generation,
+            };
+            map.insert(nar.nar_hash, entry);
             *generation
         });
         let (me, nar_hash, path) = (self.clone(), nar.nar_hash, nar.store_path.clone());
         tokio::spawn(async move {
             let ok = fetch.await.is_some();
             let p = &me.prefetch;
+            if !ok && claimed.load(Ordering::Acquire) {
+                return; // Handed to nix's own request before it began.
+            }
             if !ok {
                 p.counters.failed.fetch_add(1, Ordering::Relaxed);
                 p.remove(&nar_hash, Some(generation));
@@ -178,7 +201,20 @@ impl Substituter {
     /// The NAR from the prefetch buffer (taken), waiting for a prefetch still running; `None` when
     /// there is none or it failed.
     pub async fn prefetched(&self, nar_hash: &NarHash) -> Option<Bytes> {
-        let fetch = self.prefetch.with(|map, _| map.get(nar_hash).map(|e| e.fetch.clone()))?;
+        let fetch = self.prefetch.with(|map, _| {
+            let e = map.get(nar_hash)?;
+            if e.running.load(Ordering::Acquire) {
+                return Some(Some(e.fetch.clone()));
+            }
+            // Still waiting for a job: nix's request goes ahead on its own.
+            e.claimed.store(true, Ordering::Release);
+            Some(None)
+        })?;
+        let Some(fetch) = fetch else {
+            self.prefetch.remove(nar_hash, None);
+            self.prefetch.counters.handed_over.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
         let waited = Instant::now();
         let bytes = fetch.await?;
         self.prefetch.remove(nar_hash, None);
