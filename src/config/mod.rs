@@ -17,7 +17,7 @@ use clap::Args;
 use libp2p::multiaddr::Protocol;
 use serde::Deserialize;
 
-pub use self::units::{parse_duration, parse_size};
+pub use self::units::{in_range, parse_duration, parse_size};
 use crate::nix::signing::{PublicKey, SecretKey};
 use crate::trust::CACHE_NIXOS_ORG_KEY;
 
@@ -294,19 +294,6 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Indexer jobs at most: each holds a core and a 256 KiB read buffer while it runs (the indexer's
 /// semaphore panicked on 2^61 permits).
 pub const MAX_INDEX_JOBS: usize = 256;
-
-/// `value` if `range` holds it, else an error naming the key and what is allowed.
-fn in_range<T: PartialOrd + std::fmt::Display>(
-    key: &'static str,
-    value: T,
-    range: std::ops::RangeInclusive<T>,
-    allowed: &'static str,
-) -> Result<T, ConfigError> {
-    match range.contains(&value) {
-        true => Ok(value),
-        false => Err(ConfigError::Range { key, value: value.to_string(), allowed }),
-    }
-}
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {

@@ -25,6 +25,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
         .ok_or_else(|| ConfigError::Duration(s.to_owned()))
 }
 
+/// `value` if `range` holds it, else an error naming the key and what is allowed.
+pub fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    allowed: &'static str,
+) -> Result<T, ConfigError> {
+    match range.contains(&value) {
+        true => Ok(value),
+        false => Err(ConfigError::Range { key, value: value.to_string(), allowed }),
+    }
+}
+
 /// `1234`, `64K`, `512M`, `10G`, `1T` (binary units).
 pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
     let t = s.trim();

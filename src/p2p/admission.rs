@@ -8,12 +8,14 @@
 //! /24, IPv6 /64) that has [`PER_NETWORK`]: one host or one subnet can use a small share of the
 //! global cap ([`super::MAX_PENDING_INCOMING`]), never all of it. Loopback sources count per
 //! address only (a fleet or a test on one machine). Connections we dial ourselves (`--peer`
-//! peers, providers, the tracker) are outbound and never wait behind these.
+//! peers, providers, the tracker) are outbound and never wait behind these. A peer the node
+//! dropped for misbehaving is refused both ways for [`BAN`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
@@ -34,11 +36,22 @@ pub const PER_NETWORK: usize = 32;
 #[error("too many pending connections from {0}")]
 struct TooMany(&'static str);
 
+#[derive(Debug, thiserror::Error)]
+#[error("peer dropped for misbehaving; refused until its ban ends")]
+struct Banned;
+
+/// How long a peer dropped for misbehaving (a bitswap flood, malformed messages) stays refused:
+/// reconnecting at once would let it start over (libp2p-stream re-dials by itself).
+pub const BAN: Duration = Duration::from_secs(600);
+/// Banned peers remembered at most (the oldest ban goes first).
+const MAX_BANNED: usize = 4096;
+
 #[derive(Default)]
 pub struct Behaviour {
     pending: HashMap<ConnectionId, (IpAddr, Option<Net>)>,
     per_address: HashMap<IpAddr, usize>,
     per_network: HashMap<Net, usize>,
+    banned: HashMap<PeerId, Instant>,
 }
 
 /// An IPv4 /24 or IPv6 /64.
@@ -71,6 +84,25 @@ fn source_ip(addr: &Multiaddr) -> Option<IpAddr> {
 }
 
 impl Behaviour {
+    /// Refuses `peer`'s connections, both ways, for [`BAN`].
+    pub fn ban(&mut self, peer: PeerId) {
+        let now = Instant::now();
+        self.banned.retain(|_, until| *until > now);
+        if self.banned.len() >= MAX_BANNED
+            && let Some(oldest) = self.banned.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p)
+        {
+            self.banned.remove(&oldest);
+        }
+        self.banned.insert(peer, now + BAN);
+    }
+
+    fn check_ban(&self, peer: &PeerId) -> Result<(), ConnectionDenied> {
+        match self.banned.get(peer) {
+            Some(until) if *until > Instant::now() => Err(ConnectionDenied::new(Banned)),
+            _ => Ok(()),
+        }
+    }
+
     fn admit(&mut self, connection: ConnectionId, remote: &Multiaddr) -> Result<(), ConnectionDenied> {
         let Some(ip) = source_ip(remote) else { return Ok(()) };
         let net = network(ip);
@@ -126,22 +158,24 @@ impl NetworkBehaviour for Behaviour {
     fn handle_established_inbound_connection(
         &mut self,
         connection_id: ConnectionId,
-        _peer: PeerId,
+        peer: PeerId,
         _local: &Multiaddr,
         _remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.done(&connection_id);
+        self.check_ban(&peer)?;
         Ok(dummy::ConnectionHandler)
     }
 
     fn handle_established_outbound_connection(
         &mut self,
         _connection_id: ConnectionId,
-        _peer: PeerId,
+        peer: PeerId,
         _addr: &Multiaddr,
         _role_override: Endpoint,
         _port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check_ban(&peer)?;
         Ok(dummy::ConnectionHandler)
     }
 
@@ -195,5 +229,8 @@ mod tests {
             b.done(id);
         }
         assert!(b.pending.is_empty() && b.per_address.is_empty() && b.per_network.is_empty());
+        let (bad, good) = (PeerId::random(), PeerId::random());
+        b.ban(bad);
+        assert!(b.check_ban(&bad).is_err() && b.check_ban(&good).is_ok());
     }
 }

@@ -244,6 +244,7 @@ impl EventLoop {
             }
             Command::Disconnect { peer } => {
                 warn!(%peer, "disconnecting misbehaving peer");
+                self.swarm.behaviour_mut().admission.ban(peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::Provide { keys } => {
