@@ -268,17 +268,7 @@ pub fn start(
             }
         })
         .map_err(|e| boxed(&e))?
-        .with_swarm_config(|c| {
-            c.with_idle_connection_timeout(IDLE_TIMEOUT)
-                // Lazy multistream-select on the streams we open: the protocol name and the first
-                // request go out together, as go-libp2p does for a protocol the peer announced.
-                // libp2p-stream opens one outbound stream per connection at a time and waits out
-                // each negotiation, so with eager negotiation every narinfo lookup and block
-                // request queued one round trip behind the one before it: 25 lookups over a
-                // 40 ms link took a second, and lookups timed out into 404s. A peer that does not
-                // speak the protocol now fails the request on the stream instead of at the open.
-                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
-        })
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
         .with_connection_timeout(HANDSHAKE_TIMEOUT)
         .build();
     for addr in &cfg.listen {

@@ -82,6 +82,8 @@ struct Peer {
     dishonest_until: Option<Instant>,
     /// The last ping's round trip: on a busy link it includes the wait behind bulk data.
     rtt: Option<Duration>,
+    /// Narinfo requests to it in flight now.
+    asking: u32,
 }
 
 impl Peer {
@@ -98,6 +100,7 @@ impl Peer {
             last_seen: Instant::now(),
             dishonest_until: None,
             rtt: None,
+            asking: 0,
         }
     }
 
@@ -266,9 +269,29 @@ impl Peers {
         })
     }
 
-    /// The longest last ping round trip among `peers` (those not pinged yet count as nothing).
-    pub fn slowest_rtt(&self, peers: &[PeerId]) -> Duration {
-        self.with(|m| peers.iter().filter_map(|id| m.get(id)?.rtt).max().unwrap_or_default())
+    /// A narinfo request to `peer` starts (`true`) or ends.
+    pub fn asking(&self, peer: PeerId, starts: bool) {
+        self.with(|m| {
+            if let Some(p) = m.get_mut(&peer) {
+                p.asking = if starts { p.asking + 1 } else { p.asking.saturating_sub(1) };
+            }
+        })
+    }
+
+    /// How long an answer from the slowest of `peers` may take now: three of its last ping round
+    /// trips (a stream's negotiation, the request, slack), plus one for every request to it already
+    /// in flight — libp2p-stream opens one stream per connection at a time and waits out each
+    /// negotiation, so a burst of lookups queues a round trip each. Peers not pinged yet count as
+    /// nothing.
+    pub fn answer_time(&self, peers: &[PeerId]) -> Duration {
+        self.with(|m| {
+            peers
+                .iter()
+                .filter_map(|id| m.get(id))
+                .filter_map(|p| Some(p.rtt?.saturating_mul(3 + p.asking)))
+                .max()
+                .unwrap_or_default()
+        })
     }
 
     /// True if the peer lied to us recently (wrong narinfo, wrong blocks): asked and used last.

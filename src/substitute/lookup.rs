@@ -94,18 +94,23 @@ impl Substituter {
         let Some(node) = self.sources.node.as_ref() else { return };
         let (tx, mut control, client) = (tx.clone(), node.control.clone(), node.client.clone());
         node.peers.count(peer, |s| s.lookups_asked += 1);
+        node.peers.asking(peer, true);
+        let peers = node.peers.clone();
         tokio::spawn(async move {
             let t = Instant::now();
-            if let Some(addrs) = dial
-                && !tokio::time::timeout_at(deadline, client.connect(peer, addrs)).await.unwrap_or(false)
-            {
-                let _ = tx.send((peer, Err(AskError::NoAnswer), t.elapsed())).await;
-                return;
+            let answer = async {
+                if let Some(addrs) = dial
+                    && !tokio::time::timeout_at(deadline, client.connect(peer, addrs)).await.unwrap_or(false)
+                {
+                    return Err(AskError::NoAnswer);
+                }
+                match tokio::time::timeout_at(deadline, narinfo::ask(&mut control, peer, &hash)).await {
+                    Ok(a) => a,
+                    Err(_) => Err(AskError::NoAnswer),
+                }
             }
-            let answer = match tokio::time::timeout_at(deadline, narinfo::ask(&mut control, peer, &hash)).await {
-                Ok(a) => a,
-                Err(_) => Err(AskError::NoAnswer),
-            };
+            .await;
+            peers.asking(peer, false);
             let _ = tx.send((peer, answer, t.elapsed())).await;
         });
     }
@@ -183,15 +188,14 @@ impl Substituter {
     }
 
     /// The lookup's deadline: `--lookup-timeout`, or longer when the peers whose summary lists the
-    /// path are far or busy — three of their last ping round trips (a narinfo request is two: a
-    /// stream's negotiation and the answer), at most [`MAX_LOOKUP_STRETCH`]. Over a 50 Mbit/s,
-    /// 40 ms link busy with NAR transfers, a ping waits ~0.2–1 s behind bulk data in the
-    /// connection, and a fixed 250 ms made hits answer 404 (which nix caches for an hour). A
-    /// summary match is nearly always a hit, so waiting for it is what nix wants; a path no
-    /// summary lists still costs no round trip at all.
+    /// path are far or busy ([`crate::p2p::peers::Peers::answer_time`]), at most
+    /// [`MAX_LOOKUP_STRETCH`]. Over a 40 ms link, 25 lookups at once queue a round trip each
+    /// behind each other's stream negotiations (~1 s), and a fixed 250 ms made hits answer 404
+    /// (nix caches that for an hour: "don't know how to build"). A summary match is nearly always
+    /// a hit, so waiting for it is what nix wants; a path no summary lists costs no round trip.
     fn lookup_timeout_for(&self, peers: &[PeerId]) -> Duration {
         let Some(node) = &self.sources.node else { return self.lookup_timeout };
-        let stretched = node.peers.slowest_rtt(peers).saturating_mul(3).min(MAX_LOOKUP_STRETCH);
+        let stretched = node.peers.answer_time(peers).min(MAX_LOOKUP_STRETCH);
         self.lookup_timeout.max(stretched)
     }
 
