@@ -57,7 +57,10 @@ async fn gone_peer_then_fallbacks(fallback_of: impl Fn(&str) -> String) {
     let (mut a, b) = (seeder(&w, "a", &[&f.top], &pk), seeder(&w, "b", &[&f.top], &pk));
     let liar = Liar::start();
     let good = fallback_of(&b.url);
-    let c = peer_client(&w, "c", "client", &pk, &[&a.p2p_addr()], &["--fallback", &liar.url, "--fallback", &good]);
+    // No prefetch: C must not start fetching from A while A is still there (closure_prefetch.rs
+    // covers that); here the NAR is asked for only after A has gone.
+    let extra = ["--fallback", &liar.url, "--fallback", &good, "--prefetch-size", "0"];
+    let c = peer_client(&w, "c", "client", &pk, &[&a.p2p_addr()], &extra);
     c.wait_log("have-summary applied");
     for path in [&f.top, &f.dep] {
         assert_eq!(get(&format!("{}/{}.narinfo", c.url, hash_part(path))).await.status, 200, "A answered for {path}");

@@ -68,6 +68,10 @@ async fn narinfo_turns_404(c: &Daemon, path: &str) {
     }
 }
 
+/// C holds no NAR of its own: the dry run must not prefetch the closure (closure_prefetch.rs
+/// covers prefetch), so that every NAR request here needs the holder.
+const NO_PREFETCH: &[&str] = &["--prefetch-size", "0"];
+
 struct Lab {
     w: Work,
     pk: String,
@@ -88,7 +92,7 @@ fn lab(name: &str) -> Lab {
 async fn a_killed_holder_costs_nix_a_404_and_the_second_cache_serves_the_closure() {
     let Lab { w, pk, f, up } = lab("leaves-killed-1");
     let mut a = seeder(&w, "a", &[&f.top], &pk);
-    let c = peer_client(&w, "c", "c-store", &pk, &[&a.p2p_addr()], &[]);
+    let c = peer_client(&w, "c", "c-store", &pk, &[&a.p2p_addr()], NO_PREFETCH);
     c.wait_log("have-summary applied");
     let xdg = w.xdg();
     warm(&w, &xdg, &c, &f.top, &pk);
@@ -130,7 +134,7 @@ impl Drop for Blackhole {
 async fn a_holder_cut_off_without_a_word_is_declared_gone_within_seconds() {
     let Lab { w, pk, f, up } = lab("leaves-silent-1");
     let a = seeder(&w, "a", &[&f.top], &pk);
-    let c = peer_client(&w, "c", "c-store", &pk, &[&a.p2p_addr()], &[]);
+    let c = peer_client(&w, "c", "c-store", &pk, &[&a.p2p_addr()], NO_PREFETCH);
     c.wait_log("have-summary applied");
     let xdg = w.xdg();
     warm(&w, &xdg, &c, &f.top, &pk);
@@ -151,7 +155,7 @@ async fn a_holder_the_tracker_still_lists_is_dialled_and_found_gone() {
     let tracked = |name: &str, store: &std::path::Path| {
         let args = ["--store-root", store.to_str().unwrap(), "--trusted-public-key", &pk];
         let p2p = ["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--tracker", &t.url];
-        Daemon::start(&w.path(&format!("state-{name}")), &[&args[..], &p2p].concat())
+        Daemon::start(&w.path(&format!("state-{name}")), &[&args[..], &p2p, NO_PREFETCH].concat())
     };
     let store_a = w.chroot_store("a", &[&f.top]);
     run(&mut peerix_cmd(
