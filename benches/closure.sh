@@ -118,7 +118,10 @@ from_peers() {
   local c_pid=$LAST c_url=$URL pre=(); [ "$ns" != - ] && pre=(ip netns exec "$ns")
   wait_summaries "$ns" "$c_url" 2
   local c0 s0; c0=$(cpu_of "$c_pid"); s0=$(seeder_cpu)
-  local secs cpu; read -r secs cpu < <(realise "$ns" "$store" "$c_url" "$TOP")
+  local secs cpu
+  if ! read -r secs cpu < <(realise "$ns" "$store" "$c_url" "$TOP") || [ -z "$secs" ]; then
+    stop "$c_pid"; chmod -R u+w "$store" 2>/dev/null; rm -rf "$store"; echo FAIL; return 0
+  fi
   # C goes on indexing what arrived after nix is done: wait for the index to hold the closure.
   for _ in $(seq 600); do
     n=$("${pre[@]}" curl -fsS "$c_url/api/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["index"]["published_paths"])')
@@ -133,8 +136,9 @@ print(s["substitution"]["prefetch"]["hits"], s["arrivals"]["read_paths"])')
   echo "$secs $cpu $(echo "$c0 $c1" | awk '{printf "%.2f", $2 - $1}') $(echo "$s0 $s1" | awk '{printf "%.2f", $2 - $1}') $extra"
 }
 
-# row NAME NETNS|- NGINX_NS NGINX_IP SEED_NS… — ROUNDS alternating rounds; appends to the report.
-REPORT=()
+# row NAME NETNS|- DELAY_MS STATIC ROUNDS SEED_NS… — alternating rounds; appends to the report
+# (a realisation nix failed is listed under FAILED, not timed).
+REPORT=(); FAILED=()
 row() {
   local name=$1 ns=$2 delay=$3 static=$4 rounds=$5; shift 5
   local seed_ns=("$@") n_s=() p_s=() n_cpu=() p_cpu=() c_cpu=() s_cpu=() hits=() reread=()
@@ -160,15 +164,18 @@ row() {
     local order=(n p); ((r % 2 == 0)) && order=(p n)
     for o in "${order[@]}"; do
       if [ "$o" = n ]; then
-        read -r secs cpu < <(from_nginx "$ns" "$nginx_url"); n_s+=("$secs"); n_cpu+=("$cpu")
+        read -r secs cpu < <(from_nginx "$ns" "$nginx_url") || { echo "  nginx: nix failed" >&2; FAILED+=("$name nginx r$r"); continue; }
+        n_s+=("$secs"); n_cpu+=("$cpu")
       else
-        read -r secs cpu ccpu scpu hit rr < <(from_peers "$name-c-$r" "$ns")
+        read -r secs cpu ccpu scpu hit rr < <(from_peers "$name-c-$r" "$ns") || true
+        [ -n "${secs:-}" ] && [ "$secs" != FAIL ] || { echo "  peers: nix failed" >&2; FAILED+=("$name peers r$r"); continue; }
         p_s+=("$secs"); p_cpu+=("$cpu"); c_cpu+=("$ccpu"); s_cpu+=("$scpu"); hits+=("$hit"); reread+=("$rr")
       fi
     done
   done
   for p in "${SEEDER_PIDS[@]}"; do stop "$p"; done
   stop "$NGINX_PID"
+  if ((${#n_s[@]} == 0 || ${#p_s[@]} == 0)); then REPORT+=("$name: no successful realisation from one of them"); return 0; fi
   local med_n med_p; med_n=$(printf '%s\n' "${n_s[@]}" | median); med_p=$(printf '%s\n' "${p_s[@]}" | median)
   per_gib() { printf '%s\n' "$@" | median | awk -v g="$GIB" '{printf "%.2f", $1 / g}'; }
   REPORT+=("$(printf '%-9s %9.0f %9.0f %7.2fx %9s %9s %9s %9s %7s %7s' "$name" \
@@ -215,4 +222,5 @@ printf '\nnix-store --realise of a %s-path closure (%s MB of NARs, %s MB as zstd
 printf 'medians of %s rounds (wan: %s); nginx vs two peerix seeders through C; CPU-s per GiB of NARs\n' "$ROUNDS" "$WAN_ROUNDS"
 printf '%-9s %9s %9s %8s %9s %9s %9s %9s %7s %7s\n' network "nginx p/s" "peers p/s" ratio "C cpu" "seeders" "nix(n)" "nix(p)" prefetch re-read
 printf '%s\n' "${REPORT[@]}"
+((${#FAILED[@]} == 0)) || printf 'nix FAILED: %s\n' "${FAILED[@]}"
 printf 'goals: ratio >= 0.6x loopback, >= 1.2x lan, >= 1.0x wan; C <= 2.5 and seeders <= 1.5 CPU-s/GiB on loopback; re-read 0\n'
