@@ -55,15 +55,61 @@ pub fn cap_for(fd_limit: u64) -> usize {
     (fd_limit.saturating_sub(RESERVED_FDS).max(64) as usize).min(MAX_CONNECTIONS)
 }
 
+/// Units held per client address — open connections, request-body bytes — each a count under a
+/// cap; a [`Share`] gives its units back when dropped. The one counter behind [`Clients`] and
+/// [`BodyBudget`].
+#[derive(Clone, Default)]
+struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// Units one holder took from its address's count.
+pub struct Share {
+    of: PerAddress,
+    ip: IpAddr,
+    units: usize,
+}
+
+impl PerAddress {
+    fn share(&self, ip: IpAddr) -> Share {
+        Share { of: self.clone(), ip, units: 0 }
+    }
+
+    /// Takes `units` more for `share` unless its address would then hold more than `cap`.
+    fn take(&self, share: &mut Share, units: usize, cap: usize) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(share.ip).or_default();
+        if units > cap.saturating_sub(*n) {
+            if *n == 0 {
+                map.remove(&share.ip);
+            }
+            return false;
+        }
+        *n += units;
+        share.units += units;
+        true
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if self.units == 0 {
+            return;
+        }
+        let mut map = self.of.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(self.units);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Open connections per remote client address.
 #[derive(Clone, Default)]
-pub struct Clients(Arc<Mutex<HashMap<IpAddr, usize>>>);
+pub struct Clients(PerAddress);
 
 /// One admitted connection; its client's count goes down when it is dropped.
-pub struct ClientSlot {
-    clients: Clients,
-    ip: IpAddr,
-}
+pub type ClientSlot = Share;
 
 impl Clients {
     /// Admits a connection from `ip` unless that client already holds `per_client` of them.
@@ -72,25 +118,8 @@ impl Clients {
         if ip.is_loopback() {
             return Some(None);
         }
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_default();
-        if *n >= per_client {
-            return None;
-        }
-        *n += 1;
-        Some(Some(ClientSlot { clients: self.clone(), ip }))
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut map = self.clients.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
+        let mut slot = self.0.share(ip);
+        self.0.take(&mut slot, 1, per_client).then_some(Some(slot))
     }
 }
 
@@ -147,56 +176,27 @@ impl Drop for OpenSlot {
 /// (a stalled 8 MiB announcement pinned ~11 MiB on the tracker, ~2.8 GiB from one address).
 #[derive(Clone)]
 pub struct BodyBudget {
-    held: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    held: PerAddress,
     per_client: usize,
 }
 
 /// Bytes reserved for one request's body; given back when dropped.
-pub struct Reserved {
-    budget: BodyBudget,
-    ip: IpAddr,
-    bytes: usize,
-}
+pub type Reserved = Share;
 
 impl BodyBudget {
     pub fn new(per_client: usize) -> Self {
-        Self { held: Arc::default(), per_client }
+        Self { held: PerAddress::default(), per_client }
     }
 
     /// Reserves `bytes` more for `into`'s request; false (and nothing reserved) if the client
     /// would then hold more than its budget.
     pub fn reserve(&self, into: &mut Reserved, bytes: usize) -> bool {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let n = held.entry(into.ip).or_default();
-        if bytes > self.per_client.saturating_sub(*n) {
-            if *n == 0 {
-                held.remove(&into.ip);
-            }
-            return false;
-        }
-        *n += bytes;
-        into.bytes += bytes;
-        true
+        self.held.take(into, bytes, self.per_client)
     }
 
     /// An empty reservation for a request from `ip`.
     pub fn start(&self, ip: IpAddr) -> Reserved {
-        Reserved { budget: self.clone(), ip, bytes: 0 }
-    }
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        if self.bytes == 0 {
-            return;
-        }
-        let mut held = self.budget.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = held.get_mut(&self.ip) {
-            *n = n.saturating_sub(self.bytes);
-            if *n == 0 {
-                held.remove(&self.ip);
-            }
-        }
+        self.held.share(ip)
     }
 }
 
@@ -227,7 +227,7 @@ mod tests {
         }
         drop(slots);
         assert!(clients.admit(lan, 3).is_some(), "closing connections frees their slots");
-        assert!(clients.0.lock().unwrap().len() <= 2, "entries go with their last connection");
+        assert!(clients.0.0.lock().unwrap().len() <= 2, "entries go with their last connection");
     }
 
     #[test]
@@ -256,7 +256,7 @@ mod tests {
         drop(a);
         assert!(budget.reserve(&mut b, 60), "a's 60 came back");
         drop(b);
-        assert!(budget.held.lock().unwrap().is_empty());
+        assert!(budget.held.0.lock().unwrap().is_empty());
     }
 
     #[test]
