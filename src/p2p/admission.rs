@@ -75,7 +75,8 @@ fn network(ip: IpAddr) -> Option<Net> {
     }
 }
 
-fn source_ip(addr: &Multiaddr) -> Option<IpAddr> {
+/// The IP address a multiaddr names, if any.
+pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
@@ -104,7 +105,7 @@ impl Behaviour {
     }
 
     fn admit(&mut self, connection: ConnectionId, remote: &Multiaddr) -> Result<(), ConnectionDenied> {
-        let Some(ip) = source_ip(remote) else { return Ok(()) };
+        let Some(ip) = ip_of(remote) else { return Ok(()) };
         let net = network(ip);
         if self.per_address.get(&ip).copied().unwrap_or(0) >= PER_ADDRESS {
             return Err(ConnectionDenied::new(TooMany("one address")));

@@ -19,6 +19,7 @@ use super::db::Refused;
 use super::wire::MAX_PATHS;
 use super::wire::{Accepted, Announcement, Providers, Signed, WireError};
 use crate::nix::store_path::StoreHash;
+use crate::p2p::admission::ip_of;
 use crate::store::now_secs;
 
 /// An announcement's timestamp may be this far from the tracker's clock (either way).
@@ -248,15 +249,7 @@ pub fn consistent(addr: &str, observed: IpAddr) -> bool {
     if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
         return true;
     }
-    match addr.iter().next() {
-        Some(Protocol::Ip4(ip)) => {
-            IpAddr::V4(ip) == observed || ip.is_loopback() || private_range(IpAddr::V4(ip)).is_some()
-        }
-        Some(Protocol::Ip6(ip)) => {
-            IpAddr::V6(ip) == observed || ip.is_loopback() || private_range(IpAddr::V6(ip)).is_some()
-        }
-        _ => false,
-    }
+    ip_of(&addr).is_some_and(|ip| ip == observed || ip.is_loopback() || private_range(ip).is_some())
 }
 
 /// True when `requester` may see `addr`: public addresses (and names) to everyone; loopback ones
@@ -265,12 +258,7 @@ pub fn consistent(addr: &str, observed: IpAddr) -> bool {
 /// looks like inside.
 pub fn visible_to(addr: &str, requester: IpAddr) -> bool {
     let Ok(addr) = addr.parse::<Multiaddr>() else { return false };
-    let ip = addr.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    });
-    match ip {
+    match ip_of(&addr) {
         None => true,
         Some(ip) if ip.is_loopback() => requester.is_loopback(),
         Some(ip) => match private_range(ip) {
