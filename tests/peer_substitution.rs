@@ -80,6 +80,13 @@ async fn nix_on_c_substitutes_a_closure_only_a_and_b_hold_from_both() {
         assert!(p["stats"]["bytes_received"].as_u64().unwrap() > 0, "{p}");
     }
     assert!(status["substitution"]["counters"]["peer_hits"].as_u64().unwrap() >= 2, "top and dep came from peers");
+    // Requests ride long-lived streams (lanes): two dozen block requests to two peers open at most
+    // four lanes each, not a stream (and a round trip to negotiate it) per request.
+    let lanes = &status["p2p"]["lanes"];
+    let (requests, opened) =
+        (lanes["blocks"]["requests"].as_u64().unwrap(), lanes["blocks"]["streams_opened"].as_u64().unwrap());
+    assert!(requests >= 20 && opened <= 8, "{requests} block requests on {opened} streams: {lanes:#}");
+    assert!(lanes["narinfo"]["streams_opened"].as_u64().unwrap() <= 4, "{lanes:#}");
     // nix writes the path; the blocks that carried it are not kept a second time.
     assert_eq!(status["blockstore"]["blocks"], 0, "{:#}", status["blockstore"]);
 

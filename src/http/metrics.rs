@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
+use crate::p2p::lanes::LaneCounters;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
@@ -206,6 +207,18 @@ impl Collector for Daemon {
             counter(&mut e, "bitswap_wants_paced", "wants delayed by their peer's rate budget", n(&st.wants_paced))?;
             counter(&mut e, "bitswap_streams_refused", "inbound streams over a peer's share", n(&st.streams_refused))?;
             counter(&mut e, "bitswap_peers_dropped", "peers disconnected for misbehaving", n(&st.peers_dropped))?;
+            type Field = fn(&LaneCounters) -> &AtomicU64;
+            let fields: [(&str, &str, Field); 3] = [
+                ("p2p_streams_opened", "long-lived request streams (lanes) opened to peers", |c| &c.streams_opened),
+                ("p2p_requests", "requests sent to peers on lanes", |c| &c.requests),
+                ("p2p_requests_dropped", "requests asked again: their lane ended first", |c| &c.requests_dropped),
+            ];
+            for (family, help, field) in fields {
+                let mut f = e.encode_descriptor(family, help, None, MetricType::Counter)?;
+                for (protocol, c) in node.lane_counters() {
+                    ConstCounter::new(n(field(c))).encode(f.encode_family(&[("protocol", protocol)])?)?;
+                }
+            }
             // Connected peers by how they were found and whether the connection is relayed.
             let mut by: std::collections::BTreeMap<(String, &str), i64> = Default::default();
             for p in node.peers.view().iter().filter(|p| p.connected) {

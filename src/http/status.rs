@@ -133,7 +133,11 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         None => None,
     };
     let p2p = match &app.p2p {
-        Some(n) => json!({ "node": node, "bitswap": n.bitswap.stats(), "peers": n.peers.view() }),
+        Some(n) => {
+            let lanes: serde_json::Map<_, _> =
+                n.lane_counters().into_iter().map(|(name, c)| (name.to_owned(), json!(c))).collect();
+            json!({ "node": node, "bitswap": n.bitswap.stats(), "lanes": lanes, "peers": n.peers.view() })
+        }
         None => Value::Null,
     };
     let (a, held) = (&cache.arrivals.counters, cache.arrivals.held());

@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::lanes::{self, LaneError, Lanes};
 use super::{P2pError, frame, peers::Peers};
 use crate::blocks::Blocks;
 use crate::ipld::{self, MAX_BLOCK};
@@ -30,10 +31,15 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/peerix/blocks/1.0.0")
 pub const MAX_CIDS: usize = 64;
 /// A request: 64 CIDs of ≤ 40 bytes plus protobuf framing.
 const MAX_REQUEST: usize = 4096;
-/// Requests served at once; more streams are dropped (the asker re-assigns the unit).
-const MAX_STREAMS: usize = 64;
-/// A peer that opens a stream and sends no request holds a slot at most this long.
+/// Streams (lanes) open at once; more are dropped (the asker re-assigns the unit).
+const MAX_STREAMS: usize = 512;
+/// Requests answered at once (each reads up to [`READ_AHEAD`] blocks ahead); the rest wait.
+const MAX_ANSWERS: usize = 64;
+/// A peer that opens a stream and sends no request holds it at most this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// An answer (≤ 16 MiB) not taken by the asker within this long ends its stream: 16 MiB in 60 s is
+/// ~2 Mbit/s, below any link peers substitute over.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Blocks read ahead of the socket per request.
 const READ_AHEAD: usize = 2;
 
@@ -51,12 +57,8 @@ pub mod wire {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("cannot open a stream")]
-    Open(#[from] libp2p_stream::OpenStreamError),
-    #[error("stream failed")]
-    Io(#[from] std::io::Error),
-    #[error("bad frame")]
-    Frame(#[from] frame::FrameError),
+    #[error(transparent)]
+    Lane(#[from] LaneError),
     #[error("peer does not have block {0}")]
     Missing(Cid),
     #[error("peer sent bytes that are not block {0}")]
@@ -65,49 +67,28 @@ pub enum FetchError {
     Malformed,
     #[error("request names {0} blocks (at most 64)")]
     TooMany(usize),
-    /// The peer closed or reset the stream before answering: it dropped the request unread (a
-    /// burst of streams overflowed its accept queue, or it is at its stream limit). Worth asking
-    /// again; not a fault of the peer.
-    #[error("peer dropped the request unanswered")]
-    Dropped,
 }
 
-/// Attempts at a request a peer dropped unread (see [`FetchError::Dropped`]).
+/// Attempts at a request a peer dropped unread ([`LaneError::Dropped`]).
 const DROPPED_RETRIES: usize = 3;
 
-/// Fetches `cids` from `peer`, every block checked against its CID.
-pub async fn fetch(control: &mut libp2p_stream::Control, peer: PeerId, cids: &[Cid]) -> Result<Vec<Bytes>, FetchError> {
+/// Fetches `cids` from `peer` on a lane ([`super::lanes`]), every block checked against its CID.
+pub async fn fetch(lanes: &Lanes, peer: PeerId, cids: &[Cid]) -> Result<Vec<Bytes>, FetchError> {
     if cids.len() > MAX_CIDS {
         return Err(FetchError::TooMany(cids.len()));
     }
+    let mut request = Vec::with_capacity(16 + cids.len() * 40);
+    frame::encode_message(&mut request, &wire::Request { cids: cids.iter().map(|c| c.to_bytes()).collect() });
     let mut attempt = 0;
-    loop {
-        match fetch_once(control, peer, cids).await {
-            Err(FetchError::Dropped) if attempt < DROPPED_RETRIES => attempt += 1,
-            other => return other,
-        }
-    }
-}
-
-async fn fetch_once(
-    control: &mut libp2p_stream::Control,
-    peer: PeerId,
-    cids: &[Cid],
-) -> Result<Vec<Bytes>, FetchError> {
-    let mut stream = control.open_stream(peer, PROTOCOL).await?;
-    let request = wire::Request { cids: cids.iter().map(|c| c.to_bytes()).collect() };
-    if frame::write_message(&mut stream, &request).await.is_err() || stream.flush().await.is_err() {
-        return Err(FetchError::Dropped);
-    }
-    let mut out = Vec::with_capacity(cids.len());
-    for cid in cids {
-        let body = match frame::read(&mut stream, MAX_BLOCK + 1).await {
-            Ok(Some(body)) => body,
-            // Nothing at all came back: the request was dropped unread.
-            Ok(None) | Err(frame::FrameError::Io(_)) if out.is_empty() => return Err(FetchError::Dropped),
-            Ok(None) => return Err(FetchError::Malformed),
+    let frames = loop {
+        match lanes.request(peer, request.clone(), cids.len(), MAX_BLOCK + 1).await {
+            Ok(frames) => break frames,
+            Err(LaneError::Dropped) if attempt < DROPPED_RETRIES => attempt += 1,
             Err(e) => return Err(e.into()),
-        };
+        }
+    };
+    let mut out = Vec::with_capacity(cids.len());
+    for (cid, body) in cids.iter().zip(frames) {
         match body.first() {
             Some(&HAVE) => {
                 let data = body.slice(1..);
@@ -120,7 +101,6 @@ async fn fetch_once(
             _ => return Err(FetchError::Malformed),
         }
     }
-    let _ = stream.close().await;
     Ok(out)
 }
 
@@ -132,30 +112,34 @@ pub fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), P2pError> {
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
+    let work = Arc::new(Semaphore::new(MAX_ANSWERS));
     super::inbound::accept(control, PROTOCOL, slots, shutdown, move |peer, stream| {
-        let (blocks, peers) = (blocks.clone(), peers.clone());
+        let (blocks, peers, work) = (blocks.clone(), peers.clone(), work.clone());
         async move {
-            if let Err(e) = answer(peer, stream, blocks, &peers).await {
-                debug!(%peer, cause = %e, "block request ended");
+            let served = lanes::serve_requests(stream, MAX_REQUEST, REQUEST_TIMEOUT, ANSWER_TIMEOUT, |body, stream| {
+                answer(peer, body, stream, blocks.clone(), &peers, &work)
+            });
+            if let Err(e) = served.await {
+                debug!(%peer, cause = %e, "block stream ended");
             }
         }
     })
 }
 
+/// Answers one request on `stream`: every block asked for, in order.
 async fn answer(
     peer: PeerId,
+    body: Bytes,
     mut stream: libp2p::Stream,
     blocks: Arc<Blocks>,
     peers: &Peers,
-) -> Result<(), FetchError> {
-    let body = tokio::time::timeout(REQUEST_TIMEOUT, frame::read(&mut stream, MAX_REQUEST))
-        .await
-        .map_err(|_| FetchError::Malformed)??
-        .ok_or(FetchError::Malformed)?;
-    let req = <wire::Request as prost::Message>::decode(body).map_err(|_| FetchError::Malformed)?;
+    work: &Semaphore,
+) -> Result<libp2p::Stream, LaneError> {
+    let req = <wire::Request as prost::Message>::decode(body).map_err(|_| LaneError::Malformed)?;
     if req.cids.len() > MAX_CIDS {
-        return Err(FetchError::TooMany(req.cids.len()));
+        return Err(LaneError::Malformed);
     }
+    let _permit = work.acquire().await.map_err(|_| LaneError::Dropped)?;
     // One blocking task reads the blocks in order (file reads, SQLite) and hands each over as it is
     // ready, [`READ_AHEAD`] ahead of the socket: one thread handoff per request, not one per block.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(READ_AHEAD);
@@ -184,10 +168,9 @@ async fn answer(
             None => frame::write(&mut stream, &[DONT_HAVE]).await?,
         }
     }
-    stream.close().await?;
     peers.count(peer, |s| {
         s.blocks_sent += sent;
         s.bytes_sent += bytes;
     });
-    Ok(())
+    Ok(stream)
 }

@@ -70,12 +70,18 @@ pub async fn write<S: AsyncWrite + Unpin>(stream: &mut S, payload: &[u8]) -> std
     Ok(())
 }
 
+/// Appends a protobuf message to `out` as one frame.
+pub fn encode_message<M: prost::Message>(out: &mut Vec<u8>, msg: &M) {
+    let len = msg.encoded_len();
+    out.reserve(len + 10);
+    put_varint(out, len as u64);
+    msg.encode_raw(out);
+}
+
 /// Encodes a protobuf message as one frame.
 pub async fn write_message<S: AsyncWrite + Unpin, M: prost::Message>(stream: &mut S, msg: &M) -> std::io::Result<()> {
-    let len = msg.encoded_len();
-    let mut frame = Vec::with_capacity(len + 10);
-    put_varint(&mut frame, len as u64);
-    msg.encode_raw(&mut frame);
+    let mut frame = Vec::new();
+    encode_message(&mut frame, msg);
     stream.write_all(&frame).await
 }
 

@@ -4,8 +4,11 @@
 //! acceptor is busy (rust-libp2p#5651), so the accept loop does nothing but take a slot and spawn:
 //! every protocol we serve (bitswap, narinfo, blocks, have-summaries) goes through [`accept`]. A
 //! stream that finds no free slot is dropped at once: the asker sees a closed stream and retries,
-//! and a peer opening streams in a loop costs us one spawn each at most.
+//! and a peer opening streams in a loop costs us one spawn each at most. One peer holds at most
+//! [`PER_PEER`] streams of a protocol at once, so it cannot take every slot: our own askers keep
+//! one to a few long-lived streams per peer ([`super::lanes`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -16,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::P2pError;
+
+/// Streams of one protocol one peer may hold open at once (a peerix asker keeps ≤ 4 lanes).
+pub const PER_PEER: usize = 32;
 
 /// Accepts `protocol` until `shutdown`, running `handle` on its own task for each stream while one
 /// of `slots` is free (a slot is held until the handler returns).
@@ -31,6 +37,7 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut incoming = control.accept(protocol.clone()).map_err(|_| P2pError::Protocol)?;
+    let held: Arc<std::sync::Mutex<HashMap<PeerId, usize>>> = Arc::default();
     tokio::spawn(async move {
         loop {
             let (peer, stream) = tokio::select! {
@@ -41,10 +48,27 @@ where
                 debug!(%peer, %protocol, "too many inbound streams; dropping one");
                 continue;
             };
+            {
+                let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+                let n = held.entry(peer).or_default();
+                if *n >= PER_PEER {
+                    debug!(%peer, %protocol, "peer holds too many streams; dropping one");
+                    continue;
+                }
+                *n += 1;
+            }
             let work = handle(peer, stream);
+            let held = held.clone();
             tokio::spawn(async move {
                 work.await;
                 drop(permit);
+                let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = held.get_mut(&peer) {
+                    *n -= 1;
+                    if *n == 0 {
+                        held.remove(&peer);
+                    }
+                }
             });
         }
     });

@@ -17,7 +17,7 @@
 //! of our own run on `libp2p-stream` like bitswap, never entering the event loop:
 //! [`narinfo`] (ask a peer for a narinfo and its NAR's root CID), [`have`] (each node's summary of
 //! what it can serve, so lookups ask only peers that may have a path) and [`blocks`] (a NAR's
-//! chunks in bulk). [`peers`] is what we know of each peer; [`announce`] keeps the DHT's provider
+//! chunks in bulk), each request on a long-lived stream per peer ([`lanes`]). [`peers`] is what we know of each peer; [`announce`] keeps the DHT's provider
 //! records in step with the publication events.
 
 pub mod admission;
@@ -30,6 +30,7 @@ pub mod frame;
 pub mod have;
 mod inbound;
 mod kept;
+pub mod lanes;
 mod liveness;
 pub mod narinfo;
 pub mod nat;
@@ -174,7 +175,9 @@ pub const KAD_LAN_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/lan/kad/
 pub struct Node {
     pub client: Client,
     pub bitswap: bitswap::Bitswap,
-    pub control: libp2p_stream::Control,
+    /// Lanes ([`lanes`]) of `/peerix/narinfo` and `/peerix/blocks` to each peer.
+    narinfo_lanes: lanes::Lanes,
+    block_lanes: lanes::Lanes,
     pub peers: Arc<peers::Peers>,
     /// True in `ipfs` mode (a DHT to ask for providers).
     pub dht: bool,
@@ -292,5 +295,39 @@ pub fn start(
         tokio::spawn(announce::run(client.clone(), cache, provide_rate, shutdown.clone()));
     }
     tokio::spawn(event_loop.run(shutdown));
-    Ok(Node { client, bitswap, control, peers, dht, expects_peers })
+    let narinfo_lanes = lanes::Lanes::new(control.clone(), narinfo::PROTOCOL, NARINFO_LANES);
+    let block_lanes = lanes::Lanes::new(control, blocks::PROTOCOL, BLOCK_LANES);
+    Ok(Node { client, bitswap, narinfo_lanes, block_lanes, peers, dht, expects_peers })
+}
+
+/// Lanes per peer for narinfo lookups: an answer is a SQLite lookup and ≤ 64 KiB, so one lane
+/// pipelines a closure's lookups; a second takes over while the first waits on a slow answer.
+const NARINFO_LANES: usize = 2;
+/// Lanes per peer for blocks: the peer answers a lane's requests one after the other, each read
+/// from disk and hashed on one core, so a few lanes keep a seeder's cores and link busy.
+const BLOCK_LANES: usize = 4;
+
+impl Node {
+    /// Asks `peer` for the narinfo of `hash` ([`narinfo::ask`]).
+    pub async fn ask_narinfo(
+        &self,
+        peer: libp2p::PeerId,
+        hash: &crate::nix::store_path::StoreHash,
+    ) -> Result<Option<narinfo::Answer>, narinfo::AskError> {
+        narinfo::ask(&self.narinfo_lanes, peer, hash).await
+    }
+
+    /// What the lanes of `/peerix/narinfo` and `/peerix/blocks` did.
+    pub fn lane_counters(&self) -> [(&'static str, &lanes::LaneCounters); 2] {
+        [("narinfo", &self.narinfo_lanes.counters), ("blocks", &self.block_lanes.counters)]
+    }
+
+    /// Fetches `cids` from `peer`, each checked against its CID ([`blocks::fetch`]).
+    pub async fn fetch_blocks(
+        &self,
+        peer: libp2p::PeerId,
+        cids: &[cid::Cid],
+    ) -> Result<Vec<bytes::Bytes>, blocks::FetchError> {
+        blocks::fetch(&self.block_lanes, peer, cids).await
+    }
 }

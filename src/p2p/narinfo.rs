@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cid::Cid;
-use futures_util::AsyncWriteExt;
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::lanes::{self, LaneError, Lanes};
 use super::{P2pError, frame, peers::Peers};
 use crate::local_cache::LocalCache;
 use crate::nix::narinfo::MAX_NARINFO_LEN;
@@ -28,10 +28,11 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/peerix/narinfo/1.0.0"
 const MAX_REQUEST: usize = 256;
 /// A narinfo (≤ 64 KiB) and a CID.
 const MAX_RESPONSE: usize = MAX_NARINFO_LEN + 256;
-/// Requests served at once; more streams are dropped (the asker's deadline answers for it).
-const MAX_STREAMS: usize = 128;
-/// A peer that opens a stream and sends nothing holds a slot at most this long.
+/// A peer that opens a stream and sends nothing holds it at most this long; an answer (a lookup in
+/// SQLite and ≤ 64 KiB written) that takes longer is abandoned with its stream.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Streams (lanes, each carrying requests one after the other) open at once; more are dropped.
+const MAX_STREAMS: usize = 512;
 
 pub mod wire {
     #[derive(Clone, PartialEq, prost::Message)]
@@ -61,12 +62,8 @@ pub struct Answer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AskError {
-    #[error("cannot open a stream")]
-    Open(#[from] libp2p_stream::OpenStreamError),
-    #[error("stream failed")]
-    Io(#[from] std::io::Error),
-    #[error("bad frame")]
-    Frame(#[from] frame::FrameError),
+    #[error(transparent)]
+    Lane(#[from] LaneError),
     #[error("malformed answer")]
     Decode(#[from] prost::DecodeError),
     #[error("answer names no valid root CID")]
@@ -75,39 +72,20 @@ pub enum AskError {
     NoAnswer,
 }
 
-/// Asks `peer` for `hash`: `None` when it does not serve the path. A request the peer dropped
-/// unread (its accept queue holds one stream: a burst overflows it) is sent again, twice at most.
-pub async fn ask(
-    control: &mut libp2p_stream::Control,
-    peer: PeerId,
-    hash: &StoreHash,
-) -> Result<Option<Answer>, AskError> {
+/// Asks `peer` for `hash` on a lane ([`super::lanes`]): `None` when it does not serve the path. A
+/// request the peer dropped unread is sent again, twice at most.
+pub async fn ask(lanes: &Lanes, peer: PeerId, hash: &StoreHash) -> Result<Option<Answer>, AskError> {
+    let mut request = Vec::with_capacity(48);
+    frame::encode_message(&mut request, &wire::Request { hash: hash.as_str().to_owned() });
     let mut attempt = 0;
     loop {
-        match ask_once(control, peer, hash).await {
-            Err(AskError::NoAnswer) if attempt < 2 => attempt += 1,
-            other => return other,
+        match lanes.request(peer, request.clone(), 1, MAX_RESPONSE).await {
+            Ok(mut frames) => return decode_answer(frames.pop().ok_or(AskError::NoAnswer)?),
+            Err(LaneError::Dropped) if attempt < 2 => attempt += 1,
+            Err(LaneError::Dropped) => return Err(AskError::NoAnswer),
+            Err(e) => return Err(e.into()),
         }
     }
-}
-
-async fn ask_once(
-    control: &mut libp2p_stream::Control,
-    peer: PeerId,
-    hash: &StoreHash,
-) -> Result<Option<Answer>, AskError> {
-    let mut stream = control.open_stream(peer, PROTOCOL).await?;
-    let request = wire::Request { hash: hash.as_str().to_owned() };
-    if frame::write_message(&mut stream, &request).await.is_err() || stream.flush().await.is_err() {
-        return Err(AskError::NoAnswer);
-    }
-    let body = match frame::read(&mut stream, MAX_RESPONSE).await {
-        Ok(Some(body)) => body,
-        Ok(None) | Err(frame::FrameError::Io(_)) => return Err(AskError::NoAnswer),
-        Err(e) => return Err(e.into()),
-    };
-    let _ = stream.close().await;
-    decode_answer(body)
 }
 
 /// A peer's answer from its frame: `None` when it does not serve the path.
@@ -131,29 +109,29 @@ pub fn serve(
     super::inbound::accept(control, PROTOCOL, slots, shutdown, move |peer, stream| {
         let (cache, peers) = (cache.clone(), peers.clone());
         async move {
-            match tokio::time::timeout(REQUEST_TIMEOUT, answer(peer, stream, &cache, &peers)).await {
-                Ok(Err(e)) => debug!(%peer, cause = %e, "narinfo request failed"),
-                Err(_) => debug!(%peer, "narinfo request timed out"),
-                Ok(Ok(())) => {}
+            if let Err(e) = answer(peer, stream, &cache, &peers).await {
+                debug!(%peer, cause = %e, "narinfo stream ended");
             }
         }
     })
 }
 
-async fn answer(peer: PeerId, mut stream: libp2p::Stream, cache: &LocalCache, peers: &Peers) -> Result<(), AskError> {
-    let body = frame::read(&mut stream, MAX_REQUEST).await?.ok_or(AskError::NoAnswer)?;
-    let req = <wire::Request as prost::Message>::decode(body)?;
-    let mut resp = wire::Response::default();
-    if let Ok(hash) = StoreHash::parse(&req.hash)
-        && let Some((narinfo, root)) = local_answer(cache, &hash).await
-    {
-        resp = wire::Response { narinfo, root: root.to_bytes() };
-        peers.count(peer, |s| s.narinfos_served += 1);
-    }
-    debug!(%peer, hash = %req.hash, found = !resp.narinfo.is_empty(), "narinfo request");
-    frame::write_message(&mut stream, &resp).await?;
-    stream.close().await?;
-    Ok(())
+/// Answers the requests of one stream (a lane: many, one after the other).
+async fn answer(peer: PeerId, stream: libp2p::Stream, cache: &LocalCache, peers: &Peers) -> Result<(), LaneError> {
+    lanes::serve_requests(stream, MAX_REQUEST, REQUEST_TIMEOUT, REQUEST_TIMEOUT, |body, mut stream| async move {
+        let req = <wire::Request as prost::Message>::decode(body).map_err(|_| LaneError::Malformed)?;
+        let mut resp = wire::Response::default();
+        if let Ok(hash) = StoreHash::parse(&req.hash)
+            && let Some((narinfo, root)) = local_answer(cache, &hash).await
+        {
+            resp = wire::Response { narinfo, root: root.to_bytes() };
+            peers.count(peer, |s| s.narinfos_served += 1);
+        }
+        debug!(%peer, hash = %req.hash, found = !resp.narinfo.is_empty(), "narinfo request");
+        frame::write_message(&mut stream, &resp).await?;
+        Ok(stream)
+    })
+    .await
 }
 
 /// The narinfo we serve for `hash` and its NAR root, if the path passes the gate and is indexed.

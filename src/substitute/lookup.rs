@@ -23,7 +23,7 @@ use super::Substituter;
 use super::accepted::AcceptedNar;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StoreHash;
-use crate::p2p::narinfo::{self, Answer, AskError};
+use crate::p2p::narinfo::{Answer, AskError};
 use crate::trust::{Acceptance, Refusal};
 
 /// Peers a lookup asks at once: one honest answer is all it needs, and asking every peer of a
@@ -92,25 +92,24 @@ impl Substituter {
         tx: &mpsc::Sender<Reply>,
     ) {
         let Some(node) = self.sources.node.as_ref() else { return };
-        let (tx, mut control, client) = (tx.clone(), node.control.clone(), node.client.clone());
+        let (tx, node) = (tx.clone(), node.clone());
         node.peers.count(peer, |s| s.lookups_asked += 1);
         node.peers.asking(peer, true);
-        let peers = node.peers.clone();
         tokio::spawn(async move {
             let t = Instant::now();
             let answer = async {
                 if let Some(addrs) = dial
-                    && !tokio::time::timeout_at(deadline, client.connect(peer, addrs)).await.unwrap_or(false)
+                    && !tokio::time::timeout_at(deadline, node.client.connect(peer, addrs)).await.unwrap_or(false)
                 {
                     return Err(AskError::NoAnswer);
                 }
-                match tokio::time::timeout_at(deadline, narinfo::ask(&mut control, peer, &hash)).await {
+                match tokio::time::timeout_at(deadline, node.ask_narinfo(peer, &hash)).await {
                     Ok(a) => a,
                     Err(_) => Err(AskError::NoAnswer),
                 }
             }
             .await;
-            peers.asking(peer, false);
+            node.peers.asking(peer, false);
             let _ = tx.send((peer, answer, t.elapsed())).await;
         });
     }

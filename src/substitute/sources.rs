@@ -111,8 +111,7 @@ impl Sources {
         match source {
             Source::Peer(peer) => {
                 let node = self.node.as_ref().ok_or_else(|| SourceError::Failed("no IPFS node".into()))?;
-                let mut control = node.control.clone();
-                p2p::blocks::fetch(&mut control, *peer, cids).await.map_err(|e| match e {
+                node.fetch_blocks(*peer, cids).await.map_err(|e| match e {
                     p2p::blocks::FetchError::Missing(c) => SourceError::Missing(c),
                     p2p::blocks::FetchError::Mismatch(c) => SourceError::BadBlock(c),
                     other => SourceError::Failed(crate::http::error_chain(&other)),

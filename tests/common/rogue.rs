@@ -12,7 +12,7 @@ use cid::Cid;
 use futures_util::{AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, tcp, yamux};
-use peerix::p2p::{bitswap, blocks, frame, have, narinfo};
+use peerix::p2p::{bitswap, blocks, frame, have, lanes, narinfo};
 
 /// What the rogue answers.
 #[derive(Clone, Default)]
@@ -130,12 +130,15 @@ impl Rogue {
     /// Asks `peer` for the narinfo of `hash` over `/peerix/narinfo/1.0.0`.
     pub async fn ask_narinfo(&self, peer: PeerId, hash: &str) -> Option<String> {
         let hash = peerix::nix::store_path::StoreHash::parse(hash).unwrap();
-        narinfo::ask(&mut self.control.clone(), peer, &hash).await.unwrap().map(|a| a.narinfo)
+        narinfo::ask(&lanes::Lanes::new(self.control.clone(), narinfo::PROTOCOL, 1), peer, &hash)
+            .await
+            .unwrap()
+            .map(|a| a.narinfo)
     }
 
     /// Asks `peer` for blocks over `/peerix/blocks/1.0.0`.
     pub async fn fetch_blocks(&self, peer: PeerId, cids: &[Cid]) -> Result<Vec<bytes::Bytes>, blocks::FetchError> {
-        blocks::fetch(&mut self.control.clone(), peer, cids).await
+        blocks::fetch(&lanes::Lanes::new(self.control.clone(), blocks::PROTOCOL, 1), peer, cids).await
     }
 
     /// Sends `peer` a bitswap want-block (with sendDontHave) for `cid`, again if the stream is

@@ -1,0 +1,304 @@
+//! Lanes: long-lived streams that carry a peerix protocol's requests to one peer, pipelined.
+//!
+//! Opening a stream costs a round trip (multistream-select), and `libp2p-stream` opens one
+//! outbound stream per connection at a time: with a stream per request, 25 narinfo lookups to a
+//! peer 40 ms away waited 25 × 40 ms for their streams alone, and missed the lookup deadline (the
+//! WAN row of `benches/closure.sh` failed). A lane is opened once and then carries request after
+//! request: each is written as soon as it is made, the peer answers them in order on the same
+//! stream, and a reader hands each answer (a fixed number of frames) to whoever asked. A request
+//! then costs one round trip plus its bytes.
+//!
+//! Up to `max` lanes per peer: a request takes the least loaded one, and a new lane is opened
+//! only when every lane has work queued, so the common case is one stream per peer and protocol.
+//! Bounds: [`DEPTH`] requests queued on a lane; a lane idle for [`IDLE`] closes (the server closes
+//! its end after longer). A caller that gives up on its answer (a deadline) breaks the lane, since
+//! the answers behind it would wait for bytes that may never come; the requests queued on it fail
+//! as [`LaneError::Dropped`] and are asked again on a fresh lane.
+//!
+//! The serving side ([`serve_requests`]) answers a stream's requests one after the other until the
+//! asker closes it, so a peer that asks once per stream (older peerix) is served the same way.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use tokio::sync::{mpsc, oneshot};
+
+use super::frame::{self, FrameError};
+
+/// Requests queued on one lane (written, or waiting to be): a burst beyond this opens another lane
+/// or waits for room.
+pub const DEPTH: usize = 32;
+/// A lane with nothing to do for this long is closed by the asker.
+const IDLE: Duration = Duration::from_secs(30);
+/// The serving side closes a stream that brings no request for this long (longer than [`IDLE`],
+/// so the asker, which knows, closes first).
+pub const SERVE_IDLE: Duration = Duration::from_secs(45);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaneError {
+    #[error("cannot open a stream")]
+    Open(#[from] libp2p_stream::OpenStreamError),
+    /// The lane ended before any byte of this answer arrived: the peer dropped the request unread
+    /// (its stream limit, an older peer that answers once per stream, a lane closing as it was
+    /// picked). Worth asking again on a fresh lane; not a fault of the peer.
+    #[error("peer dropped the request unanswered")]
+    Dropped,
+    #[error("stream failed mid-answer")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame")]
+    Frame(#[from] FrameError),
+    #[error("malformed message")]
+    Malformed,
+    #[error("answer not written within {0:?}")]
+    Slow(Duration),
+}
+
+/// One request: its frame (already encoded), and the answer's shape.
+struct Job {
+    request: Vec<u8>,
+    frames: usize,
+    max_frame: usize,
+    reply: oneshot::Sender<Result<Vec<Bytes>, LaneError>>,
+}
+
+#[derive(Clone)]
+struct Lane {
+    jobs: mpsc::Sender<Job>,
+    /// Requests handed to the lane and not yet answered.
+    load: Arc<AtomicUsize>,
+}
+
+/// What the lanes of one protocol did, for `/api/status` and `/metrics`: requests far outnumber
+/// streams when lanes carry many requests each.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct LaneCounters {
+    pub streams_opened: AtomicU64,
+    pub requests: AtomicU64,
+    /// Requests asked again because their lane ended before the answer began.
+    pub requests_dropped: AtomicU64,
+}
+
+/// The lanes of one protocol to every peer.
+#[derive(Clone)]
+pub struct Lanes {
+    control: libp2p_stream::Control,
+    protocol: StreamProtocol,
+    max: usize,
+    lanes: Arc<Mutex<HashMap<PeerId, Vec<Lane>>>>,
+    pub counters: Arc<LaneCounters>,
+}
+
+impl Lanes {
+    pub fn new(control: libp2p_stream::Control, protocol: StreamProtocol, max: usize) -> Self {
+        Self { control, protocol, max: max.max(1), lanes: Arc::default(), counters: Arc::default() }
+    }
+
+    /// Sends `request` (one encoded frame) to `peer` and reads the answer's `frames` frames of at
+    /// most `max_frame` bytes each.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        request: Vec<u8>,
+        frames: usize,
+        max_frame: usize,
+    ) -> Result<Vec<Bytes>, LaneError> {
+        let lane = self.pick(peer);
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        lane.load.fetch_add(1, Ordering::Relaxed);
+        let job = Job { request, frames, max_frame, reply };
+        let answer = match lane.jobs.send(job).await {
+            Ok(()) => answer.await.unwrap_or(Err(LaneError::Dropped)),
+            Err(_) => {
+                lane.load.fetch_sub(1, Ordering::Relaxed);
+                Err(LaneError::Dropped)
+            }
+        };
+        if matches!(answer, Err(LaneError::Dropped)) {
+            self.counters.requests_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    }
+
+    /// Lanes open to `peer` (for tests and the status page).
+    pub fn open_to(&self, peer: &PeerId) -> usize {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner()).get(peer).map_or(0, |l| l.len())
+    }
+
+    /// The least loaded live lane to `peer`, or a new one when every lane has work (up to `max`).
+    fn pick(&self, peer: PeerId) -> Lane {
+        let mut all = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, lanes| {
+            lanes.retain(|l| !l.jobs.is_closed());
+            !lanes.is_empty()
+        });
+        let lanes = all.entry(peer).or_default();
+        let best = lanes.iter().min_by_key(|l| l.load.load(Ordering::Relaxed)).cloned();
+        match best {
+            Some(lane) if lane.load.load(Ordering::Relaxed) == 0 || lanes.len() >= self.max => lane,
+            _ => {
+                let lane = self.open(peer);
+                lanes.push(lane.clone());
+                lane
+            }
+        }
+    }
+
+    fn open(&self, peer: PeerId) -> Lane {
+        let (jobs, rx) = mpsc::channel(DEPTH);
+        let load = Arc::new(AtomicUsize::new(0));
+        self.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(run(self.control.clone(), peer, self.protocol.clone(), rx, load.clone()));
+        Lane { jobs, load }
+    }
+}
+
+/// A job written to the stream, waiting for its answer.
+struct Pending {
+    frames: usize,
+    max_frame: usize,
+    reply: oneshot::Sender<Result<Vec<Bytes>, LaneError>>,
+}
+
+/// One lane: opens the stream, then writes requests as they come and reads answers in order,
+/// until either side fails, the lane idles out or an asker gives up on its answer.
+async fn run(
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+    mut jobs: mpsc::Receiver<Job>,
+    load: Arc<AtomicUsize>,
+) {
+    let stream = match control.open_stream(peer, protocol).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Every request queued meanwhile learns why; later ones find the lane closed.
+            jobs.close();
+            let why = e.to_string();
+            while let Some(job) = jobs.recv().await {
+                let _ = job.reply.send(Err(LaneError::Io(std::io::Error::other(why.clone()))));
+            }
+            return;
+        }
+    };
+    let (mut reader, mut writer) = stream.split();
+    let (written, mut to_read) = mpsc::channel::<Pending>(DEPTH);
+    let write = async {
+        loop {
+            let job = match tokio::time::timeout(IDLE, jobs.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => break,
+                Err(_) if load.load(Ordering::Relaxed) == 0 => break,
+                Err(_) => continue,
+            };
+            if writer.write_all(&job.request).await.is_err() || writer.flush().await.is_err() {
+                let _ = job.reply.send(Err(LaneError::Dropped));
+                break;
+            }
+            let pending = Pending { frames: job.frames, max_frame: job.max_frame, reply: job.reply };
+            if written.send(pending).await.is_err() {
+                break;
+            }
+        }
+    };
+    let read = async {
+        while let Some(mut pending) = to_read.recv().await {
+            let answer = tokio::select! {
+                a = read_answer(&mut reader, pending.frames, pending.max_frame) => a,
+                // The asker gave up: what follows on the stream is no longer in step.
+                _ = pending.reply.closed() => break,
+            };
+            load.fetch_sub(1, Ordering::Relaxed);
+            let failed = answer.is_err();
+            let _ = pending.reply.send(answer);
+            if failed {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = write => {}
+        _ = read => {}
+    }
+    // Whatever is queued or written and unanswered is dropped with the channels: each asker
+    // sees `Dropped` and asks again on a fresh lane.
+    jobs.close();
+    let _ = writer.close().await;
+}
+
+/// The `frames` frames of one answer. `Dropped` when the stream ends before its first byte.
+async fn read_answer<R: futures_util::AsyncRead + Unpin>(
+    reader: &mut R,
+    frames: usize,
+    max_frame: usize,
+) -> Result<Vec<Bytes>, LaneError> {
+    let mut out = Vec::with_capacity(frames);
+    for _ in 0..frames {
+        match frame::read(reader, max_frame).await {
+            Ok(Some(body)) => out.push(body),
+            Ok(None) | Err(FrameError::Io(_)) if out.is_empty() => return Err(LaneError::Dropped),
+            Ok(None) => return Err(LaneError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// The serving side of a lane: reads requests of at most `max_request` bytes from `stream` and
+/// answers each with `answer` (which writes its frames) before reading the next, until the asker
+/// closes the stream, sends nothing for [`SERVE_IDLE`], or an answer fails or takes longer than
+/// `answer_within` (a peer that does not read what it asked for). The first request must come
+/// within `first_within` (a peer that opens a stream and says nothing holds it no longer).
+pub async fn serve_requests<F, Fut>(
+    mut stream: Stream,
+    max_request: usize,
+    first_within: Duration,
+    answer_within: Duration,
+    mut answer: F,
+) -> Result<(), LaneError>
+where
+    F: FnMut(Bytes, Stream) -> Fut,
+    Fut: Future<Output = Result<Stream, LaneError>>,
+{
+    let mut wait = first_within;
+    loop {
+        let request = match tokio::time::timeout(wait, frame::read(&mut stream, max_request)).await {
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) | Err(_) => break,
+            Ok(Err(e)) => return Err(e.into()),
+        };
+        let answered = async {
+            let mut stream = answer(request, stream).await?;
+            stream.flush().await?;
+            Ok::<_, LaneError>(stream)
+        };
+        stream = tokio::time::timeout(answer_within, answered).await.map_err(|_| LaneError::Slow(answer_within))??;
+        wait = SERVE_IDLE;
+    }
+    let _ = stream.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::io::Cursor;
+
+    #[tokio::test]
+    async fn an_answer_cut_before_its_first_byte_is_dropped_and_after_it_broken() {
+        let empty: &[u8] = &[];
+        assert!(matches!(read_answer(&mut Cursor::new(empty), 2, 64).await, Err(LaneError::Dropped)));
+        let mut one = Vec::new();
+        frame::write(&mut one, b"first").await.unwrap();
+        assert!(matches!(read_answer(&mut Cursor::new(one.clone()), 2, 64).await, Err(LaneError::Io(_))));
+        frame::write(&mut one, b"second").await.unwrap();
+        let got = read_answer(&mut Cursor::new(one), 2, 64).await.unwrap();
+        assert_eq!(got, vec![Bytes::from_static(b"first"), Bytes::from_static(b"second")]);
+    }
+}
