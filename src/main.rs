@@ -2,6 +2,7 @@
 
 mod cli;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -16,14 +17,33 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogSink)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .log_internal_errors(false)
         .init();
     match cli::Cli::parse().run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("peerix: {}", peerix::http::error_chain(e.as_ref()));
+            let _ = writeln!(std::io::stderr(), "peerix: {}", peerix::http::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Standard error for log lines, where a line that cannot be written is dropped: when whoever
+/// reads our stderr goes away (a pipe closed, a log shipper restarting), the daemon keeps serving
+/// and still stops on SIGTERM. tracing's default would report the failed write with `eprintln!`,
+/// which panics on a broken stderr, on whichever task was logging.
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }

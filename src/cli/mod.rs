@@ -102,28 +102,33 @@ impl Cli {
                 print!("{}", toml::to_string(&effective).context("cannot write the configuration as TOML")?);
                 Ok(())
             }
-            Command::Serve { print_config: false, config } => {
-                runtime()?.block_on(serve::run(ServeConfig::resolve(config)?))
-            }
+            Command::Serve { print_config: false, config } => block_on(serve::run(ServeConfig::resolve(config)?)),
             Command::Publish { paths, jobs, config } => {
-                runtime()?.block_on(publish::publish(ServeConfig::resolve(config)?, &paths, jobs))
+                block_on(publish::publish(ServeConfig::resolve(config)?, &paths, jobs))
             }
-            Command::Verify { repair, config } => {
-                runtime()?.block_on(publish::verify(ServeConfig::resolve(config)?, repair))
-            }
-            Command::Fetch { cid, output, url } => runtime()?.block_on(fetch::fetch(&url, &cid, output.as_deref())),
-            Command::Status { url, path, json, watch } => {
-                runtime()?.block_on(status::show(&url, path.as_deref(), json, watch))
-            }
-            Command::Tracker(args) => runtime()?.block_on(tracker::tracker(args)),
+            Command::Verify { repair, config } => block_on(publish::verify(ServeConfig::resolve(config)?, repair)),
+            Command::Fetch { cid, output, url } => block_on(fetch::fetch(&url, &cid, output.as_deref())),
+            Command::Status { url, path, json, watch } => block_on(status::show(&url, path.as_deref(), json, watch)),
+            Command::Tracker(args) => block_on(tracker::tracker(args)),
             Command::Keygen { name, secret_file, public_file } => keygen(&name, &secret_file, &public_file),
         }
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+/// Runs a command on a fresh runtime. When it returns (a daemon after SIGTERM), blocking work still
+/// running — an indexer thread reading a large file at its rate limit, a SQLite write — gets
+/// [`SHUTDOWN_WAIT`] and is then abandoned: dropping the runtime would wait for it, however long.
+fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let out = runtime.block_on(work);
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    out
 }
+
+/// What blocking work may still take after a command is done (SIGTERM must end a daemon within 5 s,
+/// of which the HTTP server's own grace period is the larger part).
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The local cache every subcommand that reads the store builds the same way.
 pub fn open_cache(cfg: &mut ServeConfig) -> anyhow::Result<Arc<LocalCache>> {

@@ -55,7 +55,7 @@ use crate::local_cache::LocalCache;
 /// lookups; Python's default of 5 overflowed and cost a 1 s SYN retry (nix-client-here.md §6).
 const LISTEN_BACKLOG: u32 = 1024;
 /// How long shutdown waits for in-flight responses (a NAR download) before dropping them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Shared by every handler.
 #[derive(Clone)]

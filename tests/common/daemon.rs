@@ -46,6 +46,8 @@ pub struct Daemon {
     pub addr: SocketAddr,
     pub url: String,
     log: Arc<(Mutex<String>, Condvar)>,
+    /// Set: the log reader stops at the next line and closes our end of the daemon's stderr.
+    deaf: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Daemon {
@@ -118,8 +120,13 @@ impl Daemon {
         let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let (tx, rx) = mpsc::channel();
         let sink = log.clone();
+        let deaf = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let deaf_reader = deaf.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if deaf_reader.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
                     let _ = tx.send(addr);
@@ -135,7 +142,7 @@ impl Daemon {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(addr) => {
                 let addr: SocketAddr = addr.parse().expect("address");
-                Ok(Self { child, addr, url: format!("http://{addr}"), log })
+                Ok(Self { child, addr, url: format!("http://{addr}"), log, deaf })
             }
             // It exited (stderr closed) or hangs before listening: either way it is stopped first,
             // so a daemon that never listens fails the test instead of hanging the suite.
@@ -255,6 +262,27 @@ impl Daemon {
             assert!(std::time::Instant::now() < deadline, "status never showed {what}:\n{s:#}\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Stops reading the daemon's stderr and closes the pipe (at its next log line), as a log
+    /// shipper that goes away does: the daemon's later writes to stderr fail with EPIPE.
+    pub fn close_stderr(&self) {
+        self.deaf.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for the process to exit: how long it took, and its
+    /// exit status (`None` if it had to be killed).
+    pub fn terminate(&mut self) -> (Duration, Option<std::process::ExitStatus>) {
+        let t = std::time::Instant::now();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        while t.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (t.elapsed(), Some(status));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        (t.elapsed(), None)
     }
 
     /// Kills the process at once (SIGKILL), as a crash or power loss would.
