@@ -65,8 +65,8 @@ async fn killed_while_fetching_and_evicting_it_restarts_clean() {
     let a = seeder(&w, "a", &[&f.top], &pk);
     let root = root_cid(&a, &f.top).await;
     let expected = nix_dump(Path::new(&f.top));
-    // C keeps 4 MB of received blocks: fetching the 24 MB DAG evicts all along.
-    let extra = ["--cache-size", "4M"];
+    // C keeps 16 MiB of received blocks (the least it takes): fetching the 24 MB DAG evicts.
+    let extra = ["--cache-size", "16M"];
     let mut c = peer_client(&w, "c", "client", &pk, &[&a.p2p_addr()], &extra);
     c.wait_log("have-summary applied");
 

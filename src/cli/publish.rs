@@ -21,6 +21,16 @@ pub async fn publish(mut cfg: ServeConfig, paths: &[String], jobs: Option<usize>
         .iter()
         .map(|p| StorePath::parse(p.trim_end_matches('/')).with_context(|| format!("{p} is not a store path")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // A path the store does not hold is an operator's mistake (a typo, the wrong --store-root):
+    // said and failed, not "published 0".
+    for path in &only {
+        let held = cache.store_db().query_by_hash(&path.hash()).context("cannot read the Nix database")?;
+        anyhow::ensure!(
+            held.is_some(),
+            "{path} is not a valid path in the Nix store at {}",
+            cfg.store_root.display()
+        );
+    }
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let publisher = Publisher::new(cache, jobs, cfg.index_rate.unwrap_or(0))?;
 

@@ -75,7 +75,7 @@ pub async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
     } else {
         args.p2p_listen.clone()
     };
-    let max_bytes = peerix::config::parse_size(&args.relay_max_circuit_bytes)?;
+    let max_bytes = peerix::config::parse_size("relay-max-circuit-bytes", &args.relay_max_circuit_bytes)?;
     if args.print_config {
         let mut t = toml::Table::new();
         t.insert("listen".into(), args.listen.to_string().into());

@@ -17,7 +17,7 @@ use clap::Args;
 use libp2p::multiaddr::Protocol;
 use serde::Deserialize;
 
-pub use self::units::{in_range, parse_duration, parse_size};
+pub use self::units::{http_url, in_range, parse_duration, parse_size};
 use crate::nix::signing::{PublicKey, SecretKey};
 use crate::trust::CACHE_NIXOS_ORG_KEY;
 
@@ -36,8 +36,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("config file {path} is invalid: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error("{}:{line}: {message}", path.display())]
+    Parse { path: PathBuf, line: usize, message: String },
     #[error("trusted public key {key:?} is invalid")]
     TrustedKey {
         key: String,
@@ -58,18 +58,20 @@ pub enum ConfigError {
     Upstream(String),
     #[error("no state directory: set --state-dir, $XDG_STATE_HOME or $HOME")]
     NoStateDir,
-    #[error("size {0:?} is not a number of bytes with an optional K, M, G or T suffix")]
-    Size(String),
+    #[error("{key} {value:?} is not a number of bytes with an optional K, M, G or T suffix")]
+    Size { key: &'static str, value: String },
     #[error("{0:?} is not a multiaddr")]
     Multiaddr(String),
     #[error("peer {0:?} must be a multiaddr ending in /p2p/<peer id>")]
     Peer(String),
     #[error("fallback {0:?} must be an http(s):// gateway URL or a kubo+http(s):// RPC URL")]
     Fallback(String),
-    #[error("duration {0:?} is not a number of milliseconds (with an optional ms or s suffix)")]
-    Duration(String),
+    #[error("{key} {value:?} is not a duration: milliseconds, or a number with ms or s, up to an hour")]
+    Duration { key: &'static str, value: String },
     #[error("tracker {0:?} must be an http:// or https:// URL")]
     Tracker(String),
+    #[error("{key} {value:?} is not usable: {why}")]
+    Url { key: &'static str, value: String, why: &'static str },
 }
 
 /// Flags of `peerix serve`. Every one can also be set by its `PEERIX_*` variable or the config file.
@@ -310,7 +312,12 @@ impl FileConfig {
 
     /// The config in `text`; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.message().to_owned() })
+        toml::from_str(text).map_err(|e| {
+            // "FILE:LINE: message", as compilers say it, so an editor jumps to the line.
+            let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let message = e.message().trim().to_owned();
+            ConfigError::Parse { path: path.to_owned(), line, message }
+        })
     }
 }
 
@@ -344,7 +351,7 @@ impl ServeConfig {
             .collect::<Result<Vec<_>, _>>()?;
         let upstream = match args.upstream.or(file.upstream).unwrap_or_else(|| DEFAULT_UPSTREAM.to_owned()) {
             u if u == "none" || u.is_empty() => None,
-            u if u.starts_with("http://") || u.starts_with("https://") => Some(u),
+            u if u.starts_with("http://") || u.starts_with("https://") => Some(http_url("upstream", &u)?),
             u => return Err(ConfigError::Upstream(u)),
         };
         let private_key_file = args.private_key_file.or(file.private_key_file);
@@ -358,6 +365,10 @@ impl ServeConfig {
             Some(t) if !(t.starts_with("http://") || t.starts_with("https://")) => {
                 return Err(ConfigError::Tracker(t));
             }
+            Some(t) => Some(http_url("tracker", &t)?),
+            None => None,
+        };
+        let tracker = match tracker {
             Some(_) if args.no_p2p || file.p2p == Some(false) => None,
             Some(_) if args.mode.or(file.mode) == Some(crate::p2p::Mode::Lan) => {
                 tracing::warn!("--tracker is ignored in lan mode (nothing leaves the local network)");
@@ -389,29 +400,34 @@ impl ServeConfig {
                 1..=MAX_INDEX_JOBS,
                 "1 to 256",
             )?,
-            index_rate: args.index_rate.or(file.index_rate).map(|s| parse_size(&s)).transpose()?,
+            index_rate: args.index_rate.or(file.index_rate).map(|s| parse_size("index-rate", &s)).transpose()?,
             cache_size: match args.cache_size.or(file.cache_size) {
-                Some(s) => parse_size(&s)?,
+                // Below 16 MiB (16 transfer units) a transfer evicts its own blocks.
+                Some(s) => in_range("cache-size", parse_size("cache-size", &s)?, 16 << 20..=u64::MAX, "16M or more")?,
                 None => DEFAULT_CACHE_SIZE,
             },
             lookup_timeout: match args.lookup_timeout.or(file.lookup_timeout) {
-                Some(t) => parse_duration(&t)?,
+                Some(t) => parse_duration("lookup-timeout", &t)?,
                 None => DEFAULT_LOOKUP_TIMEOUT,
             },
             prefetch: crate::substitute::PrefetchLimits::new(
                 match args.prefetch_size.or(file.prefetch_size) {
-                    Some(s) => parse_size(&s)?,
+                    Some(s) => parse_size("prefetch-size", &s)?,
                     None => DEFAULT_PREFETCH_SIZE,
                 },
                 match args.prefetch_age.or(file.prefetch_age) {
-                    Some(t) => parse_duration(&t)?,
+                    Some(t) => parse_duration("prefetch-age", &t)?,
                     None => DEFAULT_PREFETCH_AGE,
                 },
             ),
             fallbacks: pick(args.fallbacks, file.fallbacks)
                 .unwrap_or_default()
                 .iter()
-                .map(|u| crate::substitute::Fallback::parse(u).ok_or_else(|| ConfigError::Fallback(u.clone())))
+                .map(|u| {
+                    let f = crate::substitute::Fallback::parse(u).ok_or_else(|| ConfigError::Fallback(u.clone()))?;
+                    http_url("fallback", f.url())?;
+                    Ok(f)
+                })
                 .collect::<Result<_, _>>()?,
             p2p: if args.no_p2p || file.p2p == Some(false) {
                 None

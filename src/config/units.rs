@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::ConfigError;
 
 /// `250`, `250ms`, `1s`: milliseconds unless suffixed.
-pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
+pub fn parse_duration(key: &'static str, s: &str) -> Result<Duration, ConfigError> {
     let t = s.trim();
     let (digits, unit) = if let Some(d) = t.strip_suffix("ms") {
         (d, 1)
@@ -22,7 +22,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
         .and_then(|n| n.checked_mul(unit))
         .filter(|ms| *ms > 0 && *ms <= 3_600_000)
         .map(Duration::from_millis)
-        .ok_or_else(|| ConfigError::Duration(s.to_owned()))
+        .ok_or_else(|| ConfigError::Duration { key, value: s.to_owned() })
 }
 
 /// `value` if `range` holds it, else an error naming the key and what is allowed.
@@ -38,8 +38,25 @@ pub fn in_range<T: PartialOrd + std::fmt::Display>(
     }
 }
 
+/// `value` as an http(s) URL with a host (`key` names the flag in the error): `http://`, `http:v1`
+/// or a URL with spaces in it is refused at start, not found out by the first request.
+pub fn http_url(key: &'static str, value: &str) -> Result<String, ConfigError> {
+    let refuse = |why: &'static str| ConfigError::Url { key, value: value.to_owned(), why };
+    if value.chars().any(char::is_whitespace) {
+        return Err(refuse("it contains white space"));
+    }
+    let url = reqwest::Url::parse(value).map_err(|_| refuse("it is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || !value.contains("://") {
+        return Err(refuse("it must begin with http:// or https://"));
+    }
+    match url.host_str() {
+        Some(h) if !h.is_empty() => Ok(value.to_owned()),
+        _ => Err(refuse("it names no host")),
+    }
+}
+
 /// `1234`, `64K`, `512M`, `10G`, `1T` (binary units).
-pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+pub fn parse_size(key: &'static str, s: &str) -> Result<u64, ConfigError> {
     let t = s.trim();
     let (digits, shift) = match t.char_indices().last() {
         Some((i, 'K' | 'k')) => (&t[..i], 10),
@@ -53,7 +70,7 @@ pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(1u64 << shift))
-        .ok_or_else(|| ConfigError::Size(s.to_owned()))
+        .ok_or_else(|| ConfigError::Size { key, value: s.to_owned() })
 }
 
 #[cfg(test)]
@@ -61,16 +78,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn urls_need_a_scheme_a_host_and_no_spaces() {
+        for ok in ["http://127.0.0.1:12305", "https://cache.nixos.org", "http://[::1]:80/x", "http://tracker.lan"] {
+            assert_eq!(http_url("tracker", ok).unwrap(), ok);
+        }
+        for bad in ["v1", "http://", "http:v1", "ftp://host", "http://a b", "https:///path", "", "127.0.0.1:12305"] {
+            assert!(http_url("tracker", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn sizes() {
-        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
-        assert_eq!(parse_size("64k").unwrap(), 65536);
-        assert_eq!(parse_size("123").unwrap(), 123);
-        assert!(parse_size("10X").is_err());
-        assert!(parse_size("99999999T").is_err());
-        assert_eq!(parse_duration("250").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_size("k", "10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("k", "64k").unwrap(), 65536);
+        assert_eq!(parse_size("k", "123").unwrap(), 123);
+        assert!(parse_size("k", "10X").is_err());
+        assert!(parse_size("k", "99999999T").is_err());
+        assert_eq!(parse_duration("k", "250").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("k", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("k", "2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("k", "0").is_err());
+        assert!(parse_duration("k", "soon").is_err());
     }
 }
