@@ -25,11 +25,7 @@ pub async fn publish(mut cfg: ServeConfig, paths: &[String], jobs: Option<usize>
     // said and failed, not "published 0".
     for path in &only {
         let held = cache.store_db().query_by_hash(&path.hash()).context("cannot read the Nix database")?;
-        anyhow::ensure!(
-            held.is_some(),
-            "{path} is not a valid path in the Nix store at {}",
-            cfg.store_root.display()
-        );
+        anyhow::ensure!(held.is_some(), "{path} is not a valid path in the Nix store at {}", cfg.store_root.display());
     }
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let publisher = Publisher::new(cache, jobs, cfg.index_rate.unwrap_or(0))?;

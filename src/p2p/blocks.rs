@@ -45,6 +45,13 @@ const READ_AHEAD: usize = 2;
 
 const HAVE: u8 = 0;
 const DONT_HAVE: u8 = 1;
+const HAVE_ZSTD: u8 = 2;
+
+/// Blocks are asked for compressed from a peer at least this far away: a LAN is under a
+/// millisecond, a link across a city or the internet is tens.
+pub const COMPRESS_ABOVE_RTT: Duration = Duration::from_millis(5);
+/// zstd's fastest level: the link, not the seeder's core, should stay the limit.
+const ZSTD_LEVEL: i32 = 1;
 
 pub mod wire {
     #[derive(Clone, PartialEq, prost::Message)]
@@ -52,6 +59,9 @@ pub mod wire {
         /// Binary CIDs.
         #[prost(bytes = "vec", repeated, tag = "1")]
         pub cids: Vec<Vec<u8>>,
+        /// Send blocks zstd-compressed where that saves bytes (a slow link).
+        #[prost(bool, tag = "2")]
+        pub compress: bool,
     }
 }
 
@@ -72,13 +82,15 @@ pub enum FetchError {
 /// Attempts at a request a peer dropped unread ([`LaneError::Dropped`]).
 const DROPPED_RETRIES: usize = 3;
 
-/// Fetches `cids` from `peer` on a lane ([`super::lanes`]), every block checked against its CID.
-pub async fn fetch(lanes: &Lanes, peer: PeerId, cids: &[Cid]) -> Result<Vec<Bytes>, FetchError> {
+/// Fetches `cids` from `peer` on a lane ([`super::lanes`]), every block checked against its CID;
+/// compressed on the wire when `compress`.
+pub async fn fetch(lanes: &Lanes, peer: PeerId, cids: &[Cid], compress: bool) -> Result<Vec<Bytes>, FetchError> {
     if cids.len() > MAX_CIDS {
         return Err(FetchError::TooMany(cids.len()));
     }
     let mut request = Vec::with_capacity(16 + cids.len() * 40);
-    frame::encode_message(&mut request, &wire::Request { cids: cids.iter().map(|c| c.to_bytes()).collect() });
+    let cids_bytes = cids.iter().map(|c| c.to_bytes()).collect();
+    frame::encode_message(&mut request, &wire::Request { cids: cids_bytes, compress });
     let mut attempt = 0;
     let frames = loop {
         match lanes.request(peer, request.clone(), cids.len(), MAX_BLOCK + 1).await {
@@ -89,19 +101,26 @@ pub async fn fetch(lanes: &Lanes, peer: PeerId, cids: &[Cid]) -> Result<Vec<Byte
     };
     let mut out = Vec::with_capacity(cids.len());
     for (cid, body) in cids.iter().zip(frames) {
-        match body.first() {
-            Some(&HAVE) => {
-                let data = body.slice(1..);
-                if !ipld::verify(cid, &data) {
-                    return Err(FetchError::Mismatch(*cid));
-                }
-                out.push(data);
-            }
-            Some(&DONT_HAVE) if body.len() == 1 => return Err(FetchError::Missing(*cid)),
-            _ => return Err(FetchError::Malformed),
+        let data = unpack(cid, body)?;
+        if !ipld::verify(cid, &data) {
+            return Err(FetchError::Mismatch(*cid));
         }
+        out.push(data);
     }
     Ok(out)
+}
+
+/// The block in one answer frame, unchecked.
+fn unpack(cid: &Cid, body: Bytes) -> Result<Bytes, FetchError> {
+    match body.first() {
+        Some(&HAVE) => Ok(body.slice(1..)),
+        // Bounded: a frame that inflates past a block's size is refused, not followed.
+        Some(&HAVE_ZSTD) => {
+            Ok(zstd::bulk::decompress(&body[1..], MAX_BLOCK).map_err(|_| FetchError::Malformed)?.into())
+        }
+        Some(&DONT_HAVE) if body.len() == 1 => Err(FetchError::Missing(*cid)),
+        _ => Err(FetchError::Malformed),
+    }
 }
 
 /// Serves block requests from `blocks` until `shutdown`.
@@ -142,12 +161,22 @@ async fn answer(
     let _permit = work.acquire().await.map_err(|_| LaneError::Dropped)?;
     // One blocking task reads the blocks in order (file reads, SQLite) and hands each over as it is
     // ready, [`READ_AHEAD`] ahead of the socket: one thread handoff per request, not one per block.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(READ_AHEAD);
+    // Compression runs there too, off the async workers.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<(u8, Bytes, usize)>>(READ_AHEAD);
+    let compress = req.compress;
     tokio::task::spawn_blocking(move || {
         for raw in req.cids {
             let block =
                 Cid::try_from(raw.as_slice()).ok().and_then(|cid| blocks.get(&cid).ok().flatten()).map(|(d, _)| d);
-            if tx.blocking_send(block).is_err() {
+            let framed = block.map(|data| {
+                let len = data.len();
+                let packed = compress.then(|| zstd::bulk::compress(&data, ZSTD_LEVEL).ok()).flatten();
+                match packed {
+                    Some(z) if z.len() < len - len / 10 => (HAVE_ZSTD, Bytes::from(z), len),
+                    _ => (HAVE, data, len),
+                }
+            });
+            if tx.blocking_send(framed).is_err() {
                 return;
             }
         }
@@ -155,15 +184,15 @@ async fn answer(
     let (mut sent, mut bytes) = (0u64, 0u64);
     while let Some(block) = rx.recv().await {
         match block {
-            Some(data) => {
+            Some((status, data, len)) => {
                 // Prefix, status and block in one write: one yamux and one noise frame, not two.
                 let mut out = Vec::with_capacity(data.len() + 11);
                 ipld::put_varint(&mut out, data.len() as u64 + 1);
-                out.push(HAVE);
+                out.push(status);
                 out.extend_from_slice(&data);
                 stream.write_all(&out).await?;
                 sent += 1;
-                bytes += data.len() as u64;
+                bytes += len as u64;
             }
             None => frame::write(&mut stream, &[DONT_HAVE]).await?,
         }
@@ -173,4 +202,26 @@ async fn answer(
         s.bytes_sent += bytes;
     });
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_unpack_and_a_zstd_bomb_is_refused() {
+        let cid = ipld::raw_cid(b"x");
+        let block = b"text text text text text text text text".repeat(100);
+        let mut packed = vec![HAVE_ZSTD];
+        packed.extend(zstd::bulk::compress(&block, ZSTD_LEVEL).unwrap());
+        assert_eq!(unpack(&cid, packed.into()).unwrap(), &block[..]);
+        assert_eq!(unpack(&cid, Bytes::from_static(b"\x00abc")).unwrap(), &b"abc"[..]);
+        assert!(matches!(unpack(&cid, Bytes::from_static(b"\x01")), Err(FetchError::Missing(_))));
+        assert!(matches!(unpack(&cid, Bytes::from_static(b"\x01x")), Err(FetchError::Malformed)));
+        // 64 MiB of zeros compress to a few KiB: inflating stops at a block's size.
+        let mut bomb = vec![HAVE_ZSTD];
+        bomb.extend(zstd::bulk::compress(&vec![0u8; 64 << 20], 3).unwrap());
+        assert!(bomb.len() < 64 << 10);
+        assert!(matches!(unpack(&cid, bomb.into()), Err(FetchError::Malformed)));
+    }
 }

@@ -322,12 +322,14 @@ impl Node {
         [("narinfo", &self.narinfo_lanes.counters), ("blocks", &self.block_lanes.counters)]
     }
 
-    /// Fetches `cids` from `peer`, each checked against its CID ([`blocks::fetch`]).
+    /// Fetches `cids` from `peer`, each checked against its CID ([`blocks::fetch`]), compressed
+    /// on the wire when the peer is far away ([`blocks::COMPRESS_ABOVE_RTT`]).
     pub async fn fetch_blocks(
         &self,
         peer: libp2p::PeerId,
         cids: &[cid::Cid],
     ) -> Result<Vec<bytes::Bytes>, blocks::FetchError> {
-        blocks::fetch(&self.block_lanes, peer, cids).await
+        let far = self.peers.rtt(&peer).is_some_and(|rtt| rtt >= blocks::COMPRESS_ABOVE_RTT);
+        blocks::fetch(&self.block_lanes, peer, cids, far).await
     }
 }

@@ -279,19 +279,23 @@ impl Peers {
     }
 
     /// How long an answer from the slowest of `peers` may take now: three of its last ping round
-    /// trips (a stream's negotiation, the request, slack), plus one for every request to it already
-    /// in flight — libp2p-stream opens one stream per connection at a time and waits out each
-    /// negotiation, so a burst of lookups queues a round trip each. Peers not pinged yet count as
-    /// nothing.
+    /// trips (a lane's opening, the request, slack), plus one for every [`super::lanes::DEPTH`]
+    /// requests to it already in flight (a lane answers its requests in order). Peers not pinged
+    /// yet count as nothing.
     pub fn answer_time(&self, peers: &[PeerId]) -> Duration {
         self.with(|m| {
             peers
                 .iter()
                 .filter_map(|id| m.get(id))
-                .filter_map(|p| Some(p.rtt?.saturating_mul(3 + p.asking)))
+                .filter_map(|p| Some(p.rtt?.saturating_mul(3 + p.asking / super::lanes::DEPTH as u32)))
                 .max()
                 .unwrap_or_default()
         })
+    }
+
+    /// The last ping round trip to `peer`, if any.
+    pub fn rtt(&self, peer: &PeerId) -> Option<Duration> {
+        self.with(|m| m.get(peer).and_then(|p| p.rtt))
     }
 
     /// True if the peer lied to us recently (wrong narinfo, wrong blocks): asked and used last.

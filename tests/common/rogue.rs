@@ -136,9 +136,34 @@ impl Rogue {
             .map(|a| a.narinfo)
     }
 
+    /// Asks `peer` for blocks over `/peerix/blocks/1.0.0` (compressed on the wire if `compress`).
+    pub async fn fetch_blocks_as(
+        &self,
+        peer: PeerId,
+        cids: &[Cid],
+        compress: bool,
+    ) -> Result<Vec<bytes::Bytes>, blocks::FetchError> {
+        blocks::fetch(&lanes::Lanes::new(self.control.clone(), blocks::PROTOCOL, 1), peer, cids, compress).await
+    }
+
     /// Asks `peer` for blocks over `/peerix/blocks/1.0.0`.
     pub async fn fetch_blocks(&self, peer: PeerId, cids: &[Cid]) -> Result<Vec<bytes::Bytes>, blocks::FetchError> {
-        blocks::fetch(&lanes::Lanes::new(self.control.clone(), blocks::PROTOCOL, 1), peer, cids).await
+        self.fetch_blocks_as(peer, cids, false).await
+    }
+
+    /// The answer frames of one block request as they come over the wire: each frame's status
+    /// byte and length.
+    pub async fn block_frames(&self, peer: PeerId, cids: &[Cid], compress: bool) -> Vec<(u8, usize)> {
+        let mut stream = self.control.clone().open_stream(peer, blocks::PROTOCOL).await.unwrap();
+        let request = blocks::wire::Request { cids: cids.iter().map(|c| c.to_bytes()).collect(), compress };
+        frame::write_message(&mut stream, &request).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut out = Vec::new();
+        for _ in cids {
+            let body = frame::read(&mut stream, 1 << 20).await.unwrap().unwrap();
+            out.push((body[0], body.len()));
+        }
+        out
     }
 
     /// Sends `peer` a bitswap want-block (with sendDontHave) for `cid`, again if the stream is
