@@ -15,6 +15,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)   # network namespaces for the
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # the NixOS module's unit, scored offline
 command -v chromium >/dev/null 2>&1 || need+=(chromium)   # the dashboard test's headless browser
 command -v iptables >/dev/null 2>&1 || need+=(iptables)   # the NAT lab (MASQUERADE in namespaces)
+command -v npm >/dev/null 2>&1 || need+=(npm)   # the Helia interop peer and the dashboard's browser driver
 if ((${#need[@]})); then
   echo "test.sh: installing ${need[*]}" >&2
   apt-get update -qq
@@ -30,9 +31,26 @@ if [ ! -d tests/dashboard/node_modules ] || [ tests/dashboard/package-lock.json 
   (cd tests/dashboard && npm ci --no-audit --no-fund --loglevel=error)
   touch tests/dashboard/node_modules
 fi
-# The reference OpenMetrics parser (Prometheus's Python client), for the /metrics test.
-python3 -c 'import prometheus_client' 2>/dev/null ||
-  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore prometheus-client==0.21.1
+# The reference OpenMetrics parser (Prometheus's Python client), for the /metrics test: Debian's
+# package when python3 is the system's (stock Debian 12 has no pip, and refuses pip installs into
+# the system: PEP 668), else pip, else a venv of our own that the test is told about.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  if [ "$(command -v python3)" = /usr/bin/python3 ] && apt-get install -y -qq --no-install-recommends python3-prometheus-client >/dev/null 2>&1; then
+    :
+  elif python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore prometheus-client==0.21.1 2>/dev/null; then
+    :
+  else
+    venv=${CARGO_TARGET_DIR:-target}/test-venv
+    [ -x "$venv/bin/python3" ] || python3 -m venv "$venv" 2>/dev/null || {
+      apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+      python3 -m venv "$venv"
+    }
+    "$venv/bin/python3" -c 'import prometheus_client' 2>/dev/null ||
+      "$venv/bin/python3" -m pip install -q --disable-pip-version-check prometheus-client==0.21.1
+    PEERIX_TEST_PYTHON=$(cd "$(dirname "$venv")" && pwd)/$(basename "$venv")/bin/python3
+    export PEERIX_TEST_PYTHON
+  fi
+fi
 # Single-user nix as root: a systemd user session may set NIX_REMOTE=daemon, and no daemon runs here.
 unset NIX_REMOTE
 # Create Nix's database once, before tests run in parallel: on a fresh machine every test's first nix

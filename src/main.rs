@@ -11,11 +11,16 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// What an operator sees without `RUST_LOG`: our own info lines, and of libp2p only what one can act
+/// on (Kademlia warns about every bootstrap with no peers, which `--bootstrap none` and a quiet LAN
+/// are by design; the swarm repeats our peer id).
+const DEFAULT_LOG: &str = "info,libp2p_kad=error,libp2p_swarm=warn";
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(|| LogSink)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

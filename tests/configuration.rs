@@ -70,6 +70,41 @@ fn bad_config_stops_the_start_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--ttl") && err.contains("1..=604800"), "{err}");
 
+    // Every value is checked at the door, and the error names the flag and what is allowed.
+    for (args, says) in [
+        (&["--tracker", "v1"][..], "tracker \"v1\" must be an http:// or https:// URL"),
+        (&["--tracker", "http://"][..], "tracker \"http://\" is not usable"),
+        (&["--tracker", "http://a b:12305"][..], "it contains white space"),
+        (&["--upstream", "http://:80/nix"][..], "upstream \"http://:80/nix\" is not usable"),
+        (&["--fallback", "http://"][..], "fallback \"http://\" must be an http(s):// gateway URL"),
+        (&["--fallback", "kubo+http://:1"][..], "fallback \"http://:1\" is not usable"),
+        (&["--cache-size", "0"][..], "cache-size = 0 is out of range: allowed 16M or more"),
+        (&["--cache-size", "lots"][..], "cache-size \"lots\" is not a number of bytes"),
+        (&["--index-jobs", "0"][..], "index-jobs = 0 is out of range: allowed 1 to 256"),
+        (&["--lookup-timeout", "soon"][..], "lookup-timeout \"soon\" is not a duration"),
+        (&["--prefetch-size", "1Q"][..], "prefetch-size \"1Q\" is not a number of bytes"),
+    ] {
+        let err = Daemon::try_start(&w.path("s"), args).err().unwrap_or_else(|| panic!("{args:?} was accepted"));
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(err.matches("peerix:").count(), 1, "said once: {err}");
+    }
+    // And the edges that are allowed start.
+    let ok = Daemon::try_start(
+        &w.path("edges"),
+        &["--cache-size", "16M", "--index-jobs", "256", "--tracker", "http://[::1]:1"],
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err());
+    drop(ok);
+    // A config file's error names the file and the line.
+    let bad = w.path("line.toml");
+    std::fs::write(&bad, "listen = \"127.0.0.1:0\"\n\ncache-size = 16M\n").unwrap();
+    let err = Daemon::try_start(&w.path("s"), &["--config", bad.to_str().unwrap()]).err().unwrap();
+    assert!(err.contains(&format!("{}:3:", bad.display())), "{err}");
+    let value = w.path("value.toml");
+    std::fs::write(&value, "cache-size = \"1K\"\n").unwrap();
+    let err = Daemon::try_start(&w.path("s"), &["--config", value.to_str().unwrap()]).err().unwrap();
+    assert!(err.contains("cache-size = 1024 is out of range"), "{err}");
+
     // A corrupt state DB stops the start, names the file, and is left as it was.
     let state = w.path("corrupt");
     std::fs::create_dir_all(&state).unwrap();
@@ -170,6 +205,34 @@ fn keygen_writes_keys_nix_reads() {
     // An existing secret key is never overwritten.
     let again = Command::new(env!("CARGO_BIN_EXE_peerix")).args(["keygen", "x"]).arg(&sk).arg(&pk).output().unwrap();
     assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    // A keygen that cannot write its public half leaves no secret behind.
+    let (sk2, nowhere) = (w.path("k2.sk"), w.path("no-such-dir/k2.pk"));
+    let failed =
+        Command::new(env!("CARGO_BIN_EXE_peerix")).args(["keygen", "y"]).arg(&sk2).arg(&nowhere).output().unwrap();
+    assert!(!failed.status.success());
+    assert!(!sk2.exists(), "a secret key was left behind by a failed keygen");
+    let leftovers: Vec<_> = std::fs::read_dir(w.path(""))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `peerix publish` of a path the store does not hold fails and says so (a typo is not "0 published").
+#[test]
+fn publishing_a_path_the_store_lacks_fails() {
+    let w = Work::new();
+    let f = w.build_fixture();
+    let store = w.chroot_store("s", &[&f.dep]);
+    let args = ["--store-root", store.to_str().unwrap(), "--serve-private"];
+    let out = peerix_cmd("publish", &w.path("state"), &args).arg(&f.top).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&format!("{} is not a valid path in the Nix store", f.top)), "{err}");
+    let out = peerix_cmd("publish", &w.path("state"), &args).arg(&f.dep).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The README's configuration table: every flag of `peerix serve --help` with its variable, every

@@ -33,6 +33,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     let blocks = Arc::new(Blocks::new(cache.clone(), cfg.cache_size));
     let publisher = Publisher::new(cache.clone(), cfg.index_jobs, cfg.index_rate.unwrap_or(DEFAULT_SERVE_INDEX_RATE))?;
     let shutdown = CancellationToken::new();
+    info!("{}", what_leaves_the_machine(&cfg));
     let p2p = match cfg.p2p.take() {
         Some(p2p_cfg) => Some(
             peerix::p2p::start(p2p_cfg, &identity, blocks.clone(), cache.clone(), &cfg.state_dir, shutdown.clone())
@@ -85,6 +86,36 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     http::serve(listener, app, shutdown, http::conn::MAX_BODY).await;
     info!("stopped");
     Ok(())
+}
+
+/// One line at start that says, in an operator's words, which networks this configuration talks
+/// to: the defaults join the public IPFS network, and that should never be a surprise.
+fn what_leaves_the_machine(cfg: &ServeConfig) -> String {
+    let upstream = match &cfg.upstream {
+        Some(u) => format!("asks {u} which paths it has"),
+        None => "asks no upstream cache".to_owned(),
+    };
+    let Some(p2p) = &cfg.p2p else {
+        return format!("p2p off (--no-p2p): serves this machine's store only; {upstream}");
+    };
+    let listen = p2p.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+    let lan = if p2p.mdns { "finds LAN peers by mDNS" } else { "no mDNS" };
+    match p2p.mode {
+        peerix::p2p::Mode::Ipfs if p2p.bootstrap.is_empty() => format!(
+            "ipfs mode: p2p on {listen}, {lan}, the DHT among the peers it meets (no bootstrap peers); {upstream}"
+        ),
+        peerix::p2p::Mode::Ipfs => format!(
+            "ipfs mode: p2p on {listen}, {lan}, joins the public IPFS network ({} bootstrap peers, the DHT); {upstream}; \
+             --mode lan keeps everything on the local network",
+            p2p.bootstrap.len()
+        ),
+        peerix::p2p::Mode::Lan => {
+            format!(
+                "lan mode: p2p on {listen}, {lan}, {} --peer; nothing goes to the IPFS network; {upstream}",
+                p2p.peers.len()
+            )
+        }
+    }
 }
 
 /// Scans at start, again whenever Nix's DB changes, and when the operator asks (a path checked

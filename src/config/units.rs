@@ -82,7 +82,7 @@ mod tests {
         for ok in ["http://127.0.0.1:12305", "https://cache.nixos.org", "http://[::1]:80/x", "http://tracker.lan"] {
             assert_eq!(http_url("tracker", ok).unwrap(), ok);
         }
-        for bad in ["v1", "http://", "http:v1", "ftp://host", "http://a b", "https:///path", "", "127.0.0.1:12305"] {
+        for bad in ["v1", "http://", "http:v1", "ftp://host", "http://a b", "http://:80/path", "", "127.0.0.1:12305"] {
             assert!(http_url("tracker", bad).is_err(), "{bad:?} accepted");
         }
     }

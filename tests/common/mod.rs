@@ -416,7 +416,9 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
         print(f"{s.name}{{{labels}}} {s.value}")
 "#;
-    let mut child = Command::new("python3")
+    // test.sh names a venv's python when the system's could not take the parser (PEP 668).
+    let python = std::env::var("PEERIX_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = Command::new(python)
         .args(["-c", PARSER])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
