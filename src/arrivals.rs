@@ -138,7 +138,12 @@ mod tests {
 
     fn dag(n: u32) -> ChunkedNar {
         let chunks = (0..n).map(|i| (u64::from(i) * 10, 10, raw_cid(&i.to_le_bytes()))).collect();
-        ChunkedNar { root: raw_cid(&n.to_be_bytes()), chunks, nodes: vec![(raw_cid(b"node"), vec![0; 100])] }
+        ChunkedNar {
+            root: raw_cid(&n.to_be_bytes()),
+            chunks,
+            nodes: vec![(raw_cid(b"node"), vec![0; 100])],
+            fingerprint: None,
+        }
     }
 
     fn hash(i: u8) -> NarHash {

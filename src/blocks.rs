@@ -62,8 +62,9 @@ pub struct Blocks {
     cache_size: u64,
     /// Bytes in the `blocks` table, kept here so a put does not scan the table.
     stored: AtomicU64,
-    /// Bytes of local chunks read from the store (and hashed) to serve them.
+    /// Bytes of local chunks read from the store to serve them, and of those, hashed.
     chunk_bytes_read: AtomicU64,
+    chunk_bytes_hashed: AtomicU64,
     /// Bytes evicted from the blockstore to stay under the cap.
     evicted: AtomicU64,
 }
@@ -71,39 +72,41 @@ pub struct Blocks {
 /// Recently used NAR layouts, least recently used evicted first, bounded by their heap bytes.
 #[derive(Default)]
 struct Layouts {
-    map: HashMap<String, (Arc<NarLayout>, u64)>,
+    /// Layout, last use, and whether its files are as they were when the path was read and hashed
+    /// whole (its fingerprint is the one the index recorded then).
+    map: HashMap<String, (Arc<NarLayout>, u64, bool)>,
     bytes: usize,
     tick: u64,
 }
 
 impl Layouts {
-    fn get(&mut self, hash32: &str) -> Option<Arc<NarLayout>> {
+    fn get(&mut self, hash32: &str) -> Option<(Arc<NarLayout>, bool)> {
         self.tick += 1;
-        let (layout, used) = self.map.get_mut(hash32)?;
+        let (layout, used, vouched) = self.map.get_mut(hash32)?;
         *used = self.tick;
-        Some(layout.clone())
+        Some((layout.clone(), *vouched))
     }
 
     /// Keeps `layout` unless it alone is over `max_bytes`, evicting the least recently used.
-    fn insert(&mut self, hash32: &str, layout: Arc<NarLayout>, max_bytes: usize, max_entries: usize) {
+    fn insert(&mut self, hash32: &str, layout: Arc<NarLayout>, vouched: bool, max_bytes: usize, max_entries: usize) {
         let size = layout.heap_size();
         if size > max_bytes {
             return;
         }
         self.remove(hash32);
         while !self.map.is_empty() && (self.bytes + size > max_bytes || self.map.len() >= max_entries) {
-            let Some(oldest) = self.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone()) else {
+            let Some(oldest) = self.map.iter().min_by_key(|(_, (_, used, _))| *used).map(|(k, _)| k.clone()) else {
                 break;
             };
             self.remove(&oldest);
         }
         self.tick += 1;
         self.bytes += size;
-        self.map.insert(hash32.to_owned(), (layout, self.tick));
+        self.map.insert(hash32.to_owned(), (layout, self.tick, vouched));
     }
 
     fn remove(&mut self, hash32: &str) {
-        if let Some((l, _)) = self.map.remove(hash32) {
+        if let Some((l, _, _)) = self.map.remove(hash32) {
             self.bytes -= l.heap_size();
         }
     }
@@ -151,6 +154,7 @@ impl Blocks {
             cache_size,
             stored: AtomicU64::new(stored),
             chunk_bytes_read: AtomicU64::new(0),
+            chunk_bytes_hashed: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
         }
     }
@@ -174,7 +178,13 @@ impl Blocks {
         self.cache_size
     }
 
-    /// Bytes of local chunks read from the store (and hashed) so far: what serving costs in I/O.
+    /// Bytes of local chunks hashed to check them before they left: those whose files were not
+    /// provably unchanged since the path was indexed.
+    pub fn local_chunk_bytes_hashed(&self) -> u64 {
+        self.chunk_bytes_hashed.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of local chunks read from the store so far: what serving costs in I/O.
     pub fn local_chunk_bytes_read(&self) -> u64 {
         self.chunk_bytes_read.load(Ordering::Relaxed)
     }
@@ -265,13 +275,27 @@ impl Blocks {
         StoreHash::parse(hash32).is_ok_and(|h| self.cache.servable_offline(&h))
     }
 
-    /// Reads a chunk of a local NAR and checks it against its CID. `None` if the path is gone or
-    /// changed (then it leaves the index).
+    /// Reads a chunk of a local NAR and checks it against its CID — unless its files are provably
+    /// the ones that were read and hashed whole when the path was indexed (the layout is vouched
+    /// for and no file's stamp moved during the read: [`NarLayout::read_range_checked`]), which
+    /// saves a sha2-256 of every byte a seeder sends. `None` if the path is gone or changed (then
+    /// it leaves the index).
     fn local_chunk(&self, cid: &Cid, hash32: &str, offset: u64, len: u32) -> Result<Option<Bytes>, CacheError> {
-        let read = self.layout(hash32).and_then(|l| l.read_range(offset, len as usize));
-        self.chunk_bytes_read.fetch_add(read.as_ref().map_or(0, |d| d.len() as u64), Ordering::Relaxed);
-        match read {
-            Ok(data) if ipld::verify(cid, &data) => return Ok(Some(Bytes::from(data))),
+        let read = self.layout(hash32).and_then(|(l, vouched)| {
+            let (data, unchanged) = l.read_range_checked(offset, len as usize)?;
+            Ok((data, vouched && unchanged))
+        });
+        let n = read.as_ref().map_or(0, |(d, _)| d.len() as u64);
+        self.chunk_bytes_read.fetch_add(n, Ordering::Relaxed);
+        let verified = |(data, known): (Vec<u8>, bool)| {
+            if known {
+                return Some(data);
+            }
+            self.chunk_bytes_hashed.fetch_add(data.len() as u64, Ordering::Relaxed);
+            ipld::verify(cid, &data).then_some(data)
+        };
+        match read.map(verified) {
+            Ok(Some(data)) => return Ok(Some(Bytes::from(data))),
             Ok(_) => warn!(path = hash32, %cid, "local chunk no longer matches its CID"),
             Err(e) => debug!(path = hash32, %cid, cause = %e, "local chunk unreadable"),
         }
@@ -285,7 +309,7 @@ impl Blocks {
         Ok(None)
     }
 
-    fn layout(&self, hash32: &str) -> std::io::Result<Arc<NarLayout>> {
+    fn layout(&self, hash32: &str) -> std::io::Result<(Arc<NarLayout>, bool)> {
         if let Some(l) = self.layouts.lock().ok().and_then(|mut m| m.get(hash32)) {
             return Ok(l);
         }
@@ -297,10 +321,12 @@ impl Blocks {
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "path not indexed"))?;
         let base = entry.store_path.trim_start_matches("/nix/store/");
         let layout = Arc::new(NarLayout::of(&self.cache.store_root().join("nix/store").join(base))?);
+        let recorded = self.cache.state().fingerprint(hash32).map_err(std::io::Error::other)?;
+        let vouched = recorded == Some(layout.fingerprint());
         if let Ok(mut m) = self.layouts.lock() {
-            m.insert(hash32, layout.clone(), LAYOUT_CACHE_BYTES, LAYOUT_CACHE_ENTRIES);
+            m.insert(hash32, layout.clone(), vouched, LAYOUT_CACHE_BYTES, LAYOUT_CACHE_ENTRIES);
         }
-        Ok(layout)
+        Ok((layout, vouched))
     }
 
     fn drop_layout(&self, hash32: &str) {
@@ -382,20 +408,20 @@ mod tests {
         let (small, big) = (layout_of(10), layout_of(2000));
         let budget = big.heap_size() + 2 * small.heap_size();
         let mut cache = Layouts::default();
-        cache.insert("a", small.clone(), budget, 100);
-        cache.insert("b", small.clone(), budget, 100);
+        cache.insert("a", small.clone(), false, budget, 100);
+        cache.insert("b", small.clone(), false, budget, 100);
         assert!(cache.get("a").is_some(), "a is now the more recently used");
-        cache.insert("big", big.clone(), budget, 100);
-        cache.insert("c", small.clone(), budget, 100);
+        cache.insert("big", big.clone(), false, budget, 100);
+        cache.insert("c", small.clone(), false, budget, 100);
         assert!(cache.bytes <= budget, "{} bytes kept over a budget of {budget}", cache.bytes);
         assert!(cache.get("b").is_none(), "the least recently used went first");
         assert!(cache.get("c").is_some());
-        cache.insert("huge", big.clone(), big.heap_size() - 1, 100);
+        cache.insert("huge", big.clone(), false, big.heap_size() - 1, 100);
         assert!(cache.get("huge").is_none(), "a layout over the whole budget is not kept");
-        let total: usize = cache.map.values().map(|(l, _)| l.heap_size()).sum();
+        let total: usize = cache.map.values().map(|(l, _, _)| l.heap_size()).sum();
         assert_eq!(cache.bytes, total, "the running total matches what is kept");
         for i in 0..10 {
-            cache.insert(&format!("n{i}"), small.clone(), usize::MAX, 4);
+            cache.insert(&format!("n{i}"), small.clone(), false, usize::MAX, 4);
         }
         assert_eq!(cache.map.len(), 4, "bounded by entries too");
     }

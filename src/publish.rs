@@ -340,8 +340,15 @@ impl Publisher {
         let chunked = match self.cache.arrivals.take(&info.nar_hash) {
             // Nix just wrote this path from a NAR peerix streamed to it: the blocks that carried it
             // are its index (nix checked the NarHash on import), so nothing is read or hashed again.
-            Some(dag) if dag.covers(info.nar_size) => {
+            Some(mut dag) if dag.covers(info.nar_size) => {
                 debug!(path = %info.path, "indexed from the blocks it arrived in");
+                // nix wrote these files from the verified bytes and registered them: as they are
+                // now is as they were written.
+                let fs_path = self.cache.fs_path(&info.path);
+                dag.fingerprint = tokio::task::spawn_blocking(move || NarLayout::of(&fs_path).map(|l| l.fingerprint()))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
                 Ok(dag)
             }
             _ => {
@@ -373,6 +380,7 @@ impl Publisher {
                         root: c.root,
                         chunks: &c.chunks,
                         nodes: &c.nodes,
+                        fingerprint: c.fingerprint,
                     })
                 })
                 .await?;
@@ -425,7 +433,11 @@ fn chunk_path_throttled(
     }
     let leaves: Vec<(Cid, u64)> = chunks.iter().map(|(_, len, cid)| (*cid, *len as u64)).collect();
     let dag = unixfs::build(&leaves);
-    Ok(ChunkedNar { root: dag.root, chunks, nodes: dag.nodes })
+    // The bytes just hashed are the files' bytes only if no file moved while they were read: a
+    // second walk (metadata only) must find every stamp as the first did.
+    let before = layout.fingerprint();
+    let fingerprint = NarLayout::of(&fs_path).ok().map(|l| l.fingerprint()).filter(|after| *after == before);
+    Ok(ChunkedNar { root: dag.root, chunks, nodes: dag.nodes, fingerprint })
 }
 
 struct HashingReader<'h, R> {

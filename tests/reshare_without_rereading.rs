@@ -1,6 +1,8 @@
 //! A closure nix substituted through C is re-shared by C from the DAGs it arrived in: C's indexer
 //! reads none of its bytes from disk again, and a third machine then substitutes the closure from
-//! C alone, byte for byte.
+//! C alone, byte for byte — C sending the chunks unhashed, since its files are provably the ones
+//! nix wrote. Once a file of the store copy is altered, C hashes what it reads again, refuses the
+//! changed block and withdraws the path.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,4 +44,34 @@ async fn a_substituted_closure_is_published_from_its_arrival_dags_and_served_onw
     }
     let from = d.wait_log("narinfo from peer");
     assert!(from.contains(&c.peer_id()), "{from}");
+    // C sent the blocks from disk without hashing them: nothing changed since nix wrote them.
+    let blocks = &c.status().await["blockstore"];
+    assert!(blocks["local_chunk_bytes_read"].as_u64().unwrap() >= 3_000_000, "{blocks}");
+    assert_eq!(blocks["local_chunk_bytes_hashed"], 0, "{blocks}");
+
+    // Someone alters C's copy (same size, a byte flipped in the middle): C's next read of that
+    // chunk is hashed, refused, and the path leaves what C shares.
+    use common::rogue::{Plan, Rogue};
+    let blob = w.path("client").join(f.top.trim_start_matches('/')).join("blob");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1_500_000] ^= 0xff;
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    std::fs::write(&blob, &bytes).unwrap();
+    let rogue = Rogue::start(Plan { no_summary: true, ..Default::default() }, Some(&c.p2p_addr())).await;
+    let peer: libp2p::PeerId = c.peer_id().parse().unwrap();
+    let chunks = indexed_blocks(&w.path("state-c"), &f.top);
+    let mut refused = false;
+    for batch in chunks.chunks(64) {
+        if let Err(e) = rogue.fetch_blocks(peer, batch).await {
+            assert!(matches!(e, peerix::p2p::blocks::FetchError::Missing(_)), "{e}");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "every chunk of the altered file was served");
+    assert!(c.status().await["blockstore"]["local_chunk_bytes_hashed"].as_u64().unwrap() > 0);
+    c.wait_log("local chunk no longer matches its CID");
+    c.wait_status("the altered path withdrawn", |s| s["index"]["published_paths"].as_u64() == Some(1)).await;
 }

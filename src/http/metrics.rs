@@ -197,6 +197,12 @@ impl Collector for Daemon {
             "bytes of local chunks read to serve them",
             b.local_chunk_bytes_read(),
         )?;
+        counter(
+            &mut e,
+            "local_chunk_hashed_bytes",
+            "bytes of local chunks hashed before they left (files not provably unchanged since indexing)",
+            b.local_chunk_bytes_hashed(),
+        )?;
         if let Some(node) = &app.p2p {
             let st = node.bitswap.stats();
             counter(&mut e, "bitswap_blocks_sent", "blocks sent by bitswap", n(&st.blocks_sent))?;

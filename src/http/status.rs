@@ -178,6 +178,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             "bytes": block_bytes,
             "cap_bytes": app.blocks.cache_size(),
             "local_chunk_bytes_read": app.blocks.local_chunk_bytes_read(),
+            "local_chunk_bytes_hashed": app.blocks.local_chunk_bytes_hashed(),
             "evicted_bytes": app.blocks.evicted_bytes(),
         },
         "arrivals": {

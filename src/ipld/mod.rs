@@ -21,6 +21,9 @@ pub struct ChunkedNar {
     pub root: Cid,
     pub chunks: Vec<(u64, u32, Cid)>,
     pub nodes: Vec<(Cid, Vec<u8>)>,
+    /// The path's files' fingerprint ([`crate::nix::nar_layout::NarLayout::fingerprint`]) when
+    /// these chunks were known to be their bytes; `None` when that cannot be vouched for.
+    pub fingerprint: Option<[u8; 32]>,
 }
 
 impl ChunkedNar {

@@ -5,6 +5,12 @@
 //! block index (`local_chunks`: path, NAR offset, length) is then produced by [`NarLayout::read_range`]
 //! — seeking into file contents, reading only what the chunk covers — and the whole NAR can be read
 //! sequentially through [`LayoutReader`] (the chunker's input when a path is indexed).
+//!
+//! Each file's [`Stamp`] (device, inode, size, mtime, ctime) is taken by the walk; together they are
+//! the layout's [`NarLayout::fingerprint`]. A store file is immutable once registered: any write to
+//! it, even one that restores size and mtime, moves its ctime, which no user can set back. So a
+//! chunk read from files whose stamps still equal the ones recorded when the path was read and
+//! hashed whole is those bytes again ([`NarLayout::read_range_checked`]; README, "Blocks").
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -16,7 +22,27 @@ use super::nar::{Segment, walk};
 
 enum Piece {
     Framing(Vec<u8>),
-    File { path: PathBuf, len: u64 },
+    File { path: PathBuf, len: u64, stamp: Stamp },
+}
+
+/// What changes when a file's contents may have: device and inode (a replaced file), size, and
+/// the modification and status-change times to the nanosecond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp([i64; 7]);
+
+impl Stamp {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self([
+            meta.dev() as i64,
+            meta.ino() as i64,
+            meta.size() as i64,
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        ])
+    }
 }
 
 /// Where each byte of one NAR comes from.
@@ -43,7 +69,10 @@ impl NarLayout {
                     }
                     (Piece::Framing(b.to_vec()), b.len() as u64)
                 }
-                Segment::Contents { path, len } => (Piece::File { path: path.to_owned(), len }, len),
+                Segment::Contents { path, len } => {
+                    let stamp = Stamp::of(&std::fs::symlink_metadata(path)?);
+                    (Piece::File { path: path.to_owned(), len, stamp }, len)
+                }
             };
             layout.starts.push(layout.size);
             layout.pieces.push(piece);
@@ -77,14 +106,51 @@ impl NarLayout {
         self.pieces.iter().filter(|p| matches!(p, Piece::File { .. })).count()
     }
 
+    /// The stamps of every file, in NAR order, hashed: equal fingerprints mean no file of the
+    /// path was written, replaced, grown or shrunk between the two walks.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.size.to_le_bytes());
+        for p in &self.pieces {
+            if let Piece::File { stamp, .. } = p {
+                for v in stamp.0 {
+                    h.update(v.to_le_bytes());
+                }
+            }
+        }
+        h.finalize().into()
+    }
+
     /// Bytes `offset .. offset + len` of the NAR.
     pub fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        Ok(self.read_range_checked(offset, len)?.0)
+    }
+
+    /// Bytes `offset .. offset + len` of the NAR, and whether every file they came from still had
+    /// the stamp of this layout's walk once its bytes were read (an `fstat` per file, after the
+    /// read: a write during the read shows too).
+    pub fn read_range_checked(&self, offset: u64, len: usize) -> io::Result<(Vec<u8>, bool)> {
         let end = offset.checked_add(len as u64).filter(|&e| e <= self.size).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("range {offset}+{len} is past the NAR's end"))
         })?;
         let mut out = Vec::with_capacity(len);
-        self.read_into(offset, end, &mut out, &mut None)?;
-        Ok(out)
+        let mut unchanged = true;
+        let mut open = None;
+        let mut i = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let mut pos = offset;
+        while pos < end {
+            let stop = self.starts.get(i + 1).copied().unwrap_or(self.size).min(end);
+            self.read_into(pos, stop, &mut out, &mut open)?;
+            if let (Piece::File { stamp, .. }, Some((at, f))) = (&self.pieces[i], &open)
+                && *at == i
+            {
+                unchanged &= f.metadata().is_ok_and(|m| Stamp::of(&m) == *stamp);
+            }
+            pos = stop;
+            i += 1;
+        }
+        Ok((out, unchanged))
     }
 
     /// Appends bytes `pos .. end` (within the NAR) to `out`. `open` is the file last read (its
@@ -100,7 +166,7 @@ impl NarLayout {
                     pos += take as u64;
                 }
                 Piece::File { len: 0, .. } => {}
-                Piece::File { path, len: flen } => {
+                Piece::File { path, len: flen, .. } => {
                     let take = (flen - within).min(end - pos);
                     let f = match open {
                         Some((at, f)) if *at == i => f,
@@ -224,7 +290,7 @@ impl Read for LayoutReader<'_> {
                     buf[..n].copy_from_slice(&b[self.within as usize..self.within as usize + n]);
                     (b.len() as u64, n)
                 }
-                Piece::File { path, len } => {
+                Piece::File { path, len, .. } => {
                     if self.within == *len {
                         (*len, 0)
                     } else {
@@ -262,6 +328,33 @@ mod tests {
     use super::*;
     use crate::nix::nar::dump_to_vec;
     use std::fs;
+
+    #[test]
+    fn a_write_to_any_file_moves_the_fingerprint_and_is_seen_after_a_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("a"), vec![1u8; 100_000]).unwrap();
+        fs::write(root.join("b"), vec![2u8; 100_000]).unwrap();
+        // As in a Nix store: mtime 1 (so any write moves it, whatever the clock's granularity).
+        let epoch1 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1);
+        for f in ["a", "b"] {
+            fs::File::options().write(true).open(root.join(f)).unwrap().set_modified(epoch1).unwrap();
+        }
+        let layout = NarLayout::of(&root).unwrap();
+        assert_eq!(layout.fingerprint(), NarLayout::of(&root).unwrap().fingerprint(), "two walks agree");
+        let (bytes, unchanged) = layout.read_range_checked(0, layout.size() as usize).unwrap();
+        assert!(unchanged);
+        assert_eq!(bytes, dump_to_vec(&root).unwrap());
+        // Rewritten in place, same size.
+        fs::write(root.join("b"), vec![3u8; 100_000]).unwrap();
+        assert_ne!(layout.fingerprint(), NarLayout::of(&root).unwrap().fingerprint());
+        let (_, unchanged) = layout.read_range_checked(0, layout.size() as usize).unwrap();
+        assert!(!unchanged, "a read across the rewritten file must say so");
+        // A range within the untouched file alone is still vouched for.
+        let (_, unchanged) = layout.read_range_checked(200, 1000).unwrap();
+        assert!(unchanged);
+    }
 
     #[test]
     fn ranges_and_reader_match_the_dump() {

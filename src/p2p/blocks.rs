@@ -132,7 +132,7 @@ pub fn serve(
 ) -> Result<(), P2pError> {
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
     let work = Arc::new(Semaphore::new(MAX_ANSWERS));
-    super::inbound::accept(control, PROTOCOL, slots, shutdown, move |peer, stream| {
+    super::inbound::accept(control, PROTOCOL, slots, super::inbound::PER_PEER, shutdown, move |peer, stream| {
         let (blocks, peers, work) = (blocks.clone(), peers.clone(), work.clone());
         async move {
             let served = lanes::serve_requests(stream, MAX_REQUEST, REQUEST_TIMEOUT, ANSWER_TIMEOUT, |body, stream| {

@@ -4,9 +4,10 @@
 //! acceptor is busy (rust-libp2p#5651), so the accept loop does nothing but take a slot and spawn:
 //! every protocol we serve (bitswap, narinfo, blocks, have-summaries) goes through [`accept`]. A
 //! stream that finds no free slot is dropped at once: the asker sees a closed stream and retries,
-//! and a peer opening streams in a loop costs us one spawn each at most. One peer holds at most
-//! [`PER_PEER`] streams of a protocol at once, so it cannot take every slot: our own askers keep
-//! one to a few long-lived streams per peer ([`super::lanes`]).
+//! and a peer opening streams in a loop costs us one spawn each at most. For peerix's own protocols
+//! one peer holds at most [`PER_PEER`] streams at once, so it cannot take every slot (our askers
+//! keep one to a few long-lived streams per peer: [`super::lanes`]); bitswap keeps its own per-peer
+//! share, which also drops a peer that overruns it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,11 +25,13 @@ use super::P2pError;
 pub const PER_PEER: usize = 32;
 
 /// Accepts `protocol` until `shutdown`, running `handle` on its own task for each stream while one
-/// of `slots` is free (a slot is held until the handler returns).
+/// of `slots` is free and the peer holds fewer than `per_peer` (a slot is held until the handler
+/// returns).
 pub(crate) fn accept<F, Fut>(
     control: &mut libp2p_stream::Control,
     protocol: StreamProtocol,
     slots: Arc<Semaphore>,
+    per_peer: usize,
     shutdown: CancellationToken,
     handle: F,
 ) -> Result<(), P2pError>
@@ -51,7 +54,7 @@ where
             {
                 let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
                 let n = held.entry(peer).or_default();
-                if *n >= PER_PEER {
+                if *n >= per_peer {
                     debug!(%peer, %protocol, "peer holds too many streams; dropping one");
                     continue;
                 }

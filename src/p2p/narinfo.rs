@@ -106,7 +106,7 @@ pub fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), P2pError> {
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
-    super::inbound::accept(control, PROTOCOL, slots, shutdown, move |peer, stream| {
+    super::inbound::accept(control, PROTOCOL, slots, super::inbound::PER_PEER, shutdown, move |peer, stream| {
         let (cache, peers) = (cache.clone(), peers.clone());
         async move {
             if let Err(e) = answer(peer, stream, &cache, &peers).await {

@@ -66,6 +66,8 @@ pub struct Published<'a> {
     /// (NAR offset, length, CID) in NAR order.
     pub chunks: &'a [(u64, u32, Cid)],
     pub nodes: &'a [(Cid, Vec<u8>)],
+    /// The files' fingerprint when the chunks were known to be their bytes.
+    pub fingerprint: Option<[u8; 32]>,
 }
 
 /// One path as `/api/paths/<hash32>` shows it.
@@ -132,6 +134,10 @@ impl StateDb {
             None,
             Some(p.verdict),
             Some((&p.root, p.chunks.len() as u64)),
+        )?;
+        tx.execute(
+            "UPDATE paths SET fingerprint = ?2 WHERE hash32 = ?1",
+            params![hash.as_str(), p.fingerprint.map(|f| f.to_vec())],
         )?;
         tx.commit()?;
         Ok(())
@@ -296,6 +302,18 @@ impl StateDb {
                 .optional()
         })?;
         Ok(raw.flatten().and_then(|b| Cid::try_from(b).ok()))
+    }
+
+    /// The fingerprint of a published path's files recorded when its chunks were known to be
+    /// their bytes ([`crate::nix::nar_layout::NarLayout::fingerprint`]).
+    pub fn fingerprint(&self, hash32: &str) -> Result<Option<[u8; 32]>, StateError> {
+        self.read(|c| {
+            let raw: Option<Option<Vec<u8>>> = c
+                .prepare_cached("SELECT fingerprint FROM paths WHERE hash32 = ?1 AND status = 'published'")?
+                .query_row([hash32], |r| r.get(0))
+                .optional()?;
+            Ok(raw.flatten().and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()))
+        })
     }
 
     /// The published path whose NAR root is `root`, if any.

@@ -89,6 +89,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE paths ADD COLUMN narinfo TEXT;            -- origin 'peer': the narinfo we serve for it
     CREATE INDEX paths_by_origin ON paths (origin, updated_at);
     CREATE INDEX kad_providers_by_expiry ON kad_providers (expires_at);",
+    // 5: a seeder checks a chunk's hash only when its files may have changed since indexing.
+    "ALTER TABLE paths ADD COLUMN fingerprint BLOB;         -- NarLayout::fingerprint when its chunks were hashed",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {

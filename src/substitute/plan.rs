@@ -35,7 +35,7 @@ impl Plan {
             })
             .collect::<Option<Vec<_>>>()?;
         let nodes = self.nodes.iter().map(|(c, b)| (*c, b.to_vec())).collect();
-        Some(ChunkedNar { root: self.root, chunks, nodes })
+        Some(ChunkedNar { root: self.root, chunks, nodes, fingerprint: None })
     }
 }
 

@@ -121,10 +121,17 @@ impl Bitswap {
         for protocol in PROTOCOLS {
             let (bs, slots) = (bitswap.clone(), slots.clone());
             let mut control = control.clone();
-            super::inbound::accept(&mut control, protocol.clone(), slots, shutdown.clone(), move |peer, stream| {
-                let (bs, protocol) = (bs.clone(), protocol.clone());
-                async move { bs.serve_stream(peer, stream, protocol).await }
-            })?;
+            super::inbound::accept(
+                &mut control,
+                protocol.clone(),
+                slots,
+                usize::MAX,
+                shutdown.clone(),
+                move |peer, stream| {
+                    let (bs, protocol) = (bs.clone(), protocol.clone());
+                    async move { bs.serve_stream(peer, stream, protocol).await }
+                },
+            )?;
         }
         Ok(bitswap)
     }

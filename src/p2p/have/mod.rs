@@ -218,7 +218,7 @@ pub fn receive(
     shutdown: CancellationToken,
 ) -> Result<(), super::P2pError> {
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
-    super::inbound::accept(control, PROTOCOL, slots, shutdown, move |peer, stream| {
+    super::inbound::accept(control, PROTOCOL, slots, super::inbound::PER_PEER, shutdown, move |peer, stream| {
         let (peers, node) = (peers.clone(), node.clone());
         async move { read_summaries(peer, stream, &peers, &node).await }
     })
