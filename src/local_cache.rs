@@ -158,6 +158,12 @@ impl LocalCache {
         &self.gate
     }
 
+    /// The public half of the signing key (`--private-key-file`), as nix's
+    /// `trusted-public-keys` takes it: what another machine must trust.
+    pub fn signing_public_key(&self) -> Option<String> {
+        self.signer.as_ref().map(|k| k.public().to_string())
+    }
+
     pub fn publications(&self) -> &Publications {
         &self.publications
     }

@@ -87,6 +87,11 @@ async fn nix_on_c_substitutes_a_closure_only_a_and_b_hold_from_both() {
         (lanes["blocks"]["requests"].as_u64().unwrap(), lanes["blocks"]["streams_opened"].as_u64().unwrap());
     assert!(requests >= 20 && opened <= 8, "{requests} block requests on {opened} streams: {lanes:#}");
     assert!(lanes["narinfo"]["streams_opened"].as_u64().unwrap() <= 4, "{lanes:#}");
+    // What A and B did for C counts as their work too.
+    let (sa, sb) = (a.status().await, b.status().await);
+    let served = |s: &Value, k: &str| s["requests"][k].as_u64().unwrap();
+    assert!(served(&sa, "peer_narinfos_served") + served(&sb, "peer_narinfos_served") >= 2);
+    assert!(served(&sa, "peer_bytes_served") + served(&sb, "peer_bytes_served") >= 24_000_000);
     // nix writes the path; the blocks that carried it are not kept a second time.
     assert_eq!(status["blockstore"]["blocks"], 0, "{:#}", status["blockstore"]);
 

@@ -77,3 +77,40 @@ async fn status_reads_the_tables_again_only_after_a_change() {
     }
     assert!(reads(mark) <= 1, "idle again: {} reads", reads(mark));
 }
+
+/// The human status says what `/health` says, first, and fails like it; then what another machine
+/// needs: the p2p addresses to give as `--peer` and the signing key's public half to trust.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_puts_health_first_and_says_how_to_reach_and_trust_this_node() {
+    let w = Work::new();
+    let (sk, pk) = w.keypair("status-1");
+    // No Nix database under this store root: /health is 503, and so is the status.
+    let d = Daemon::start(
+        &w.path("state"),
+        &["--private-key-file", sk.to_str().unwrap(), "--mode", "lan", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"],
+    );
+    let health = get(&format!("{}/health", d.url)).await;
+    assert_eq!(health.status, 503, "{}", health.text());
+    let out = status(&d.url, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a degraded daemon's status must fail:\n{text}");
+    assert!(text.lines().next().unwrap().starts_with("health     DEGRADED: Nix DB unreadable"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("degraded"));
+    assert!(text.contains(&d.p2p_addr()), "the --peer address is shown:\n{text}");
+    assert!(text.contains(&format!("signing    {pk}")), "the public key to trust is shown:\n{text}");
+    let json = status(&d.url, &["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["health"]["ok"], false);
+    assert_eq!(v["trust"]["signing_public_key"], pk.as_str());
+
+    // A healthy daemon says so and exits 0.
+    let src = w.path("tree");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("file"), b"healthy").unwrap();
+    let store = w.path("store");
+    run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src));
+    let ok = Daemon::start(&w.path("state-ok"), &["--store-root", store.to_str().unwrap()]);
+    let out = status(&ok.url, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("health     ok\n"));
+}

@@ -21,15 +21,19 @@ async fn fetch(url: &str) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
-/// Prints the daemon's status (or one path's) once, or with `watch` every 2 s in place.
+/// Prints the daemon's status (or one path's) once, or with `watch` every 2 s in place. Once, it
+/// fails (after printing) when the daemon reports itself degraded, as `/health` does: scripts and
+/// eyes see the same verdict.
 pub async fn show(base: &str, path: Option<&str>, json: bool, watch: bool) -> anyhow::Result<()> {
     if !watch {
-        print!("{}", render(base, path, json).await?);
+        let (text, problems) = render(base, path, json).await?;
+        print!("{text}");
+        anyhow::ensure!(problems.is_empty(), "the daemon reports itself degraded: {}", problems.join("; "));
         return Ok(());
     }
     anyhow::ensure!(std::io::stdout().is_terminal(), "--watch refreshes a terminal; stdout is not one");
     loop {
-        let text = render(base, path, json).await.unwrap_or_else(|e| format!("{e:#}\n"));
+        let text = render(base, path, json).await.map(|(t, _)| t).unwrap_or_else(|e| format!("{e:#}\n"));
         // Home, the new text, then clear what is left of an earlier, longer one.
         print!("\x1b[H{}\x1b[J", text.replace('\n', "\x1b[K\n"));
         std::io::stdout().flush()?;
@@ -37,7 +41,8 @@ pub async fn show(base: &str, path: Option<&str>, json: bool, watch: bool) -> an
     }
 }
 
-async fn render(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<String> {
+/// The text to print, and the daemon's health problems (none when healthy or for one path).
+async fn render(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<(String, Vec<String>)> {
     let mut out = String::new();
     let base = base.trim_end_matches('/');
     let v = match path {
@@ -47,9 +52,14 @@ async fn render(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<St
         }
         None => fetch(&format!("{base}/api/status")).await?,
     };
+    let problems: Vec<String> = v
+        .pointer("/health/problems")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-        return Ok(out);
+        return Ok((out, problems));
     }
     let g = |p: &str| match v.pointer(p) {
         Some(Value::String(s)) => s.clone(),
@@ -76,7 +86,12 @@ async fn render(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<St
             g("/index/root_cid"),
             g("/index/chunk_count")
         )?;
-        return Ok(out);
+        return Ok((out, problems));
+    }
+    // Health first, then what another machine needs, then what it did.
+    match problems.as_slice() {
+        [] => writeln!(out, "health     ok")?,
+        p => writeln!(out, "health     DEGRADED: {}", p.join("; "))?,
     }
     writeln!(
         out,
@@ -86,6 +101,17 @@ async fn render(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<St
         g("/listen"),
         g("/uptime_secs")
     )?;
+    let addrs: Vec<&str> =
+        v.pointer("/listen_addrs").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    if !addrs.is_empty() {
+        writeln!(out, "reach me   (another machine's --peer)")?;
+        for a in addrs {
+            writeln!(out, "  {a}")?;
+        }
+    }
+    if let Some(key) = v.pointer("/trust/signing_public_key").and_then(Value::as_str) {
+        writeln!(out, "signing    {key}  (what other machines' trusted-public-keys need)")?;
+    }
     writeln!(
         out,
         "store      {} ({} valid paths, {} NAR bytes)",
@@ -123,16 +149,23 @@ async fn render(base: &str, path: Option<&str>, json: bool) -> anyhow::Result<St
     )?;
     writeln!(
         out,
-        "requests   narinfo hits {}  misses {}  private {}  NARs {} ({} bytes)",
+        "served     to nix: narinfos {} (+{} not here, {} private), NARs {} ({})",
         g("/requests/narinfo_hits"),
         g("/requests/narinfo_misses"),
         g("/requests/narinfo_private"),
         g("/requests/nars_served"),
-        g("/requests/nar_bytes_served")
+        human(n(&v, "/requests/nar_bytes_served"))
+    )?;
+    writeln!(
+        out,
+        "           to peers: narinfos {}, blocks {} ({})",
+        g("/requests/peer_narinfos_served"),
+        g("/requests/peer_blocks_served"),
+        human(n(&v, "/requests/peer_bytes_served"))
     )?;
     print_peers(&mut out, &v)?;
     print_substitution(&mut out, &v)?;
-    Ok(out)
+    Ok((out, problems))
 }
 
 /// `1234567` → `1.2 MB`.
@@ -168,11 +201,15 @@ fn print_peers(out: &mut String, v: &Value) -> std::fmt::Result {
         let s = &p["stats"];
         writeln!(
             out,
-            "  {:<16} {:<8} {:<7} {:<9} summary {:>7}  rx {:>9}  tx {:>9}  lookups {}/{}  untrusted {}  bad blocks {}{}",
+            "  {:<16} {:<8} {:<7} {:<12} summary {:>7}  rx {:>9}  tx {:>9}  lookups {}/{}  untrusted {}  bad blocks {}{}",
             short(p["peer_id"].as_str().unwrap_or("?")),
             p["found"].as_str().unwrap_or("-"),
-            if p["peerix"] == true { "peerix" } else { "ipfs" },
-            if p["connected"] == true { "connected" } else { "gone" },
+            match (p["peerix"] == true, p["connected"] == true) {
+                (true, _) => "peerix",
+                (false, true) => "ipfs",
+                (false, false) => "-",
+            },
+            if p["connected"] == true { "connected" } else { "disconnected" },
             p["summary_paths"].as_u64().map(|x| format!("{x} paths")).unwrap_or_else(|| "-".into()),
             human(n(s, "/bytes_received")),
             human(n(s, "/bytes_sent")),

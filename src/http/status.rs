@@ -22,9 +22,23 @@ const INDEX_STUCK_SECS: i64 = 600;
 /// answer a tick (2 s).
 const NO_PEERS_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// 200 `ok`, or 503 naming each degraded part in one line: Nix's DB or the state DB unreadable, or
-/// the indexer stuck. Opens both DBs afresh (~200 µs), so a file that went away is noticed.
+/// 200 `ok`, or 503 naming each degraded part in one line: Nix's DB or the state DB unreadable, the
+/// indexer stuck, or no peer connected when the configuration names some.
 pub async fn health(State(app): State<AppState>) -> Response {
+    let problems = problems(&app).await;
+    if problems.is_empty() {
+        return "ok\n".into_response();
+    }
+    let line = format!("degraded: {}\n", problems.join("; ").replace('\n', " "));
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, line).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// What is degraded now, one phrase each; empty when healthy. `/health`, `/api/status` (and so
+/// `peerix status` and the dashboard) all say what this says. Opens both DBs afresh (~200 µs), so
+/// a file that went away is noticed.
+async fn problems(app: &AppState) -> Vec<String> {
     let cache = app.cache.clone();
     // A scan the operator paused makes no progress, and is not stuck.
     let paused = app.index.is_paused();
@@ -52,13 +66,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
     {
         problems.push("no peers connected (the configuration names some: --peer, --tracker or bootstrap peers)".into());
     }
-    if problems.is_empty() {
-        return "ok\n".into_response();
-    }
-    let line = format!("degraded: {}\n", problems.join("; ").replace('\n', " "));
-    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, line).into_response();
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    problems
 }
 
 /// Scan progress with rate and ETA derived from what is persisted.
@@ -150,7 +158,22 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         "fallbacks": sub.fallbacks().iter().map(|f| f.url().to_owned()).collect::<Vec<_>>(),
         "prefetch": sub.prefetch_counters(),
     });
+    let problems = problems(&app).await;
+    // Work done for peers, next to the work done for the local nix: narinfos answered over
+    // /peerix/narinfo, blocks sent over /peerix/blocks and bitswap.
+    let (mut peer_narinfos, mut peer_blocks, mut peer_bytes) = (0u64, 0u64, 0u64);
+    if let Some(n) = &app.p2p {
+        for p in n.peers.view() {
+            peer_narinfos += p.stats.narinfos_served;
+            peer_blocks += p.stats.blocks_sent;
+            peer_bytes += p.stats.bytes_sent;
+        }
+        let bs = n.bitswap.stats();
+        peer_blocks += bs.blocks_sent.load(Ordering::Relaxed);
+        peer_bytes += bs.bytes_sent.load(Ordering::Relaxed);
+    }
     Ok(Json(json!({
+        "health": { "ok": problems.is_empty(), "problems": problems },
         "version": env!("CARGO_PKG_VERSION"),
         "peer_id": app.identity.peer_id(),
         "listen_addrs": node.as_ref().map(|n| n.listen_addrs.clone()).unwrap_or_default(),
@@ -170,6 +193,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             "upstream": app.upstream.clone(),
             "serve_private": app.serve_private,
             "signing_key": app.signing_key.clone(),
+            "signing_public_key": cache.signing_public_key(),
         },
         "index": index,
         "scan": scan_json(scan, app.index.is_paused()),
@@ -198,6 +222,9 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             "narinfo_private": c.narinfo_denied.load(Ordering::Relaxed),
             "nars_served": c.nars_served.load(Ordering::Relaxed),
             "nar_bytes_served": c.nar_bytes_served.load(Ordering::Relaxed),
+            "peer_narinfos_served": peer_narinfos,
+            "peer_blocks_served": peer_blocks,
+            "peer_bytes_served": peer_bytes,
             "nar_db_scans": c.nar_db_scans.load(Ordering::Relaxed),
         },
     })))

@@ -142,6 +142,12 @@
   // ---- rendering -------------------------------------------------------------------------------
 
   function renderHeader(s) {
+    // Health first, as /health says it: a degraded daemon never looks normal here.
+    const health = obj(s.health);
+    const problems = arr(health.problems).map(str);
+    setText('health', health.ok === false ? 'degraded' : health.ok === true ? 'ok' : DASH);
+    $('health').className = `state ${health.ok === false ? 'state-degraded' : health.ok === true ? 'state-indexing' : ''}`;
+    $('health').title = problems.join('; ');
     const p2p = s.p2p ? obj(s.p2p) : null;
     const id = str(s.peer_id || (p2p && obj(p2p.node).peer_id)) || DASH;
     setText('node-id', id);
@@ -192,6 +198,7 @@
     setText('narinfo-misses', fmtInt(r.narinfo_misses));
     setText('nars-served', fmtInt(r.nars_served));
     setText('nar-bytes-served', fmtBytes(r.nar_bytes_served));
+    setText('peer-served', `${fmtInt(r.peer_narinfos_served)} narinfos · ${fmtBytes(r.peer_bytes_served)}`);
     setText('peer-hits', fmtInt(c.peer_hits));
     setText('bytes-from-peers', fmtBytes(c.bytes_from_peers));
     setText('bytes-from-fallbacks', fmtBytes(c.bytes_from_fallbacks));
