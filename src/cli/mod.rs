@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 mod fetch;
+mod owner;
 mod publish;
 mod serve;
 mod status;
@@ -37,7 +38,8 @@ enum Command {
         #[command(flatten)]
         config: ServeArgs,
     },
-    /// Index store paths now (all new ones, or the given ones), with progress.
+    /// Index store paths now (all new ones, or the given ones), with progress. With a daemon
+    /// running on the state directory, asks it to scan (under its own flags) instead.
     Publish {
         /// Store paths to index; all valid paths when none are given.
         paths: Vec<String>,

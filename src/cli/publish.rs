@@ -15,7 +15,14 @@ use peerix::nix::store_path::StorePath;
 use peerix::publish::Publisher;
 use peerix::store::ScanProgress;
 
+use super::owner::{Held, Owner};
+
 pub async fn publish(mut cfg: ServeConfig, paths: &[String], jobs: Option<usize>) -> anyhow::Result<()> {
+    let _owner = match Owner::take(&cfg.state_dir, "publish")? {
+        Ok(owner) => owner,
+        Err(Held::Daemon(url)) => return ask_daemon(&url, paths).await,
+        Err(held) => anyhow::bail!("{} is in use by {held}; try again when it is done", cfg.state_dir.display()),
+    };
     let cache = super::open_cache(&mut cfg)?;
     let only = paths
         .iter()
@@ -73,6 +80,18 @@ pub async fn publish(mut cfg: ServeConfig, paths: &[String], jobs: Option<usize>
 }
 
 pub async fn verify(mut cfg: ServeConfig, repair: bool) -> anyhow::Result<()> {
+    // Checking reads (SQLite lets it beside a daemon); repairing writes the index, so it needs the
+    // state directory to itself.
+    let _owner = match Owner::take(&cfg.state_dir, "verify")? {
+        Ok(owner) => Some(owner),
+        Err(held) if repair => {
+            anyhow::bail!(
+                "{} is in use by {held}; stop it to repair (checking alone works beside it)",
+                cfg.state_dir.display()
+            )
+        }
+        Err(_) => None,
+    };
     let cache = super::open_cache(&mut cfg)?;
     let cache2 = cache.clone();
     let (bad, checked) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<String>, String)> {
@@ -134,6 +153,69 @@ pub async fn verify(mut cfg: ServeConfig, repair: bool) -> anyhow::Result<()> {
     }
     println!("verified {checked}: {} bad{}", bad.len(), if repair && !bad.is_empty() { " (repaired)" } else { "" });
     anyhow::ensure!(bad.is_empty() || repair, "{} bad entries (run with --repair to drop them)", bad.len());
+    Ok(())
+}
+
+/// `peerix publish` beside a running daemon: asks it to scan now (its flags decide what is shared),
+/// shows its progress, then reports its index and, for each path named, what it decided.
+async fn ask_daemon(url: &str, paths: &[String]) -> anyhow::Result<()> {
+    let http = peerix::remote::client(Duration::from_secs(30))?;
+    let base = url.trim_end_matches('/');
+    eprintln!("a daemon runs on this state directory ({base}): asking it to scan under its own configuration");
+    let asked_at = peerix::store::now_secs();
+    let resp = http
+        .post(format!("{base}/api/index/scan"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {base}"))?;
+    anyhow::ensure!(resp.status().is_success(), "the daemon at {base} refused the scan: HTTP {}", resp.status());
+    let status = |http: reqwest::Client| async move {
+        let resp = http.get(format!("{base}/api/status")).send().await?;
+        let body = peerix::remote::read_capped(resp, 16 << 20).await?;
+        anyhow::Ok(serde_json::from_slice::<serde_json::Value>(&body)?)
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    });
+    // Done once a scan that began after the request has ended (a scan already running when it
+    // came is followed by the one it asked for).
+    let v = loop {
+        let v = status(http.clone()).await?;
+        let scan = &v["scan"];
+        let n = |k: &str| scan[k].as_u64().unwrap_or(0);
+        if let Some(b) = &bar {
+            b.set_length(n("total_bytes"));
+            b.set_position(n("done_bytes"));
+            b.set_message(format!("{}/{} paths", n("done_paths"), n("total_paths")));
+        }
+        if scan["running"] == false && scan["started_at"].as_i64().unwrap_or(0) >= asked_at {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let index = &v["index"];
+    println!(
+        "the daemon's index: published {}, private {}, failed {}",
+        index["published_paths"], index["private_paths"], index["failed_paths"]
+    );
+    for p in paths {
+        let path = StorePath::parse(p.trim_end_matches('/')).with_context(|| format!("{p} is not a store path"))?;
+        let resp = http.get(format!("{base}/api/paths/{}", path.hash())).send().await?;
+        let entry: serde_json::Value = serde_json::from_slice(&peerix::remote::read_capped(resp, 1 << 20).await?)?;
+        let status = entry.pointer("/index/status").and_then(|s| s.as_str()).unwrap_or("not in its store");
+        println!("{path}: {status}");
+    }
     Ok(())
 }
 

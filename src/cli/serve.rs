@@ -23,6 +23,10 @@ const DEFAULT_SERVE_INDEX_RATE: u64 = 256 << 20;
 const STORE_POLL: Duration = Duration::from_secs(5);
 
 pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
+    let mut owner = match super::owner::Owner::take(&cfg.state_dir, "serve")? {
+        Ok(owner) => owner,
+        Err(held) => anyhow::bail!("{} is in use by {held}", cfg.state_dir.display()),
+    };
     let identity = Identity::load_or_create(&cfg.state_dir)?;
     let signing_key = cfg.signer.as_ref().map(|k| k.name.clone());
     let cache = super::open_cache(&mut cfg)?;
@@ -63,6 +67,8 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     }
     let listener = http::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let listen = listener.local_addr()?;
+    // One-shot commands find us here and ask us instead of writing our index under other flags.
+    owner.say(&format!("serve http://{listen}"))?;
     let peer_id = identity.peer_id();
     let app = http::router(AppState::new(Inner {
         cache,

@@ -1,5 +1,6 @@
 //! The operator's controls under `/api/` (loopback only, like every admin route), used by the
-//! dashboard: pause and resume the indexer, and check one path against the publish gate again.
+//! dashboard: pause and resume the indexer, scan now, and check one path against the publish gate
+//! again.
 //!
 //! A control changes state, so it needs more than the `/api` guard's checks of Host, Origin and
 //! `Sec-Fetch-Site`: a JSON content type, which a page on another site cannot send without a CORS
@@ -33,6 +34,14 @@ pub async fn pause(State(app): State<AppState>, headers: HeaderMap) -> Result<Js
     app.index.pause();
     info!("indexing paused by the operator");
     Ok(Json(json!({ "paused": true })))
+}
+
+/// `POST /api/index/scan`: scan the store now (`peerix publish` beside a running daemon).
+pub async fn scan(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    json_request(&headers)?;
+    app.index.scan_now();
+    info!("index scan asked for");
+    Ok(Json(json!({ "scanning": true })))
 }
 
 /// `POST /api/index/resume`.

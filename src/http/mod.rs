@@ -113,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .route("/paths/{hash}/recheck", post(controls::recheck))
         .route("/index/pause", post(controls::pause))
         .route("/index/resume", post(controls::resume))
+        .route("/index/scan", post(controls::scan))
         .nest("/v0", rpc)
         .layer(middleware::from_fn_with_state(state.clone(), local_only));
     let dashboard = Router::new()
