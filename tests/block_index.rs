@@ -297,6 +297,8 @@ async fn a_vanished_path_drops_out_and_verify_reports_it() {
     assert_eq!(get(&format!("{}/ipfs/{chunk}?format=raw", d.url)).await.status, 404);
     assert_eq!(get(&format!("{}/ipfs/{root}?format=raw", d.url)).await.status, 404);
 
+    // Repairing writes the index: it needs the daemon stopped (tests/publish_beside_a_daemon.rs).
+    drop(d);
     run(&mut peerix_cmd("verify", &p.w.path("state"), &[&args[..], &["--repair"]].concat()));
     let clean = run(&mut peerix_cmd("verify", &p.w.path("state"), &args));
     assert!(clean.contains(": 0 bad"), "{clean}");

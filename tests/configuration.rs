@@ -321,3 +321,36 @@ fn readme_table_vs_help(header: &str, subcommand: &str) -> (Vec<Vec<String>>, St
     assert_eq!(flags, in_help, "README table {header} vs peerix {subcommand} --help");
     (rows, help)
 }
+
+/// `serve -h` fits a screen with the flags a newcomer needs, grouped; `--help` has every one; and
+/// `--print-config` names every key (the unset ones as comments saying what unset means), sizes
+/// and durations in the units the flags take.
+#[test]
+fn short_help_fits_a_screen_and_print_config_names_every_key() {
+    let help = |flag: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_peerix")).args(["serve", flag]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let short = help("-h");
+    assert!(short.lines().count() <= 60, "{} lines:\n{short}", short.lines().count());
+    for (heading, flag) in
+        [("Basics:", "--state-dir"), ("What is shared:", "--trusted-public-key"), ("Peers:", "--peer")]
+    {
+        assert!(short.contains(heading) && short.contains(flag), "{heading} {flag}:\n{short}");
+    }
+    assert!(!short.contains("--upnp") && help("--help").contains("--upnp"), "advanced flags only in --help");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_peerix"))
+        .args(["serve", "--print-config", "--state-dir", "/tmp/x"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in
+        ["cache-size = \"10G\"", "prefetch-size = \"64M\"", "prefetch-age = \"30s\"", "lookup-timeout = \"250ms\""]
+    {
+        assert!(text.contains(line), "{line}:\n{text}");
+    }
+    for key in ["# private-key-file = ", "# index-rate = ", "# tracker = "] {
+        assert!(text.contains(key), "{key}:\n{text}");
+    }
+}

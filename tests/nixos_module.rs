@@ -140,11 +140,11 @@ fn every_option_reaches_the_daemon() {
     assert_eq!(s("upstream"), "none");
     assert_eq!(list("peers"), [peer]);
     assert_eq!(list("fallbacks"), ["kubo+http://127.0.0.1:5001", "https://gw.example"]);
-    assert_eq!(s("lookup-timeout"), "2000ms", "extraArgs are flags: they win over settings");
+    assert_eq!(s("lookup-timeout"), "2s", "extraArgs are flags: they win over settings");
     assert_eq!(cfg["priority"].as_integer(), Some(7));
-    assert_eq!(s("cache-size"), (20u64 << 30).to_string());
+    assert_eq!(s("cache-size"), "20G");
     assert_eq!(cfg["index-jobs"].as_integer(), Some(3));
-    assert_eq!(s("index-rate"), (100u64 << 20).to_string());
+    assert_eq!(s("index-rate"), "100M");
     assert_eq!(cfg["mdns"].as_bool(), Some(false));
     assert_eq!(cfg["serve-private"].as_bool(), Some(true));
     assert_eq!(cfg["provide-rate"].as_integer(), Some(4), "a freeform settings key");

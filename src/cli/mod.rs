@@ -30,10 +30,12 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: serve the local Nix store as a binary cache and as IPFS blocks.
+    #[command(after_help = "-h shows the common flags, --help all of them. Every flag is also a PEERIX_* variable \
+                            and a key of the --config file; --print-config shows what they amount to.")]
     Serve {
         /// Print the configuration these flags, variables and file amount to (as a TOML config file
         /// with every key) and exit; a bad value stops it as it would stop the start.
-        #[arg(long)]
+        #[arg(long, help_heading = "Basics")]
         print_config: bool,
         #[command(flatten)]
         config: ServeArgs,
@@ -100,8 +102,11 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Serve { print_config: true, config } => {
-                let effective = ServeConfig::resolve(config)?.effective();
-                print!("{}", toml::to_string(&effective).context("cannot write the configuration as TOML")?);
+                let cfg = ServeConfig::resolve(config)?;
+                print!("{}", toml::to_string(&cfg.effective()).context("cannot write the configuration as TOML")?);
+                for line in cfg.unset_keys() {
+                    println!("{line}");
+                }
                 Ok(())
             }
             Command::Serve { print_config: false, config } => block_on(serve::run(ServeConfig::resolve(config)?)),

@@ -3,10 +3,27 @@
 //! have been merged and checked. The NixOS module's tests run the real parser this way on every
 //! command line the module can build, and an operator sees what a unit's flags amount to.
 
+use super::units::{format_duration, format_size};
 use super::{FileConfig, ServeConfig};
 use crate::substitute::Fallback;
 
 impl ServeConfig {
+    /// The keys [`Self::effective`] leaves out because they are unset, each as a commented line
+    /// saying what unset means, so `--print-config` shows every key.
+    pub fn unset_keys(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.private_key_file.is_none() {
+            out.push("# private-key-file = \"/var/lib/peerix/secret\"   # unset: no signature of ours is added");
+        }
+        if self.index_rate.is_none() {
+            out.push("# index-rate = \"256M\"   # unset: 256M for serve, no cap for publish");
+        }
+        if self.tracker.is_none() {
+            out.push("# tracker = \"http://tracker.example:12305\"   # unset: no tracker");
+        }
+        out
+    }
+
     /// Every key set, as the TOML file spells it; loading the result gives the same configuration.
     pub fn effective(&self) -> FileConfig {
         let strings = |v: &[libp2p::Multiaddr]| Some(v.iter().map(ToString::to_string).collect::<Vec<_>>());
@@ -24,8 +41,8 @@ impl ServeConfig {
             private_key_file: self.private_key_file.clone(),
             index_jobs: Some(self.index_jobs),
             // Unset means "the subcommand's default" (256M for serve, none for publish).
-            index_rate: self.index_rate.map(|r| r.to_string()),
-            cache_size: Some(self.cache_size.to_string()),
+            index_rate: self.index_rate.map(format_size),
+            cache_size: Some(format_size(self.cache_size)),
             p2p_listen: p2p.and_then(|p| strings(&p.listen)),
             // An empty list in the file would mean "the public bootstrap peers".
             bootstrap: p2p.map(|p| {
@@ -38,9 +55,9 @@ impl ServeConfig {
             dht_server: p2p.map(|p| p.dht_server),
             p2p: Some(p2p.is_some()),
             peers: p2p.and_then(|p| strings(&p.peers)),
-            lookup_timeout: Some(format!("{}ms", self.lookup_timeout.as_millis())),
-            prefetch_size: Some(self.prefetch.bytes.to_string()),
-            prefetch_age: Some(format!("{}ms", self.prefetch.age.as_millis())),
+            lookup_timeout: Some(format_duration(self.lookup_timeout)),
+            prefetch_size: Some(format_size(self.prefetch.bytes)),
+            prefetch_age: Some(format_duration(self.prefetch.age)),
             fallbacks: Some(self.fallbacks.iter().map(Fallback::to_config).collect()),
             tracker: self.tracker.clone(),
             relays: p2p.and_then(|p| strings(&p.relays)),

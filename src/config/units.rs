@@ -55,6 +55,24 @@ pub fn http_url(key: &'static str, value: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// `bytes` as [`parse_size`] reads it back, in the largest binary unit that is exact (`10G`, `64M`).
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if bytes != 0 && bytes.is_multiple_of(1u64 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+/// `d` as [`parse_duration`] reads it back: whole seconds as `30s`, the rest in `ms`.
+pub fn format_duration(d: Duration) -> String {
+    match d.as_millis() {
+        ms if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
 /// `1234`, `64K`, `512M`, `10G`, `1T` (binary units).
 pub fn parse_size(key: &'static str, s: &str) -> Result<u64, ConfigError> {
     let t = s.trim();
@@ -76,6 +94,18 @@ pub fn parse_size(key: &'static str, s: &str) -> Result<u64, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_durations_are_written_as_they_are_read() {
+        for (bytes, text) in [(10u64 << 30, "10G"), (64 << 20, "64M"), (16 << 10, "16K"), (1000, "1000"), (0, "0")] {
+            assert_eq!(format_size(bytes), text);
+            assert_eq!(parse_size("k", text).unwrap(), bytes);
+        }
+        for (d, text) in [(Duration::from_secs(30), "30s"), (Duration::from_millis(250), "250ms")] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration("k", text).unwrap(), d);
+        }
+    }
 
     #[test]
     fn urls_need_a_scheme_a_host_and_no_spaces() {
