@@ -49,6 +49,9 @@ const GATE_CHECKS: usize = 16;
 
 /// Progress is written to SQLite at most this often (and at the end).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often a scan reports the bytes read within the paths it is chunking (to `publish`'s bar;
+/// the state DB still gets at most one write per [`PROGRESS_EVERY`]).
+const PROGRESS_TICK: Duration = Duration::from_millis(250);
 /// How often a paused chunking job (on a blocking thread) looks whether it may go on.
 const PAUSE_POLL: Duration = Duration::from_millis(100);
 
@@ -86,12 +89,15 @@ pub struct Throttle {
     rate: u64,
     start: Mutex<(Instant, u64)>,
     control: crate::index_control::IndexControl,
+    /// Bytes read so far of the paths being chunked now: the scan's progress moves within a large
+    /// path, not only when it is done.
+    reading: std::sync::atomic::AtomicU64,
 }
 
 impl Throttle {
     /// `rate` bytes per second; 0 means no cap.
     pub fn new(rate: u64) -> Self {
-        Self { rate, start: Mutex::new((Instant::now(), 0)), control: Default::default() }
+        Self { rate, start: Mutex::new((Instant::now(), 0)), control: Default::default(), reading: Default::default() }
     }
 
     fn restart(&self) {
@@ -289,7 +295,20 @@ impl Publisher {
         let mut outcomes = futures_util::stream::iter(todo)
             .map(|(path, size)| async move { (self.index_one(&path).await, size) })
             .buffer_unordered(GATE_CHECKS.max(self.jobs));
-        while let Some((outcome, size)) = outcomes.next().await {
+        // Progress also between paths' ends, from the bytes being read: a large path moves the bar.
+        let mut tick = tokio::time::interval(PROGRESS_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let reading = || self.throttle.reading.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            let next = tokio::select! {
+                next = outcomes.next() => next,
+                _ = tick.tick() => {
+                    let p = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    publish_progress(&ScanProgress { done_bytes: p.done_bytes + reading(), updated_at: now_secs(), ..p }, false);
+                    continue;
+                }
+            };
+            let Some((outcome, size)) = next else { break };
             match outcome? {
                 Outcome::Published(bytes) => {
                     report.published += 1;
@@ -302,7 +321,7 @@ impl Publisher {
             p.done_paths += 1;
             p.done_bytes += size;
             p.updated_at = now_secs();
-            publish_progress(&p, false);
+            publish_progress(&ScanProgress { done_bytes: p.done_bytes + reading(), ..p.clone() }, false);
         }
         let mut p = progress.into_inner().unwrap_or_else(|e| e.into_inner());
         p.running = false;
@@ -422,7 +441,7 @@ fn chunk_path_throttled(
         return Err(format!("NAR on disk has {} bytes, Nix's DB says {nar_size}", layout.size()));
     }
     let mut hasher = Sha256::new();
-    let reader = HashingReader { inner: layout.reader(), hasher: &mut hasher, throttle };
+    let reader = HashingReader { inner: layout.reader(), hasher: &mut hasher, throttle, read: 0 };
     let mut chunks = Vec::with_capacity((nar_size / chunker::AVG_CHUNK as u64) as usize + 1);
     for chunk in chunker::chunks(reader) {
         let chunk = chunk.map_err(|e| format!("cannot read {}: {e}", fs_path.display()))?;
@@ -444,6 +463,9 @@ struct HashingReader<'h, R> {
     inner: R,
     hasher: &'h mut Sha256,
     throttle: &'h Throttle,
+    /// What this reader added to [`Throttle::reading`], taken back when it is dropped (the path is
+    /// then counted whole, or failed).
+    read: u64,
 }
 
 impl<R: Read> Read for HashingReader<'_, R> {
@@ -451,6 +473,14 @@ impl<R: Read> Read for HashingReader<'_, R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.throttle.consumed(n);
+        self.read += n as u64;
+        self.throttle.reading.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+impl<R> Drop for HashingReader<'_, R> {
+    fn drop(&mut self) {
+        self.throttle.reading.fetch_sub(self.read, std::sync::atomic::Ordering::Relaxed);
     }
 }

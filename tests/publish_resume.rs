@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::Stdio;
 
 use common::*;
@@ -35,20 +35,19 @@ fn kill_9_during_publish_loses_nothing() {
     // 30 MB/s: the 144 MB take ~5 s, so the kill lands mid-way.
     let mut child = peerix_cmd("publish", &state, &[&args[..], &["--jobs", "1", "--index-rate", "30M"]].concat())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Progress lines ("indexed N/24 paths, …") are the event we wait for: kill once some, not all,
-    // paths are done.
-    let mut done = 0;
-    for line in BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok) {
-        if let Some(rest) = line.strip_prefix("indexed ") {
-            done = rest.split('/').next().unwrap().parse::<usize>().unwrap();
-            if done >= 1 {
-                break;
-            }
+    // Kill once some, not all, paths are committed (each commit is a row in the state DB).
+    let indexed = || paths.iter().filter(|p| indexed_root(&state, p).is_some()).count();
+    let done = loop {
+        let n = if state.join("peerix.sqlite").exists() { indexed() } else { 0 };
+        if n >= 1 {
+            break n;
         }
-    }
+        assert!(child.try_wait().unwrap().is_none(), "publish ended before the first path was committed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert!((1..24).contains(&done), "killed after {done} paths");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();

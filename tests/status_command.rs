@@ -114,3 +114,28 @@ async fn status_puts_health_first_and_says_how_to_reach_and_trust_this_node() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("health     ok\n"));
 }
+
+/// Indexing progress counts bytes as they are read, so a large path moves it before it is done:
+/// what `peerix publish`'s bar and the dashboard's show.
+#[tokio::test(flavor = "multi_thread")]
+async fn scan_progress_moves_within_a_large_path() {
+    let w = Work::new();
+    let src = w.path("big");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("blob"), pseudo_random(24 << 20, 5)).unwrap();
+    let store = w.path("store");
+    run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src));
+    // 4 MB/s: the one path takes ~6 s.
+    let d = Daemon::start(
+        &w.path("state"),
+        &["--store-root", store.to_str().unwrap(), "--serve-private", "--index-rate", "4M"],
+    );
+    let s = d
+        .wait_status("bytes counted inside the path", |s| {
+            let scan = &s["scan"];
+            let (done, total) = (scan["done_bytes"].as_u64().unwrap_or(0), scan["total_bytes"].as_u64().unwrap_or(0));
+            scan["done_paths"] == 0 && done > 0 && done < total
+        })
+        .await;
+    assert_eq!(s["scan"]["total_paths"], 1, "{:#}", s["scan"]);
+}

@@ -2,8 +2,7 @@
 //! store and the blockstore against CIDs).
 
 use std::io::{IsTerminal, Read};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -46,19 +45,12 @@ pub async fn publish(mut cfg: ServeConfig, paths: &[String], jobs: Option<usize>
         );
         b
     });
-    let last_line = Mutex::new(Instant::now() - Duration::from_secs(60));
-    let on_progress = |p: &ScanProgress| match &bar {
-        Some(b) => {
+    // Quiet when stderr is no terminal (a log, a pipe): the summary line says what was done.
+    let on_progress = |p: &ScanProgress| {
+        if let Some(b) = &bar {
             b.set_length(p.total_bytes);
             b.set_position(p.done_bytes);
             b.set_message(format!("{}/{} paths", p.done_paths, p.total_paths));
-        }
-        None => {
-            let mut last = last_line.lock().unwrap_or_else(|e| e.into_inner());
-            if last.elapsed() >= Duration::from_millis(500) || !p.running {
-                *last = Instant::now();
-                eprintln!("indexed {}/{} paths, {}/{} bytes", p.done_paths, p.total_paths, p.done_bytes, p.total_bytes);
-            }
         }
     };
     let only = (!only.is_empty()).then_some(only.as_slice());
@@ -94,12 +86,28 @@ pub async fn verify(mut cfg: ServeConfig, repair: bool) -> anyhow::Result<()> {
     };
     let cache = super::open_cache(&mut cfg)?;
     let cache2 = cache.clone();
+    // Re-reading a store takes a while: bytes, rate and ETA on a terminal, nothing in a log.
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("verifying [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let bar2 = bar.clone();
     let (bad, checked) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<String>, String)> {
-        let cache = cache2;
+        let (cache, bar) = (cache2, bar2);
         let state = cache.state();
         let mut bad: Vec<String> = state.quick_check()?.into_iter().map(|e| format!("state DB: {e}")).collect();
         let (mut paths, mut chunks, mut blocks) = (0u64, 0u64, 0u64);
-        for hash32 in state.published_paths()? {
+        let published = state.published_paths()?;
+        if let Some(b) = &bar {
+            let total = published.iter().filter_map(|h| state.path_entry(h).ok().flatten()).map(|e| e.nar_size).sum();
+            b.set_length(total);
+        }
+        for hash32 in published {
             paths += 1;
             let Some(entry) = state.path_entry(&hash32)? else { continue };
             let store_path = StorePath::parse(&entry.store_path)?;
@@ -115,6 +123,9 @@ pub async fn verify(mut cfg: ServeConfig, repair: bool) -> anyhow::Result<()> {
                     let mut problem = None;
                     for (offset, len, cid) in index {
                         chunks += 1;
+                        if let Some(b) = &bar {
+                            b.inc(len.into());
+                        }
                         let mut buf = vec![0u8; len as usize];
                         if let Err(e) = reader.read_exact(&mut buf) {
                             problem = Some(format!("{}: chunk at {offset} unreadable ({e})", entry.store_path));
@@ -148,6 +159,9 @@ pub async fn verify(mut cfg: ServeConfig, repair: bool) -> anyhow::Result<()> {
         Ok((bad, format!("{paths} paths ({chunks} chunks), {blocks} stored blocks")))
     })
     .await??;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     for b in &bad {
         println!("BAD {b}");
     }
