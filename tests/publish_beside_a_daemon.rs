@@ -1,7 +1,8 @@
 //! One-shot commands never fight a running daemon over its state directory: `peerix publish` run
 //! beside it without its flags asks it to scan (under its own configuration) and leaves its index
 //! as the daemon keeps it; `verify --repair` refuses while it runs; a second `peerix serve` on the
-//! same state directory stops at once and names the first.
+//! same state directory stops at once and names the first. With no daemon running, one-shot
+//! commands run with the configuration the daemon last ran with.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -50,4 +51,16 @@ async fn publish_beside_a_daemon_asks_it_and_changes_nothing_it_serves() {
     // A second daemon on the same state directory stops and names the first.
     let err = Daemon::try_start(&state, &["--store-root", store.to_str().unwrap()]).err().expect("must not start");
     assert!(err.contains(&format!("is in use by a running `peerix serve` (http://{})", d.addr)), "{err}");
+
+    // With the daemon stopped, publish given no flags runs as the daemon last ran (its store root,
+    // --serve-private): nothing turns private.
+    drop(d);
+    let out = peerix_cmd("publish", &state, &[]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("using the configuration the daemon last ran with"), "{stderr}");
+    assert!(stdout.contains("published 0, private 0, failed 0, removed 0"), "{stdout}");
+    for p in &paths {
+        assert!(indexed_root(&state, p).is_some(), "{p} is no longer published");
+    }
 }

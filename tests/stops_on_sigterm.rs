@@ -1,5 +1,5 @@
-//! SIGTERM stops the daemon cleanly within 5 s in every state an operator meets (systemd's stop,
-//! `timeout`, a container runtime): idle with its stderr reader gone, in the middle of indexing a
+//! SIGTERM (and SIGINT, Ctrl-C) stops the daemon cleanly within 5 s in every state an operator
+//! meets (systemd's stop, `timeout`, a container runtime): idle with its stderr reader gone, in the middle of indexing a
 //! large store, and while a NAR download stalls in a slow client's socket. Each exits 0, and what
 //! it had written stays sound (`peerix verify` finds it clean, a restart serves byte-exact NARs).
 
@@ -16,8 +16,12 @@ use common::*;
 const STOP_WITHIN: Duration = Duration::from_secs(5);
 
 fn assert_clean_stop(d: &mut Daemon, state: &str) {
-    let (took, status) = d.terminate();
-    let status = status.unwrap_or_else(|| panic!("{state}: still running 20 s after SIGTERM:\n{}", d.log()));
+    assert_clean_stop_with(d, state, "-TERM");
+}
+
+fn assert_clean_stop_with(d: &mut Daemon, state: &str, signal: &str) {
+    let (took, status) = d.stop_with(signal);
+    let status = status.unwrap_or_else(|| panic!("{state}: still running 20 s after {signal}:\n{}", d.log()));
     assert!(status.success(), "{state}: exit status {status:?}:\n{}", d.log());
     assert!(took < STOP_WITHIN, "{state}: took {took:?} to stop:\n{}", d.log());
 }
@@ -95,4 +99,13 @@ async fn with_a_download_stalled_in_a_slow_client_it_stops_within_the_limit() {
     let mut rest = Vec::new();
     let _ = sock.read_to_end(&mut rest);
     assert!(n + rest.len() < (64 << 20), "a stopped daemon cannot have sent the whole NAR");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_it_like_sigterm() {
+    let w = Work::new();
+    let mut d = Daemon::start(&w.path("state"), &["--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--mode", "lan"]);
+    assert_eq!(get(&format!("{}/nix-cache-info", d.url)).await.status, 200);
+    assert_clean_stop_with(&mut d, "SIGINT", "-INT");
+    assert!(d.log().contains("shutting down"), "{}", d.log());
 }

@@ -111,15 +111,33 @@ impl Cli {
             }
             Command::Serve { print_config: false, config } => block_on(serve::run(ServeConfig::resolve(config)?)),
             Command::Publish { paths, jobs, config } => {
-                block_on(publish::publish(ServeConfig::resolve(config)?, &paths, jobs))
+                block_on(publish::publish(ServeConfig::resolve(as_the_daemon_ran(config))?, &paths, jobs))
             }
-            Command::Verify { repair, config } => block_on(publish::verify(ServeConfig::resolve(config)?, repair)),
+            Command::Verify { repair, config } => {
+                block_on(publish::verify(ServeConfig::resolve(as_the_daemon_ran(config))?, repair))
+            }
             Command::Fetch { cid, output, url } => block_on(fetch::fetch(&url, &cid, output.as_deref())),
             Command::Status { url, path, json, watch } => block_on(status::show(&url, path.as_deref(), json, watch)),
             Command::Tracker(args) => block_on(tracker::tracker(args)),
             Command::Keygen { name, secret_file, public_file } => keygen(&name, &secret_file, &public_file),
         }
     }
+}
+
+/// The configuration a daemon last ran with on a state directory, written at its start: one-shot
+/// commands read it when given no `--config`, so an operator never repeats serve's flags (flags
+/// given still win over it).
+pub const LAST_SERVE_CONFIG: &str = "serve.toml";
+
+/// `args` with the state directory's [`LAST_SERVE_CONFIG`] as the config file, when none is named.
+fn as_the_daemon_ran(mut args: ServeArgs) -> ServeArgs {
+    let Some(state_dir) = args.state_dir.clone().or_else(peerix::config::default_state_dir) else { return args };
+    let last = state_dir.join(LAST_SERVE_CONFIG);
+    if args.config.is_none() && last.is_file() {
+        eprintln!("using the configuration the daemon last ran with ({})", last.display());
+        args.config = Some(last);
+    }
+    args
 }
 
 /// Runs a command on a fresh runtime. When it returns (a daemon after SIGTERM), blocking work still

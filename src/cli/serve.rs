@@ -27,6 +27,11 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         Ok(owner) => owner,
         Err(held) => anyhow::bail!("{} is in use by {held}", cfg.state_dir.display()),
     };
+    // What one-shot commands on this state directory will run with (flags, variables, file and
+    // defaults merged): written before anything is taken from `cfg`.
+    let last = cfg.state_dir.join(super::LAST_SERVE_CONFIG);
+    let text = toml::to_string(&cfg.effective()).context("cannot write the configuration as TOML")?;
+    std::fs::write(&last, text).with_context(|| format!("cannot write {}", last.display()))?;
     let identity = Identity::load_or_create(&cfg.state_dir)?;
     let signing_key = cfg.signer.as_ref().map(|k| k.name.clone());
     let cache = super::open_cache(&mut cfg)?;

@@ -273,8 +273,13 @@ impl Daemon {
     /// Sends SIGTERM and waits (at most 20 s) for the process to exit: how long it took, and its
     /// exit status (`None` if it had to be killed).
     pub fn terminate(&mut self) -> (Duration, Option<std::process::ExitStatus>) {
+        self.stop_with("-TERM")
+    }
+
+    /// As [`Self::terminate`], with another signal (`-INT`: Ctrl-C).
+    pub fn stop_with(&mut self, signal: &str) -> (Duration, Option<std::process::ExitStatus>) {
         let t = std::time::Instant::now();
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill").arg(signal).arg(self.child.id().to_string()).status();
         while t.elapsed() < Duration::from_secs(20) {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return (t.elapsed(), Some(status));
