@@ -80,12 +80,13 @@ async fn nix_on_c_substitutes_a_closure_only_a_and_b_hold_from_both() {
         assert!(p["stats"]["bytes_received"].as_u64().unwrap() > 0, "{p}");
     }
     assert!(status["substitution"]["counters"]["peer_hits"].as_u64().unwrap() >= 2, "top and dep came from peers");
-    // Requests ride long-lived streams (lanes): two dozen block requests to two peers open at most
-    // four lanes each, not a stream (and a round trip to negotiate it) per request.
+    // Requests ride long-lived streams (lanes): two dozen block requests to two peers share a few
+    // lanes (four per peer at most, plus one for each lane a late unit's hedge broke), not a stream
+    // (and a round trip to negotiate it) per request.
     let lanes = &status["p2p"]["lanes"];
     let (requests, opened) =
         (lanes["blocks"]["requests"].as_u64().unwrap(), lanes["blocks"]["streams_opened"].as_u64().unwrap());
-    assert!(requests >= 20 && opened <= 8, "{requests} block requests on {opened} streams: {lanes:#}");
+    assert!(requests >= 20 && opened * 2 <= requests, "{requests} block requests on {opened} streams: {lanes:#}");
     assert!(lanes["narinfo"]["streams_opened"].as_u64().unwrap() <= 4, "{lanes:#}");
     // What A and B did for C counts as their work too.
     let (sa, sb) = (a.status().await, b.status().await);

@@ -36,15 +36,7 @@ pub async fn publish(mut cfg: ServeConfig, paths: &[String], jobs: Option<usize>
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let publisher = Publisher::new(cache, jobs, cfg.index_rate.unwrap_or(0))?;
 
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        b
-    });
+    let bar = byte_bar();
     // Quiet when stderr is no terminal (a log, a pipe): the summary line says what was done.
     let on_progress = |p: &ScanProgress| {
         if let Some(b) = &bar {
@@ -87,15 +79,10 @@ pub async fn verify(mut cfg: ServeConfig, repair: bool) -> anyhow::Result<()> {
     let cache = super::open_cache(&mut cfg)?;
     let cache2 = cache.clone();
     // Re-reading a store takes a while: bytes, rate and ETA on a terminal, nothing in a log.
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template("verifying [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        b
-    });
+    let bar = byte_bar();
+    if let Some(b) = &bar {
+        b.set_message("verifying");
+    }
     let bar2 = bar.clone();
     let (bad, checked) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<String>, String)> {
         let (cache, bar) = (cache2, bar2);
@@ -190,15 +177,7 @@ async fn ask_daemon(url: &str, paths: &[String]) -> anyhow::Result<()> {
         let body = peerix::remote::read_capped(resp, 16 << 20).await?;
         anyhow::Ok(serde_json::from_slice::<serde_json::Value>(&body)?)
     };
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        b
-    });
+    let bar = byte_bar();
     // Done once a scan that began after the request has ended (a scan already running when it
     // came is followed by the one it asked for).
     let v = loop {
@@ -231,6 +210,19 @@ async fn ask_daemon(url: &str, paths: &[String]) -> anyhow::Result<()> {
         println!("{path}: {status}");
     }
     Ok(())
+}
+
+/// A progress bar in bytes with rate and ETA, on a terminal only (a log or a pipe gets none).
+fn byte_bar() -> Option<ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    })
 }
 
 /// True when `chunks` (offset, length, CID), in order, tile `0..nar_size` with no gap or overlap.

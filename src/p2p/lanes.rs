@@ -11,9 +11,10 @@
 //! Up to `max` lanes per peer: a request takes the least loaded one, and a new lane is opened
 //! only when every lane has work queued, so the common case is one stream per peer and protocol.
 //! Bounds: [`DEPTH`] requests queued on a lane; a lane idle for [`IDLE`] closes (the server closes
-//! its end after longer). A caller that gives up on its answer (a deadline) breaks the lane, since
-//! the answers behind it would wait for bytes that may never come; the requests queued on it fail
-//! as [`LaneError::Dropped`] and are asked again on a fresh lane.
+//! its end after longer). An answer whose asker gave up (a deadline, a hedged unit's loser) is still
+//! read and dropped, so the lane stays in step; one that does not come within [`DRAIN`] breaks the
+//! lane, since the answers behind it would wait for bytes that may never come: the requests queued
+//! on it fail as [`LaneError::Dropped`] and are asked again on a fresh lane.
 //!
 //! The serving side ([`serve_requests`]) answers a stream's requests one after the other until the
 //! asker closes it, so a peer that asks once per stream (older peerix) is served the same way.
@@ -34,6 +35,8 @@ use super::frame::{self, FrameError};
 /// Requests queued on one lane (written, or waiting to be): a burst beyond this opens another lane
 /// or waits for room.
 pub const DEPTH: usize = 32;
+/// An answer nobody waits for any more is still read for this long before its lane is given up.
+const DRAIN: Duration = Duration::from_secs(2);
 /// A lane with nothing to do for this long is closed by the asker.
 const IDLE: Duration = Duration::from_secs(30);
 /// The serving side closes a stream that brings no request for this long (longer than [`IDLE`],
@@ -209,10 +212,20 @@ async fn run(
     };
     let read = async {
         while let Some(mut pending) = to_read.recv().await {
+            let answer = read_answer(&mut reader, pending.frames, pending.max_frame);
+            tokio::pin!(answer);
             let answer = tokio::select! {
-                a = read_answer(&mut reader, pending.frames, pending.max_frame) => a,
-                // The asker gave up: what follows on the stream is no longer in step.
-                _ = pending.reply.closed() => break,
+                a = &mut answer => a,
+                // The asker gave up (a deadline, or the other copy of a hedged unit won): the answer
+                // is still read, so the lane stays in step for the requests behind it — unless it
+                // does not come within DRAIN, when the lane is given up with it.
+                _ = pending.reply.closed() => match tokio::time::timeout(DRAIN, &mut answer).await {
+                    Ok(Ok(_)) => {
+                        load.fetch_sub(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    _ => break,
+                },
             };
             load.fetch_sub(1, Ordering::Relaxed);
             let failed = answer.is_err();
