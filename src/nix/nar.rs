@@ -31,8 +31,9 @@ const MAX_DUMP_DEPTH: usize = 1024;
 pub enum Segment<'a> {
     /// Framing: tokens, lengths, padding.
     Framing(&'a [u8]),
-    /// `len` bytes of the regular file at `path`, from its start.
-    Contents { path: &'a Path, len: u64 },
+    /// `len` bytes of the regular file at `path`, from its start; `meta` is what the walk read of
+    /// it (a consumer that records the file's identity needs no second `stat`).
+    Contents { path: &'a Path, len: u64, meta: &'a fs::Metadata },
 }
 
 /// Walks `root` in NAR order, handing every segment to `visit`.
@@ -72,7 +73,7 @@ fn walk_node(
         visit(Segment::Framing(framing))?;
         framing.clear();
         if len > 0 {
-            visit(Segment::Contents { path, len })?;
+            visit(Segment::Contents { path, len, meta: &meta })?;
         }
         framing.extend_from_slice(padding(len));
     } else if ft.is_dir() {

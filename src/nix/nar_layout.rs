@@ -69,9 +69,8 @@ impl NarLayout {
                     }
                     (Piece::Framing(b.to_vec()), b.len() as u64)
                 }
-                Segment::Contents { path, len } => {
-                    let stamp = Stamp::of(&std::fs::symlink_metadata(path)?);
-                    (Piece::File { path: path.to_owned(), len, stamp }, len)
+                Segment::Contents { path, len, meta } => {
+                    (Piece::File { path: path.to_owned(), len, stamp: Stamp::of(meta) }, len)
                 }
             };
             layout.starts.push(layout.size);
@@ -124,16 +123,18 @@ impl NarLayout {
 
     /// Bytes `offset .. offset + len` of the NAR.
     pub fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        Ok(self.read_range_checked(offset, len)?.0)
+        let end = self.range_end(offset, len)?;
+        let mut out = Vec::with_capacity(len);
+        self.read_into(offset, end, &mut out, &mut None)?;
+        Ok(out)
     }
 
     /// Bytes `offset .. offset + len` of the NAR, and whether every file they came from still had
     /// the stamp of this layout's walk once its bytes were read (an `fstat` per file, after the
-    /// read: a write during the read shows too).
+    /// read: a write during the read shows too). For a seeder's chunks; serving a NAR to the local
+    /// nix, which checks the NarHash itself, uses [`Self::read_range`] and no `fstat`.
     pub fn read_range_checked(&self, offset: u64, len: usize) -> io::Result<(Vec<u8>, bool)> {
-        let end = offset.checked_add(len as u64).filter(|&e| e <= self.size).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("range {offset}+{len} is past the NAR's end"))
-        })?;
+        let end = self.range_end(offset, len)?;
         let mut out = Vec::with_capacity(len);
         let mut unchanged = true;
         let mut open = None;
@@ -151,6 +152,13 @@ impl NarLayout {
             i += 1;
         }
         Ok((out, unchanged))
+    }
+
+    /// `offset + len`, if that is within the NAR.
+    fn range_end(&self, offset: u64, len: usize) -> io::Result<u64> {
+        offset.checked_add(len as u64).filter(|&e| e <= self.size).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("range {offset}+{len} is past the NAR's end"))
+        })
     }
 
     /// Appends bytes `pos .. end` (within the NAR) to `out`. `open` is the file last read (its
