@@ -84,13 +84,12 @@ type Fetch = Shared<BoxFuture<'static, Option<Bytes>>>;
 
 struct Entry {
     fetch: Fetch,
-    /// Set once its transfer has begun (it had to wait for one of the [`JOBS`]).
+    /// Set once its transfer has begun (it had to wait for one of the [`JOBS`]) with its bytes
+    /// reserved: removing it then gives them back.
     running: Arc<AtomicBool>,
     /// Set when nix asked for the NAR before the transfer began: nix's own request fetches it
     /// (at nix's concurrency, not the prefetch's), and this one never starts.
     claimed: Arc<AtomicBool>,
-    /// Set once its bytes are reserved (as it starts): removing it gives them back.
-    reserved: Arc<AtomicBool>,
     size: u64,
     /// Told apart from a later entry for the same NAR when the age timer fires.
     generation: u64,
@@ -184,7 +183,7 @@ impl Prefetch {
         self.with(|map, _| match map.get(nar_hash) {
             Some(e) if generation.is_none_or(|g| g == e.generation) => {
                 let entry = map.remove(nar_hash)?;
-                if entry.reserved.load(Ordering::Acquire) {
+                if entry.running.load(Ordering::Acquire) {
                     self.release(entry.size);
                 }
                 Some(entry)
@@ -204,8 +203,7 @@ impl Substituter {
         }
         let (me, job, jobs) = (self.clone(), nar.clone(), p.jobs.clone());
         let (running, claimed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let reserved = Arc::new(AtomicBool::new(false));
-        let (started, taken, holds) = (running.clone(), claimed.clone(), reserved.clone());
+        let (started, taken) = (running.clone(), claimed.clone());
         let fetch: Fetch = async move {
             let _slot = jobs.acquire().await?;
             let p = &me.prefetch;
@@ -219,7 +217,6 @@ impl Substituter {
                     p.counters.skipped_full.fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
-                holds.store(true, Ordering::Release);
                 started.store(true, Ordering::Release);
                 true
             });
@@ -241,9 +238,8 @@ impl Substituter {
             *generation += 1;
             let entry = Entry {
                 fetch: fetch.clone(),
-                running,
+                running: running.clone(),
                 claimed: claimed.clone(),
-                reserved: reserved.clone(),
                 size: nar.nar_size,
                 generation: *generation,
             };
@@ -257,7 +253,7 @@ impl Substituter {
             if !ok && claimed.load(Ordering::Acquire) {
                 return; // Handed to nix's own request before it began.
             }
-            if !ok && !reserved.load(Ordering::Acquire) {
+            if !ok && !running.load(Ordering::Acquire) {
                 p.remove(&nar_hash, Some(generation)); // No room when its turn came.
                 return;
             }
