@@ -79,8 +79,8 @@ pub enum FetchError {
     TooMany(usize),
 }
 
-/// Attempts at a request a peer dropped unread ([`LaneError::Dropped`]).
-const DROPPED_RETRIES: usize = 3;
+/// Times a request the peer dropped unread is sent again, on a fresh lane ([`LaneError::Dropped`]).
+pub const RETRIES: usize = 3;
 
 /// Fetches `cids` from `peer` on a lane ([`super::lanes`]), every block checked against its CID;
 /// compressed on the wire when `compress`.
@@ -91,14 +91,7 @@ pub async fn fetch(lanes: &Lanes, peer: PeerId, cids: &[Cid], compress: bool) ->
     let mut request = Vec::with_capacity(16 + cids.len() * 40);
     let cids_bytes = cids.iter().map(|c| c.to_bytes()).collect();
     frame::encode_message(&mut request, &wire::Request { cids: cids_bytes, compress });
-    let mut attempt = 0;
-    let frames = loop {
-        match lanes.request(peer, request.clone(), cids.len(), MAX_BLOCK + 1).await {
-            Ok(frames) => break frames,
-            Err(LaneError::Dropped) if attempt < DROPPED_RETRIES => attempt += 1,
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let frames = lanes.request(peer, request.into(), cids.len(), MAX_BLOCK + 1).await?;
     let mut out = Vec::with_capacity(cids.len());
     for (cid, body) in cids.iter().zip(frames) {
         let data = unpack(cid, body)?;

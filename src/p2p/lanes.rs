@@ -64,7 +64,7 @@ pub enum LaneError {
 
 /// One request: its frame (already encoded), and the answer's shape.
 struct Job {
-    request: Vec<u8>,
+    request: Bytes,
     frames: usize,
     max_frame: usize,
     reply: oneshot::Sender<Result<Vec<Bytes>, LaneError>>,
@@ -93,21 +93,40 @@ pub struct Lanes {
     control: libp2p_stream::Control,
     protocol: StreamProtocol,
     max: usize,
+    retries: usize,
     lanes: Arc<Mutex<HashMap<PeerId, Vec<Lane>>>>,
     pub counters: Arc<LaneCounters>,
 }
 
 impl Lanes {
-    pub fn new(control: libp2p_stream::Control, protocol: StreamProtocol, max: usize) -> Self {
-        Self { control, protocol, max: max.max(1), lanes: Arc::default(), counters: Arc::default() }
+    /// Up to `max` lanes per peer; a request its lane dropped unanswered is sent again up to
+    /// `retries` times, on a fresh lane.
+    pub fn new(control: libp2p_stream::Control, protocol: StreamProtocol, max: usize, retries: usize) -> Self {
+        Self { control, protocol, max: max.max(1), retries, lanes: Arc::default(), counters: Arc::default() }
     }
 
     /// Sends `request` (one encoded frame) to `peer` and reads the answer's `frames` frames of at
-    /// most `max_frame` bytes each.
+    /// most `max_frame` bytes each. [`LaneError::Dropped`] only once every retry was dropped too.
     pub async fn request(
         &self,
         peer: PeerId,
-        request: Vec<u8>,
+        request: Bytes,
+        frames: usize,
+        max_frame: usize,
+    ) -> Result<Vec<Bytes>, LaneError> {
+        let mut attempt = 0;
+        loop {
+            match self.request_once(peer, request.clone(), frames, max_frame).await {
+                Err(LaneError::Dropped) if attempt < self.retries => attempt += 1,
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn request_once(
+        &self,
+        peer: PeerId,
+        request: Bytes,
         frames: usize,
         max_frame: usize,
     ) -> Result<Vec<Bytes>, LaneError> {
@@ -127,11 +146,6 @@ impl Lanes {
             self.counters.requests_dropped.fetch_add(1, Ordering::Relaxed);
         }
         answer
-    }
-
-    /// Lanes open to `peer` (for tests and the status page).
-    pub fn open_to(&self, peer: &PeerId) -> usize {
-        self.lanes.lock().unwrap_or_else(|e| e.into_inner()).get(peer).map_or(0, |l| l.len())
     }
 
     /// The least loaded live lane to `peer`, or a new one when every lane has work (up to `max`).

@@ -17,8 +17,9 @@
 //! of our own run on `libp2p-stream` like bitswap, never entering the event loop:
 //! [`narinfo`] (ask a peer for a narinfo and its NAR's root CID), [`have`] (each node's summary of
 //! what it can serve, so lookups ask only peers that may have a path) and [`blocks`] (a NAR's
-//! chunks in bulk), each request on a long-lived stream per peer ([`lanes`]). [`peers`] is what we know of each peer; [`announce`] keeps the DHT's provider
-//! records in step with the publication events.
+//! chunks in bulk), each request on a long-lived stream per peer ([`lanes`]). [`peers`] is what we
+//! know of each peer; [`announce`] keeps the DHT's provider records in step with the publication
+//! events.
 
 pub mod admission;
 mod announce;
@@ -295,8 +296,8 @@ pub fn start(
         tokio::spawn(announce::run(client.clone(), cache, provide_rate, shutdown.clone()));
     }
     tokio::spawn(event_loop.run(shutdown));
-    let narinfo_lanes = lanes::Lanes::new(control.clone(), narinfo::PROTOCOL, NARINFO_LANES);
-    let block_lanes = lanes::Lanes::new(control, blocks::PROTOCOL, BLOCK_LANES);
+    let narinfo_lanes = lanes::Lanes::new(control.clone(), narinfo::PROTOCOL, NARINFO_LANES, narinfo::RETRIES);
+    let block_lanes = lanes::Lanes::new(control, blocks::PROTOCOL, BLOCK_LANES, blocks::RETRIES);
     Ok(Node { client, bitswap, narinfo_lanes, block_lanes, peers, dht, expects_peers })
 }
 

@@ -24,6 +24,8 @@ use crate::nix::store_path::StoreHash;
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/peerix/narinfo/1.0.0");
 
+/// Times a request the peer dropped unread is sent again (on a fresh lane).
+pub const RETRIES: usize = 2;
 /// A request is a 32-character hash in a few bytes of protobuf.
 const MAX_REQUEST: usize = 256;
 /// A narinfo (≤ 64 KiB) and a CID.
@@ -72,19 +74,15 @@ pub enum AskError {
     NoAnswer,
 }
 
-/// Asks `peer` for `hash` on a lane ([`super::lanes`]): `None` when it does not serve the path. A
-/// request the peer dropped unread is sent again, twice at most.
+/// Asks `peer` for `hash` on a lane ([`super::lanes`], which sends a request the peer dropped
+/// unread again, twice at most: [`RETRIES`]): `None` when it does not serve the path.
 pub async fn ask(lanes: &Lanes, peer: PeerId, hash: &StoreHash) -> Result<Option<Answer>, AskError> {
     let mut request = Vec::with_capacity(48);
     frame::encode_message(&mut request, &wire::Request { hash: hash.as_str().to_owned() });
-    let mut attempt = 0;
-    loop {
-        match lanes.request(peer, request.clone(), 1, MAX_RESPONSE).await {
-            Ok(mut frames) => return decode_answer(frames.pop().ok_or(AskError::NoAnswer)?),
-            Err(LaneError::Dropped) if attempt < 2 => attempt += 1,
-            Err(LaneError::Dropped) => return Err(AskError::NoAnswer),
-            Err(e) => return Err(e.into()),
-        }
+    match lanes.request(peer, request.into(), 1, MAX_RESPONSE).await {
+        Ok(mut frames) => decode_answer(frames.pop().ok_or(AskError::NoAnswer)?),
+        Err(LaneError::Dropped) => Err(AskError::NoAnswer),
+        Err(e) => Err(e.into()),
     }
 }
 

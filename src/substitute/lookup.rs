@@ -188,8 +188,8 @@ impl Substituter {
 
     /// The lookup's deadline: `--lookup-timeout`, or longer when the peers whose summary lists the
     /// path are far or busy ([`crate::p2p::peers::Peers::answer_time`]), at most
-    /// [`MAX_LOOKUP_STRETCH`]. Over a 40 ms link, 25 lookups at once queue a round trip each
-    /// behind each other's stream negotiations (~1 s), and a fixed 250 ms made hits answer 404
+    /// [`MAX_LOOKUP_STRETCH`]. Over a 40 ms link a lookup takes a lane's opening and a request
+    /// (two round trips) plus its place in the lane's queue, and a fixed 250 ms made hits answer 404
     /// (nix caches that for an hour: "don't know how to build"). A summary match is nearly always
     /// a hit, so waiting for it is what nix wants; a path no summary lists costs no round trip.
     fn lookup_timeout_for(&self, peers: &[PeerId]) -> Duration {

@@ -130,7 +130,7 @@ impl Rogue {
     /// Asks `peer` for the narinfo of `hash` over `/peerix/narinfo/1.0.0`.
     pub async fn ask_narinfo(&self, peer: PeerId, hash: &str) -> Option<String> {
         let hash = peerix::nix::store_path::StoreHash::parse(hash).unwrap();
-        narinfo::ask(&lanes::Lanes::new(self.control.clone(), narinfo::PROTOCOL, 1), peer, &hash)
+        narinfo::ask(&lanes::Lanes::new(self.control.clone(), narinfo::PROTOCOL, 1, narinfo::RETRIES), peer, &hash)
             .await
             .unwrap()
             .map(|a| a.narinfo)
@@ -143,7 +143,13 @@ impl Rogue {
         cids: &[Cid],
         compress: bool,
     ) -> Result<Vec<bytes::Bytes>, blocks::FetchError> {
-        blocks::fetch(&lanes::Lanes::new(self.control.clone(), blocks::PROTOCOL, 1), peer, cids, compress).await
+        blocks::fetch(
+            &lanes::Lanes::new(self.control.clone(), blocks::PROTOCOL, 1, blocks::RETRIES),
+            peer,
+            cids,
+            compress,
+        )
+        .await
     }
 
     /// Asks `peer` for blocks over `/peerix/blocks/1.0.0`.
