@@ -2,7 +2,7 @@
 //! tracker (signed as daemons sign them), then prints one `/v1/providers/<hash32>` path per line for
 //! every hash announced, for wrk to ask. Usage: tracker_load URL PEERS PATHS > paths.txt
 
-use peerix::tracker::wire::{Announcement, Signed};
+use peerix::tracker_wire::{Announcement, Signed};
 
 fn hash(i: u64) -> String {
     const NIX32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";

@@ -140,7 +140,7 @@ pub fn narinfo_answer(data: &[u8]) {
 pub fn range(data: &[u8]) {
     let Some((size, spec)) = data.split_first_chunk::<8>() else { return };
     let size = u64::from_le_bytes(*size);
-    if let Ok(Some(r)) = crate::http::range::parse(&String::from_utf8_lossy(spec), size) {
+    if let Ok(Some(r)) = crate::httpd::range::parse(&String::from_utf8_lossy(spec), size) {
         assert!(r.start < r.end && r.end <= size, "{r:?} of {size} bytes");
     }
 }
@@ -165,8 +165,8 @@ pub fn http_requests(data: &[u8]) {
             tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
     }
     RT.with(|rt| {
-        for max_body in [crate::http::conn::MAX_BODY, 64 << 10] {
-            rt.block_on(crate::http::conn::read_all(data, max_body));
+        for max_body in [crate::httpd::conn::MAX_BODY, 64 << 10] {
+            rt.block_on(crate::httpd::conn::read_all(data, max_body));
         }
     });
 }

@@ -15,8 +15,11 @@
 pub mod arrivals;
 pub mod blocks;
 pub mod config;
+pub mod dashboard;
+pub mod errors;
 pub mod fuzzing;
 pub mod http;
+pub mod httpd;
 pub mod identity;
 pub mod index_control;
 pub mod ipld;
@@ -29,5 +32,6 @@ pub mod remote;
 pub mod store;
 pub mod substitute;
 pub mod tracker;
+pub mod tracker_wire;
 pub mod trust;
 pub mod upstream;

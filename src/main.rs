@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     match cli::Cli::parse().run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "peerix: {}", peerix::http::error_chain(e.as_ref()));
+            let _ = writeln!(std::io::stderr(), "peerix: {}", peerix::errors::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -26,7 +26,7 @@ pub enum RemoteError {
 impl From<reqwest::Error> for RemoteError {
     fn from(e: reqwest::Error) -> Self {
         // One line: reqwest's chain ("error sending request for url (…): … : connection refused").
-        RemoteError::Request(crate::http::error_chain(&e))
+        RemoteError::Request(crate::errors::chain(&e))
     }
 }
 
@@ -38,7 +38,7 @@ pub fn client(deadline: Duration) -> Result<reqwest::Client, RemoteError> {
         .pool_max_idle_per_host(IDLE_PER_HOST)
         .user_agent(concat!("peerix/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| RemoteError::Setup(crate::http::error_chain(&e)))
+        .map_err(|e| RemoteError::Setup(crate::errors::chain(&e)))
 }
 
 /// A client for a body streamed as long as it keeps coming (`peerix fetch` of a NAR): a connect
@@ -48,7 +48,7 @@ pub fn streaming_client() -> Result<reqwest::Client, RemoteError> {
         .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(concat!("peerix/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| RemoteError::Setup(crate::http::error_chain(&e)))
+        .map_err(|e| RemoteError::Setup(crate::errors::chain(&e)))
 }
 
 /// The body of `resp`, refused as soon as it is known to exceed `cap` bytes (by its

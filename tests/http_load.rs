@@ -88,7 +88,7 @@ const ROUNDS: usize = 2;
 async fn five_thousand_keep_alive_connections_are_all_answered() {
     let _alone = ONE_AT_A_TIME.lock().await;
     // 5 000 sockets here and 5 000 in the daemon (which raises its own limit likewise).
-    peerix::http::connections::raise_fd_limit();
+    peerix::httpd::connections::raise_fd_limit();
     let w = Work::new();
     let (d, urls) = small_paths(&w, 4).await;
     let urls = Arc::new(urls);
@@ -166,7 +166,7 @@ const TRICKLING: usize = 200;
 #[tokio::test(flavor = "multi_thread")]
 async fn slowloris_and_trickling_readers_leave_a_normal_client_fast() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    peerix::http::connections::raise_fd_limit();
+    peerix::httpd::connections::raise_fd_limit();
     let w = Work::new();
     let store = w.path("store");
     let src = w.path("big");

@@ -251,7 +251,7 @@ async fn many_announcers_and_five_thousand_concurrent_lookups() {
 /// limits the code has.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_largest_announcement_the_docs_allow_is_accepted() {
-    use peerix::tracker::wire::{MAX_ANNOUNCEMENT_BYTES, MAX_PATHS};
+    use peerix::tracker_wire::{MAX_ANNOUNCEMENT_BYTES, MAX_PATHS};
     let w = Work::new();
     let t = start_tracker(&w.path("tracker"), &[]);
     let me = Announcer::new();

@@ -10,10 +10,11 @@ use tracing::{info, warn};
 use peerix::blocks::Blocks;
 use peerix::config::ServeConfig;
 use peerix::http::{self, AppState, Inner};
+use peerix::httpd;
 use peerix::identity::Identity;
 use peerix::publish::Publisher;
 use peerix::substitute::Substituter;
-use peerix::tracker::client::{TrackerClient, announce_forever};
+use peerix::substitute::tracker::{TrackerClient, announce_forever};
 
 /// The background indexer reads at most this many bytes per second unless told otherwise: a
 /// first scan of a 100 GB store then takes ~7 min and leaves most of an SSD's bandwidth to the user.
@@ -38,7 +39,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     if !cache.store_db().exists() {
         warn!(db = %cache.store_db().db_path().display(), "no Nix database yet; serving nothing until it appears");
     }
-    http::connections::raise_fd_limit();
+    httpd::connections::raise_fd_limit();
     let blocks = Arc::new(Blocks::new(cache.clone(), cfg.cache_size));
     let publisher = Publisher::new(cache.clone(), cfg.index_jobs, cfg.index_rate.unwrap_or(DEFAULT_SERVE_INDEX_RATE))?;
     let shutdown = CancellationToken::new();
@@ -70,7 +71,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         info!(tracker = tracker.url(), "announcing to the tracker");
         tokio::spawn(announce_forever(tracker, cache.clone(), node.client.clone(), shutdown.clone()));
     }
-    let listener = http::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = httpd::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let listen = listener.local_addr()?;
     // One-shot commands find us here and ask us instead of writing our index under other flags.
     owner.say(&format!("serve http://{listen}"))?;
@@ -94,7 +95,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     info!(state_dir = %cfg.state_dir.display(), store_root = %cfg.store_root.display(), %peer_id, "listening on http://{listen}");
     tokio::spawn(stop_on_signal(shutdown.clone()));
     tokio::spawn(index_forever(publisher, shutdown.clone()));
-    http::serve(listener, app, shutdown, http::conn::MAX_BODY).await;
+    httpd::serve(listener, app, shutdown, httpd::conn::MAX_BODY).await;
     info!("stopped");
     Ok(())
 }
@@ -143,7 +144,7 @@ async fn index_forever(publisher: Publisher, shutdown: CancellationToken) {
                     info!(?r, "index updated")
                 }
                 Ok(_) => {}
-                Err(e) => warn!(cause = %http::error_chain(&e), "index scan failed"),
+                Err(e) => warn!(cause = %peerix::errors::chain(&e), "index scan failed"),
             }
             last_version = version;
         }

@@ -13,8 +13,8 @@ use axum::body::Body;
 use bytes::Bytes;
 use cid::Cid;
 
-use super::body;
 use crate::blocks::Blocks;
+use crate::httpd::body;
 use crate::ipld::{DAG_PB, RAW, car, unixfs, walk};
 
 /// How much of the DAG a CAR carries (`dag-scope`).

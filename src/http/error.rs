@@ -44,7 +44,7 @@ impl IntoResponse for ApiError {
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         };
         match &self {
-            ApiError::Internal(e) => error!(cause = %error_chain(e.as_ref()), "request failed"),
+            ApiError::Internal(e) => error!(cause = %crate::errors::chain(e.as_ref()), "request failed"),
             other => debug!(?other, "client error"),
         }
         let mut resp = (status, format!("{phrase}\n")).into_response();
@@ -95,7 +95,7 @@ impl IntoResponse for RpcError {
             RpcError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, 1, "405 - Method Not Allowed".into()),
             RpcError::Forbidden(why) => (StatusCode::FORBIDDEN, 1, (*why).to_owned()),
             RpcError::Internal(e) => {
-                error!(cause = %error_chain(e.as_ref()), "RPC request failed");
+                error!(cause = %crate::errors::chain(e.as_ref()), "RPC request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, 0, "internal error".into())
             }
         };
@@ -103,16 +103,4 @@ impl IntoResponse for RpcError {
         resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
-}
-
-/// `outer: inner: innermost`, for logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

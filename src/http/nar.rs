@@ -22,8 +22,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use tracing::warn;
 
+use super::AppState;
 use super::error::ApiError;
-use super::{AppState, body, range};
+use crate::httpd::{body, range};
 use crate::local_cache::LocalNar;
 use crate::nix::hash::NarHash;
 use crate::nix::nar::OUT_CHUNK;

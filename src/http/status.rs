@@ -45,10 +45,10 @@ async fn problems(app: &AppState) -> Vec<String> {
     let mut problems = tokio::task::spawn_blocking(move || {
         let mut problems = Vec::new();
         if let Err(e) = cache.store_db().probe() {
-            problems.push(format!("Nix DB unreadable ({})", super::error_chain(&e)));
+            problems.push(format!("Nix DB unreadable ({})", crate::errors::chain(&e)));
         }
         match cache.state().probe().and_then(|()| cache.state().scan_progress()) {
-            Err(e) => problems.push(format!("state DB unreadable ({})", super::error_chain(&e))),
+            Err(e) => problems.push(format!("state DB unreadable ({})", crate::errors::chain(&e))),
             Ok(scan) if scan.running && !paused && crate::store::now_secs() - scan.updated_at > INDEX_STUCK_SECS => {
                 problems
                     .push(format!("indexer stuck (no progress for {} s)", crate::store::now_secs() - scan.updated_at))

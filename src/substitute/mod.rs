@@ -18,6 +18,7 @@ mod lookup;
 mod plan;
 pub mod prefetch;
 pub mod sources;
+pub mod tracker;
 mod transfer;
 
 pub use accepted::AcceptedNar;
@@ -53,7 +54,7 @@ pub struct Substituter {
     inflight: Mutex<HashMap<StoreHash, lookup::Pending>>,
     pub activity: activity::Activity,
     /// `--tracker`: more candidates for a lookup, when the peers we know do not have the path.
-    tracker: Option<Arc<crate::tracker::client::TrackerClient>>,
+    tracker: Option<Arc<self::tracker::TrackerClient>>,
     /// NARs fetched as their narinfos are accepted, before nix asks.
     prefetch: prefetch::Prefetch,
 }
@@ -71,7 +72,7 @@ impl Substituter {
         node: Option<Node>,
         lookup_timeout: Duration,
         fallbacks: Vec<Fallback>,
-        tracker: Option<Arc<crate::tracker::client::TrackerClient>>,
+        tracker: Option<Arc<self::tracker::TrackerClient>>,
         prefetch: PrefetchLimits,
     ) -> Result<Arc<Self>, crate::remote::RemoteError> {
         Ok(Arc::new(Self {

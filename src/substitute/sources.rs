@@ -114,7 +114,7 @@ impl Sources {
                 node.fetch_blocks(*peer, cids).await.map_err(|e| match e {
                     p2p::blocks::FetchError::Missing(c) => SourceError::Missing(c),
                     p2p::blocks::FetchError::Mismatch(c) => SourceError::BadBlock(c),
-                    other => SourceError::Failed(crate::http::error_chain(&other)),
+                    other => SourceError::Failed(crate::errors::chain(&other)),
                 })
             }
             Source::Bitswap(peer) => {
@@ -149,7 +149,7 @@ impl Sources {
                 .header(reqwest::header::ACCEPT, "application/vnd.ipld.raw"),
             Fallback::Kubo(url) => self.http.post(format!("{url}/api/v0/block/get?arg={cid}")),
         };
-        let failed = |e: reqwest::Error| SourceError::Failed(crate::http::error_chain(&e));
+        let failed = |e: reqwest::Error| SourceError::Failed(crate::errors::chain(&e));
         let resp = request.send().await.map_err(failed)?;
         match resp.status() {
             reqwest::StatusCode::OK => {}

@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 
 use super::Tracker;
 use super::db::Refused;
-use super::wire::MAX_PATHS;
-use super::wire::{Accepted, Announcement, Providers, Signed, WireError};
 use crate::nix::store_path::StoreHash;
 use crate::p2p::admission::ip_of;
 use crate::store::now_secs;
+use crate::tracker_wire::MAX_PATHS;
+use crate::tracker_wire::{Accepted, Announcement, Providers, Signed, WireError};
 
 /// An announcement's timestamp may be this far from the tracker's clock (either way).
 pub const CLOCK_SKEW_SECS: i64 = 300;
@@ -62,7 +62,7 @@ impl IntoResponse for TrackerError {
 
 impl From<super::db::DbError> for TrackerError {
     fn from(e: super::db::DbError) -> Self {
-        TrackerError::Internal(crate::http::error_chain(&e))
+        TrackerError::Internal(crate::errors::chain(&e))
     }
 }
 
@@ -227,7 +227,7 @@ pub async fn health(State(t): State<Arc<Tracker>>) -> Response {
     match tokio::task::spawn_blocking(move || tracker.db.probe()).await {
         Ok(Ok(())) => "ok\n".into_response(),
         Ok(Err(e)) => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("degraded: {}\n", crate::http::error_chain(&e))).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, format!("degraded: {}\n", crate::errors::chain(&e))).into_response()
         }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("degraded: {e}\n")).into_response(),
     }

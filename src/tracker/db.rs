@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::wire::{Announcement, Provider};
+use crate::tracker_wire::{Announcement, Provider};
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;

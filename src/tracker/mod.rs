@@ -1,19 +1,17 @@
 //! `peerix tracker`: which peer shares which path, for peers that share no LAN (ARCHITECTURE §6).
 //!
 //! Data flow: a daemon signs an announcement of its addresses and published paths with its libp2p
-//! key ([`wire`]) and POSTs it to `/v1/announce` at start, as deltas after its index changes, and
+//! key ([`crate::tracker_wire`]) and POSTs it to `/v1/announce` at start, as deltas after its index changes, and
 //! as heartbeats; [`api`] checks it whole and [`db`] applies it in one transaction; records expire
 //! by TTL unless refreshed. A daemon looking for a path it does not hold asks
-//! `/v1/providers/<hash32>` ([`client`]) under its lookup deadline, dials the providers and asks
+//! `/v1/providers/<hash32>` ([`crate::substitute::tracker`]) under its lookup deadline, dials the providers and asks
 //! them for the narinfo as it asks any peer: the tracker is trusted with nothing but addresses.
 //! [`limits`] bounds announcements per peer and per address.
 
 pub mod api;
-pub mod client;
 pub mod db;
 pub mod limits;
 pub mod node;
-pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -33,6 +31,7 @@ use tracing::{info, warn};
 
 use self::db::TrackerDb;
 use self::limits::Rate;
+use crate::dashboard;
 
 /// How often expired records are deleted (lookups already skip them).
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -140,22 +139,12 @@ async fn metrics(axum::extract::State(t): axum::extract::State<Arc<Tracker>>) ->
         .into_response()
 }
 
-/// The tracker's page at `/`: counts, the node's addresses and the live peers, from `/v1/status`
-/// and `/v1/peers` (public, as they are), under the daemon dashboard's CSP and stylesheet.
-async fn page() -> axum::response::Response {
-    crate::http::dashboard::asset(include_str!("dashboard/index.html"), "text/html; charset=utf-8")
-}
-
-async fn script() -> axum::response::Response {
-    crate::http::dashboard::asset(include_str!("dashboard/tracker.js"), "text/javascript; charset=utf-8")
-}
-
 pub fn router(tracker: Arc<Tracker>) -> Router {
     Router::new()
-        .route("/", get(page))
-        .route("/dashboard/tracker.js", get(script))
-        .route("/dashboard/app.css", get(crate::http::dashboard::style))
-        .route("/favicon.ico", get(crate::http::dashboard::no_icon))
+        .route("/", get(dashboard::tracker_page))
+        .route("/dashboard/tracker.js", get(dashboard::tracker_script))
+        .route("/dashboard/app.css", get(dashboard::style))
+        .route("/favicon.ico", get(dashboard::no_icon))
         .route("/v1/announce", post(api::announce))
         .route("/v1/providers/{hash}", get(api::providers))
         .route("/v1/peers", get(api::peers))
@@ -165,7 +154,7 @@ pub fn router(tracker: Arc<Tracker>) -> Router {
         .fallback(|| async { api::TrackerError::BadRequest("no such resource".into()) })
         // axum's own default (2 MiB) refused announcements of more than ~56 000 paths while the
         // HTTP layer and the docs allowed 8 MiB: one limit, ours.
-        .layer(axum::extract::DefaultBodyLimit::max(wire::MAX_ANNOUNCEMENT_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::tracker_wire::MAX_ANNOUNCEMENT_BYTES))
         .with_state(tracker)
 }
 
@@ -180,7 +169,7 @@ pub async fn run(cfg: TrackerConfig, shutdown: CancellationToken) -> anyhow::Res
             node::start(node_cfg, key, shutdown.clone()).context("cannot start the tracker's libp2p node")?;
     }
     let tracker = Arc::new(tracker);
-    let listener = crate::http::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = crate::httpd::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let listen = listener.local_addr()?;
     info!(state_dir = %cfg.state_dir.display(), ttl_secs = tracker.ttl_secs, "tracker listening on http://{listen}");
     let sweeper = tracker.clone();
@@ -198,12 +187,12 @@ pub async fn run(cfg: TrackerConfig, shutdown: CancellationToken) -> anyhow::Res
             match swept {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => info!(peers = n, "expired peers"),
-                Ok(Err(e)) => warn!(cause = %crate::http::error_chain(&e), "expiry failed"),
+                Ok(Err(e)) => warn!(cause = %crate::errors::chain(&e), "expiry failed"),
                 Err(e) => warn!(cause = %e, "expiry failed"),
             }
         }
     });
-    crate::http::serve(listener, router(tracker), shutdown, wire::MAX_ANNOUNCEMENT_BYTES).await;
+    crate::httpd::serve(listener, router(tracker), shutdown, crate::tracker_wire::MAX_ANNOUNCEMENT_BYTES).await;
     info!("tracker stopped");
     Ok(())
 }

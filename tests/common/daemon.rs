@@ -106,7 +106,7 @@ impl Daemon {
             .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
-                "info,peerix::p2p=debug,peerix::substitute=debug,peerix::http=debug,peerix::publish=debug",
+                "info,peerix::p2p=debug,peerix::substitute=debug,peerix::http=debug,peerix::httpd=debug,peerix::publish=debug",
             );
         Self::spawn(cmd)
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use libp2p::identity::Keypair;
-use peerix::tracker::wire::{Announcement, Signed};
+use peerix::tracker_wire::{Announcement, Signed};
 
 use super::Daemon;
 

@@ -1,5 +1,5 @@
-//! The tracker's wire format, shared by the server ([`super::api`]) and the daemon's client
-//! ([`super::client`]): a signed announcement and a providers answer, JSON under `/v1`.
+//! The tracker's wire format, shared by the server ([`crate::tracker`]) and the daemon's client
+//! ([`crate::substitute::tracker`]): a signed announcement and a providers answer, JSON under `/v1`.
 //!
 //! An announcement is JSON text (`payload`) and an ed25519 signature over a domain tag and those
 //! exact bytes (`signature`, base64), made with the peer's libp2p key. The key is not sent: an

@@ -16,11 +16,11 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::wire::{Accepted, Announcement, Provider, Providers, Signed};
 use crate::local_cache::LocalCache;
 use crate::nix::store_path::StoreHash;
 use crate::publications::Publication;
 use crate::remote::read_capped;
+use crate::tracker_wire::{Accepted, Announcement, Provider, Providers, Signed};
 
 /// How often pending changes go out (and the announcer looks at the time).
 const TICK: Duration = Duration::from_secs(2);
@@ -113,7 +113,7 @@ impl TrackerClient {
             .body(serde_json::to_vec(&signed).map_err(|e| SendError::Refused(e.to_string()))?)
             .send()
             .await
-            .map_err(|e| SendError::Unreachable(crate::http::error_chain(&e)))?;
+            .map_err(|e| SendError::Unreachable(crate::errors::chain(&e)))?;
         let status = resp.status();
         let text = match read_capped(resp, MAX_ANSWER).await {
             Ok(body) => String::from_utf8_lossy(&body).into_owned(),
@@ -247,14 +247,14 @@ pub async fn announce_forever(
                     continue;
                 };
                 let mut a = client.announcement(&addrs, 1);
-                if paths.len() > super::wire::MAX_PATHS {
+                if paths.len() > crate::tracker_wire::MAX_PATHS {
                     warn!(
                         paths = paths.len(),
-                        announced = super::wire::MAX_PATHS,
+                        announced = crate::tracker_wire::MAX_PATHS,
                         "more published paths than a tracker record holds; announcing the first ones only"
                     );
                 }
-                a.full = Some(paths.into_iter().take(super::wire::MAX_PATHS).collect());
+                a.full = Some(paths.into_iter().take(crate::tracker_wire::MAX_PATHS).collect());
                 (a, (BTreeSet::new(), BTreeSet::new()))
             }
             Some(g) => {
