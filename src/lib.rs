@@ -1,16 +1,30 @@
 //! peerix: a peer-to-peer binary cache for Nix.
 //!
-//! Data flow of this crate (see `ARCHITECTURE.md` in the design docs):
-//! `nix` → [`http`] (binary-cache API) → [`local_cache`] → [`nix::store_db`] (Nix's DB, read-only)
-//! → [`trust`] (publish gate; [`upstream`] for NarHash checks) → [`nix::nar`] (NAR from disk).
-//! [`publish`] indexes gated-in paths as content-defined [`ipld`] blocks; [`blocks`] serves them
-//! by CID (gateway, kubo RPC); [`index_control`] lets the operator pause it. [`store`] is peerix's own SQLite state; [`config`] turns flags, env
-//! and TOML into a run config; [`identity`] is the node's persistent ed25519 key. [`fuzzing`] holds
-//! one entry point per parser of outside bytes, for the fuzz targets and their regression test.
-//! [`tracker`] is `peerix tracker` and the daemon's client of it. [`arrivals`] hands the DAGs of
-//! NARs streamed to nix from peers to the indexer, so a substituted closure is re-shared without
-//! reading it again. [`remote`] makes every HTTP request to another machine (upstream, fallbacks,
-//! the tracker) with deadlines and capped reads.
+//! Data flow. `nix` asks [`http`] (the binary-cache API, on the server of [`httpd`]) for a path;
+//! [`substitute`] answers from the local store through [`local_cache`] (Nix's DB read-only via
+//! [`nix::store_db`], each path judged by the publish gate in [`trust`], which asks [`upstream`]),
+//! else from peers found by [`p2p`] (summaries, DHT) or the [`tracker`] ([`substitute::tracker`]),
+//! verifying every block by CID and every narinfo by signature or upstream's NarHash. [`publish`]
+//! indexes gated-in paths as content-addressed [`ipld`] blocks in [`store`] (our SQLite state), and
+//! [`blocks`] serves them by CID to the gateway, the kubo RPC, bitswap and `/peerix/blocks`;
+//! [`publications`] tells the announcers what became shareable or stopped being so; [`arrivals`]
+//! hands the DAGs of NARs streamed from peers to the indexer, so a substituted closure is re-shared
+//! without reading it again.
+//!
+//! Layers, top to bottom. A module imports only from its own layer or below, and the modules of a
+//! layer import each other without a cycle; `tests/layers_import_downwards.rs` reads every
+//! `crate::` path in `src/` and holds the code to this table (the `cli` and `main` of the binary sit
+//! above all of it).
+//!
+//! | layer | modules |
+//! |---|---|
+//! | 7 interfaces | [`http`] (daemon routes), [`tracker`] (`peerix tracker`), [`config`] (flags, env, TOML), [`fuzzing`] (one entry per parser of outside bytes) |
+//! | 6 substitution | [`substitute`] (answers for paths we lack: lookup, transfer, prefetch, the tracker client) |
+//! | 5 network | [`p2p`] (the libp2p node: bitswap, our protocols, summaries, DHT) |
+//! | 4 content | [`publish`] (the indexer), [`blocks`] (blocks by CID, behind the gate) |
+//! | 3 trust | [`local_cache`] (the local store as a cache), [`trust`] (the publish gate), [`upstream`] (upstream's narinfos), [`arrivals`] (the DAG hand-off) |
+//! | 2 infrastructure | [`store`] (SQLite state), [`httpd`] (HTTP/1.1 server, no routes), [`remote`] (HTTP client), [`publications`] (events), [`index_control`] (pause, scan), [`identity`] (node key), [`dashboard`] (pages), [`errors`] (errors for the log) |
+//! | 1 formats | [`nix`] (Nix's formats), [`ipld`] (NARs as blocks), [`tracker_wire`] (the tracker protocol) |
 
 pub mod arrivals;
 pub mod blocks;
