@@ -1,15 +1,15 @@
-//! Blocks by CID: the one read path behind the trustless gateway, the kubo RPC subset and
-//! (later) bitswap, so the publish gate is enforced in exactly one place.
+//! Blocks by CID: the one read path behind the trustless gateway, the kubo RPC subset, bitswap and
+//! `/peerix/blocks`, so the publish gate is enforced in exactly one place.
 //!
 //! Sources, in order: inline identity CIDs; dag-pb nodes of published local NARs (SQLite);
 //! chunks of published local NARs, produced on demand from /nix/store through the NAR layout and
-//! verified against their CID before they are returned; blocks received from peers or fallbacks
-//! (the `blocks` table, verified on insert). A local chunk whose path has left the store drops out
+//! verified against their CID before they are returned (once per file version: see
+//! [`crate::nix::nar_layout`]); blocks received by bitswap (the `blocks` table, verified on insert). A local chunk whose path has left the store drops out
 //! of the index and is reported missing, never wrong. A local node or chunk is served only while
 //! the gate, asked live ([`LocalCache::servable_offline`]), still says its path is shareable.
 //!
 //! The blockstore keeps received blocks under a size cap (`--cache-size`), evicting the least
-//! recently used first but never a block a transfer in progress has pinned.
+//! recently used first.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +58,6 @@ pub struct Blocks {
     /// A peer fetching a NAR asks for every chunk of it, in order: the first lookup loads the
     /// locations of all the path's chunks, and the other ~16 000 of a GiB need no query each.
     locations: Mutex<Locations>,
-    pins: Mutex<HashMap<Cid, usize>>,
     cache_size: u64,
     /// Bytes in the `blocks` table, kept here so a put does not scan the table.
     stored: AtomicU64,
@@ -112,27 +111,6 @@ impl Layouts {
     }
 }
 
-/// Keeps blocks from eviction while alive.
-pub struct PinGuard<'a> {
-    blocks: &'a Blocks,
-    cids: Vec<Cid>,
-}
-
-impl Drop for PinGuard<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut pins) = self.blocks.pins.lock() {
-            for c in &self.cids {
-                if let Some(n) = pins.get_mut(c) {
-                    *n -= 1;
-                    if *n == 0 {
-                        pins.remove(c);
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PutError {
     #[error("block does not match its CID")]
@@ -150,7 +128,6 @@ impl Blocks {
             cache,
             layouts: Mutex::new(Layouts::default()),
             locations: Mutex::new(Locations::default()),
-            pins: Mutex::new(HashMap::new()),
             cache_size,
             stored: AtomicU64::new(stored),
             chunk_bytes_read: AtomicU64::new(0),
@@ -353,22 +330,11 @@ impl Blocks {
         let added = self.cache.state().put_blocks(blocks)?;
         let total = self.stored.fetch_add(added, Ordering::Relaxed) + added;
         if total > self.cache_size {
-            let pinned: Vec<Cid> = self.pins.lock().map(|p| p.keys().copied().collect()).unwrap_or_default();
-            let freed = self.cache.state().evict_blocks(total - self.cache_size, &pinned)?;
+            let freed = self.cache.state().evict_blocks(total - self.cache_size)?;
             self.stored.fetch_sub(freed.min(total), Ordering::Relaxed);
             self.evicted.fetch_add(freed, Ordering::Relaxed);
         }
         Ok(())
-    }
-
-    /// Protects `cids` from eviction until the guard is dropped (a transfer in progress).
-    pub fn pin(&self, cids: &[Cid]) -> PinGuard<'_> {
-        if let Ok(mut pins) = self.pins.lock() {
-            for c in cids {
-                *pins.entry(*c).or_default() += 1;
-            }
-        }
-        PinGuard { blocks: self, cids: cids.to_vec() }
     }
 }
 

@@ -53,6 +53,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// the state DB still gets at most one write per [`PROGRESS_EVERY`]).
 const PROGRESS_TICK: Duration = Duration::from_millis(250);
 /// How often a paused chunking job (on a blocking thread) looks whether it may go on.
+/// How long a narinfo accepted from a peer is remembered after its last acceptance: nix keeps a
+/// positive narinfo 30 days (`narinfo-cache-positive-ttl`) and may ask for its NAR until then.
+const PEER_PATH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 const PAUSE_POLL: Duration = Duration::from_millis(100);
 
 /// What one scan did.
@@ -195,6 +198,9 @@ impl Publisher {
         let cache = self.cache.clone();
         let (changed, valid, seen) = tokio::task::spawn_blocking(move || -> Result<_, CacheError> {
             let changed = cache.state().reconcile_gate(&cache.gate().fingerprint())?;
+            // Narinfos accepted from peers for paths nix never registered (another substituter
+            // won, the transfer failed) would otherwise stay forever.
+            cache.state().expire_peer_paths(PEER_PATH_TTL.as_secs() as i64)?;
             Ok((changed, cache.store_db().list_paths()?, cache.state().seen_paths()?))
         })
         .await

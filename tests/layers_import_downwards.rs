@@ -2,6 +2,8 @@
 //! path in `src/` names a module of its own layer or a lower one, the modules of one layer import
 //! each other without a cycle, and every module of the crate stands in the table exactly once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::*;
-use peerix::nix::{nar, nar_reader};
+use peerix::fuzzing::nar_reader;
+use peerix::nix::nar;
 use sha2::{Digest, Sha256};
 
 fn write(p: &Path, data: &[u8], mode: u32) {

@@ -1,10 +1,12 @@
 //! A kubo-compatible RPC subset, so scripts written for kubo work against peerix:
-//! `POST /api/v0/block/get?arg=`, `/block/stat`, `/cat?arg=&offset=&length=`, `/dag/export`, `/id`.
+//! `POST /api/v0/block/get?arg=`, `/block/stat`, `/cat?arg=&offset=&length=`, `/dag/export`, `/id`,
+//! `/routing/findprovs`.
 //! Like kubo: POST only (GET → 405), arguments in the query, errors as
 //! `{"Message","Code","Type":"error"}`. Unlike kubo, a client's mistake is a 400 and a missing block
-//! a 404, not a 500. Loopback clients only, never web pages (see [`super::local_only`]); local content is gated.
-//! As in kubo, `block/get` and `cat` fetch what is not local from the IPFS network (bitswap;
-//! verified and kept in the blockstore, so the gateway serves it afterwards) unless `offline=true`.
+//! a 404, not a 500. Loopback clients only, never web pages (see [`super::router`]); local content
+//! is gated. As in kubo, `cat` fetches what is not local from the IPFS network (bitswap; verified and
+//! kept in the blockstore, so the gateway serves it afterwards) unless `offline=true`; `block/get`
+//! and `block/stat` answer from local blocks only.
 //! `peerix fetch` is `cat` through this route.
 
 use std::sync::Arc;

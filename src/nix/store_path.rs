@@ -110,11 +110,6 @@ impl StorePath {
     pub fn base_name(&self) -> &str {
         &self.base
     }
-
-    /// `/nix/store/<hash>-<name>`.
-    pub fn to_absolute(&self) -> String {
-        format!("{STORE_DIR}/{}", self.base)
-    }
 }
 
 impl fmt::Display for StorePath {

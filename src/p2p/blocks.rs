@@ -1,5 +1,5 @@
-//! `/peerix/blocks/1.0.0`: the bulk path between peerix nodes. One request per stream names up to
-//! [`MAX_CIDS`] blocks; the answer is one frame per block, in the order asked: `0x00 ‖ bytes` or
+//! `/peerix/blocks/1.0.0`: the bulk path between peerix nodes. A request (pipelined on a
+//! long-lived stream: [`crate::p2p::lanes`]) names up to [`MAX_CIDS`] blocks; the answer is one frame per block, in the order asked: `0x00 ‖ bytes` or
 //! `0x01` (not here). Bitswap stays for every other IPFS node; between peerix nodes this carries a
 //! NAR's chunks with no wantlists, presences or per-block messages, and gives the transfer
 //! scheduler one request it can time and re-assign as a unit.

@@ -50,11 +50,6 @@ impl Client {
         self.ask(|reply| Command::GetProviders { key, reply }).await.unwrap_or_default()
     }
 
-    /// Starts a dial; `Err` only if it could not even start.
-    pub async fn dial(&self, addr: Multiaddr) -> Result<(), String> {
-        self.ask(|reply| Command::Dial { addr, reply }).await.unwrap_or_else(|| Err("node stopped".into()))
-    }
-
     /// Connects to `peer` at `addrs` unless connected: `true` once it is, `false` if every address
     /// failed. The caller bounds the wait.
     pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> bool {
@@ -88,10 +83,6 @@ impl Client {
 
 /// What a [`Client`] asks of the [`super::EventLoop`].
 pub(crate) enum Command {
-    Dial {
-        addr: Multiaddr,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
     /// Uses these nodes (the tracker's) as DHT bootstrap peers and relays.
     UseRelays {
         addrs: Vec<Multiaddr>,

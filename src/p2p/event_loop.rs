@@ -173,10 +173,6 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Dial { addr, reply } => {
-                debug!(%addr, "dialing on request");
-                let _ = reply.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
-            }
             Command::Connect { peer, addrs, reply } => {
                 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
                 if self.connected.contains_key(&peer) {

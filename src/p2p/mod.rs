@@ -170,8 +170,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(3);
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
 pub const KAD_LAN_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/lan/kad/1.0.0");
 
-/// A running node: the swarm's handle, the bitswap engine, a stream control for our own
-/// protocols, and what we know of peers.
+/// A running node: the swarm's handle, the bitswap engine, the lanes of our own protocols, and
+/// what we know of peers.
 #[derive(Clone)]
 pub struct Node {
     pub client: Client,

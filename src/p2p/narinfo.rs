@@ -1,6 +1,6 @@
 //! `/peerix/narinfo/1.0.0`: ask a peerix peer for the narinfo of a store hash, and the root CID of
-//! the NAR's blocks. One request and one answer per stream, both bounded frames
-//! ([`crate::p2p::frame`]).
+//! the NAR's blocks. Requests are pipelined on long-lived streams ([`crate::p2p::lanes`]), each
+//! request and answer one bounded frame ([`crate::p2p::frame`]).
 //!
 //! A node answers only for paths that pass its publish gate and whose blocks it has indexed (it
 //! must be able to deliver what it names); everything else — absent, private, not yet indexed — is

@@ -1,4 +1,4 @@
-//! The `blocks` table: blocks that did not come from the local store (peers, fallbacks), verified
+//! The `blocks` table: blocks that did not come from the local store (received by bitswap), verified
 //! by the caller before insert, evicted least-recently-used first under a byte cap.
 
 use cid::Cid;
@@ -87,13 +87,12 @@ impl StateDb {
         })
     }
 
-    /// Deletes least-recently-used blocks until `excess` bytes are freed, skipping `pinned`; returns
+    /// Deletes least-recently-used blocks until `excess` bytes are freed; returns
     /// the bytes freed. One transaction, walking the LRU index from its oldest end: costs the rows
     /// it deletes, not the table (callers keep the running total that says how much is in excess).
-    pub fn evict_blocks(&self, excess: u64, pinned: &[Cid]) -> Result<u64, StateError> {
+    pub fn evict_blocks(&self, excess: u64) -> Result<u64, StateError> {
         self.with_block_writer(|c| {
             let tx = c.transaction()?;
-            let pinned: std::collections::HashSet<Vec<u8>> = pinned.iter().map(|p| p.to_bytes()).collect();
             let mut freed = 0u64;
             let mut victims = Vec::new();
             {
@@ -102,9 +101,6 @@ impl StateDb {
                 while freed < excess {
                     let Some(row) = rows.next()? else { break };
                     let cid: Vec<u8> = row.get(0)?;
-                    if pinned.contains(&cid) {
-                        continue;
-                    }
                     freed += row.get::<_, i64>(1)? as u64;
                     victims.push(cid);
                 }
@@ -127,7 +123,7 @@ mod tests {
     use crate::ipld::raw_cid;
 
     #[test]
-    fn lru_eviction_respects_the_cap_and_pins() {
+    fn lru_eviction_frees_the_oldest_blocks_first() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path()).unwrap();
         let blocks: Vec<(Cid, bytes::Bytes)> =
@@ -137,14 +133,16 @@ mod tests {
         }
         assert_eq!(db.put_blocks(&blocks[..1]).unwrap(), 0, "a block already there adds nothing");
         assert_eq!(db.block_stats().unwrap(), (10, 1000));
-        // Pin the oldest: eviction must skip it and take the next ones (350 bytes over a 650 cap).
-        let freed = db.evict_blocks(350, &[blocks[0].0]).unwrap();
+        // 350 bytes over a 650 cap: whole blocks go, oldest first (same second: in insertion order).
+        let freed = db.evict_blocks(350).unwrap();
         assert_eq!(freed, 400);
-        assert!(db.get_block(&blocks[0].0).unwrap().is_some());
-        for (c, _) in &blocks[1..5] {
+        for (c, _) in &blocks[..4] {
             assert!(db.get_block(c).unwrap().is_none());
         }
+        for (c, _) in &blocks[4..] {
+            assert!(db.get_block(c).unwrap().is_some());
+        }
         assert_eq!(db.block_stats().unwrap(), (6, 600));
-        assert_eq!(db.evict_blocks(0, &[]).unwrap(), 0);
+        assert_eq!(db.evict_blocks(0).unwrap(), 0);
     }
 }

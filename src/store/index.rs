@@ -315,15 +315,6 @@ impl StateDb {
             Ok(raw.flatten().and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()))
         })
     }
-
-    /// The published path whose NAR root is `root`, if any.
-    pub fn path_by_root(&self, root: &Cid) -> Result<Option<String>, StateError> {
-        self.read(|c| {
-            c.prepare_cached("SELECT hash32 FROM paths WHERE root_cid = ?1 AND status = 'published' LIMIT 1")?
-                .query_row([root.to_bytes()], |r| r.get(0))
-                .optional()
-        })
-    }
 }
 
 /// The root of `hash32` if it is published (or published and awaiting a re-check).

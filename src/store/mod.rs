@@ -296,7 +296,8 @@ impl StateDb {
     }
 
     /// Remembers a narinfo accepted from peers (origin `peer`), so its NAR URL still resolves after a
-    /// restart (nix keeps narinfos for 30 days). Never overwrites a local path's row.
+    /// restart (nix keeps narinfos for 30 days; [`Self::expire_peer_paths`] forgets it after that).
+    /// Never overwrites a local path's row.
     pub fn record_peer_path(
         &self,
         path: &StorePath,
@@ -339,7 +340,8 @@ impl StateDb {
         })
     }
 
-    /// Forgets peer narinfos not used for `max_age` seconds (nix keeps a narinfo 30 days).
+    /// Forgets peer narinfos accepted more than `max_age` seconds ago (each acceptance renews the
+    /// row; nix keeps a narinfo 30 days). The index scan calls it.
     pub fn expire_peer_paths(&self, max_age: i64) -> Result<usize, StateError> {
         self.write(|c| {
             c.prepare_cached("DELETE FROM paths WHERE origin = 'peer' AND updated_at < ?1")?
@@ -380,5 +382,23 @@ mod tests {
         // A verdict is about one NarHash: another hash for the same path has none.
         assert_eq!(db.upstream_verdict(&p, &NarHash([4; 32])).unwrap(), None);
         assert_eq!(db.counts().unwrap(), (1, 1));
+    }
+
+    /// A peer's narinfo for a path nix never registered goes once it is older than the TTL;
+    /// a local path's row never does.
+    #[test]
+    fn peer_narinfos_expire_and_local_rows_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let local = StorePath::parse("/nix/store/qxkmhhvi8i3pc831vvw023h4mhzpfflr-local").unwrap();
+        let peer = StorePath::parse("/nix/store/0xkmhhvi8i3pc831vvw023h4mhzpfflr-from-a-peer").unwrap();
+        let root = crate::ipld::raw_cid(b"x");
+        db.record_local_path(&local, &NarHash([1; 32]), 10).unwrap();
+        db.record_peer_path(&peer, &NarHash([2; 32]), 10, &root, "StorePath: x\n").unwrap();
+        assert_eq!(db.expire_peer_paths(3600).unwrap(), 0, "accepted just now");
+        assert!(db.peer_path_by_nar_hash(&NarHash([2; 32])).unwrap().is_some());
+        assert_eq!(db.expire_peer_paths(-1).unwrap(), 1, "older than a TTL that ended a second from now");
+        assert!(db.peer_path_by_nar_hash(&NarHash([2; 32])).unwrap().is_none());
+        assert_eq!(db.paths_by_nar_hash(&NarHash([1; 32])).unwrap(), vec![local]);
     }
 }

@@ -1,8 +1,4 @@
-//! The parsers of bytes from peers, web clients, Nix and the operator, each behind one entry point
-//! that takes arbitrary bytes: the fuzz targets in `fuzz/` call these, and
-//! `tests/fuzz_regressions.rs` replays their seed corpora and every crash ever found through the same
-//! functions on stable Rust in CI. A parser must turn any input into a value or an error; these
-//! functions panic only when that breaks, or when a property of what was parsed does not hold.
+//! One entry point per parser of outside bytes (see [`super`]).
 
 // Panicking on a broken property is how a fuzz target reports it.
 #![allow(clippy::expect_used)]
@@ -16,11 +12,12 @@ use bytes::Bytes;
 use cid::Cid;
 use sha2::{Digest, Sha256};
 
+use super::nar_reader;
 use crate::config::{FileConfig, ServeArgs, ServeConfig};
 use crate::ipld::unixfs;
+use crate::nix::base32;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::signing::{PublicKey, SecretKey};
-use crate::nix::{base32, nar_reader};
 use crate::p2p::{bitswap, frame, have, narinfo};
 
 /// One parser's entry point: arbitrary bytes in, a panic only for a bug.

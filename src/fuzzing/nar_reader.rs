@@ -1,7 +1,6 @@
 //! NAR reader/validator: checks that a byte stream is a NAR Nix would accept, and hashes it.
 //!
-//! Used where NARs arrive from outside (peers, fallbacks) before anything is stored or forwarded.
-//! Rejects what Nix's parser rejects (`src/libutil/archive.cc`) and what Nix HEAD caps: unsorted or
+//! Test and fuzz support (see [`super`]): nothing in the daemon parses NARs. Rejects what Nix's parser rejects (`src/libutil/archive.cc`) and what Nix HEAD caps: unsorted or
 //! duplicate entries, names `""`, `.`, `..`, or containing `/` or NUL, non-zero padding, truncation,
 //! trailing bytes, unknown tokens, nesting deeper than 64. Every error names the byte offset.
 //! Memory is bounded: file contents stream through a 64 KiB buffer; other tokens are capped.
@@ -10,8 +9,8 @@ use std::io::{self, Read};
 
 use sha2::{Digest, Sha256};
 
-use super::hash::NarHash;
-use super::nar::MAGIC;
+use crate::nix::hash::NarHash;
+use crate::nix::nar::MAGIC;
 
 /// Nix HEAD's `narMaxDepth`.
 pub const MAX_DEPTH: usize = 64;
