@@ -349,7 +349,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = Arc::new(StateDb::open(dir.path()).unwrap());
         let gate = Gate::new(Vec::new(), None, false, std::time::Duration::from_secs(60), state.clone());
-        let cache = Arc::new(LocalCache::new(&dir.path().join("store"), state, gate, None));
+        let cache = Arc::new(LocalCache::new(&dir.path().join("store"), state, gate, crate::trust::Served::new(None)));
         let blocks = Blocks::new(cache, 1 << 20);
         let cid = ipld::raw_cid(b"the real block");
         assert!(matches!(blocks.put(&cid, b"some other bytes"), Err(PutError::Mismatch)));

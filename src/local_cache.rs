@@ -1,7 +1,7 @@
 //! The local Nix store as a binary cache: narinfo lookups and NAR sources for gated-in paths.
 //!
 //! Data flow: HTTP handler → [`LocalCache::narinfo`] → Nix DB (read-only) → publish gate
-//! ([`crate::trust`]) → render + sign once → memory cache. NAR URLs are `nar/<NarHash nix32>.nar`;
+//! ([`crate::trust`]) → rendered and signed once ([`crate::trust::Served`]) → memory cache. NAR URLs are `nar/<NarHash nix32>.nar`;
 //! [`LocalCache::nar`] resolves them through our state DB (hash → path, written when the narinfo was
 //! first served, so a URL handed out before a restart still resolves), falling back to a scan of the
 //! Nix DB.
@@ -29,13 +29,11 @@ use bytes::Bytes;
 
 use crate::arrivals::Arrivals;
 use crate::nix::hash::NarHash;
-use crate::nix::narinfo::NarInfo;
-use crate::nix::signing::SecretKey;
 use crate::nix::store_db::{PathInfo, StoreDb, StoreDbError};
 use crate::nix::store_path::{StoreHash, StorePath};
 use crate::publications::{Publication, Publications};
 use crate::store::{StateDb, StateError};
-use crate::trust::{Gate, Verdict};
+use crate::trust::{Gate, Served, Source};
 
 /// Rendered narinfos kept in memory: ~1 KiB each, so ≤ 32 MiB. When full the map is cleared (a
 /// working set larger than this is re-rendered at ~100 µs a path, which is still fast).
@@ -105,7 +103,7 @@ pub struct LocalCache {
     db: StoreDb,
     state: Arc<StateDb>,
     gate: Gate,
-    signer: Option<SecretKey>,
+    served: Served,
     rendered: Mutex<Rendered>,
     publications: Publications,
     /// DAGs of NARs just streamed to nix from peers, for the indexer to adopt.
@@ -114,13 +112,13 @@ pub struct LocalCache {
 }
 
 impl LocalCache {
-    pub fn new(store_root: &Path, state: Arc<StateDb>, gate: Gate, signer: Option<SecretKey>) -> Self {
+    pub fn new(store_root: &Path, state: Arc<StateDb>, gate: Gate, served: Served) -> Self {
         Self {
             store_root: store_root.to_owned(),
             db: StoreDb::new(store_root),
             state,
             gate,
-            signer,
+            served,
             rendered: Mutex::new(Rendered {
                 version: None,
                 map: HashMap::new(),
@@ -158,10 +156,9 @@ impl LocalCache {
         &self.gate
     }
 
-    /// The public half of the signing key (`--private-key-file`), as nix's
-    /// `trusted-public-keys` takes it: what another machine must trust.
-    pub fn signing_public_key(&self) -> Option<String> {
-        self.signer.as_ref().map(|k| k.public().to_string())
+    /// Renders what we serve for a path, ours or a peer's (and holds the signing key).
+    pub fn served(&self) -> &Served {
+        &self.served
     }
 
     pub fn publications(&self) -> &Publications {
@@ -180,16 +177,6 @@ impl LocalCache {
         self.publications.emit(event);
     }
 
-    /// Adds our signature (`--private-key-file`) to a narinfo we serve, replacing an old one of ours.
-    pub fn sign(&self, narinfo: &mut NarInfo) {
-        if let Some(key) = &self.signer {
-            let prefix = format!("{}:", key.name);
-            narinfo.sigs.retain(|s| !s.starts_with(&prefix));
-            let sig = key.sign(&narinfo.fingerprint());
-            narinfo.sigs.push(sig);
-        }
-    }
-
     /// The publish gate's verdict on a local path, from what is known here (no network): what every
     /// block read asks before a chunk or node of the path leaves the machine. Kept per Nix-DB stamp.
     /// Blocking (Nix DB and state DB reads): call from a blocking thread.
@@ -202,7 +189,7 @@ impl LocalCache {
             return *v;
         }
         let verdict = match self.db.query_by_hash(hash) {
-            Ok(Some(info)) => self.gate.check_offline(&info).ok().flatten().is_some_and(|v| v.allowed()),
+            Ok(Some(info)) => self.gate.verdict_offline(&info).is_ok_and(|v| v.allowed()),
             _ => false,
         };
         if let Ok(mut r) = self.rendered.lock()
@@ -227,13 +214,13 @@ impl LocalCache {
             self.counters.narinfo_misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
-        let verdict = self.gate.check(&info).await?;
+        let verdict = self.gate.verdict(&info).await?;
         if !verdict.allowed() {
             self.counters.narinfo_denied.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
         self.remember_nar_url(&info);
-        let body = Bytes::from(self.render(info, verdict).render());
+        let body = Bytes::from(self.served.narinfo(Source::Own { info, verdict }).render());
         self.remember(*hash, version, body.clone());
         self.counters.narinfo_hits.fetch_add(1, Ordering::Relaxed);
         Ok(Some(body))
@@ -290,34 +277,6 @@ impl LocalCache {
         r.map.insert(hash, body);
     }
 
-    /// The narinfo we serve for a gated-in path: Nix DB fields, `Compression: none`, the DB's Sig
-    /// lines, upstream's (when that is why it is served), and ours (`--private-key-file`).
-    fn render(&self, info: PathInfo, verdict: Verdict) -> NarInfo {
-        let mut sigs = info.sigs;
-        if let Verdict::Upstream { sigs: up } = verdict {
-            for s in up {
-                if !sigs.contains(&s) {
-                    sigs.push(s);
-                }
-            }
-        }
-        let mut narinfo = NarInfo {
-            url: format!("nar/{}.nar", info.nar_hash.to_nix32()),
-            compression: "none".into(),
-            file_hash: Some(info.nar_hash.to_string()),
-            file_size: Some(info.nar_size),
-            store_path: info.path,
-            nar_hash: info.nar_hash,
-            nar_size: info.nar_size,
-            references: info.references,
-            deriver: info.deriver,
-            sigs,
-            ca: info.ca,
-        };
-        self.sign(&mut narinfo);
-        narinfo
-    }
-
     /// Takes a published path whose bytes on disk no longer match its index out of service: it is
     /// forgotten if Nix no longer lists it, else marked failed (with `reason`) for the next scan
     /// to re-index. Its blocks are then missing, never wrong.
@@ -363,7 +322,7 @@ impl LocalCache {
             }
         }
         for info in candidates {
-            if self.gate.check(&info).await?.allowed() {
+            if self.gate.verdict(&info).await?.allowed() {
                 // Found through the state DB, it is recorded there already: a write (and a
                 // blocking thread) per NAR request was a visible share of a small NAR's answer.
                 if scanned {

@@ -245,9 +245,9 @@ impl Publisher {
         for path in recheck {
             let Some(info) = db.query_by_hash(&path.hash())? else { continue };
             let hash = path.hash();
-            match self.cache.gate().check(&info).await? {
+            match self.cache.gate().verdict(&info).await? {
                 v @ (Verdict::TrustedSignature { .. } | Verdict::Upstream { .. } | Verdict::ServePrivate) => {
-                    let name = verdict_name(&v);
+                    let name = v.name();
                     if let Some(root) = self.on_state(move |state| state.confirm_published(hash.as_str(), name)).await?
                     {
                         self.cache.publish_event(Publication::Published { hash, root });
@@ -357,7 +357,7 @@ impl Publisher {
             // Deleted between listing and now.
             return Ok(Outcome::Failed);
         };
-        let verdict = self.cache.gate().check(&info).await?;
+        let verdict = self.cache.gate().verdict(&info).await?;
         if let Verdict::Private { reason } = verdict {
             self.unpublish(info, Status::Private, reason.to_owned()).await?;
             return Ok(Outcome::Private);
@@ -393,7 +393,7 @@ impl Publisher {
         match chunked {
             Ok(c) => {
                 let (hash, root, size, chunks) = (info.path.hash(), c.root, info.nar_size, c.chunks.len());
-                let name = verdict_name(&verdict);
+                let name = verdict.name();
                 let path = info.path.clone();
                 self.on_state(move |state| {
                     state.save_published(&Published {
@@ -419,15 +419,6 @@ impl Publisher {
                 Ok(Outcome::Failed)
             }
         }
-    }
-}
-
-pub fn verdict_name(v: &Verdict) -> &'static str {
-    match v {
-        Verdict::TrustedSignature { .. } => "signed",
-        Verdict::Upstream { .. } => "upstream",
-        Verdict::ServePrivate => "serve-private",
-        Verdict::Private { .. } => "private",
     }
 }
 

@@ -161,7 +161,7 @@ pub fn open_cache(cfg: &mut ServeConfig) -> anyhow::Result<Arc<LocalCache>> {
     let upstream = cfg.upstream.as_deref().map(Upstream::new).transpose()?;
     let gate =
         Gate::new(cfg.trusted_keys.clone(), upstream, cfg.serve_private, cfg.upstream_negative_ttl, state.clone());
-    Ok(Arc::new(LocalCache::new(&cfg.store_root, state, gate, cfg.signer.take())))
+    Ok(Arc::new(LocalCache::new(&cfg.store_root, state, gate, peerix::trust::Served::new(cfg.signer.take()))))
 }
 
 fn keygen(name: &str, secret_file: &Path, public_file: &Path) -> anyhow::Result<()> {

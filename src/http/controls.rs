@@ -17,8 +17,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::nix::store_path::StoreHash;
 use crate::publications::Publication;
-use crate::publish::verdict_name;
-use crate::trust::Verdict;
+use crate::trust::withdrawal::{self, Change};
 
 fn json_request(headers: &HeaderMap) -> Result<(), ApiError> {
     let json = headers
@@ -70,32 +69,33 @@ pub async fn recheck(
     };
     let (state, path) = (cache.state_arc(), info.path.clone());
     tokio::task::spawn_blocking(move || state.forget_upstream_verdict(&path)).await??;
-    let verdict = cache.gate().check(&info).await?;
+    let verdict = cache.gate().verdict(&info).await?;
     let state = cache.state_arc();
-    let shared = verdict.allowed();
+    let now = verdict.clone();
     let changed = tokio::task::spawn_blocking(move || -> Result<bool, ApiError> {
         let recorded = state.path_entry(hash.as_str())?.and_then(|e| e.status);
-        let was_shared = recorded.as_deref() == Some("published");
-        if recorded.is_none() || was_shared == shared {
-            return Ok(false);
-        }
-        if let Some(root) = state.forget_path(hash.as_str())? {
-            cache.publish_event(Publication::Withdrawn { hash, root: Some(root) });
+        match withdrawal::change(recorded, &now) {
+            Change::None => return Ok(false),
+            // Forgotten, it is indexed again by the scan below (published, or kept private).
+            Change::Publish => {
+                state.forget_path(hash.as_str())?;
+            }
+            Change::Withdraw => {
+                if let Some(root) = state.forget_path(hash.as_str())? {
+                    cache.publish_event(Publication::Withdrawn { hash, root: Some(root) });
+                }
+            }
         }
         Ok(true)
     })
     .await??;
     app.index.scan_now();
-    info!(path = %info.path, verdict = verdict_name(&verdict), changed, "path checked again by the operator");
-    let reason = match &verdict {
-        Verdict::Private { reason } => Some(*reason),
-        _ => None,
-    };
+    info!(path = %info.path, verdict = verdict.name(), changed, "path checked again by the operator");
     Ok(Json(json!({
         "store_path": info.path.to_string(),
-        "verdict": verdict_name(&verdict),
-        "shared": shared,
-        "reason": reason,
+        "verdict": verdict.name(),
+        "shared": verdict.allowed(),
+        "reason": verdict.reason(),
         "changed": changed,
     })))
 }

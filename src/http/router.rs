@@ -156,7 +156,7 @@ mod tests {
     fn app(dir: &std::path::Path) -> Router {
         let state = Arc::new(StateDb::open(&dir.join("state")).unwrap());
         let gate = Gate::new(Vec::new(), None, false, Duration::from_secs(60), state.clone());
-        let cache = Arc::new(LocalCache::new(&dir.join("store"), state, gate, None));
+        let cache = Arc::new(LocalCache::new(&dir.join("store"), state, gate, crate::trust::Served::new(None)));
         router(AppState::new(Inner {
             blocks: Arc::new(Blocks::new(cache.clone(), 1 << 20)),
             substituter: crate::substitute::Substituter::new(

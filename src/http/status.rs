@@ -193,7 +193,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             "upstream": app.upstream.clone(),
             "serve_private": app.serve_private,
             "signing_key": app.signing_key.clone(),
-            "signing_public_key": cache.signing_public_key(),
+            "signing_public_key": cache.served().signing_public_key(),
         },
         "index": index,
         "scan": scan_json(scan, app.index.is_paused()),

@@ -13,8 +13,9 @@ use super::{StateDb, StateError, now_secs};
 use crate::nix::hash::NarHash;
 use crate::nix::store_path::StorePath;
 
-/// Index status of a local path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Index status of a local path (serialized as its column value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Gated in and chunked: served on every interface.
     Published,
@@ -27,7 +28,12 @@ pub enum Status {
 }
 
 impl Status {
-    fn as_str(self) -> &'static str {
+    /// Its root is (still) announced: a verdict that turns private must withdraw it.
+    pub fn is_shared(self) -> bool {
+        matches!(self, Status::Published | Status::Recheck)
+    }
+
+    pub fn as_str(self) -> &'static str {
         match self {
             Status::Published => "published",
             Status::Private => "private",
@@ -36,7 +42,7 @@ impl Status {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "published" => Status::Published,
             "private" => Status::Private,
@@ -77,7 +83,7 @@ pub struct PathEntry {
     pub nar_hash: String,
     pub nar_size: u64,
     pub origin: String,
-    pub status: Option<String>,
+    pub status: Option<Status>,
     pub reason: Option<String>,
     pub verdict: Option<String>,
     pub root_cid: Option<String>,
@@ -279,7 +285,7 @@ impl StateDb {
                         nar_hash: format!("sha256:{}", r.get::<_, String>(1)?),
                         nar_size: r.get::<_, i64>(2)? as u64,
                         origin: r.get(3)?,
-                        status: r.get(4)?,
+                        status: r.get::<_, Option<String>>(4)?.as_deref().and_then(Status::parse),
                         reason: r.get(5)?,
                         verdict: r.get(6)?,
                         root_cid: r

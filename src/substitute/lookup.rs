@@ -24,7 +24,7 @@ use super::accepted::AcceptedNar;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StoreHash;
 use crate::p2p::narinfo::{Answer, AskError};
-use crate::trust::{Acceptance, Refusal};
+use crate::trust::{Refusal, Source};
 
 /// Peers a lookup asks at once: one honest answer is all it needs, and asking every peer of a
 /// LAN about every path of a closure would multiply the load by the number of peers.
@@ -251,7 +251,7 @@ impl Substituter {
             }
             return None;
         }
-        let served = self.render(info, acceptance);
+        let served = self.cache.served().narinfo(Source::Peer { narinfo: info, acceptance });
         let nar = Arc::new(AcceptedNar::new(&served, Bytes::from(served.render())));
         nar.add_root(answer.root, Some(peer));
         Some(nar)
@@ -273,21 +273,5 @@ impl Substituter {
             debug!(%hash, %peer, %cause, "refused an untrusted narinfo");
         }
         None
-    }
-
-    /// The narinfo we serve for an accepted answer: URL and compression ours, the NAR's fields and
-    /// Sig lines as accepted (the peer's under a trusted signature, upstream's otherwise), plus
-    /// our own signature when we have a key.
-    fn render(&self, info: NarInfo, acceptance: Acceptance) -> NarInfo {
-        let mut served = match acceptance {
-            Acceptance::Signed { .. } => info,
-            Acceptance::Upstream(up) => *up,
-        };
-        served.url = format!("nar/{}.nar", served.nar_hash.to_nix32());
-        served.compression = "none".into();
-        served.file_hash = Some(served.nar_hash.to_string());
-        served.file_size = Some(served.nar_size);
-        self.cache.sign(&mut served);
-        served
     }
 }

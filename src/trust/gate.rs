@@ -1,19 +1,4 @@
-//! The publish gate (ARCHITECTURE §3): which local store paths may leave this machine.
-//!
-//! A local path is served — on every interface — only if
-//! (a) Nix's DB holds a signature on it that verifies under a trusted key (default `cache.nixos.org-1`),
-//! (b) the upstream cache has the same store path with the same NarHash (verdict kept in SQLite:
-//!     "same" forever, "absent" re-checked after `negative_ttl`, "unreachable" after 60 s), or
-//! (c) the operator opted in with `--serve-private`.
-//! Anything else — including an upstream that cannot be reached — is private. Callers see a
-//! [`Verdict`]; only [`Verdict::allowed`] ones may be served, and a private path looks exactly like an
-//! absent one from outside (404), so the gate leaks nothing about what is in the store.
-//!
-//! The other direction: a narinfo a *peer* sends is used only if [`Gate::accept_foreign`] says so —
-//! it names the path asked for and carries a signature by a trusted key (passed on unchanged, so
-//! the local nix checks it again), or upstream has the same path with the same NarHash and NarSize
-//! (then upstream's own narinfo fields and Sig lines are what we serve). The serving peer's claim
-//! alone is never enough.
+//! The gate itself: the rules of [`super`] for local paths, and for narinfos peers send.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,10 +7,12 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+use super::verdict::{Acceptance, Refusal, Verdict};
+use crate::nix::hash::NarHash;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::signing::{self, PublicKey};
 use crate::nix::store_db::PathInfo;
-use crate::nix::store_path::StoreHash;
+use crate::nix::store_path::{StoreHash, StorePath};
 use crate::store::{StateDb, StateError, UpstreamVerdict, now_secs};
 use crate::upstream::Upstream;
 
@@ -39,53 +26,6 @@ const UNREACHABLE_RETRY: Duration = Duration::from_secs(60);
 /// At most this many upstream checks run at once; more wait (a `nix` asking for 1000 unsigned paths
 /// must not open 1000 connections to cache.nixos.org).
 const MAX_UPSTREAM_CHECKS: usize = 16;
-
-/// Why a path may or may not be served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Signed in the Nix DB by this trusted key.
-    TrustedSignature { key: String },
-    /// Upstream has the same NAR; these are upstream's signatures on it.
-    Upstream { sigs: Vec<String> },
-    /// `--serve-private` is set.
-    ServePrivate,
-    /// Not to be served, and why (for operators only; never sent to a client).
-    Private { reason: &'static str },
-}
-
-impl Verdict {
-    pub fn allowed(&self) -> bool {
-        !matches!(self, Verdict::Private { .. })
-    }
-}
-
-/// Why a peer's narinfo may be served to the local nix.
-#[derive(Debug, Clone)]
-pub enum Acceptance {
-    /// It carries this trusted key's valid signature: served with its Sig lines unchanged.
-    Signed { key: String },
-    /// Upstream has the same store path and NAR: served with upstream's fields and Sig lines.
-    Upstream(Box<NarInfo>),
-}
-
-/// Why a peer's narinfo was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("narinfo is for {found}, not the path asked for")]
-    WrongPath { found: String },
-    #[error("a signature claims trusted key {key} but does not verify (forged, or the fields were altered)")]
-    Forged { key: String },
-    #[error("no signature by a trusted key, and upstream {0}")]
-    Untrusted(&'static str),
-}
-
-impl Refusal {
-    /// True if the narinfo could only come from a dishonest (or broken) peer, as opposed to one
-    /// that trusts other keys than we do.
-    pub fn is_lie(&self) -> bool {
-        matches!(self, Refusal::WrongPath { .. } | Refusal::Forged { .. })
-    }
-}
 
 /// Signatures remembered as verified, at most (~4 MB).
 const VERIFIED_ENTRIES: usize = 65_536;
@@ -175,10 +115,11 @@ impl Gate {
         Some(self.trusted[i].name.as_str())
     }
 
-    /// The verdict on a local path from what is known here (signatures, stored upstream verdicts,
-    /// `--serve-private`), never asking upstream: `None` when only upstream could tell. For readers
-    /// that must not wait on the network (block reads on a blocking thread).
-    pub fn check_offline(&self, info: &PathInfo) -> Result<Option<Verdict>, StateError> {
+    /// The gate's rules for a local path, in their order (see the module doc): a trusted
+    /// signature, `--serve-private`, no upstream to ask, a stored upstream verdict still fresh.
+    /// `None` when only upstream can tell. The one place the rules are written: [`Self::verdict`]
+    /// asks upstream after it, [`Self::verdict_offline`] does not.
+    fn decide(&self, info: &PathInfo) -> Result<Option<Verdict>, StateError> {
         if let Some(key) = self.trusted_signer(info) {
             return Ok(Some(Verdict::TrustedSignature { key: key.to_owned() }));
         }
@@ -186,12 +127,19 @@ impl Gate {
             return Ok(Some(Verdict::ServePrivate));
         }
         if self.upstream.is_none() {
-            return Ok(Some(Verdict::Private { reason: "no trusted signature and no upstream configured" }));
+            return Ok(Some(Verdict::Private { reason: Verdict::NO_UPSTREAM }));
         }
         Ok(self
             .state
             .upstream_verdict(&info.path, &info.nar_hash)?
             .and_then(|stored| self.fresh(stored.verdict, stored.checked_at, stored.upstream_sigs)))
+    }
+
+    /// The verdict on a local path from what is known here, never asking upstream: private while
+    /// only upstream could tell. For readers that must not wait on the network (block reads on a
+    /// blocking thread); a path nix asked for through HTTP has been asked about by then.
+    pub fn verdict_offline(&self, info: &PathInfo) -> Result<Verdict, StateError> {
+        Ok(self.decide(info)?.unwrap_or(Verdict::Private { reason: Verdict::NOT_ASKED }))
     }
 
     /// Decides whether a narinfo a peer sent for `hash` may be served (see the module doc).
@@ -220,9 +168,7 @@ impl Gate {
         };
         let _permit = self.checks.acquire().await.ok();
         match upstream.narinfo(hash).await {
-            Ok(Some(up))
-                if up.store_path == info.store_path && up.nar_hash == info.nar_hash && up.nar_size == info.nar_size =>
-            {
+            Ok(Some(up)) if same_nar(&up, &info.store_path, &info.nar_hash, info.nar_size) => {
                 Ok(Acceptance::Upstream(Box::new(up)))
             }
             Ok(Some(_)) => Err(refuse("has a different NAR")),
@@ -234,24 +180,18 @@ impl Gate {
         }
     }
 
-    pub async fn check(&self, info: &PathInfo) -> Result<Verdict, StateError> {
-        if let Some(key) = self.trusted_signer(info) {
-            return Ok(Verdict::TrustedSignature { key: key.to_owned() });
-        }
-        if self.serve_private {
-            return Ok(Verdict::ServePrivate);
-        }
-        let Some(upstream) = &self.upstream else {
-            return Ok(Verdict::Private { reason: "no trusted signature and no upstream configured" });
-        };
-        if let Some(stored) = self.state.upstream_verdict(&info.path, &info.nar_hash)?
-            && let Some(v) = self.fresh(stored.verdict, stored.checked_at, stored.upstream_sigs)
-        {
+    /// The verdict on a local path: [`Self::decide`]'s, else upstream's answer (asked at most
+    /// [`MAX_UPSTREAM_CHECKS`] at a time, and stored).
+    pub async fn verdict(&self, info: &PathInfo) -> Result<Verdict, StateError> {
+        if let Some(v) = self.decide(info)? {
             return Ok(v);
         }
+        let Some(upstream) = &self.upstream else {
+            return Ok(Verdict::Private { reason: Verdict::NO_UPSTREAM });
+        };
         let _permit = self.checks.acquire().await.ok();
         let (verdict, sigs) = match upstream.narinfo(&info.path.hash()).await {
-            Ok(Some(up)) if up.store_path == info.path && up.nar_hash == info.nar_hash => {
+            Ok(Some(up)) if same_nar(&up, &info.path, &info.nar_hash, info.nar_size) => {
                 (UpstreamVerdict::Same, up.sigs)
             }
             Ok(Some(up)) => {
@@ -286,22 +226,22 @@ impl Gate {
     fn verdict_of(verdict: UpstreamVerdict, sigs: Vec<String>) -> Verdict {
         match verdict {
             UpstreamVerdict::Same => Verdict::Upstream { sigs },
-            UpstreamVerdict::Absent => {
-                Verdict::Private { reason: "no trusted signature and upstream does not have this NAR" }
-            }
-            UpstreamVerdict::Unreachable => {
-                Verdict::Private { reason: "no trusted signature and upstream could not be reached" }
-            }
+            UpstreamVerdict::Absent => Verdict::Private { reason: Verdict::UPSTREAM_LACKS_IT },
+            UpstreamVerdict::Unreachable => Verdict::Private { reason: Verdict::UPSTREAM_UNREACHABLE },
         }
     }
+}
+
+/// Upstream vouches for a NAR only if it names the same store path with the same NarHash and
+/// NarSize: for our own paths and for a peer's alike.
+fn same_nar(up: &NarInfo, path: &StorePath, nar_hash: &NarHash, nar_size: u64) -> bool {
+    up.store_path == *path && up.nar_hash == *nar_hash && up.nar_size == nar_size
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nix::hash::NarHash;
     use crate::nix::signing::SecretKey;
-    use crate::nix::store_path::StorePath;
 
     /// A remembered verification vouches only for the exact fields and signature it checked: the
     /// same signature over other fields, or another key's signature under the trusted name, fails.
