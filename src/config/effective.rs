@@ -69,6 +69,7 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::super::*;
+    use crate::nix::signing::SecretKey;
 
     /// Writing the effective configuration and loading it back changes nothing, defaults included.
     #[test]
