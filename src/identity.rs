@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use data_encoding::BASE64;
-use ed25519_dalek::SigningKey;
+use libp2p::identity::Keypair;
 
 pub const IDENTITY_FILE: &str = "identity.key";
 
@@ -24,7 +24,7 @@ pub enum IdentityError {
 }
 
 pub struct Identity {
-    key: SigningKey,
+    key: Keypair,
 }
 
 impl Identity {
@@ -36,7 +36,7 @@ impl Identity {
             Ok(bytes) => {
                 let seed: [u8; 32] =
                     bytes.as_slice().try_into().map_err(|_| IdentityError::Malformed(path.display().to_string()))?;
-                Ok(Self { key: SigningKey::from_bytes(&seed) })
+                Self::from_seed(seed, &path)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut seed = [0u8; 32];
@@ -46,35 +46,31 @@ impl Identity {
                     std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
                 f.write_all(&seed).map_err(io)?;
                 f.sync_all().map_err(io)?;
-                Ok(Self { key: SigningKey::from_bytes(&seed) })
+                Self::from_seed(seed, &path)
             }
             Err(e) => Err(io(e)),
         }
     }
 
-    /// The 32-byte seed (what libp2p's `Keypair::ed25519_from_bytes` takes).
-    pub fn seed(&self) -> [u8; 32] {
-        self.key.to_bytes()
+    fn from_seed(mut seed: [u8; 32], path: &Path) -> Result<Self, IdentityError> {
+        let key =
+            Keypair::ed25519_from_bytes(&mut seed).map_err(|_| IdentityError::Malformed(path.display().to_string()))?;
+        Ok(Self { key })
     }
 
-    /// libp2p's protobuf `PublicKey { Type: Ed25519, Data }`.
-    pub fn public_key_protobuf(&self) -> Vec<u8> {
-        let mut out = vec![0x08, 0x01, 0x12, 0x20];
-        out.extend_from_slice(self.key.verifying_key().as_bytes());
-        out
+    /// The libp2p key pair: the embedded node's identity, and what signs tracker announcements.
+    pub fn keypair(&self) -> Keypair {
+        self.key.clone()
     }
 
-    /// The peer id: base58btc of the identity multihash of the protobuf public key (`12D3KooW…`).
+    /// The peer id (`12D3KooW…`).
     pub fn peer_id(&self) -> String {
-        let proto = self.public_key_protobuf();
-        let mut mh = vec![0x00, proto.len() as u8];
-        mh.extend_from_slice(&proto);
-        bs58::encode(mh).into_string()
+        self.key.public().to_peer_id().to_base58()
     }
 
-    /// The public key as kubo's `/api/v0/id` prints it.
+    /// The public key as kubo's `/api/v0/id` prints it: base64 of libp2p's protobuf encoding.
     pub fn public_key_base64(&self) -> String {
-        BASE64.encode(&self.public_key_protobuf())
+        BASE64.encode(&self.key.public().encode_protobuf())
     }
 }
 

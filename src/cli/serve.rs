@@ -53,7 +53,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     };
     let tracker = match (&cfg.tracker, &p2p) {
         (Some(url), Some(_)) => {
-            let key = libp2p::identity::Keypair::ed25519_from_bytes(identity.seed())?;
+            let key = identity.keypair();
             Some(Arc::new(TrackerClient::new(url, key).context("cannot set up the tracker client")?))
         }
         _ => None,

@@ -100,8 +100,6 @@ pub struct Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum P2pError {
-    #[error("invalid identity key")]
-    Identity(#[from] libp2p::identity::DecodingError),
     #[error("cannot set up the transport")]
     Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot listen on {addr}")]
@@ -197,7 +195,7 @@ pub fn start(
     state_dir: &Path,
     shutdown: CancellationToken,
 ) -> Result<Node, P2pError> {
-    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(identity.seed())?;
+    let keypair = identity.keypair();
     let local = keypair.public().to_peer_id();
     let writer = provider_store::ProviderWriter::start(state_dir, local)?;
     let store = provider_store::ProviderStore::open(state_dir, local, "wan", writer.clone())?;

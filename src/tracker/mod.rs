@@ -164,7 +164,7 @@ pub async fn run(cfg: TrackerConfig, shutdown: CancellationToken) -> anyhow::Res
     let mut tracker = Tracker::open(&cfg).context("cannot open the tracker database")?;
     if let Some(node_cfg) = cfg.node {
         let identity = crate::identity::Identity::load_or_create(&cfg.state_dir)?;
-        let key = libp2p::identity::Keypair::ed25519_from_bytes(identity.seed())?;
+        let key = identity.keypair();
         tracker.node_addrs =
             node::start(node_cfg, key, shutdown.clone()).context("cannot start the tracker's libp2p node")?;
     }
