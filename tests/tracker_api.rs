@@ -137,6 +137,12 @@ async fn bad_announcements_are_refused_and_change_nothing() {
     assert_eq!(m["peerix_tracker_announces_total{outcome=refused}"], 12.0, "{m:?}");
     assert_eq!(m["peerix_tracker_lookups_total{found=yes}"], 1.0, "{m:?}");
     assert_eq!(m["peerix_tracker_peers{}"], 1.0, "{m:?}");
+
+    // A route the tracker does not have is a 404 in one line, like every error it answers.
+    let r = get(&format!("{}/v2/no-such-route", t.url)).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.text(), "no such resource\n");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

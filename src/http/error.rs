@@ -1,15 +1,15 @@
-//! The one place where errors become HTTP responses.
-//!
-//! Bodies are a fixed one-line phrase (`text/plain`), never an internal error's text; every error
-//! response carries `Cache-Control: no-store` (a 404 must not be kept by anything between us and nix,
-//! which already caches misses for an hour). 5xx are logged at `error`, client mistakes at `debug`.
+//! The daemon's errors as responses: each says which [`Failure`] it is (the status is chosen there,
+//! once for the daemon, the tracker and the server), with a fixed one-line phrase, never an
+//! internal error's text. 5xx are logged at `error` with their cause, client mistakes at `debug`.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use cid::Cid;
 use serde_json::json;
 use tracing::{debug, error};
+
+use crate::httpd::{Failure, plain};
 
 /// A server-side failure; its text is logged, never sent.
 pub type Internal = Box<dyn std::error::Error + Send + Sync>;
@@ -33,24 +33,29 @@ impl<E: Into<Internal>> From<E> for ApiError {
     }
 }
 
+impl ApiError {
+    /// Which failure, and the phrase the client sees.
+    fn failure(&self) -> (Failure, &'static str) {
+        match self {
+            ApiError::NotFound(what) => (Failure::NotFound, what),
+            ApiError::BadRequest(why) => (Failure::BadRequest, why),
+            ApiError::MethodNotAllowed => (Failure::MethodNotAllowed, "method not allowed"),
+            ApiError::RangeNotSatisfiable(_) => (Failure::RangeNotSatisfiable, "range not satisfiable"),
+            ApiError::Forbidden(why) => (Failure::Forbidden, why),
+            ApiError::Internal(_) => (Failure::Internal, "internal error"),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, phrase) = match &self {
-            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, *what),
-            ApiError::BadRequest(why) => (StatusCode::BAD_REQUEST, *why),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-            ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable"),
-            ApiError::Forbidden(why) => (StatusCode::FORBIDDEN, *why),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-        };
+        let (failure, phrase) = self.failure();
         match &self {
             ApiError::Internal(e) => error!(cause = %crate::errors::chain(e.as_ref()), "request failed"),
             other => debug!(?other, "client error"),
         }
-        let mut resp = (status, format!("{phrase}\n")).into_response();
+        let mut resp = plain(failure, phrase);
         let headers = resp.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         if let ApiError::RangeNotSatisfiable(size) = self
             && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
         {
@@ -79,27 +84,32 @@ impl From<ApiError> for RpcError {
             ApiError::Internal(e) => RpcError::Internal(e),
             ApiError::Forbidden(why) => RpcError::Forbidden(why),
             ApiError::MethodNotAllowed => RpcError::MethodNotAllowed,
-            other => RpcError::Client(format!("{other:?}")),
+            ApiError::NotFound(what) => RpcError::Unavailable(what.to_owned()),
+            // The RPC has no ranges; a bad request is said as the daemon says it.
+            other @ (ApiError::BadRequest(_) | ApiError::RangeNotSatisfiable(_)) => {
+                RpcError::Client(other.failure().1.to_owned())
+            }
         }
     }
 }
 
 impl IntoResponse for RpcError {
     fn into_response(self) -> Response {
-        let (status, code, message) = match &self {
-            RpcError::Client(m) => (StatusCode::BAD_REQUEST, 1, m.clone()),
+        let (failure, code, message) = match &self {
+            RpcError::Client(m) => (Failure::BadRequest, 1, m.clone()),
             RpcError::NotFound(cid) => {
-                (StatusCode::NOT_FOUND, 0, format!("block was not found locally (offline): ipld: could not find {cid}"))
+                (Failure::NotFound, 0, format!("block was not found locally (offline): ipld: could not find {cid}"))
             }
-            RpcError::Unavailable(why) => (StatusCode::NOT_FOUND, 0, why.clone()),
-            RpcError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, 1, "405 - Method Not Allowed".into()),
-            RpcError::Forbidden(why) => (StatusCode::FORBIDDEN, 1, (*why).to_owned()),
+            RpcError::Unavailable(why) => (Failure::NotFound, 0, why.clone()),
+            RpcError::MethodNotAllowed => (Failure::MethodNotAllowed, 1, "405 - Method Not Allowed".into()),
+            RpcError::Forbidden(why) => (Failure::Forbidden, 1, (*why).to_owned()),
             RpcError::Internal(e) => {
                 error!(cause = %crate::errors::chain(e.as_ref()), "RPC request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, 0, "internal error".into())
+                (Failure::Internal, 0, "internal error".into())
             }
         };
-        let mut resp = (status, Json(json!({ "Message": message, "Code": code, "Type": "error" }))).into_response();
+        let body = Json(json!({ "Message": message, "Code": code, "Type": "error" }));
+        let mut resp = (failure.status(), body).into_response();
         resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }

@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tracing::error;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::httpd::{Failure, plain};
 use crate::store::{IndexStats, ScanProgress};
 
 /// A scan whose progress has not moved for this long is stuck (a scan saves progress at least
@@ -29,10 +30,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
     if problems.is_empty() {
         return "ok\n".into_response();
     }
-    let line = format!("degraded: {}\n", problems.join("; ").replace('\n', " "));
-    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, line).into_response();
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    plain(Failure::Unavailable, &format!("degraded: {}", problems.join("; ")))
 }
 
 /// What is degraded now, one phrase each; empty when healthy. `/health`, `/api/status` (and so
@@ -45,10 +43,15 @@ async fn problems(app: &AppState) -> Vec<String> {
     let mut problems = tokio::task::spawn_blocking(move || {
         let mut problems = Vec::new();
         if let Err(e) = cache.store_db().probe() {
-            problems.push(format!("Nix DB unreadable ({})", crate::errors::chain(&e)));
+            // The phrase only: the cause (paths, SQLite's words) goes to the log.
+            error!(cause = %crate::errors::chain(&e), "Nix DB unreadable");
+            problems.push("Nix DB unreadable".to_owned());
         }
         match cache.state().probe().and_then(|()| cache.state().scan_progress()) {
-            Err(e) => problems.push(format!("state DB unreadable ({})", crate::errors::chain(&e))),
+            Err(e) => {
+                error!(cause = %crate::errors::chain(&e), "state DB unreadable");
+                problems.push("state DB unreadable".to_owned())
+            }
             Ok(scan) if scan.running && !paused && crate::store::now_secs() - scan.updated_at > INDEX_STUCK_SECS => {
                 problems
                     .push(format!("indexer stuck (no progress for {} s)", crate::store::now_secs() - scan.updated_at))
@@ -58,7 +61,10 @@ async fn problems(app: &AppState) -> Vec<String> {
         problems
     })
     .await
-    .unwrap_or_else(|e| vec![format!("health check failed ({e})")]);
+    .unwrap_or_else(|e| {
+        error!(cause = %e, "health check failed");
+        vec!["health check failed".to_owned()]
+    });
     if let Some(node) = &app.p2p
         && node.expects_peers
         && app.started.elapsed() > NO_PEERS_GRACE

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::debug;
 
+use super::Failure;
 use super::connections::{BodyBudget, Reserved};
 use super::response::{write_refusal, write_response};
 
@@ -50,7 +51,7 @@ pub const BODY_BUDGET_BODIES: usize = 4;
 
 /// Why a connection ends before its response: answered with a status, or just closed.
 enum Refusal {
-    Status(StatusCode, &'static str),
+    Status(Failure, &'static str),
     Close,
 }
 
@@ -100,9 +101,9 @@ pub async fn serve(
         let incoming = match incoming {
             Ok(Some(r)) => r,
             Ok(None) | Err(Refusal::Close) => return,
-            Err(Refusal::Status(status, why)) => {
-                debug!(%peer, %status, why, "bad request");
-                let _ = write_refusal(&mut stream, status, why).await;
+            Err(Refusal::Status(failure, why)) => {
+                debug!(%peer, ?failure, why, "bad request");
+                let _ = write_refusal(&mut stream, failure.status(), why).await;
                 return;
             }
         };
@@ -161,7 +162,7 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(Some(incoming));
             }
             if buf.len() >= MAX_HEAD {
-                return Err(Refusal::Status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"));
+                return Err(Refusal::Status(Failure::HeadTooLarge, "request head too large"));
             }
         }
         let until = head_until.unwrap_or(idle_until);
@@ -176,7 +177,7 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
             },
             _ = waits.timer.as_mut() => {
                 return match head_until {
-                    Some(_) => Err(Refusal::Status(StatusCode::REQUEST_TIMEOUT, "request head not received in time")),
+                    Some(_) => Err(Refusal::Status(Failure::Timeout, "request head not received in time")),
                     None => Ok(None),
                 };
             }
@@ -189,14 +190,14 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Parses a complete head at the front of `buf` (and removes it), or `None` if it is incomplete.
 fn parse_head(buf: &mut BytesMut, peer: SocketAddr) -> Result<Option<Incoming>, Refusal> {
-    let bad = |why| Refusal::Status(StatusCode::BAD_REQUEST, why);
+    let bad = |why| Refusal::Status(Failure::BadRequest, why);
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut slots);
     let len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(Refusal::Status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many headers"));
+            return Err(Refusal::Status(Failure::HeadTooLarge, "too many headers"));
         }
         Err(_) => return Err(bad("malformed request")),
     };
@@ -255,10 +256,9 @@ async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(
     reserved: &mut Reserved,
 ) -> Result<Bytes, Refusal> {
     let max_body = limits.max_body;
-    let bad = |why| Refusal::Status(StatusCode::BAD_REQUEST, why);
-    let too_large = Refusal::Status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-    let over_budget =
-        Refusal::Status(StatusCode::TOO_MANY_REQUESTS, "too many request bodies in flight from your address");
+    let bad = |why| Refusal::Status(Failure::BadRequest, why);
+    let too_large = Refusal::Status(Failure::TooLarge, "request body too large");
+    let over_budget = Refusal::Status(Failure::TooMany, "too many request bodies in flight from your address");
     let length = match framing(version, headers)? {
         Framing::Chunked => None,
         Framing::Length(n) => Some(n),
@@ -319,7 +319,7 @@ async fn fill<S: AsyncRead + Unpin>(
         match tokio::time::timeout_at(until, stream.read_buf(buf)).await {
             Ok(Ok(read)) if read > 0 => {}
             Ok(_) => return Err(Refusal::Close),
-            Err(_) => return Err(Refusal::Status(StatusCode::REQUEST_TIMEOUT, "request body not received in time")),
+            Err(_) => return Err(Refusal::Status(Failure::Timeout, "request body not received in time")),
         }
     }
     Ok(())
@@ -330,14 +330,14 @@ async fn read_line<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut, unt
     loop {
         if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
             if i > MAX_CHUNK_LINE {
-                return Err(Refusal::Status(StatusCode::BAD_REQUEST, "chunk line too long"));
+                return Err(Refusal::Status(Failure::BadRequest, "chunk line too long"));
             }
             let line = buf.split_to(i).freeze();
             buf.advance(2);
             return Ok(line);
         }
         if buf.len() > MAX_CHUNK_LINE {
-            return Err(Refusal::Status(StatusCode::BAD_REQUEST, "malformed chunked body"));
+            return Err(Refusal::Status(Failure::BadRequest, "malformed chunked body"));
         }
         let want = buf.len() + 1;
         fill(stream, buf, want, until).await?;
@@ -371,7 +371,7 @@ pub async fn read_all(data: &[u8], max_body: usize) -> (usize, Option<StatusCode
                 assert!(body.len() <= max_body, "a body over the cap was read");
             }
             Ok(None) | Err(Refusal::Close) => return (read, None),
-            Err(Refusal::Status(status, _)) => return (read, Some(status)),
+            Err(Refusal::Status(failure, _)) => return (read, Some(failure.status())),
         }
     }
 }
@@ -393,7 +393,7 @@ enum Framing {
 /// not plain decimal digits (`+3`, `0x10`, ` 1 2`). nginx answers all of these 400 (a coding it
 /// does not know, 501) and closes the connection, as we do.
 fn framing(version: Version, headers: &HeaderMap) -> Result<Framing, Refusal> {
-    let bad = |why| Refusal::Status(StatusCode::BAD_REQUEST, why);
+    let bad = |why| Refusal::Status(Failure::BadRequest, why);
     let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
     let mut cl = headers.get_all(header::CONTENT_LENGTH).iter();
     let (te_first, te_more) = (te.next(), te.next().is_some());
@@ -410,7 +410,7 @@ fn framing(version: Version, headers: &HeaderMap) -> Result<Framing, Refusal> {
         Some(v) if v.as_bytes().split(|&b| b == b',').any(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")) => {
             return Err(bad("chunked must be the only transfer coding"));
         }
-        Some(_) => return Err(Refusal::Status(StatusCode::NOT_IMPLEMENTED, "unsupported transfer coding")),
+        Some(_) => return Err(Refusal::Status(Failure::NotImplemented, "unsupported transfer coding")),
     }
     let Some(v) = cl_first else { return Ok(Framing::Length(0)) };
     let digits = v.as_bytes();

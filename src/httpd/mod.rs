@@ -9,9 +9,11 @@
 pub mod body;
 pub mod conn;
 pub mod connections;
+mod failure;
 pub mod range;
 mod response;
 mod sendfile;
 mod server;
 
+pub use failure::{Failure, plain};
 pub use server::{bind, serve};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::Tracker;
 use super::db::Refused;
+use crate::httpd::{Failure, plain};
 use crate::nix::store_path::StoreHash;
 use crate::p2p::admission::ip_of;
 use crate::store::now_secs;
@@ -34,6 +35,7 @@ const PEERS_LIMIT: usize = 1000;
 pub enum TrackerError {
     BadRequest(String),
     Forbidden(&'static str),
+    NotFound(&'static str),
     Conflict(String),
     TooLarge(String),
     TooMany(&'static str),
@@ -42,21 +44,20 @@ pub enum TrackerError {
 
 impl IntoResponse for TrackerError {
     fn into_response(self) -> Response {
-        let (status, line) = match self {
-            TrackerError::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
-            TrackerError::Forbidden(why) => (StatusCode::FORBIDDEN, why.to_owned()),
-            TrackerError::Conflict(why) => (StatusCode::CONFLICT, why),
-            TrackerError::TooLarge(why) => (StatusCode::PAYLOAD_TOO_LARGE, why),
-            TrackerError::TooMany(why) => (StatusCode::TOO_MANY_REQUESTS, why.to_owned()),
+        let (failure, line) = match self {
+            TrackerError::BadRequest(why) => (Failure::BadRequest, why),
+            TrackerError::Forbidden(why) => (Failure::Forbidden, why.to_owned()),
+            TrackerError::NotFound(what) => (Failure::NotFound, what.to_owned()),
+            TrackerError::Conflict(why) => (Failure::Conflict, why),
+            TrackerError::TooLarge(why) => (Failure::TooLarge, why),
+            TrackerError::TooMany(why) => (Failure::TooMany, why.to_owned()),
             TrackerError::Internal(cause) => {
                 tracing::error!(%cause, "tracker request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_owned())
+                (Failure::Internal, "internal error".to_owned())
             }
         };
-        tracing::debug!(%status, %line, "tracker refused a request");
-        let mut resp = (status, format!("{}\n", line.replace('\n', " "))).into_response();
-        resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
-        resp
+        tracing::debug!(?failure, %line, "tracker refused a request");
+        plain(failure, &line)
     }
 }
 
@@ -226,10 +227,15 @@ pub async fn health(State(t): State<Arc<Tracker>>) -> Response {
     let tracker = t.clone();
     match tokio::task::spawn_blocking(move || tracker.db.probe()).await {
         Ok(Ok(())) => "ok\n".into_response(),
+        // One line for the probe; the cause (paths, SQLite's words) goes to the log.
         Ok(Err(e)) => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("degraded: {}\n", crate::errors::chain(&e))).into_response()
+            tracing::error!(cause = %crate::errors::chain(&e), "tracker database unreadable");
+            plain(Failure::Unavailable, "degraded: tracker database unreadable")
         }
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("degraded: {e}\n")).into_response(),
+        Err(e) => {
+            tracing::error!(cause = %e, "health check failed");
+            plain(Failure::Unavailable, "degraded: health check failed")
+        }
     }
 }
 

@@ -132,8 +132,8 @@ async fn metrics(axum::extract::State(t): axum::extract::State<Arc<Tracker>>) ->
         t.paths_gauge.set(paths as i64);
     }
     let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &t.registry).is_err() {
-        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &t.registry) {
+        return api::TrackerError::Internal(e.to_string()).into_response();
     }
     ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
         .into_response()
@@ -151,7 +151,7 @@ pub fn router(tracker: Arc<Tracker>) -> Router {
         .route("/v1/status", get(api::status))
         .route("/health", get(api::health))
         .route("/metrics", get(metrics))
-        .fallback(|| async { api::TrackerError::BadRequest("no such resource".into()) })
+        .fallback(|| async { api::TrackerError::NotFound("no such resource") })
         // axum's own default (2 MiB) refused announcements of more than ~56 000 paths while the
         // HTTP layer and the docs allowed 8 MiB: one limit, ours.
         .layer(axum::extract::DefaultBodyLimit::max(crate::tracker_wire::MAX_ANNOUNCEMENT_BYTES))
