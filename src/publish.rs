@@ -386,7 +386,7 @@ impl Publisher {
                 counters.read_bytes.fetch_add(info.nar_size, std::sync::atomic::Ordering::Relaxed);
                 match tokio::task::spawn_blocking(move || chunk_path_throttled(fs_path, expect, &throttle)).await {
                     Ok(r) => r,
-                    Err(e) => Err(format!("indexing task failed: {e}")),
+                    Err(e) => Err(IndexError::Task(e.to_string())),
                 }
             }
         };
@@ -415,16 +415,30 @@ impl Publisher {
             }
             Err(reason) => {
                 warn!(path = %info.path, %reason, "cannot index");
-                self.unpublish(info, Status::Failed, reason).await?;
+                self.unpublish(info, Status::Failed, reason.to_string()).await?;
                 Ok(Outcome::Failed)
             }
         }
     }
 }
 
+/// Why a path could not be indexed; its text (one line, the cause included) is the index's
+/// `reason` for it, shown by `/api/paths` and `peerix publish`.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("NAR on disk has {disk} bytes, Nix's DB says {db}")]
+    SizeMismatch { disk: u64, db: u64 },
+    #[error("NAR on disk does not match Nix's NarHash (modified store path)")]
+    HashMismatch,
+    #[error("indexing task failed: {0}")]
+    Task(String),
+}
+
 /// Reads the NAR of `fs_path` once: cuts and hashes chunks, and checks the whole against Nix's
-/// NarHash and NarSize. The error is a one-line reason for the index.
-pub fn chunk_path(fs_path: PathBuf, expect: (NarHash, u64)) -> Result<ChunkedNar, String> {
+/// NarHash and NarSize.
+pub fn chunk_path(fs_path: PathBuf, expect: (NarHash, u64)) -> Result<ChunkedNar, IndexError> {
     chunk_path_throttled(fs_path, expect, &Throttle::new(0))
 }
 
@@ -432,20 +446,21 @@ fn chunk_path_throttled(
     fs_path: PathBuf,
     (nar_hash, nar_size): (NarHash, u64),
     throttle: &Throttle,
-) -> Result<ChunkedNar, String> {
-    let layout = NarLayout::of(&fs_path).map_err(|e| format!("cannot read {}: {e}", fs_path.display()))?;
+) -> Result<ChunkedNar, IndexError> {
+    let read = |source| IndexError::Read { path: fs_path.clone(), source };
+    let layout = NarLayout::of(&fs_path).map_err(read)?;
     if layout.size() != nar_size {
-        return Err(format!("NAR on disk has {} bytes, Nix's DB says {nar_size}", layout.size()));
+        return Err(IndexError::SizeMismatch { disk: layout.size(), db: nar_size });
     }
     let mut hasher = Sha256::new();
     let reader = HashingReader { inner: layout.reader(), hasher: &mut hasher, throttle, read: 0 };
     let mut chunks = Vec::with_capacity((nar_size / chunker::AVG_CHUNK as u64) as usize + 1);
     for chunk in chunker::chunks(reader) {
-        let chunk = chunk.map_err(|e| format!("cannot read {}: {e}", fs_path.display()))?;
+        let chunk = chunk.map_err(read)?;
         chunks.push((chunk.offset, chunk.data.len() as u32, raw_cid(&chunk.data)));
     }
     if NarHash(hasher.finalize().into()) != nar_hash {
-        return Err("NAR on disk does not match Nix's NarHash (modified store path)".into());
+        return Err(IndexError::HashMismatch);
     }
     let leaves: Vec<(Cid, u64)> = chunks.iter().map(|(_, len, cid)| (*cid, *len as u64)).collect();
     let dag = unixfs::build(&leaves);

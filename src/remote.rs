@@ -21,6 +21,8 @@ pub enum RemoteError {
     Status(reqwest::StatusCode),
     #[error("answer larger than {0} bytes")]
     TooLarge(usize),
+    #[error("malformed answer: {0}")]
+    Malformed(#[from] serde_json::Error),
 }
 
 impl From<reqwest::Error> for RemoteError {

@@ -80,6 +80,14 @@ pub struct Accepted {
     pub ttl_secs: u64,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("cannot encode the announcement: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("cannot sign the announcement: {0}")]
+    Key(#[from] libp2p::identity::SigningError),
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
     #[error("payload is not a valid announcement: {0}")]
@@ -96,9 +104,9 @@ pub enum WireError {
 
 impl Signed {
     /// Signs `a` with `key` (the peer's libp2p identity).
-    pub fn sign(a: &Announcement, key: &Keypair) -> Result<Self, String> {
-        let payload = serde_json::to_string(a).map_err(|e| e.to_string())?;
-        let signature = key.sign(&[DOMAIN, payload.as_bytes()].concat()).map_err(|e| e.to_string())?;
+    pub fn sign(a: &Announcement, key: &Keypair) -> Result<Self, SignError> {
+        let payload = serde_json::to_string(a)?;
+        let signature = key.sign(&[DOMAIN, payload.as_bytes()].concat())?;
         Ok(Self { payload, signature: BASE64.encode(&signature) })
     }
 

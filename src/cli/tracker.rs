@@ -110,5 +110,5 @@ pub async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
         trust_proxy: args.trust_proxy,
         node,
     };
-    run(cfg, shutdown).await
+    Ok(run(cfg, shutdown).await?)
 }

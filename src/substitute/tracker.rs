@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use crate::local_cache::LocalCache;
 use crate::nix::store_path::StoreHash;
 use crate::publications::Publication;
-use crate::remote::read_capped;
+use crate::remote::{RemoteError, read_capped};
 use crate::tracker_wire::{Accepted, Announcement, Provider, Providers, Signed};
 
 /// How often pending changes go out (and the announcer looks at the time).
@@ -79,25 +79,24 @@ impl TrackerClient {
         }
     }
 
-    async fn fetch_providers(&self, hash: &StoreHash) -> Result<Vec<Provider>, String> {
+    async fn fetch_providers(&self, hash: &StoreHash) -> Result<Vec<Provider>, RemoteError> {
         let url = format!("{}/v1/providers/{}", self.base, hash.as_str());
-        let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        let resp = self.http.get(url).send().await?;
         if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status()));
+            return Err(RemoteError::Status(resp.status()));
         }
-        let body = read_capped(resp, MAX_ANSWER).await.map_err(|e| e.to_string())?;
-        let answer: Providers = serde_json::from_slice(&body).map_err(|e| format!("malformed answer: {e}"))?;
-        Ok(answer.providers)
+        let body = read_capped(resp, MAX_ANSWER).await?;
+        Ok(serde_json::from_slice::<Providers>(&body)?.providers)
     }
 
     /// The tracker's libp2p node (`/v1/status` multiaddrs): our DHT bootstrap peer and relay.
-    async fn node_addrs(&self) -> Result<Vec<Multiaddr>, String> {
-        let resp = self.http.get(format!("{}/v1/status", self.base)).send().await.map_err(|e| e.to_string())?;
+    async fn node_addrs(&self) -> Result<Vec<Multiaddr>, RemoteError> {
+        let resp = self.http.get(format!("{}/v1/status", self.base)).send().await?;
         if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status()));
+            return Err(RemoteError::Status(resp.status()));
         }
-        let body = read_capped(resp, MAX_ANSWER).await.map_err(|e| e.to_string())?;
-        let status: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let body = read_capped(resp, MAX_ANSWER).await?;
+        let status: serde_json::Value = serde_json::from_slice(&body)?;
         Ok(status["multiaddrs"]
             .as_array()
             .map(|a| a.iter().filter_map(|m| m.as_str()?.parse().ok()).take(8).collect())
@@ -105,7 +104,7 @@ impl TrackerClient {
     }
 
     async fn send(&self, a: &Announcement) -> Result<Accepted, SendError> {
-        let signed = Signed::sign(a, &self.key).map_err(SendError::Refused)?;
+        let signed = Signed::sign(a, &self.key).map_err(|e| SendError::Refused(e.to_string()))?;
         let resp = self
             .http
             .post(format!("{}/v1/announce", self.base))

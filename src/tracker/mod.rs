@@ -159,18 +159,34 @@ pub fn router(tracker: Arc<Tracker>) -> Router {
 }
 
 /// Runs the tracker until `shutdown`.
-pub async fn run(cfg: TrackerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let mut tracker = Tracker::open(&cfg).context("cannot open the tracker database")?;
+/// Why the tracker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot open the tracker database")]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("cannot start the tracker's libp2p node")]
+    Node(#[from] node::NodeError),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub async fn run(cfg: TrackerConfig, shutdown: CancellationToken) -> Result<(), RunError> {
+    let mut tracker = Tracker::open(&cfg)?;
     if let Some(node_cfg) = cfg.node {
         let identity = crate::identity::Identity::load_or_create(&cfg.state_dir)?;
         let key = identity.keypair();
-        tracker.node_addrs =
-            node::start(node_cfg, key, shutdown.clone()).context("cannot start the tracker's libp2p node")?;
+        tracker.node_addrs = node::start(node_cfg, key, shutdown.clone())?;
     }
     let tracker = Arc::new(tracker);
-    let listener = crate::httpd::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let listen = listener.local_addr()?;
+    let listen_error = |source| RunError::Listen { addr: cfg.listen, source };
+    let listener = crate::httpd::bind(cfg.listen).map_err(listen_error)?;
+    let listen = listener.local_addr().map_err(listen_error)?;
     info!(state_dir = %cfg.state_dir.display(), ttl_secs = tracker.ttl_secs, "tracker listening on http://{listen}");
     let sweeper = tracker.clone();
     let stop = shutdown.clone();

@@ -43,11 +43,21 @@ struct Behaviour {
 pub type Addrs = Arc<Mutex<Vec<String>>>;
 
 /// Starts the node; it runs until `shutdown`.
-pub fn start(cfg: NodeConfig, key: libp2p::identity::Keypair, shutdown: CancellationToken) -> anyhow::Result<Addrs> {
+/// Why the tracker's node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot set up the transport")]
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot listen")]
+    Listen(#[from] libp2p::TransportError<std::io::Error>),
+}
+
+pub fn start(cfg: NodeConfig, key: libp2p::identity::Keypair, shutdown: CancellationToken) -> Result<Addrs, NodeError> {
     let local = key.public().to_peer_id();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| NodeError::Transport(e.into()))?
         .with_quic()
         .with_behaviour(|key| {
             let mut kad = kad::Behaviour::with_config(
@@ -88,7 +98,8 @@ pub fn start(cfg: NodeConfig, key: libp2p::identity::Keypair, shutdown: Cancella
                 ),
                 admission: crate::p2p::admission::Behaviour::default(),
             }
-        })?
+        })
+        .map_err(|e| NodeError::Transport(e.into()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .with_connection_timeout(Duration::from_secs(5))
         .build();

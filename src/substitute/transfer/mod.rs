@@ -44,6 +44,22 @@ use crate::ipld::walk::Piece;
 use crate::nix::hash::NarHash;
 use crate::p2p::blocks::MAX_CIDS;
 
+/// Why a transfer ended before nix had the whole NAR; shown as `failed: <text>` in
+/// `/api/status`, and the response is aborted (nix sees a truncated body and moves on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TransferFailure {
+    #[error("the client went away")]
+    ClientGone,
+    #[error("the NAR's DAG does not match its blocks")]
+    DagMismatch,
+    #[error("NarHash mismatch")]
+    NarHashMismatch,
+    #[error("a unit came back short")]
+    ShortUnit,
+    #[error("no source left for the NAR's blocks")]
+    NoSource,
+}
+
 /// Bytes per unit: big enough that per-request costs vanish (~16 chunks), small enough that a
 /// lost unit costs little and three 10 MB/s peers share even a 20 MB NAR.
 pub const UNIT_BYTES: u64 = 1 << 20;
@@ -264,7 +280,7 @@ impl Driver {
                 break Err(why);
             }
             if out.is_closed() {
-                break Err("the client went away".into());
+                break Err(TransferFailure::ClientGone);
             }
             let tick = tokio::time::sleep(Duration::from_millis(250));
             tokio::select! {
@@ -284,7 +300,7 @@ impl Driver {
     }
 
     /// Sends every unit that is ready, in order. `Ok(true)` once everything was sent.
-    async fn emit_ready(&mut self, out: &mpsc::Sender<io::Result<Bytes>>) -> Result<bool, String> {
+    async fn emit_ready(&mut self, out: &mpsc::Sender<io::Result<Bytes>>) -> Result<bool, TransferFailure> {
         while let Some(blocks) = self.done.remove(&self.emit) {
             let unit = &self.units[self.emit];
             let mut pieces = Vec::with_capacity(unit.pieces.len());
@@ -293,10 +309,10 @@ impl Driver {
                 let bytes = match p {
                     Piece::Data { bytes, .. } => bytes.clone(),
                     Piece::Block { cid, len, .. } => {
-                        let b = blocks.next().ok_or("a unit came back short")?;
+                        let b = blocks.next().ok_or(TransferFailure::ShortUnit)?;
                         if b.len() as u64 != *len {
                             self.sub.root_failed(&self.nar, &self.root, &format!("block {cid} is not {len} bytes"));
-                            return Err("the NAR's DAG does not match its blocks".into());
+                            return Err(TransferFailure::DagMismatch);
                         }
                         b
                     }
@@ -316,7 +332,7 @@ impl Driver {
                 && NarHash(h.finalize().into()) != self.nar.nar_hash
             {
                 self.sub.root_failed(&self.nar, &self.root, &"the NAR's bytes do not hash to its NarHash");
-                return Err("NarHash mismatch".into());
+                return Err(TransferFailure::NarHashMismatch);
             }
             // Proved whole and right: the indexer may adopt its DAG as soon as nix registers the
             // path, which can be moments after the last bytes below.
@@ -328,7 +344,7 @@ impl Driver {
             for piece in pieces {
                 self.sent += piece.len() as u64;
                 if out.send(Ok(piece)).await.is_err() {
-                    return Err("the client went away".into());
+                    return Err(TransferFailure::ClientGone);
                 }
             }
         }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::Driver;
+use super::{Driver, TransferFailure};
 use crate::substitute::activity::SourceBytes;
 
 impl Driver {
@@ -35,7 +35,7 @@ impl Driver {
             .collect()
     }
 
-    pub(super) async fn finish(&mut self, out: &mpsc::Sender<io::Result<Bytes>>, outcome: Result<(), String>) {
+    pub(super) async fn finish(&mut self, out: &mpsc::Sender<io::Result<Bytes>>, outcome: Result<(), TransferFailure>) {
         let secs = self.started.elapsed().as_secs_f64();
         let mb_per_s = self.sent as f64 / secs.max(1e-6) / 1e6;
         let sources = self.source_bytes();
@@ -61,7 +61,7 @@ impl Driver {
             Err(why) => {
                 warn!(path = %self.nar.store_path, bytes = self.sent, %why, sources = %summary.join(" "),
                     "NAR transfer failed; aborting the response");
-                let _ = out.send(Err(io::Error::other(why.clone()))).await;
+                let _ = out.send(Err(io::Error::other(why.to_string()))).await;
                 self.sub.activity.transfer_ended(self.id, format!("failed: {why}"));
             }
         }

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::{Done, Driver, FALLBACK_AFTER, HEDGE_AFTER, MAX_FAILURES, NO_SOURCE_WAIT, STALLED, Slot, WINDOW_BYTES};
+use super::{
+    Done, Driver, FALLBACK_AFTER, HEDGE_AFTER, MAX_FAILURES, NO_SOURCE_WAIT, STALLED, Slot, TransferFailure,
+    WINDOW_BYTES,
+};
 use crate::substitute::sources::{Source, SourceError};
 
 impl Driver {
@@ -128,7 +131,7 @@ impl Driver {
 
     /// Brings in fallbacks when no peer is left (or nix waits too long), and gives up when no
     /// source at all has been left for [`NO_SOURCE_WAIT`].
-    pub(super) fn check_sources(&mut self) -> Result<(), String> {
+    pub(super) fn check_sources(&mut self) -> Result<(), TransferFailure> {
         let live = self.slots.iter().any(|s| !s.dead);
         let head_late = self
             .flying
@@ -157,7 +160,7 @@ impl Driver {
         }
         let since = *self.no_source_since.get_or_insert_with(Instant::now);
         if since.elapsed() > NO_SOURCE_WAIT {
-            return Err("no source left for the NAR's blocks".into());
+            return Err(TransferFailure::NoSource);
         }
         Ok(())
     }
