@@ -69,7 +69,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     .context("cannot set up the HTTP client for fallbacks")?;
     if let (Some(tracker), Some(node)) = (tracker, &p2p) {
         info!(tracker = tracker.url(), "announcing to the tracker");
-        tokio::spawn(announce_forever(tracker, cache.clone(), node.client.clone(), shutdown.clone()));
+        tokio::spawn(announce_forever(tracker, cache.clone(), node.clone(), shutdown.clone()));
     }
     let listener = httpd::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let listen = listener.local_addr()?;

@@ -85,7 +85,7 @@ pub async fn cat(State(app): State<AppState>, args: Result<Query<Args>, QueryRej
         (Ok(size), _) => size,
         (Err(e), Some(node)) if e.kind() == std::io::ErrorKind::NotFound => {
             use futures_util::StreamExt;
-            let mut body = Box::pin(window(node.bitswap.fetch_file(cid), offset.unwrap_or(0), length));
+            let mut body = Box::pin(window(node.fetch_file(cid), offset.unwrap_or(0), length));
             // The status waits for the first bytes: a CID nobody has is a 404 saying so, not a
             // 200 whose body breaks off.
             let first = match body.next().await {
@@ -144,7 +144,7 @@ pub async fn dag_export(
 pub async fn id(State(app): State<AppState>) -> Json<serde_json::Value> {
     let (addresses, protocols) = match &app.p2p {
         Some(node) => (
-            node.client.info().await.map(|i| i.listen_addrs).unwrap_or_default(),
+            node.info().await.map(|i| i.listen_addrs).unwrap_or_default(),
             crate::p2p::bitswap::PROTOCOLS.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         ),
         None => (Vec::new(), Vec::new()),
@@ -167,7 +167,7 @@ pub async fn findprovs(
     let Some(node) = &app.p2p else {
         return Err(RpcError::Client("no IPFS node runs (--no-p2p)".into()));
     };
-    let providers = node.client.get_providers(libp2p::kad::RecordKey::new(&cid.hash().to_bytes())).await;
+    let providers = node.providers(&cid).await;
     let responses: Vec<_> = providers.iter().map(|p| json!({ "ID": p.to_string(), "Addrs": [] })).collect();
     Ok(Json(json!({ "Extra": "", "ID": "", "Type": 4, "Responses": responses })).into_response())
 }

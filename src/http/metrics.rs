@@ -204,7 +204,7 @@ impl Collector for Daemon {
             b.local_chunk_bytes_hashed(),
         )?;
         if let Some(node) = &app.p2p {
-            let st = node.bitswap.stats();
+            let st = node.bitswap_stats();
             counter(&mut e, "bitswap_blocks_sent", "blocks sent by bitswap", n(&st.blocks_sent))?;
             counter(&mut e, "bitswap_sent_bytes", "bytes sent by bitswap", n(&st.bytes_sent))?;
             counter(&mut e, "bitswap_blocks_received", "blocks received by bitswap", n(&st.blocks_received))?;
@@ -227,7 +227,7 @@ impl Collector for Daemon {
             }
             // Connected peers by how they were found and whether the connection is relayed.
             let mut by: std::collections::BTreeMap<(String, &str), i64> = Default::default();
-            for p in node.peers.view().iter().filter(|p| p.connected) {
+            for p in node.peers().view().iter().filter(|p| p.connected) {
                 let found = serde_json::to_value(p.found).ok().and_then(|v| v.as_str().map(str::to_owned));
                 let link = if p.relayed { "relayed" } else { "direct" };
                 *by.entry((found.unwrap_or_default(), link)).or_default() += 1;

@@ -66,9 +66,9 @@ async fn problems(app: &AppState) -> Vec<String> {
         vec!["health check failed".to_owned()]
     });
     if let Some(node) = &app.p2p
-        && node.expects_peers
+        && node.expects_peers()
         && app.started.elapsed() > NO_PEERS_GRACE
-        && node.client.connected_peers().await.is_empty()
+        && node.connected_peers().await.is_empty()
     {
         problems.push("no peers connected (the configuration names some: --peer, --tracker or bootstrap peers)".into());
     }
@@ -143,14 +143,14 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
     let cache = &app.cache;
     let c = &cache.counters;
     let node = match &app.p2p {
-        Some(n) => n.client.info().await,
+        Some(n) => n.info().await,
         None => None,
     };
     let p2p = match &app.p2p {
         Some(n) => {
             let lanes: serde_json::Map<_, _> =
                 n.lane_counters().into_iter().map(|(name, c)| (name.to_owned(), json!(c))).collect();
-            json!({ "node": node, "bitswap": n.bitswap.stats(), "lanes": lanes, "peers": n.peers.view() })
+            json!({ "node": node, "bitswap": n.bitswap_stats(), "lanes": lanes, "peers": n.peers().view() })
         }
         None => Value::Null,
     };
@@ -169,12 +169,12 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
     // /peerix/narinfo, blocks sent over /peerix/blocks and bitswap.
     let (mut peer_narinfos, mut peer_blocks, mut peer_bytes) = (0u64, 0u64, 0u64);
     if let Some(n) = &app.p2p {
-        for p in n.peers.view() {
+        for p in n.peers().view() {
             peer_narinfos += p.stats.narinfos_served;
             peer_blocks += p.stats.blocks_sent;
             peer_bytes += p.stats.bytes_sent;
         }
-        let bs = n.bitswap.stats();
+        let bs = n.bitswap_stats();
         peer_blocks += bs.blocks_sent.load(Ordering::Relaxed);
         peer_bytes += bs.bytes_sent.load(Ordering::Relaxed);
     }

@@ -35,6 +35,7 @@ pub mod lanes;
 mod liveness;
 pub mod narinfo;
 pub mod nat;
+pub mod node;
 pub mod peers;
 mod provider_store;
 
@@ -50,8 +51,10 @@ use libp2p::{
 };
 use tokio_util::sync::CancellationToken;
 
-pub use client::{Client, NodeInfo};
+pub(crate) use client::Client;
+pub use client::NodeInfo;
 pub use event_loop::{EventLoop, store_path_key};
+pub use node::Node;
 
 use crate::blocks::Blocks;
 use crate::identity::Identity;
@@ -168,23 +171,6 @@ const PING_TIMEOUT: Duration = Duration::from_secs(3);
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
 pub const KAD_LAN_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/lan/kad/1.0.0");
 
-/// A running node: the swarm's handle, the bitswap engine, the lanes of our own protocols, and
-/// what we know of peers.
-#[derive(Clone)]
-pub struct Node {
-    pub client: Client,
-    pub bitswap: bitswap::Bitswap,
-    /// Lanes ([`lanes`]) of `/peerix/narinfo` and `/peerix/blocks` to each peer.
-    narinfo_lanes: lanes::Lanes,
-    block_lanes: lanes::Lanes,
-    pub peers: Arc<peers::Peers>,
-    /// True in `ipfs` mode (a DHT to ask for providers).
-    pub dht: bool,
-    /// The configuration names peers to reach (`--peer`, bootstrap peers, a tracker or relay):
-    /// having none connected is then a degraded state, not a quiet LAN.
-    pub expects_peers: bool,
-}
-
 /// Builds the swarm, starts listening and dialing, and spawns the event loop, bitswap, the peerix
 /// protocols and the DHT announcer.
 pub fn start(
@@ -294,41 +280,7 @@ pub fn start(
         tokio::spawn(announce::run(client.clone(), cache, provide_rate, shutdown.clone()));
     }
     tokio::spawn(event_loop.run(shutdown));
-    let narinfo_lanes = lanes::Lanes::new(control.clone(), narinfo::PROTOCOL, NARINFO_LANES, narinfo::RETRIES);
-    let block_lanes = lanes::Lanes::new(control, blocks::PROTOCOL, BLOCK_LANES, blocks::RETRIES);
+    let narinfo_lanes = lanes::Lanes::new(control.clone(), narinfo::PROTOCOL, node::NARINFO_LANES, narinfo::RETRIES);
+    let block_lanes = lanes::Lanes::new(control, blocks::PROTOCOL, node::BLOCK_LANES, blocks::RETRIES);
     Ok(Node { client, bitswap, narinfo_lanes, block_lanes, peers, dht, expects_peers })
-}
-
-/// Lanes per peer for narinfo lookups: an answer is a SQLite lookup and ≤ 64 KiB, so one lane
-/// pipelines a closure's lookups; a second takes over while the first waits on a slow answer.
-const NARINFO_LANES: usize = 2;
-/// Lanes per peer for blocks: the peer answers a lane's requests one after the other, each read
-/// from disk and hashed on one core, so a few lanes keep a seeder's cores and link busy.
-const BLOCK_LANES: usize = 4;
-
-impl Node {
-    /// Asks `peer` for the narinfo of `hash` ([`narinfo::ask`]).
-    pub async fn ask_narinfo(
-        &self,
-        peer: libp2p::PeerId,
-        hash: &crate::nix::store_path::StoreHash,
-    ) -> Result<Option<narinfo::Answer>, narinfo::AskError> {
-        narinfo::ask(&self.narinfo_lanes, peer, hash).await
-    }
-
-    /// What the lanes of `/peerix/narinfo` and `/peerix/blocks` did.
-    pub fn lane_counters(&self) -> [(&'static str, &lanes::LaneCounters); 2] {
-        [("narinfo", &self.narinfo_lanes.counters), ("blocks", &self.block_lanes.counters)]
-    }
-
-    /// Fetches `cids` from `peer`, each checked against its CID ([`blocks::fetch`]), compressed
-    /// on the wire when the peer is far away ([`blocks::COMPRESS_ABOVE_RTT`]).
-    pub async fn fetch_blocks(
-        &self,
-        peer: libp2p::PeerId,
-        cids: &[cid::Cid],
-    ) -> Result<Vec<bytes::Bytes>, blocks::FetchError> {
-        let far = self.peers.rtt(&peer).is_some_and(|rtt| rtt >= blocks::COMPRESS_ABOVE_RTT);
-        blocks::fetch(&self.block_lanes, peer, cids, far).await
-    }
 }

@@ -56,7 +56,7 @@ impl Substituter {
             debug!(%hash, "no live source left for an accepted narinfo; looking it up again");
         }
         let node = self.sources.node.as_ref()?;
-        let peers = node.peers.matching(&hash);
+        let peers = node.peers().matching(&hash);
         if peers.is_empty() && self.tracker.is_none() {
             self.activity.counters.misses_unasked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return None;
@@ -93,13 +93,13 @@ impl Substituter {
     ) {
         let Some(node) = self.sources.node.as_ref() else { return };
         let (tx, node) = (tx.clone(), node.clone());
-        node.peers.count(peer, |s| s.lookups_asked += 1);
-        node.peers.asking(peer, true);
+        node.peers().count(peer, |s| s.lookups_asked += 1);
+        node.peers().asking(peer, true);
         tokio::spawn(async move {
             let t = Instant::now();
             let answer = async {
                 if let Some(addrs) = dial
-                    && !tokio::time::timeout_at(deadline, node.client.connect(peer, addrs)).await.unwrap_or(false)
+                    && !tokio::time::timeout_at(deadline, node.connect(peer, addrs)).await.unwrap_or(false)
                 {
                     return Err(AskError::NoAnswer);
                 }
@@ -109,7 +109,7 @@ impl Substituter {
                 }
             }
             .await;
-            node.peers.asking(peer, false);
+            node.peers().asking(peer, false);
             let _ = tx.send((peer, answer, t.elapsed())).await;
         });
     }
@@ -194,7 +194,7 @@ impl Substituter {
     /// a hit, so waiting for it is what nix wants; a path no summary lists costs no round trip.
     fn lookup_timeout_for(&self, peers: &[PeerId]) -> Duration {
         let Some(node) = &self.sources.node else { return self.lookup_timeout };
-        let stretched = node.peers.answer_time(peers).min(MAX_LOOKUP_STRETCH);
+        let stretched = node.peers().answer_time(peers).min(MAX_LOOKUP_STRETCH);
         self.lookup_timeout.max(stretched)
     }
 
@@ -202,7 +202,7 @@ impl Substituter {
     /// transfer whose known roots all proved wrong. Waits for every answer (or the deadline).
     pub(super) async fn more_roots(&self, nar: &AcceptedNar) {
         let Some(node) = self.sources.node.as_ref() else { return };
-        let peers = node.peers.matching(&nar.hash);
+        let peers = node.peers().matching(&nar.hash);
         let deadline = tokio::time::Instant::now() + self.lookup_timeout_for(&peers);
         let (tx, mut rx) = mpsc::channel::<Reply>(peers.len().max(1));
         for peer in peers {
@@ -222,7 +222,7 @@ impl Substituter {
         (peer, answer, took): Reply,
         into: Option<&AcceptedNar>,
     ) -> Option<Arc<AcceptedNar>> {
-        let peers = &self.sources.node.as_ref()?.peers;
+        let peers = self.sources.node.as_ref()?.peers();
         let answer = match answer {
             Ok(Some(a)) => a,
             Ok(None) => {
@@ -264,7 +264,7 @@ impl Substituter {
         refusal: &Refusal,
         cause: &dyn std::fmt::Display,
     ) -> Option<Arc<AcceptedNar>> {
-        let peers = &self.sources.node.as_ref()?.peers;
+        let peers = self.sources.node.as_ref()?.peers();
         peers.count(peer, |s| s.untrusted_answers += 1);
         if refusal.is_lie() {
             peers.caught_lying(peer);

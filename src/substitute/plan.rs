@@ -49,14 +49,14 @@ impl Substituter {
     pub(super) fn peer_sources(&self, nar: &AcceptedNar, root: Option<Cid>) -> Vec<Source> {
         let Some(node) = &self.sources.node else { return Vec::new() };
         let named = nar.roots().into_iter().filter(|r| Some(r.cid) == root).flat_map(|r| r.peers);
-        let mut peers: Vec<_> = named.filter(|p| node.peers.is_connected(p)).collect();
-        for p in node.peers.matching(&nar.hash) {
+        let mut peers: Vec<_> = named.filter(|p| node.peers().is_connected(p)).collect();
+        for p in node.peers().matching(&nar.hash) {
             if !peers.contains(&p) {
                 peers.push(p);
             }
         }
         // A peer caught lying is used only when no honest one is left.
-        let (liars, honest): (Vec<_>, Vec<_>) = peers.into_iter().partition(|p| node.peers.is_dishonest(p));
+        let (liars, honest): (Vec<_>, Vec<_>) = peers.into_iter().partition(|p| node.peers().is_dishonest(p));
         let peers = if honest.is_empty() { liars } else { honest };
         peers.into_iter().map(Source::Peer).collect()
     }
@@ -68,8 +68,8 @@ impl Substituter {
     pub(super) fn deliverable(&self, nar: &AcceptedNar) -> bool {
         let Some(node) = &self.sources.node else { return false };
         !self.sources.fallbacks.is_empty()
-            || nar.roots().iter().flat_map(|r| &r.peers).any(|p| node.peers.is_connected(p))
-            || !node.peers.matching(&nar.hash).is_empty()
+            || nar.roots().iter().flat_map(|r| &r.peers).any(|p| node.peers().is_connected(p))
+            || !node.peers().matching(&nar.hash).is_empty()
     }
 
     /// The first candidate root whose DAG is a file of exactly NarSize bytes, and its pieces. When
@@ -125,8 +125,8 @@ impl Substituter {
         let liars = nar.fail_root(root);
         if let Some(node) = &self.sources.node {
             for p in liars {
-                node.peers.caught_lying(p);
-                node.peers.count(p, |s| s.bad_blocks += 1);
+                node.peers().caught_lying(p);
+                node.peers().count(p, |s| s.bad_blocks += 1);
             }
         }
     }
@@ -155,8 +155,8 @@ impl Substituter {
     pub(super) fn caught(&self, source: &Source, cid: &Cid) {
         warn!(source = ?source, %cid, "a source sent bytes that are not the block asked for");
         if let (Some(node), Some(p)) = (&self.sources.node, source.peer()) {
-            node.peers.caught_lying(p);
-            node.peers.count(p, |s| s.bad_blocks += 1);
+            node.peers().caught_lying(p);
+            node.peers().count(p, |s| s.bad_blocks += 1);
         }
     }
 }

@@ -121,7 +121,7 @@ impl Sources {
                 let node = self.node.as_ref().ok_or_else(|| SourceError::Failed("no IPFS node".into()))?;
                 futures_util::stream::iter(cids.iter().copied())
                     .map(|cid| async move {
-                        node.bitswap.want_from(*peer, cid, BLOCK_TIMEOUT).await.map_err(|e| match e {
+                        node.want_block(*peer, cid, BLOCK_TIMEOUT).await.map_err(|e| match e {
                             p2p::bitswap::client::WantError::DontHave => SourceError::Missing(cid),
                             other => SourceError::Failed(other.to_string()),
                         })

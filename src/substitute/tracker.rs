@@ -155,7 +155,7 @@ fn full_addr(addr: &str, peer: PeerId) -> Option<Multiaddr> {
 
 /// Our addresses for the tracker: the node's external and listen addresses (a relay's
 /// `/p2p-circuit` among them), without our own trailing `/p2p/<id>`.
-async fn our_addrs(node: &crate::p2p::Client) -> Vec<String> {
+async fn our_addrs(node: &crate::p2p::Node) -> Vec<String> {
     let Some(info) = node.info().await else { return Vec::new() };
     let mut addrs: Vec<String> = Vec::new();
     for a in info.external_addrs.iter().chain(&info.listen_addrs).filter_map(|a| a.parse::<Multiaddr>().ok()) {
@@ -176,7 +176,7 @@ async fn our_addrs(node: &crate::p2p::Client) -> Vec<String> {
 pub async fn announce_forever(
     client: Arc<TrackerClient>,
     cache: Arc<LocalCache>,
-    node: crate::p2p::Client,
+    node: crate::p2p::Node,
     shutdown: CancellationToken,
 ) {
     let mut events = cache.publications().subscribe();

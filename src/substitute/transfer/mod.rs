@@ -248,15 +248,14 @@ impl Slot {
 impl Driver {
     async fn run(mut self, out: mpsc::Sender<io::Result<Bytes>>) {
         if let Some(node) = self.sub.sources.node.clone()
-            && node.dht
+            && node.has_dht()
         {
             // DHT providers of the root join as they are found (never in `lan` mode).
             let (tx, rx) = mpsc::channel(64);
             let root = self.root;
             tokio::spawn(async move {
-                let key = libp2p::kad::RecordKey::new(&root.hash().to_bytes());
-                for p in node.client.get_providers(key).await {
-                    let source = if node.peers.is_peerix(&p) { Source::Peer(p) } else { Source::Bitswap(p) };
+                for p in node.providers(&root).await {
+                    let source = if node.peers().is_peerix(&p) { Source::Peer(p) } else { Source::Bitswap(p) };
                     if tx.send(source).await.is_err() {
                         return;
                     }

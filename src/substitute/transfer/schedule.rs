@@ -91,7 +91,7 @@ impl Driver {
                 s.unit_secs = Some(s.unit_secs.map_or(secs, |old| 0.7 * old + 0.3 * secs));
                 if let (Some(node), Some(p)) = (&self.sub.sources.node, peer) {
                     let n = blocks.len() as u64;
-                    node.peers.count(p, |st| {
+                    node.peers().count(p, |st| {
                         st.blocks_received += n;
                         st.bytes_received += bytes;
                     });
@@ -117,7 +117,7 @@ impl Driver {
                 let s = &self.slots[slot];
                 debug!(source = ?s.source, unit, cause = %e, dropped = s.dead, "unit not delivered");
                 if let (Some(node), Some(p)) = (&self.sub.sources.node, peer) {
-                    node.peers.count(p, |st| st.fetch_failures += 1);
+                    node.peers().count(p, |st| st.fetch_failures += 1);
                 }
                 if !self.done.contains_key(&unit) && self.flying.get(&unit).is_none_or(|c| c.is_empty()) {
                     self.flying.remove(&unit);
@@ -188,7 +188,7 @@ impl Driver {
             if let Some(node) = &self.sub.sources.node
                 && let Some(p) = self.slots[slot].source.peer()
             {
-                node.peers.count(p, |st| st.fetch_failures += 1);
+                node.peers().count(p, |st| st.fetch_failures += 1);
             }
             if let Some(copies) = self.flying.get_mut(&unit) {
                 copies.retain(|(s, _, h)| {
