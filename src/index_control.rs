@@ -58,7 +58,7 @@ mod tests {
         let control = IndexControl::default();
         control.resumed().await;
         control.pause();
-        let waiting = tokio::spawn({
+        let waiting = crate::tasks::spawn(module_path!(), {
             let c = control.clone();
             async move { c.resumed().await }
         });

@@ -231,7 +231,7 @@ impl LocalCache {
     /// and until it lands a NAR request still finds the path through Nix's DB.
     fn remember_nar_url(&self, info: &PathInfo) {
         let (state, path, nar_hash, nar_size) = (self.state.clone(), info.path.clone(), info.nar_hash, info.nar_size);
-        tokio::task::spawn_blocking(move || {
+        crate::tasks::spawn_blocking(module_path!(), move || {
             if let Err(e) = state.record_local_path(&path, &nar_hash, nar_size) {
                 tracing::warn!(cause = %e, "cannot record a NAR hash");
             }

@@ -165,7 +165,7 @@ impl Publisher {
         f: impl FnOnce(&StateDb) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, CacheError> {
         let state = self.cache.state_arc();
-        match tokio::task::spawn_blocking(move || f(&state)).await {
+        match crate::tasks::spawn_blocking(module_path!(), move || f(&state)).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(CacheError::State(StateError::Poisoned)),
         }
@@ -196,7 +196,7 @@ impl Publisher {
         on_progress: &(dyn Fn(&ScanProgress) + Sync),
     ) -> Result<ScanReport, CacheError> {
         let cache = self.cache.clone();
-        let (changed, valid, seen) = tokio::task::spawn_blocking(move || -> Result<_, CacheError> {
+        let (changed, valid, seen) = crate::tasks::spawn_blocking(module_path!(), move || -> Result<_, CacheError> {
             let changed = cache.state().reconcile_gate(&cache.gate().fingerprint())?;
             // Narinfos accepted from peers for paths nix never registered (another substituter
             // won, the transfer failed) would otherwise stay forever.
@@ -370,10 +370,12 @@ impl Publisher {
                 // nix wrote these files from the verified bytes and registered them: as they are
                 // now is as they were written.
                 let fs_path = self.cache.fs_path(&info.path);
-                dag.fingerprint = tokio::task::spawn_blocking(move || NarLayout::of(&fs_path).map(|l| l.fingerprint()))
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
+                dag.fingerprint = crate::tasks::spawn_blocking(module_path!(), move || {
+                    NarLayout::of(&fs_path).map(|l| l.fingerprint())
+                })
+                .await
+                .ok()
+                .and_then(Result::ok);
                 Ok(dag)
             }
             _ => {
@@ -384,7 +386,11 @@ impl Publisher {
                 let counters = &self.cache.arrivals.counters;
                 counters.read_paths.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 counters.read_bytes.fetch_add(info.nar_size, std::sync::atomic::Ordering::Relaxed);
-                match tokio::task::spawn_blocking(move || chunk_path_throttled(fs_path, expect, &throttle)).await {
+                match crate::tasks::spawn_blocking(module_path!(), move || {
+                    chunk_path_throttled(fs_path, expect, &throttle)
+                })
+                .await
+                {
                     Ok(r) => r,
                     Err(e) => Err(IndexError::Task(e.to_string())),
                 }

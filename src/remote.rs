@@ -79,9 +79,9 @@ mod tests {
     async fn server(body_len: usize, stall: bool) -> String {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
-        tokio::spawn(async move {
+        crate::tasks::spawn(module_path!(), async move {
             while let Ok((mut s, _)) = l.accept().await {
-                tokio::spawn(async move {
+                crate::tasks::spawn(module_path!(), async move {
                     let mut buf = [0u8; 2048];
                     let _ = s.read(&mut buf).await;
                     let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await;

@@ -84,68 +84,72 @@ pub async fn verify(mut cfg: ServeConfig, repair: bool) -> anyhow::Result<()> {
         b.set_message("verifying");
     }
     let bar2 = bar.clone();
-    let (bad, checked) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<String>, String)> {
-        let (cache, bar) = (cache2, bar2);
-        let state = cache.state();
-        let mut bad: Vec<String> = state.quick_check()?.into_iter().map(|e| format!("state DB: {e}")).collect();
-        let (mut paths, mut chunks, mut blocks) = (0u64, 0u64, 0u64);
-        let published = state.published_paths()?;
-        if let Some(b) = &bar {
-            let total = published.iter().filter_map(|h| state.path_entry(h).ok().flatten()).map(|e| e.nar_size).sum();
-            b.set_length(total);
-        }
-        for hash32 in published {
-            paths += 1;
-            let Some(entry) = state.path_entry(&hash32)? else { continue };
-            let store_path = StorePath::parse(&entry.store_path)?;
-            let index = state.chunks_of(&hash32)?;
-            let problem = match NarLayout::of(&cache.fs_path(&store_path)) {
-                Err(e) => Some(format!("{}: unreadable ({e})", entry.store_path)),
-                Ok(_) if entry.root_cid.is_none() => Some(format!("{}: published without a root", entry.store_path)),
-                Ok(_) if !covers(&index, entry.nar_size) => {
-                    Some(format!("{}: chunks do not cover its {} NAR bytes", entry.store_path, entry.nar_size))
-                }
-                Ok(layout) => {
-                    let mut reader = layout.reader();
-                    let mut problem = None;
-                    for (offset, len, cid) in index {
-                        chunks += 1;
-                        if let Some(b) = &bar {
-                            b.inc(len.into());
-                        }
-                        let mut buf = vec![0u8; len as usize];
-                        if let Err(e) = reader.read_exact(&mut buf) {
-                            problem = Some(format!("{}: chunk at {offset} unreadable ({e})", entry.store_path));
-                            break;
-                        }
-                        if !ipld::verify(&cid, &buf) {
-                            problem = Some(format!("{}: chunk {cid} at {offset} does not match", entry.store_path));
-                            break;
-                        }
+    let (bad, checked) =
+        peerix::tasks::spawn_blocking(module_path!(), move || -> anyhow::Result<(Vec<String>, String)> {
+            let (cache, bar) = (cache2, bar2);
+            let state = cache.state();
+            let mut bad: Vec<String> = state.quick_check()?.into_iter().map(|e| format!("state DB: {e}")).collect();
+            let (mut paths, mut chunks, mut blocks) = (0u64, 0u64, 0u64);
+            let published = state.published_paths()?;
+            if let Some(b) = &bar {
+                let total =
+                    published.iter().filter_map(|h| state.path_entry(h).ok().flatten()).map(|e| e.nar_size).sum();
+                b.set_length(total);
+            }
+            for hash32 in published {
+                paths += 1;
+                let Some(entry) = state.path_entry(&hash32)? else { continue };
+                let store_path = StorePath::parse(&entry.store_path)?;
+                let index = state.chunks_of(&hash32)?;
+                let problem = match NarLayout::of(&cache.fs_path(&store_path)) {
+                    Err(e) => Some(format!("{}: unreadable ({e})", entry.store_path)),
+                    Ok(_) if entry.root_cid.is_none() => {
+                        Some(format!("{}: published without a root", entry.store_path))
                     }
-                    problem
+                    Ok(_) if !covers(&index, entry.nar_size) => {
+                        Some(format!("{}: chunks do not cover its {} NAR bytes", entry.store_path, entry.nar_size))
+                    }
+                    Ok(layout) => {
+                        let mut reader = layout.reader();
+                        let mut problem = None;
+                        for (offset, len, cid) in index {
+                            chunks += 1;
+                            if let Some(b) = &bar {
+                                b.inc(len.into());
+                            }
+                            let mut buf = vec![0u8; len as usize];
+                            if let Err(e) = reader.read_exact(&mut buf) {
+                                problem = Some(format!("{}: chunk at {offset} unreadable ({e})", entry.store_path));
+                                break;
+                            }
+                            if !ipld::verify(&cid, &buf) {
+                                problem = Some(format!("{}: chunk {cid} at {offset} does not match", entry.store_path));
+                                break;
+                            }
+                        }
+                        problem
+                    }
+                };
+                if let Some(p) = problem {
+                    if repair {
+                        cache.unpublish_broken(&store_path.hash(), "verify found chunks that do not match")?;
+                    }
+                    bad.push(p);
                 }
-            };
-            if let Some(p) = problem {
-                if repair {
-                    cache.unpublish_broken(&store_path.hash(), "verify found chunks that do not match")?;
-                }
-                bad.push(p);
             }
-        }
-        for cid in state.block_cids()? {
-            blocks += 1;
-            let ok = state.get_block(&cid)?.is_some_and(|d| ipld::verify(&cid, &d));
-            if !ok {
-                if repair {
-                    state.delete_block(&cid)?;
+            for cid in state.block_cids()? {
+                blocks += 1;
+                let ok = state.get_block(&cid)?.is_some_and(|d| ipld::verify(&cid, &d));
+                if !ok {
+                    if repair {
+                        state.delete_block(&cid)?;
+                    }
+                    bad.push(format!("block {cid} does not match its CID"));
                 }
-                bad.push(format!("block {cid} does not match its CID"));
             }
-        }
-        Ok((bad, format!("{paths} paths ({chunks} chunks), {blocks} stored blocks")))
-    })
-    .await??;
+            Ok((bad, format!("{paths} paths ({chunks} chunks), {blocks} stored blocks")))
+        })
+        .await??;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -20,6 +20,9 @@ use peerix::substitute::tracker::{TrackerClient, announce_forever};
 /// first scan of a 100 GB store then takes ~7 min and leaves most of an SSD's bandwidth to the user.
 const DEFAULT_SERVE_INDEX_RATE: u64 = 256 << 20;
 
+/// How long the other tasks get after the HTTP server's own grace period (SIGTERM ends a daemon
+/// within 5 s: 3 s for responses in flight, this, then 1 s for blocking work).
+pub(super) const TASKS_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 /// How often the indexer looks for a changed Nix DB (two `stat`s).
 const STORE_POLL: Duration = Duration::from_secs(5);
 
@@ -69,7 +72,7 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     .context("cannot set up the HTTP client for fallbacks")?;
     if let (Some(tracker), Some(node)) = (tracker, &p2p) {
         info!(tracker = tracker.url(), "announcing to the tracker");
-        tokio::spawn(announce_forever(tracker, cache.clone(), node.clone(), shutdown.clone()));
+        peerix::tasks::spawn(module_path!(), announce_forever(tracker, cache.clone(), node.clone(), shutdown.clone()));
     }
     let listener = httpd::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let listen = listener.local_addr()?;
@@ -93,9 +96,12 @@ pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
         index: publisher.control(),
     }));
     info!(state_dir = %cfg.state_dir.display(), store_root = %cfg.store_root.display(), %peer_id, "listening on http://{listen}");
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    tokio::spawn(index_forever(publisher, shutdown.clone()));
+    peerix::tasks::spawn(module_path!(), stop_on_signal(shutdown.clone()));
+    peerix::tasks::spawn(module_path!(), index_forever(publisher, shutdown.clone()));
     httpd::serve(listener, app, shutdown, httpd::conn::MAX_BODY).await;
+    // The loops watching the token end within moments; what still runs after this (idle lanes,
+    // a request's lookup) is dropped with the runtime.
+    peerix::tasks::shutdown(TASKS_GRACE).await;
     info!("stopped");
     Ok(())
 }

@@ -95,7 +95,7 @@ pub async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let shutdown = CancellationToken::new();
-    tokio::spawn(super::serve::stop_on_signal(shutdown.clone()));
+    peerix::tasks::spawn(module_path!(), super::serve::stop_on_signal(shutdown.clone()));
     let node = (!args.no_p2p).then(|| NodeConfig {
         listen: p2p_listen,
         external: args.external_addresses,
@@ -110,5 +110,7 @@ pub async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
         trust_proxy: args.trust_proxy,
         node,
     };
-    Ok(run(cfg, shutdown).await?)
+    run(cfg, shutdown).await?;
+    peerix::tasks::shutdown(super::serve::TASKS_GRACE).await;
+    Ok(())
 }

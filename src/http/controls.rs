@@ -68,11 +68,11 @@ pub async fn recheck(
         return Err(ApiError::NotFound("no such path in the local store"));
     };
     let (state, path) = (cache.state_arc(), info.path.clone());
-    tokio::task::spawn_blocking(move || state.forget_upstream_verdict(&path)).await??;
+    crate::tasks::spawn_blocking(module_path!(), move || state.forget_upstream_verdict(&path)).await??;
     let verdict = cache.gate().verdict(&info).await?;
     let state = cache.state_arc();
     let now = verdict.clone();
-    let changed = tokio::task::spawn_blocking(move || -> Result<bool, ApiError> {
+    let changed = crate::tasks::spawn_blocking(module_path!(), move || -> Result<bool, ApiError> {
         let recorded = state.path_entry(hash.as_str())?.and_then(|e| e.status);
         match withdrawal::change(recorded, &now) {
             Change::None => return Ok(false),

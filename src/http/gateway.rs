@@ -59,7 +59,7 @@ pub fn parse_cid(s: &str) -> Result<Cid, ApiError> {
 /// A block from the blockstore, read on a blocking thread.
 pub async fn block(blocks: &Arc<Blocks>, cid: Cid) -> Result<Option<bytes::Bytes>, ApiError> {
     let blocks = blocks.clone();
-    let got = tokio::task::spawn_blocking(move || blocks.get(&cid)).await??;
+    let got = crate::tasks::spawn_blocking(module_path!(), move || blocks.get(&cid)).await??;
     Ok(got.map(|(data, _)| data))
 }
 

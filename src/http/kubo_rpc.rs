@@ -78,7 +78,7 @@ pub async fn cat(State(app): State<AppState>, args: Result<Query<Args>, QueryRej
     let cid = cid_arg(&args)?;
     let (offset, length) = args.as_ref().map(|Query(a)| (a.offset, a.length)).unwrap_or_default();
     let blocks = app.blocks.clone();
-    let size = tokio::task::spawn_blocking(move || dag::file_size(&blocks, &cid))
+    let size = crate::tasks::spawn_blocking(module_path!(), move || dag::file_size(&blocks, &cid))
         .await
         .map_err(|e| RpcError::Internal(e.into()))?;
     let size = match (size, network(&app, &args)) {

@@ -239,6 +239,26 @@ impl Collector for Daemon {
                 ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
+        // Tasks by the module that spawned them ([`crate::tasks`]): what runs now, what panicked.
+        let tasks = crate::tasks::counts();
+        let mut running = e.encode_descriptor(
+            "tasks",
+            "tasks running now, by the module that spawned them",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (task, (n, _)) in &tasks {
+            ConstGauge::new(*n as i64).encode(running.encode_family(&[("task", *task)])?)?;
+        }
+        let mut panics = e.encode_descriptor(
+            "task_panics",
+            "tasks that panicked, by the module that spawned them",
+            None,
+            MetricType::Counter,
+        )?;
+        for (task, (_, p)) in &tasks {
+            ConstCounter::new(*p).encode(panics.encode_family(&[("task", *task)])?)?;
+        }
         if let Ok(scan) = app.cache.state().scan_progress() {
             gauge(&mut e, "index_done_paths", "paths the current or last scan has indexed", scan.done_paths as i64)?;
             gauge(&mut e, "index_total_paths", "paths the current or last scan covers", scan.total_paths as i64)?;

@@ -89,7 +89,7 @@ pub async fn get(
                 counters.nars_served.fetch_add(1, Ordering::Relaxed);
                 counters.nar_bytes_served.fetch_add(sent, Ordering::Relaxed);
             };
-            match tokio::task::spawn_blocking(move || open_small_whole(&local, window)).await?? {
+            match crate::tasks::spawn_blocking(module_path!(), move || open_small_whole(&local, window)).await?? {
                 Opened::Whole(nar) => {
                     // Counted once read: the whole body is in memory and leaves in one write.
                     served(nar.len() as u64);

@@ -40,7 +40,7 @@ async fn problems(app: &AppState) -> Vec<String> {
     let cache = app.cache.clone();
     // A scan the operator paused makes no progress, and is not stuck.
     let paused = app.index.is_paused();
-    let mut problems = tokio::task::spawn_blocking(move || {
+    let mut problems = crate::tasks::spawn_blocking(module_path!(), move || {
         let mut problems = Vec::new();
         if let Err(e) = cache.store_db().probe() {
             // The phrase only: the cause (paths, SQLite's words) goes to the log.
@@ -120,7 +120,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
     // Aggregates over whole tables (Nix's DB, the index): SQLite work, off the async workers, and
     // only when a DB has changed since the last status.
     let (db, memo) = (app.cache.clone(), app.clone());
-    let totals = tokio::task::spawn_blocking(move || -> Result<Arc<Totals>, ApiError> {
+    let totals = crate::tasks::spawn_blocking(module_path!(), move || -> Result<Arc<Totals>, ApiError> {
         let key = (db.state().version()?, db.store_db().stamp());
         if let Some((at, totals)) = &*memo.status_memo.0.lock().unwrap_or_else(|e| e.into_inner())
             && *at == key
@@ -185,6 +185,9 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         "listen_addrs": node.as_ref().map(|n| n.listen_addrs.clone()).unwrap_or_default(),
         "connected_peers": node.as_ref().map(|n| n.connected_peers.clone()).unwrap_or_default(),
         "uptime_secs": app.started.elapsed().as_secs(),
+        "tasks": crate::tasks::counts().into_iter()
+            .map(|(task, (running, panics))| (task.to_owned(), json!({ "running": running, "panics": panics })))
+            .collect::<serde_json::Map<_, _>>(),
         "listen": app.listen.to_string(),
         "store_root": cache.store_root().display().to_string(),
         "nix_db": {

@@ -31,7 +31,7 @@ pub const PIECES_IN_FLIGHT: usize = 4;
 /// batch was read). An error it returns aborts the body; a client that goes away stops the producer.
 pub fn pull(mut produce: impl FnMut() -> io::Result<Option<Bytes>> + Send + 'static) -> Body {
     let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT);
-    tokio::spawn(async move {
+    crate::tasks::spawn(module_path!(), async move {
         loop {
             // Room for half the pieces (this task is the only sender: it stays free), so a thread
             // is taken once per two pieces at worst while the client drains the other two.
@@ -39,7 +39,7 @@ pub fn pull(mut produce: impl FnMut() -> io::Result<Option<Bytes>> + Send + 'sta
                 return;
             }
             let sender = tx.clone();
-            let (back, step) = match tokio::task::spawn_blocking(move || {
+            let (back, step) = match crate::tasks::spawn_blocking(module_path!(), move || {
                 let step = stream_while_room(&mut produce, &sender);
                 (produce, step)
             })

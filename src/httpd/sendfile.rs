@@ -99,7 +99,7 @@ impl Sender {
                     self.send_cached()?
                 }
                 Turn::Uncached => {
-                    let (back, turn) = tokio::task::spawn_blocking(move || {
+                    let (back, turn) = crate::tasks::spawn_blocking(module_path!(), move || {
                         let turn = self.send_until_full();
                         (self, turn)
                     })

@@ -66,7 +66,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
         };
         let Some(client_slot) = clients.admit(peer.ip(), connections::PER_REMOTE_CLIENT) else {
             debug!(%peer, "client over its connection cap");
-            tokio::spawn(async move {
+            crate::tasks::spawn(module_path!(), async move {
                 let mut stream = stream;
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(connections::TOO_MANY)).await;
             });

@@ -86,7 +86,7 @@ pub async fn run(client: Client, cache: Arc<LocalCache>, rate: u32, shutdown: Ca
                 }
                 let cache = cache.clone();
                 let announced: Vec<String> = batch.into_iter().map(|(h, _)| h).collect();
-                let _ = tokio::task::spawn_blocking(move || {
+                let _ = crate::tasks::spawn_blocking(module_path!(), move || {
                     for h in announced {
                         if let Err(e) = cache.state().mark_announced(&h) {
                             warn!(cause = %e, "cannot record announcement");
@@ -103,9 +103,10 @@ pub async fn run(client: Client, cache: Arc<LocalCache>, rate: u32, shutdown: Ca
 /// Published paths never announced, or not for 22 h.
 async fn due(cache: &Arc<LocalCache>, limit: usize) -> Vec<(String, Cid)> {
     let cache = cache.clone();
-    let rows =
-        tokio::task::spawn_blocking(move || cache.state().due_announcements(limit, REPROVIDE_AFTER.as_secs() as i64))
-            .await;
+    let rows = crate::tasks::spawn_blocking(module_path!(), move || {
+        cache.state().due_announcements(limit, REPROVIDE_AFTER.as_secs() as i64)
+    })
+    .await;
     match rows {
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => {

@@ -157,7 +157,7 @@ async fn answer(
     // Compression runs there too, off the async workers.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<(u8, Bytes, usize)>>(READ_AHEAD);
     let compress = req.compress;
-    tokio::task::spawn_blocking(move || {
+    crate::tasks::spawn_blocking(module_path!(), move || {
         for raw in req.cids {
             let block =
                 Cid::try_from(raw.as_slice()).ok().and_then(|cid| blocks.get(&cid).ok().flatten()).map(|(d, _)| d);

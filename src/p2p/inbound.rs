@@ -41,7 +41,7 @@ where
 {
     let mut incoming = control.accept(protocol.clone()).map_err(|_| P2pError::Protocol)?;
     let held: Arc<std::sync::Mutex<HashMap<PeerId, usize>>> = Arc::default();
-    tokio::spawn(async move {
+    crate::tasks::spawn(module_path!(), async move {
         loop {
             let (peer, stream) = tokio::select! {
                 next = incoming.next() => match next { Some(s) => s, None => break },
@@ -62,7 +62,7 @@ where
             }
             let work = handle(peer, stream);
             let held = held.clone();
-            tokio::spawn(async move {
+            crate::tasks::spawn(module_path!(), async move {
                 work.await;
                 drop(permit);
                 let mut held = held.lock().unwrap_or_else(|e| e.into_inner());

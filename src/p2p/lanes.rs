@@ -171,7 +171,7 @@ impl Lanes {
         let (jobs, rx) = mpsc::channel(DEPTH);
         let load = Arc::new(AtomicUsize::new(0));
         self.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(run(self.control.clone(), peer, self.protocol.clone(), rx, load.clone()));
+        crate::tasks::spawn(module_path!(), run(self.control.clone(), peer, self.protocol.clone(), rx, load.clone()));
         Lane { jobs, load }
     }
 }

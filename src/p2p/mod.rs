@@ -275,11 +275,14 @@ pub fn start(
     narinfo::serve(&mut control, cache.clone(), peers.clone(), shutdown.clone())?;
     blocks::serve(&mut control, blocks, peers.clone(), shutdown.clone())?;
     have::receive(&mut control, peers.clone(), client.clone(), shutdown.clone())?;
-    tokio::spawn(have::advertise(control.clone(), peers.clone(), cache.clone(), shutdown.clone()));
+    crate::tasks::spawn(
+        module_path!(),
+        have::advertise(control.clone(), peers.clone(), cache.clone(), shutdown.clone()),
+    );
     if dht {
-        tokio::spawn(announce::run(client.clone(), cache, provide_rate, shutdown.clone()));
+        crate::tasks::spawn(module_path!(), announce::run(client.clone(), cache, provide_rate, shutdown.clone()));
     }
-    tokio::spawn(event_loop.run(shutdown));
+    crate::tasks::spawn(module_path!(), event_loop.run(shutdown));
     let narinfo_lanes = lanes::Lanes::new(control.clone(), narinfo::PROTOCOL, node::NARINFO_LANES, narinfo::RETRIES);
     let block_lanes = lanes::Lanes::new(control, blocks::PROTOCOL, node::BLOCK_LANES, blocks::RETRIES);
     Ok(Node { client, bitswap, narinfo_lanes, block_lanes, peers, dht, expects_peers })

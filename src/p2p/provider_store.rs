@@ -84,9 +84,7 @@ impl ProviderWriter {
         let overlay = Arc::new(Mutex::new(Overlay::default()));
         let thread =
             Writer { conn, local: local.to_bytes(), rows, max_rows, trim_every, inserts: 0, overlay: overlay.clone() };
-        std::thread::Builder::new()
-            .name("peerix-provider-writer".into())
-            .spawn(move || thread.run(rx))
+        crate::tasks::thread("peerix::p2p::provider_writer", move || thread.run(rx))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(Self { tx, overlay })
     }

@@ -151,7 +151,7 @@ impl Accepted {
         });
         let Some(root) = nar.roots().first().map(|r| r.cid) else { return };
         let state = self.state.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::tasks::spawn_blocking(module_path!(), move || {
             let text = String::from_utf8_lossy(&nar.narinfo);
             if let Err(e) = state.record_peer_path(&nar.store_path, &nar.nar_hash, nar.nar_size, &root, &text) {
                 warn!(cause = %e, "cannot remember an accepted narinfo");
@@ -165,7 +165,8 @@ impl Accepted {
             return Some(hit);
         }
         let (state, wanted) = (self.state.clone(), *nar_hash);
-        let row = tokio::task::spawn_blocking(move || state.peer_path_by_nar_hash(&wanted)).await.ok()?;
+        let row =
+            crate::tasks::spawn_blocking(module_path!(), move || state.peer_path_by_nar_hash(&wanted)).await.ok()?;
         let (text, root) = row.ok().flatten()?;
         let info = NarInfo::parse(&text).ok()?;
         let root = Cid::try_from(root.as_slice()).ok()?;

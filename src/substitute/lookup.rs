@@ -70,7 +70,7 @@ impl Substituter {
                     // does not stop the lookup others wait for. It leaves the map when done; it
                     // cannot do so before it is in it, since this lock is held until then.
                     let me = self.clone();
-                    let task = tokio::spawn(async move {
+                    let task = crate::tasks::spawn(module_path!(), async move {
                         let found = me.clone().ask_peers(hash, peers).await;
                         me.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&hash);
                         found
@@ -95,7 +95,7 @@ impl Substituter {
         let (tx, node) = (tx.clone(), node.clone());
         node.peers().count(peer, |s| s.lookups_asked += 1);
         node.peers().asking(peer, true);
-        tokio::spawn(async move {
+        crate::tasks::spawn(module_path!(), async move {
             let t = Instant::now();
             let answer = async {
                 if let Some(addrs) = dial
@@ -128,10 +128,11 @@ impl Substituter {
         let mut seen: std::collections::HashSet<PeerId> = peers.iter().copied().collect();
         let mut queue: std::collections::VecDeque<(PeerId, Option<Vec<Multiaddr>>)> =
             peers.into_iter().map(|p| (p, None)).collect();
-        let mut tracked = self
-            .tracker
-            .clone()
-            .map(|t| tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move { t.providers(&hash).await })));
+        let mut tracked = self.tracker.clone().map(|t| {
+            tokio_util::task::AbortOnDropHandle::new(crate::tasks::spawn(module_path!(), async move {
+                t.providers(&hash).await
+            }))
+        });
         let (tx, mut rx) = mpsc::channel::<Reply>(queue.len().max(FANOUT) + TRACKED_PEERS);
         let (mut flying, mut asked) = (0usize, 0usize);
         let mut next_wave = tokio::time::Instant::now();
@@ -174,7 +175,7 @@ impl Substituter {
             self.prefetch(&accepted);
             drop(tx);
             let (me, nar) = (self.clone(), accepted.clone());
-            tokio::spawn(async move {
+            crate::tasks::spawn(module_path!(), async move {
                 while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, rx.recv()).await {
                     me.judge(&hash, reply, Some(&nar)).await;
                 }

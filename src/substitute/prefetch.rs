@@ -247,7 +247,7 @@ impl Substituter {
             *generation
         });
         let (me, nar_hash, path) = (self.clone(), nar.nar_hash, nar.store_path.clone());
-        tokio::spawn(async move {
+        crate::tasks::spawn(module_path!(), async move {
             let ok = fetch.await.is_some();
             let p = &me.prefetch;
             if !ok && claimed.load(Ordering::Acquire) {
@@ -321,7 +321,7 @@ mod tests {
         let mut waiters = Vec::new();
         for i in 0..3 {
             let (j, order) = (jobs.clone(), order.clone());
-            waiters.push(tokio::spawn(async move {
+            waiters.push(crate::tasks::spawn(module_path!(), async move {
                 let slot = j.acquire().await;
                 order.lock().unwrap().push(i);
                 slot

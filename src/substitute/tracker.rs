@@ -242,7 +242,8 @@ pub async fn announce_forever(
         let (a, sent) = match held {
             None => {
                 let state = cache.state_arc();
-                let Ok(Ok(paths)) = tokio::task::spawn_blocking(move || state.published_paths()).await else {
+                let Ok(Ok(paths)) = crate::tasks::spawn_blocking(module_path!(), move || state.published_paths()).await
+                else {
                     continue;
                 };
                 let mut a = client.announcement(&addrs, 1);

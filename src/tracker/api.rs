@@ -99,7 +99,8 @@ pub async fn announce(
         return Err(TrackerError::TooMany("too many announcements from this peer"));
     }
     let (tracker, now) = (t.clone(), now_secs());
-    let applied = tokio::task::spawn_blocking(move || tracker.db.apply(&a, ip, now, MAX_PATHS)).await??;
+    let applied =
+        crate::tasks::spawn_blocking(module_path!(), move || tracker.db.apply(&a, ip, now, MAX_PATHS)).await??;
     match applied {
         Ok(generation) => {
             t.count_announce("accepted");
@@ -196,7 +197,7 @@ pub async fn peers(
 ) -> Result<Json<Value>, TrackerError> {
     let requester = t.client_ip(peer, &headers);
     let (tracker, since) = (t.clone(), now_secs() - t.ttl_secs);
-    let rows = tokio::task::spawn_blocking(move || tracker.db.peers(since, PEERS_LIMIT)).await??;
+    let rows = crate::tasks::spawn_blocking(module_path!(), move || tracker.db.peers(since, PEERS_LIMIT)).await??;
     let peers: Vec<Value> = rows
         .into_iter()
         .map(|(p, paths)| {
@@ -210,7 +211,7 @@ pub async fn peers(
 /// `GET /v1/status`.
 pub async fn status(State(t): State<Arc<Tracker>>) -> Result<Json<Value>, TrackerError> {
     let (tracker, since) = (t.clone(), now_secs() - t.ttl_secs);
-    let (peers, paths) = tokio::task::spawn_blocking(move || tracker.db.counts(since)).await??;
+    let (peers, paths) = crate::tasks::spawn_blocking(module_path!(), move || tracker.db.counts(since)).await??;
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "peers": peers,
@@ -225,7 +226,7 @@ pub async fn status(State(t): State<Arc<Tracker>>) -> Result<Json<Value>, Tracke
 /// `GET /health`: 200 `ok`, or 503 with the reason.
 pub async fn health(State(t): State<Arc<Tracker>>) -> Response {
     let tracker = t.clone();
-    match tokio::task::spawn_blocking(move || tracker.db.probe()).await {
+    match crate::tasks::spawn_blocking(module_path!(), move || tracker.db.probe()).await {
         Ok(Ok(())) => "ok\n".into_response(),
         // One line for the probe; the cause (paths, SQLite's words) goes to the log.
         Ok(Err(e)) => {

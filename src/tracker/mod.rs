@@ -127,7 +127,8 @@ impl Tracker {
 async fn metrics(axum::extract::State(t): axum::extract::State<Arc<Tracker>>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (tracker, since) = (t.clone(), crate::store::now_secs() - t.ttl_secs);
-    if let Ok(Ok((peers, paths))) = tokio::task::spawn_blocking(move || tracker.db.counts(since)).await {
+    if let Ok(Ok((peers, paths))) = crate::tasks::spawn_blocking(module_path!(), move || tracker.db.counts(since)).await
+    {
         t.peers_gauge.set(peers as i64);
         t.paths_gauge.set(paths as i64);
     }
@@ -190,16 +191,17 @@ pub async fn run(cfg: TrackerConfig, shutdown: CancellationToken) -> Result<(), 
     info!(state_dir = %cfg.state_dir.display(), ttl_secs = tracker.ttl_secs, "tracker listening on http://{listen}");
     let sweeper = tracker.clone();
     let stop = shutdown.clone();
-    tokio::spawn(async move {
+    crate::tasks::spawn(module_path!(), async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}
                 _ = stop.cancelled() => return,
             }
             let (t, now) = (sweeper.clone(), crate::store::now_secs());
-            let swept =
-                tokio::task::spawn_blocking(move || t.db.expire(now - t.ttl_secs, now - 2 * api::CLOCK_SKEW_SECS))
-                    .await;
+            let swept = crate::tasks::spawn_blocking(module_path!(), move || {
+                t.db.expire(now - t.ttl_secs, now - 2 * api::CLOCK_SKEW_SECS)
+            })
+            .await;
             match swept {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => info!(peers = n, "expired peers"),

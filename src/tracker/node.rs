@@ -111,7 +111,7 @@ pub fn start(cfg: NodeConfig, key: libp2p::identity::Keypair, shutdown: Cancella
     }
     let addrs: Addrs = Arc::default();
     let shown = addrs.clone();
-    tokio::spawn(async move {
+    crate::tasks::spawn(module_path!(), async move {
         loop {
             let event = tokio::select! {
                 e = swarm.select_next_some() => e,

@@ -206,9 +206,11 @@ impl Gate {
         };
         // The write goes to a blocking thread: this runs on the async workers that answer requests.
         let (state, path, nar_hash, stored) = (self.state.clone(), info.path.clone(), info.nar_hash, sigs.clone());
-        tokio::task::spawn_blocking(move || state.set_upstream_verdict(&path, &nar_hash, verdict, &stored))
-            .await
-            .map_err(|_| StateError::Poisoned)??;
+        crate::tasks::spawn_blocking(module_path!(), move || {
+            state.set_upstream_verdict(&path, &nar_hash, verdict, &stored)
+        })
+        .await
+        .map_err(|_| StateError::Poisoned)??;
         Ok(Self::verdict_of(verdict, sigs))
     }
 

@@ -97,7 +97,7 @@ mod tests {
         let tasks: Vec<_> = (0..4)
             .map(|_| {
                 let b = budgets.clone();
-                tokio::spawn(async move { b.spend(peer, 250).await })
+                crate::tasks::spawn(module_path!(), async move { b.spend(peer, 250).await })
             })
             .collect();
         for t in tasks {

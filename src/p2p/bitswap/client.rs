@@ -217,7 +217,7 @@ impl Bitswap {
     /// One block: from the local blockstore if it is there, else from peers. Stored on arrival.
     pub async fn get(&self, cid: Cid, session: &Session) -> Result<Bytes, FetchError> {
         let blocks = self.inner.blocks.clone();
-        if let Ok(Ok(Some((data, _)))) = tokio::task::spawn_blocking(move || blocks.get(&cid)).await {
+        if let Ok(Ok(Some((data, _)))) = crate::tasks::spawn_blocking(module_path!(), move || blocks.get(&cid)).await {
             return Ok(data);
         }
         let (mut block_rx, mut presence_rx) = self.inner.wants.register(cid);

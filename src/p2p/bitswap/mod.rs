@@ -154,7 +154,7 @@ impl Bitswap {
                 Ok(Some(msg)) => {
                     let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
                     let (bs, protocol) = (self.clone(), protocol.clone());
-                    tokio::spawn(async move {
+                    crate::tasks::spawn(module_path!(), async move {
                         bs.on_message(peer, msg, &protocol).await;
                         drop(permit);
                     });
@@ -214,7 +214,7 @@ impl Bitswap {
         // Sizes from the index first: a want-have is answered without reading the block.
         let blocks = self.inner.blocks.clone();
         let cids: Vec<Cid> = wants.iter().map(|w| w.0).collect();
-        let sizes = tokio::task::spawn_blocking(move || {
+        let sizes = crate::tasks::spawn_blocking(module_path!(), move || {
             cids.iter().map(|c| blocks.size_of(c).ok().flatten()).collect::<Vec<Option<u64>>>()
         })
         .await
@@ -258,7 +258,7 @@ impl Bitswap {
     /// was looked up gets a DONT_HAVE when the peer asked for those.
     async fn read_into(&self, out: &mut Message, wanted: Vec<Wanted>) {
         let blocks = self.inner.blocks.clone();
-        let read = tokio::task::spawn_blocking(move || {
+        let read = crate::tasks::spawn_blocking(module_path!(), move || {
             wanted.into_iter().map(|w| (blocks.get(&w.cid).ok().flatten().map(|(d, _)| d), w)).collect::<Vec<_>>()
         })
         .await

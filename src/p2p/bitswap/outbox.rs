@@ -120,7 +120,10 @@ impl Outbox {
             None => {
                 let pq = Arc::new(PeerQueue::default());
                 peers.insert(peer, pq.clone());
-                tokio::spawn(write_loop(self.control.clone(), peer, pq.clone(), self.peers.clone()));
+                crate::tasks::spawn(
+                    module_path!(),
+                    write_loop(self.control.clone(), peer, pq.clone(), self.peers.clone()),
+                );
                 pq
             }
         };

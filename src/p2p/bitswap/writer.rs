@@ -29,33 +29,31 @@ pub struct Writer {
 impl Writer {
     pub fn start(blocks: Arc<Blocks>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
-        std::thread::Builder::new()
-            .name("peerix-block-writer".into())
-            .spawn(move || {
-                while let Some(first) = rx.blocking_recv() {
-                    let mut batch = Vec::new();
-                    let mut flushes = Vec::new();
-                    let mut next = Some(first);
-                    while let Some(job) = next.take() {
-                        match job {
-                            Job::Put(cid, data) => batch.push((cid, data)),
-                            Job::Flush(done) => flushes.push(done),
-                        }
-                        if batch.len() < BATCH {
-                            next = rx.try_recv().ok();
-                        }
+        crate::tasks::thread("peerix::p2p::block_writer", move || {
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = Vec::new();
+                let mut flushes = Vec::new();
+                let mut next = Some(first);
+                while let Some(job) = next.take() {
+                    match job {
+                        Job::Put(cid, data) => batch.push((cid, data)),
+                        Job::Flush(done) => flushes.push(done),
                     }
-                    if !batch.is_empty()
-                        && let Err(e) = blocks.put_verified(&batch)
-                    {
-                        warn!(cause = %e, blocks = batch.len(), "cannot keep fetched blocks");
-                    }
-                    for done in flushes {
-                        let _ = done.send(());
+                    if batch.len() < BATCH {
+                        next = rx.try_recv().ok();
                     }
                 }
-            })
-            .ok();
+                if !batch.is_empty()
+                    && let Err(e) = blocks.put_verified(&batch)
+                {
+                    warn!(cause = %e, blocks = batch.len(), "cannot keep fetched blocks");
+                }
+                for done in flushes {
+                    let _ = done.send(());
+                }
+            }
+        })
+        .ok();
         Self { tx }
     }
 

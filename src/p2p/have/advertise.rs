@@ -63,7 +63,7 @@ fn encode(msg: &wire::Have) -> Frame {
 /// Hashes of every published path, from the state DB (on a blocking thread).
 async fn load(cache: &Arc<LocalCache>) -> HashSet<[u8; 20]> {
     let cache = cache.clone();
-    let rows = tokio::task::spawn_blocking(move || cache.state().published_paths()).await;
+    let rows = crate::tasks::spawn_blocking(module_path!(), move || cache.state().published_paths()).await;
     match rows {
         Ok(Ok(rows)) => rows.iter().filter_map(|h| StoreHash::parse(h).ok()).map(|h| h.to_bytes()).collect(),
         Ok(Err(e)) => {
@@ -157,7 +157,7 @@ impl Advertiser {
         for peer in &current {
             if !self.links.contains_key(peer) {
                 let (tx, rx) = mpsc::channel(LINK_QUEUE);
-                tokio::spawn(write_link(self.control.clone(), *peer, rx));
+                crate::tasks::spawn(module_path!(), write_link(self.control.clone(), *peer, rx));
                 self.links.insert(*peer, Link { tx, holds: None });
             }
         }

@@ -189,7 +189,7 @@ impl Substituter {
             duplicate: 0,
         };
         let path = driver.nar.store_path.clone();
-        tokio::spawn(driver.run(out));
+        crate::tasks::spawn(module_path!(), driver.run(out));
         // The status line waits for the first bytes: until then a failure is still a clean 404.
         // (Dropping `rx` stops the driver within a tick.)
         let first = match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -253,7 +253,7 @@ impl Driver {
             // DHT providers of the root join as they are found (never in `lan` mode).
             let (tx, rx) = mpsc::channel(64);
             let root = self.root;
-            tokio::spawn(async move {
+            crate::tasks::spawn(module_path!(), async move {
                 for p in node.providers(&root).await {
                     let source = if node.peers().is_peerix(&p) { Source::Peer(p) } else { Source::Bitswap(p) };
                     if tx.send(source).await.is_err() {

@@ -57,7 +57,7 @@ impl Driver {
     pub(super) fn launch(&mut self, unit: usize, slot: usize) {
         let (sub, source, cids, tx) =
             (self.sub.clone(), self.slots[slot].source.clone(), self.units[unit].cids.clone(), self.results.0.clone());
-        let task = tokio::spawn(async move {
+        let task = crate::tasks::spawn(module_path!(), async move {
             let t = Instant::now();
             let r = sub.sources.fetch(&source, &cids).await;
             let _ = tx.send((unit, slot, r, t.elapsed())).await;
