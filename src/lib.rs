@@ -24,7 +24,7 @@
 //! | 4 content | [`publish`] (the indexer), [`blocks`] (blocks by CID, behind the gate) |
 //! | 3 trust | [`local_cache`] (the local store as a cache), [`trust`] (the publish gate), [`upstream`] (upstream's narinfos), [`arrivals`] (the DAG hand-off) |
 //! | 2 infrastructure | [`store`] (SQLite state), [`tasks`] (every spawned task, tracked), [`httpd`] (HTTP/1.1 server, no routes), [`remote`] (HTTP client), [`publications`] (events), [`index_control`] (pause, scan), [`identity`] (node key), [`dashboard`] (pages), [`errors`] (errors for the log) |
-//! | 1 formats | [`nix`] (Nix's formats), [`ipld`] (NARs as blocks), [`tracker_wire`] (the tracker protocol) |
+//! | 1 formats | [`timeouts`] (every wait, in one table), [`nix`] (Nix's formats), [`ipld`] (NARs as blocks), [`tracker_wire`] (the tracker protocol) |
 
 pub mod arrivals;
 pub mod blocks;
@@ -46,6 +46,7 @@ pub mod remote;
 pub mod store;
 pub mod substitute;
 pub mod tasks;
+pub mod timeouts;
 pub mod tracker;
 pub mod tracker_wire;
 pub mod trust;

@@ -41,22 +41,12 @@ use crate::nix::store_db::PathInfo;
 use crate::nix::store_path::{StoreHash, StorePath};
 use crate::publications::Publication;
 use crate::store::{Published, ScanProgress, Seen, StateDb, StateError, Status, now_secs};
+use crate::timeouts::{PAUSE_POLL, PEER_PATH_TTL, PROGRESS_EVERY, PROGRESS_TICK};
 use crate::trust::Verdict;
 
 /// Paths whose gate check may be in flight at once. Checks of unsigned paths ask upstream (~50 ms
 /// each to cache.nixos.org), so they overlap; only the chunking after them is bounded by `jobs`.
 const GATE_CHECKS: usize = 16;
-
-/// Progress is written to SQLite at most this often (and at the end).
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-/// How often a scan reports the bytes read within the paths it is chunking (to `publish`'s bar;
-/// the state DB still gets at most one write per [`PROGRESS_EVERY`]).
-const PROGRESS_TICK: Duration = Duration::from_millis(250);
-/// How often a paused chunking job (on a blocking thread) looks whether it may go on.
-/// How long a narinfo accepted from a peer is remembered after its last acceptance: nix keeps a
-/// positive narinfo 30 days (`narinfo-cache-positive-ttl`) and may ask for its NAR until then.
-const PEER_PATH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-const PAUSE_POLL: Duration = Duration::from_millis(100);
 
 /// What one scan did.
 #[derive(Debug, Default, Clone, serde::Serialize)]

@@ -4,10 +4,9 @@
 //! it can hold one request for its deadline and [`read_capped`]'s cap of memory, no more (a hostile
 //! tracker streaming 1 GiB took the daemon to 2.3 GiB RSS when answers were read whole).
 
+use crate::timeouts::HTTP_CONNECT;
 use std::time::Duration;
 
-/// A TCP connection to anything we ask: LAN or internet, 3 s is many round trips.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Idle pooled connections kept per host (the tracker and upstream are asked in bursts).
 const IDLE_PER_HOST: usize = 8;
 
@@ -35,7 +34,7 @@ impl From<reqwest::Error> for RemoteError {
 /// A client whose every request (connect, send, the whole body) ends within `deadline`.
 pub fn client(deadline: Duration) -> Result<reqwest::Client, RemoteError> {
     reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT.min(deadline))
+        .connect_timeout(HTTP_CONNECT.min(deadline))
         .timeout(deadline)
         .pool_max_idle_per_host(IDLE_PER_HOST)
         .user_agent(concat!("peerix/", env!("CARGO_PKG_VERSION")))
@@ -47,7 +46,7 @@ pub fn client(deadline: Duration) -> Result<reqwest::Client, RemoteError> {
 /// timeout, no whole-request deadline.
 pub fn streaming_client() -> Result<reqwest::Client, RemoteError> {
     reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_timeout(HTTP_CONNECT)
         .user_agent(concat!("peerix/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| RemoteError::Setup(crate::errors::chain(&e)))

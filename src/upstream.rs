@@ -2,16 +2,11 @@
 //! gate ("does upstream have this exact NAR?"). Answers are bounded in size and time; anything but a
 //! clean 200 or 404 is `Unreachable`, which the gate treats as "no".
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 
 use crate::nix::narinfo::{MAX_NARINFO_LEN, NarInfo};
 use crate::nix::store_path::StoreHash;
-
-/// cache.nixos.org answers a narinfo in ~20–100 ms from most places; 5 s covers a slow link without
-/// holding a narinfo request (and the local `nix` waiting on it) for long.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::timeouts::UPSTREAM_REQUEST;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -35,7 +30,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(base: &str) -> Result<Self, UpstreamError> {
-        let http = crate::remote::client(REQUEST_TIMEOUT).map_err(UpstreamError::Remote)?;
+        let http = crate::remote::client(UPSTREAM_REQUEST).map_err(UpstreamError::Remote)?;
         Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
     }
 

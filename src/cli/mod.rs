@@ -17,6 +17,7 @@ use peerix::config::{ServeArgs, ServeConfig};
 use peerix::local_cache::LocalCache;
 use peerix::nix::signing::SecretKey;
 use peerix::store::StateDb;
+use peerix::timeouts::BLOCKING_GRACE;
 use peerix::trust::Gate;
 use peerix::upstream::Upstream;
 
@@ -142,18 +143,14 @@ fn as_the_daemon_ran(mut args: ServeArgs) -> ServeArgs {
 
 /// Runs a command on a fresh runtime. When it returns (a daemon after SIGTERM), blocking work still
 /// running — an indexer thread reading a large file at its rate limit, a SQLite write — gets
-/// [`SHUTDOWN_WAIT`] and is then abandoned: dropping the runtime would wait for it, however long.
+/// [`BLOCKING_GRACE`] and is then abandoned: dropping the runtime would wait for it, however long.
 fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     let out = runtime.block_on(work);
-    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    runtime.shutdown_timeout(BLOCKING_GRACE);
     out
 }
-
-/// What blocking work may still take after a command is done (SIGTERM must end a daemon within 5 s,
-/// of which the HTTP server's own grace period is the larger part).
-const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The local cache every subcommand that reads the store builds the same way.
 pub fn open_cache(cfg: &mut ServeConfig) -> anyhow::Result<Arc<LocalCache>> {

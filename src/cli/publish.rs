@@ -164,7 +164,7 @@ pub async fn verify(mut cfg: ServeConfig, repair: bool) -> anyhow::Result<()> {
 /// `peerix publish` beside a running daemon: asks it to scan now (its flags decide what is shared),
 /// shows its progress, then reports its index and, for each path named, what it decided.
 async fn ask_daemon(url: &str, paths: &[String]) -> anyhow::Result<()> {
-    let http = peerix::remote::client(Duration::from_secs(30))?;
+    let http = peerix::remote::client(peerix::timeouts::CLI_REQUEST)?;
     let base = url.trim_end_matches('/');
     eprintln!("a daemon runs on this state directory ({base}): asking it to scan under its own configuration");
     let asked_at = peerix::store::now_secs();

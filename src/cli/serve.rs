@@ -1,7 +1,7 @@
 //! `peerix serve`: the HTTP server plus the background indexer.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -15,16 +15,11 @@ use peerix::identity::Identity;
 use peerix::publish::Publisher;
 use peerix::substitute::Substituter;
 use peerix::substitute::tracker::{TrackerClient, announce_forever};
+use peerix::timeouts::{STORE_POLL, TASKS_GRACE};
 
 /// The background indexer reads at most this many bytes per second unless told otherwise: a
 /// first scan of a 100 GB store then takes ~7 min and leaves most of an SSD's bandwidth to the user.
 const DEFAULT_SERVE_INDEX_RATE: u64 = 256 << 20;
-
-/// How long the other tasks get after the HTTP server's own grace period (SIGTERM ends a daemon
-/// within 5 s: 3 s for responses in flight, this, then 1 s for blocking work).
-pub(super) const TASKS_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
-/// How often the indexer looks for a changed Nix DB (two `stat`s).
-const STORE_POLL: Duration = Duration::from_secs(5);
 
 pub async fn run(mut cfg: ServeConfig) -> anyhow::Result<()> {
     let mut owner = match super::owner::Owner::take(&cfg.state_dir, "serve")? {

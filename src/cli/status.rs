@@ -12,7 +12,7 @@ use peerix::nix::store_path::StorePath;
 const MAX_STATUS: usize = 16 << 20;
 
 async fn fetch(url: &str) -> anyhow::Result<Value> {
-    let http = peerix::remote::client(std::time::Duration::from_secs(30))?;
+    let http = peerix::remote::client(peerix::timeouts::CLI_REQUEST)?;
     let resp =
         http.get(url).send().await.with_context(|| format!("cannot reach {url} (is `peerix serve` running?)"))?;
     let status = resp.status();

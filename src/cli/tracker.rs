@@ -111,6 +111,6 @@ pub async fn tracker(args: TrackerArgs) -> anyhow::Result<()> {
         node,
     };
     run(cfg, shutdown).await?;
-    peerix::tasks::shutdown(super::serve::TASKS_GRACE).await;
+    peerix::tasks::shutdown(peerix::timeouts::TASKS_GRACE).await;
     Ok(())
 }

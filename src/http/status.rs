@@ -14,14 +14,11 @@ use super::AppState;
 use super::error::ApiError;
 use crate::httpd::{Failure, plain};
 use crate::store::{IndexStats, ScanProgress};
+use crate::timeouts::NO_PEERS_GRACE;
 
 /// A scan whose progress has not moved for this long is stuck (a scan saves progress at least
 /// every few seconds while it works).
 const INDEX_STUCK_SECS: i64 = 600;
-/// A daemon whose configuration names peers (`--peer`, a tracker, bootstrap peers) and has none
-/// connected this long after its start is degraded: dials take a few seconds, a tracker's first
-/// answer a tick (2 s).
-const NO_PEERS_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// 200 `ok`, or 503 naming each degraded part in one line: Nix's DB or the state DB unreadable, the
 /// indexer stuck, or no peer connected when the configuration names some.

@@ -17,7 +17,6 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -33,11 +32,8 @@ use tracing::debug;
 use super::Failure;
 use super::connections::{BodyBudget, Reserved};
 use super::response::{write_refusal, write_response};
+use crate::timeouts::{HTTP_HEADER_READ, HTTP_KEEPALIVE_IDLE};
 
-/// Time to read a request head once its first byte has arrived (and a new connection's first).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a kept-alive connection may sit idle between requests (nginx's `keepalive_timeout`).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// A request head at most: nix sends ~300 bytes; hyper's default allowed ~400 KB.
 const MAX_HEAD: usize = 64 << 10;
 const MAX_HEADERS: usize = 100;
@@ -90,7 +86,7 @@ pub async fn serve(
     let mut first = true;
     // One timer and one shutdown waiter for the connection's life, re-armed per request: making
     // them afresh per request was a visible share of a narinfo hit's CPU.
-    let timer = std::pin::pin!(tokio::time::sleep(HEADER_READ_TIMEOUT));
+    let timer = std::pin::pin!(tokio::time::sleep(HTTP_HEADER_READ));
     let stopping = std::pin::pin!(shutdown.cancelled());
     let evicted = std::pin::pin!(open.evict.cancelled());
     let mut waits = Waits { timer, shutdown: stopping, evicted };
@@ -148,11 +144,11 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
     waits: &mut Waits<'_, '_>,
     limits: &BodyLimits,
 ) -> Result<Option<Incoming>, Refusal> {
-    let idle_until = Instant::now() + if first { HEADER_READ_TIMEOUT } else { IDLE_TIMEOUT };
+    let idle_until = Instant::now() + if first { HTTP_HEADER_READ } else { HTTP_KEEPALIVE_IDLE };
     let mut head_until = None;
     loop {
         if !buf.is_empty() {
-            let until = *head_until.get_or_insert_with(|| Instant::now() + HEADER_READ_TIMEOUT);
+            let until = *head_until.get_or_insert_with(|| Instant::now() + HTTP_HEADER_READ);
             if let Some(mut incoming) = parse_head(buf, peer)? {
                 let mut reserved = limits.budget.start(peer.ip());
                 let (version, headers) = (incoming.req.version(), incoming.req.headers());
@@ -354,7 +350,7 @@ pub async fn read_all(data: &[u8], max_body: usize) -> (usize, Option<StatusCode
     drop(client.shutdown().await);
     let peer: SocketAddr = ([192, 0, 2, 1], 1).into();
     let limits = BodyLimits::new(max_body);
-    let timer = std::pin::pin!(tokio::time::sleep(HEADER_READ_TIMEOUT));
+    let timer = std::pin::pin!(tokio::time::sleep(HTTP_HEADER_READ));
     let never = CancellationToken::new();
     let (stopping, evicted) = (std::pin::pin!(never.cancelled()), std::pin::pin!(never.cancelled()));
     let mut waits = Waits { timer, shutdown: stopping, evicted };

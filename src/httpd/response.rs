@@ -5,7 +5,7 @@
 //! failed transfer, never a short or wrong one.
 
 use std::io;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode, Version, header};
@@ -16,19 +16,16 @@ use tokio::net::TcpStream;
 
 use super::body::FileBody;
 use super::sendfile::send_file_body;
+use crate::timeouts::HTTP_SEND;
 
 /// Frames up to this size are written together with the response head (one syscall for a narinfo).
 const COALESCE: usize = 16 << 10;
-/// A client that takes no byte of its response for this long is dropped (nginx's `send_timeout`):
-/// a reader at 1 KiB/s makes progress every few seconds; one that stopped reading holds a
-/// connection slot, and the socket's buffers, for a minute at most.
-pub(super) const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Writes all of `buf`, each write allowed [`SEND_TIMEOUT`] to make progress.
+/// Writes all of `buf`, each write allowed [`HTTP_SEND`] to make progress.
 async fn send(stream: &mut TcpStream, buf: &[u8]) -> io::Result<()> {
     let mut at = 0;
     while at < buf.len() {
-        match tokio::time::timeout(SEND_TIMEOUT, stream.write(&buf[at..])).await {
+        match tokio::time::timeout(HTTP_SEND, stream.write(&buf[at..])).await {
             Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(Ok(n)) => at += n,
             Ok(Err(e)) => return Err(e),
@@ -52,7 +49,7 @@ pub(super) async fn write_refusal(stream: &mut TcpStream, status: StatusCode, wh
         why.len() + 1,
         httpdate::fmt_http_date(SystemTime::now()),
     );
-    tokio::time::timeout(Duration::from_secs(5), async {
+    tokio::time::timeout(crate::timeouts::HTTP_REFUSAL_WRITE, async {
         stream.write_all(head.as_bytes()).await?;
         stream.shutdown().await
     })
@@ -204,7 +201,7 @@ async fn write_frames(stream: &mut TcpStream, mut out: Vec<u8>, body: &mut Body,
 mod tests {
     use super::*;
 
-    /// A client that stops reading is dropped after [`SEND_TIMEOUT`] (virtual time: the test
+    /// A client that stops reading is dropped after [`HTTP_SEND`] (virtual time: the test
     /// takes no minute).
     #[tokio::test(start_paused = true)]
     async fn a_client_that_reads_nothing_times_out() {
@@ -214,7 +211,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let err = send(&mut server, &vec![0u8; 64 << 20]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(started.elapsed() >= SEND_TIMEOUT);
+        assert!(started.elapsed() >= HTTP_SEND);
         drop(client);
     }
 }

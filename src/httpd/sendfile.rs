@@ -24,8 +24,9 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::body::FileBody;
-use super::response::{SEND_TIMEOUT, stalled};
+use super::response::stalled;
 use crate::nix::nar_layout::{Cursor, Part};
+use crate::timeouts::HTTP_SEND;
 
 /// Bytes read into memory per part (framing and small files).
 const COPY_PIECE: usize = 256 << 10;
@@ -95,7 +96,7 @@ impl Sender {
             turn = match turn {
                 Turn::Done => return Ok(self),
                 Turn::Full => {
-                    tokio::time::timeout(SEND_TIMEOUT, wait_writable(stream)).await.map_err(|_| stalled())??;
+                    tokio::time::timeout(HTTP_SEND, wait_writable(stream)).await.map_err(|_| stalled())??;
                     self.send_cached()?
                 }
                 Turn::Uncached => {

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use tokio::io::AsyncWriteExt;
@@ -15,12 +14,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::{conn, connections};
+use crate::timeouts::HTTP_SHUTDOWN_GRACE;
 
 /// Backlog of the listening socket: nix opens ~10–25 connections at once for parallel narinfo
 /// lookups; Python's default of 5 overflowed and cost a 1 s SYN retry (nix-client-here.md §6).
 const LISTEN_BACKLOG: u32 = 1024;
-/// How long shutdown waits for in-flight responses (a NAR download) before dropping them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Binds `addr` with a real backlog.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -58,7 +56,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning, keep serving.
                     warn!(cause = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(crate::timeouts::HTTP_ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
@@ -68,7 +66,9 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             debug!(%peer, "client over its connection cap");
             crate::tasks::spawn(module_path!(), async move {
                 let mut stream = stream;
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(connections::TOO_MANY)).await;
+                let _ =
+                    tokio::time::timeout(crate::timeouts::HTTP_TOO_MANY_WRITE, stream.write_all(connections::TOO_MANY))
+                        .await;
             });
             continue;
         };
@@ -80,7 +80,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
         });
     }
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(HTTP_SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         warn!(open = tracker.len(), "shutdown grace period over; dropping open connections");
     }
 }

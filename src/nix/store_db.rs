@@ -20,12 +20,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::hash::NarHash;
 use super::store_path::{STORE_DIR, StoreHash, StorePath};
+use crate::timeouts::SQLITE_BUSY;
 
 /// Connections kept for reuse; more may be opened under load and are then closed after use.
 const POOL_SIZE: usize = 8;
-/// Nix holds its write lock for the length of one transaction; readers in WAL mode are not blocked,
-/// but a rollback-journal DB can be locked for a moment.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreDbError {
@@ -97,7 +95,7 @@ impl StoreDb {
         let err = |source| StoreDbError::Open { path: self.db_path.clone(), source };
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.db_path, flags).map_err(err)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.busy_timeout(SQLITE_BUSY)?;
         match conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0)) {
             Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ReadOnly => {
                 let uri = format!("file:{}?immutable=1", uri_path(&self.db_path));

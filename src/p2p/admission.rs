@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::timeouts::BAN;
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
 use libp2p::core::{Endpoint, Multiaddr};
@@ -40,9 +41,6 @@ struct TooMany(&'static str);
 #[error("peer dropped for misbehaving; refused until its ban ends")]
 struct Banned;
 
-/// How long a peer dropped for misbehaving (a bitswap flood, malformed messages) stays refused:
-/// reconnecting at once would let it start over (libp2p-stream re-dials by itself).
-pub const BAN: Duration = Duration::from_secs(600);
 /// Banned peers remembered at most (the oldest ban goes first).
 const MAX_BANNED: usize = 4096;
 

@@ -23,11 +23,8 @@ use super::Client;
 use super::event_loop::store_path_key;
 use crate::local_cache::LocalCache;
 use crate::publications::Publication;
+use crate::timeouts::{REPROVIDE_AFTER, REPROVIDE_SCAN_EVERY};
 
-/// Provider records live 48 h on other nodes; announce again well before (kubo uses 22 h).
-const REPROVIDE_AFTER: Duration = Duration::from_secs(22 * 3600);
-/// How often the state DB is asked for due paths while nothing else is queued.
-const DUE_SCAN_EVERY: Duration = Duration::from_secs(60);
 /// Paths queued at most (a first scan of a big store publishes them all at once).
 const MAX_QUEUE: usize = 65_536;
 
@@ -67,9 +64,9 @@ pub async fn run(client: Client, cache: Arc<LocalCache>, rate: u32, shutdown: Ca
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = tick.tick() => {
-                if queue.is_empty() && last_scan.is_none_or(|t| t.elapsed() >= DUE_SCAN_EVERY) {
+                if queue.is_empty() && last_scan.is_none_or(|t| t.elapsed() >= REPROVIDE_SCAN_EVERY) {
                     last_scan = Some(Instant::now());
-                    for (h, root) in due(&cache, rate as usize * DUE_SCAN_EVERY.as_secs() as usize).await {
+                    for (h, root) in due(&cache, rate as usize * REPROVIDE_SCAN_EVERY.as_secs() as usize).await {
                         if queued.insert(h.clone()) {
                             queue.push_back((h, root));
                         }

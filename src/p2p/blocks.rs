@@ -24,6 +24,7 @@ use super::lanes::{self, LaneError, Lanes};
 use super::{P2pError, frame, peers::Peers};
 use crate::blocks::Blocks;
 use crate::ipld::{self, MAX_BLOCK};
+use crate::timeouts::{BLOCKS_ANSWER, PEER_REQUEST_WAIT};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/peerix/blocks/1.0.0");
 
@@ -35,11 +36,6 @@ const MAX_REQUEST: usize = 4096;
 const MAX_STREAMS: usize = 512;
 /// Requests answered at once (each reads up to [`READ_AHEAD`] blocks ahead); the rest wait.
 const MAX_ANSWERS: usize = 64;
-/// A peer that opens a stream and sends no request holds it at most this long.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// An answer (≤ 16 MiB) not taken by the asker within this long ends its stream: 16 MiB in 60 s is
-/// ~2 Mbit/s, below any link peers substitute over.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Blocks read ahead of the socket per request.
 const READ_AHEAD: usize = 2;
 
@@ -78,9 +74,6 @@ pub enum FetchError {
     #[error("request names {0} blocks (at most 64)")]
     TooMany(usize),
 }
-
-/// Times a request the peer dropped unread is sent again, on a fresh lane ([`LaneError::Dropped`]).
-pub const RETRIES: usize = 3;
 
 /// Fetches `cids` from `peer` on a lane ([`super::lanes`]), every block checked against its CID;
 /// compressed on the wire when `compress`.
@@ -128,9 +121,10 @@ pub fn serve(
     super::inbound::accept(control, PROTOCOL, slots, super::inbound::PER_PEER, shutdown, move |peer, stream| {
         let (blocks, peers, work) = (blocks.clone(), peers.clone(), work.clone());
         async move {
-            let served = lanes::serve_requests(stream, MAX_REQUEST, REQUEST_TIMEOUT, ANSWER_TIMEOUT, |body, stream| {
-                answer(peer, body, stream, blocks.clone(), &peers, &work)
-            });
+            let served =
+                lanes::serve_requests(stream, MAX_REQUEST, PEER_REQUEST_WAIT, BLOCKS_ANSWER, |body, stream| {
+                    answer(peer, body, stream, blocks.clone(), &peers, &work)
+                });
             if let Err(e) = served.await {
                 debug!(%peer, cause = %e, "block stream ended");
             }

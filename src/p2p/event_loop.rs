@@ -24,11 +24,10 @@ use super::kept::Kept;
 use super::liveness::Liveness;
 use super::peers::{Discovery, Peers};
 use super::{Behaviour, BehaviourEvent, Client, Config, Mode, NodeInfo};
+use crate::timeouts::KAD_QUERY;
 
 /// Commands waiting for the loop; a full queue makes callers wait, never the loop.
 const COMMAND_QUEUE: usize = 256;
-/// A provider query that has not answered by then answers "none".
-const PROVIDER_QUERY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Which of kubo's two DHTs a query runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -447,12 +446,8 @@ impl EventLoop {
 
     /// Answers provider lookups that outlived their deadline.
     fn sweep(&mut self) {
-        let expired: Vec<u64> = self
-            .pending_providers
-            .iter()
-            .filter(|(_, p)| p.started.elapsed() > PROVIDER_QUERY_DEADLINE)
-            .map(|(l, _)| *l)
-            .collect();
+        let expired: Vec<u64> =
+            self.pending_providers.iter().filter(|(_, p)| p.started.elapsed() > KAD_QUERY).map(|(l, _)| *l).collect();
         for lookup in expired {
             if let Some(mut p) = self.pending_providers.remove(&lookup)
                 && let Some(reply) = p.reply.take()

@@ -1,6 +1,6 @@
 //! Peers the node keeps connected: `--peer` addresses (forever) and peers mDNS announced (while
 //! their record lives). The event loop dials each one that has no connection, with exponential
-//! backoff per peer ([`FIRST_RETRY`] doubling to [`MAX_RETRY`]), reset when a connection is made:
+//! backoff per peer ([`FIRST_RETRY`] doubling to [`MAX_BACKOFF`]), reset when a connection is made:
 //! a peer that is down costs a dial a minute, not one a second, and one that comes back is
 //! connected within seconds.
 //!
@@ -14,9 +14,8 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
 use super::peers::Discovery;
+use crate::timeouts::{FIRST_RETRY, MAX_BACKOFF};
 
-pub const FIRST_RETRY: Duration = Duration::from_secs(1);
-pub const MAX_RETRY: Duration = Duration::from_secs(60);
 /// mDNS peers kept; more announcements are ignored until some expire.
 pub const MAX_MDNS_PEERS: usize = 256;
 /// Addresses kept per peer.
@@ -110,7 +109,7 @@ impl Kept {
             }
             out.push((*peer, e.addrs.clone()));
             e.next_dial = now + e.backoff;
-            e.backoff = (e.backoff * 2).min(MAX_RETRY);
+            e.backoff = (e.backoff * 2).min(MAX_BACKOFF);
         }
         out
     }
@@ -134,7 +133,7 @@ mod tests {
             k.map.get_mut(&id).unwrap().next_dial = Instant::now();
             k.due(|_| false);
         }
-        assert_eq!(k.map[&id].backoff, MAX_RETRY, "capped");
+        assert_eq!(k.map[&id].backoff, MAX_BACKOFF, "capped");
         k.connected(&id);
         assert_eq!(k.map[&id].backoff, FIRST_RETRY);
         assert!(k.due(|_| true).is_empty(), "a connected peer is not dialled");

@@ -10,9 +10,9 @@
 //!
 //! Up to `max` lanes per peer: a request takes the least loaded one, and a new lane is opened
 //! only when every lane has work queued, so the common case is one stream per peer and protocol.
-//! Bounds: [`DEPTH`] requests queued on a lane; a lane idle for [`IDLE`] closes (the server closes
+//! Bounds: [`DEPTH`] requests queued on a lane; a lane idle for [`LANE_IDLE`] closes (the server closes
 //! its end after longer). An answer whose asker gave up (a deadline, a hedged unit's loser) is still
-//! read and dropped, so the lane stays in step; one that does not come within [`DRAIN`] breaks the
+//! read and dropped, so the lane stays in step; one that does not come within [`LANE_DRAIN`] breaks the
 //! lane, since the answers behind it would wait for bytes that may never come: the requests queued
 //! on it fail as [`LaneError::Dropped`] and are asked again on a fresh lane.
 //!
@@ -31,17 +31,11 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::{mpsc, oneshot};
 
 use super::frame::{self, FrameError};
+use crate::timeouts::{LANE_DRAIN, LANE_IDLE, LANE_SERVE_IDLE};
 
 /// Requests queued on one lane (written, or waiting to be): a burst beyond this opens another lane
 /// or waits for room.
 pub const DEPTH: usize = 32;
-/// An answer nobody waits for any more is still read for this long before its lane is given up.
-const DRAIN: Duration = Duration::from_secs(2);
-/// A lane with nothing to do for this long is closed by the asker.
-const IDLE: Duration = Duration::from_secs(30);
-/// The serving side closes a stream that brings no request for this long (longer than [`IDLE`],
-/// so the asker, which knows, closes first).
-pub const SERVE_IDLE: Duration = Duration::from_secs(45);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaneError {
@@ -208,7 +202,7 @@ async fn run(
     let (written, mut to_read) = mpsc::channel::<Pending>(DEPTH);
     let write = async {
         loop {
-            let job = match tokio::time::timeout(IDLE, jobs.recv()).await {
+            let job = match tokio::time::timeout(LANE_IDLE, jobs.recv()).await {
                 Ok(Some(job)) => job,
                 Ok(None) => break,
                 Err(_) if load.load(Ordering::Relaxed) == 0 => break,
@@ -232,8 +226,8 @@ async fn run(
                 a = &mut answer => a,
                 // The asker gave up (a deadline, or the other copy of a hedged unit won): the answer
                 // is still read, so the lane stays in step for the requests behind it — unless it
-                // does not come within DRAIN, when the lane is given up with it.
-                _ = pending.reply.closed() => match tokio::time::timeout(DRAIN, &mut answer).await {
+                // does not come within LANE_DRAIN, when the lane is given up with it.
+                _ = pending.reply.closed() => match tokio::time::timeout(LANE_DRAIN, &mut answer).await {
                     Ok(Ok(_)) => {
                         load.fetch_sub(1, Ordering::Relaxed);
                         continue;
@@ -279,7 +273,7 @@ async fn read_answer<R: futures_util::AsyncRead + Unpin>(
 
 /// The serving side of a lane: reads requests of at most `max_request` bytes from `stream` and
 /// answers each with `answer` (which writes its frames) before reading the next, until the asker
-/// closes the stream, sends nothing for [`SERVE_IDLE`], or an answer fails or takes longer than
+/// closes the stream, sends nothing for [`LANE_SERVE_IDLE`], or an answer fails or takes longer than
 /// `answer_within` (a peer that does not read what it asked for). The first request must come
 /// within `first_within` (a peer that opens a stream and says nothing holds it no longer).
 pub async fn serve_requests<F, Fut>(
@@ -306,7 +300,7 @@ where
             Ok::<_, LaneError>(stream)
         };
         stream = tokio::time::timeout(answer_within, answered).await.map_err(|_| LaneError::Slow(answer_within))??;
-        wait = SERVE_IDLE;
+        wait = LANE_SERVE_IDLE;
     }
     let _ = stream.close().await;
     Ok(())

@@ -14,12 +14,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::timeouts::SILENT_AFTER;
 use libp2p::PeerId;
 use libp2p::swarm::ConnectionId;
-
-/// Pings go out every 2 s (`PING_INTERVAL` in the node's setup): this is two missed answers and a
-/// second of slack for a ping queued behind bulk data on a busy link.
-pub const SILENT_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct Liveness {

@@ -59,6 +59,7 @@ pub use node::Node;
 use crate::blocks::Blocks;
 use crate::identity::Identity;
 use crate::local_cache::LocalCache;
+use crate::timeouts::{P2P_CONNECTION_IDLE, P2P_HANDSHAKE, PING_INTERVAL, PING_TIMEOUT};
 
 /// Which networks the node takes part in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
@@ -152,21 +153,11 @@ const OUTBOUND_RESERVE: u32 = 64;
 /// Inbound connections in their handshake at once, from everyone; one address or network gets a
 /// small share of it ([`admission`]).
 const MAX_PENDING_INCOMING: u32 = 256;
-/// A connection's transport handshake (TCP + noise + yamux, or QUIC) at most: a LAN or WAN peer
-/// needs a few round trips; an idle socket holds its pending slot no longer than this (libp2p's
-/// default is 10 s).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// New connections are refused while the process holds more than this: the daemon runs at
 /// 25–90 MiB (measured), so 1 GiB means something is wrong, and more peers would make it worse.
 const MAX_PROCESS_MEMORY: usize = 1 << 30;
 /// go-libp2p accepts 4 MiB; the kad default of 16 KiB rejects real FIND_NODE answers (26–43 KB).
 const KAD_MAX_PACKET: usize = 4 << 20;
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Liveness ([`liveness`]): a ping every 2 s on every connection, so one that stops answering is
-/// closed within ~6 s, not after the minutes a TCP timeout takes (ARCHITECTURE §4, "never worse
-/// than no peerix"). Costs ~220 bytes on the wire per connection every 2 s, both ways together.
-const PING_INTERVAL: Duration = Duration::from_secs(2);
-const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
 pub const KAD_LAN_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/lan/kad/1.0.0");
@@ -208,7 +199,7 @@ pub fn start(
                 // We announce at a bounded rate ourselves (EventLoop::provide_due) instead of
                 // kad's walk over every provided key at once.
                 c.set_provider_publication_interval(None);
-                c.set_query_timeout(Duration::from_secs(30));
+                c.set_query_timeout(crate::timeouts::KAD_QUERY);
                 let mut kad = kad::Behaviour::with_config(local, store, c);
                 if dht_server {
                     kad.set_mode(Some(kad::Mode::Server));
@@ -256,8 +247,8 @@ pub fn start(
             }
         })
         .map_err(|e| boxed(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
-        .with_connection_timeout(HANDSHAKE_TIMEOUT)
+        .with_swarm_config(|c| c.with_idle_connection_timeout(P2P_CONNECTION_IDLE))
+        .with_connection_timeout(P2P_HANDSHAKE)
         .build();
     for addr in &cfg.listen {
         swarm.listen_on(addr.clone()).map_err(|source| P2pError::Listen { addr: addr.clone(), source })?;
@@ -283,7 +274,8 @@ pub fn start(
         crate::tasks::spawn(module_path!(), announce::run(client.clone(), cache, provide_rate, shutdown.clone()));
     }
     crate::tasks::spawn(module_path!(), event_loop.run(shutdown));
-    let narinfo_lanes = lanes::Lanes::new(control.clone(), narinfo::PROTOCOL, node::NARINFO_LANES, narinfo::RETRIES);
-    let block_lanes = lanes::Lanes::new(control, blocks::PROTOCOL, node::BLOCK_LANES, blocks::RETRIES);
+    let narinfo_lanes =
+        lanes::Lanes::new(control.clone(), narinfo::PROTOCOL, node::NARINFO_LANES, crate::timeouts::NARINFO_RETRIES);
+    let block_lanes = lanes::Lanes::new(control, blocks::PROTOCOL, node::BLOCK_LANES, crate::timeouts::BLOCK_RETRIES);
     Ok(Node { client, bitswap, narinfo_lanes, block_lanes, peers, dht, expects_peers })
 }

@@ -8,7 +8,6 @@
 //! nothing in the answer: [`crate::trust`] checks the narinfo and the transfer checks every block.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cid::Cid;
 use libp2p::{PeerId, StreamProtocol};
@@ -21,18 +20,14 @@ use super::{P2pError, frame, peers::Peers};
 use crate::local_cache::LocalCache;
 use crate::nix::narinfo::MAX_NARINFO_LEN;
 use crate::nix::store_path::StoreHash;
+use crate::timeouts::PEER_REQUEST_WAIT;
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/peerix/narinfo/1.0.0");
 
-/// Times a request the peer dropped unread is sent again (on a fresh lane).
-pub const RETRIES: usize = 2;
 /// A request is a 32-character hash in a few bytes of protobuf.
 const MAX_REQUEST: usize = 256;
 /// A narinfo (≤ 64 KiB) and a CID.
 const MAX_RESPONSE: usize = MAX_NARINFO_LEN + 256;
-/// A peer that opens a stream and sends nothing holds it at most this long; an answer (a lookup in
-/// SQLite and ≤ 64 KiB written) that takes longer is abandoned with its stream.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Streams (lanes, each carrying requests one after the other) open at once; more are dropped.
 const MAX_STREAMS: usize = 512;
 
@@ -75,7 +70,7 @@ pub enum AskError {
 }
 
 /// Asks `peer` for `hash` on a lane ([`super::lanes`], which sends a request the peer dropped
-/// unread again, twice at most: [`RETRIES`]): `None` when it does not serve the path.
+/// unread again, twice at most: [`crate::timeouts::NARINFO_RETRIES`]): `None` when it does not serve the path.
 pub async fn ask(lanes: &Lanes, peer: PeerId, hash: &StoreHash) -> Result<Option<Answer>, AskError> {
     let mut request = Vec::with_capacity(48);
     frame::encode_message(&mut request, &wire::Request { hash: hash.as_str().to_owned() });
@@ -116,7 +111,7 @@ pub fn serve(
 
 /// Answers the requests of one stream (a lane: many, one after the other).
 async fn answer(peer: PeerId, stream: libp2p::Stream, cache: &LocalCache, peers: &Peers) -> Result<(), LaneError> {
-    lanes::serve_requests(stream, MAX_REQUEST, REQUEST_TIMEOUT, REQUEST_TIMEOUT, |body, mut stream| async move {
+    lanes::serve_requests(stream, MAX_REQUEST, PEER_REQUEST_WAIT, PEER_REQUEST_WAIT, |body, mut stream| async move {
         let req = <wire::Request as prost::Message>::decode(body).map_err(|_| LaneError::Malformed)?;
         let mut resp = wire::Response::default();
         if let Ok(hash) = StoreHash::parse(&req.hash)

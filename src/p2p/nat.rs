@@ -15,6 +15,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use super::Behaviour;
+use crate::timeouts::RELAY_GRACE;
 
 /// True for an address through a relay.
 pub fn is_relayed(addr: &Multiaddr) -> bool {
@@ -58,10 +59,6 @@ pub(super) struct Nat {
     /// Relayed connections to close once their grace period is over.
     closing: Vec<(std::time::Instant, PeerId, ConnectionId)>,
 }
-
-/// How long a relayed connection stays open after a hole punch: a request that was on it when the
-/// direct connection came (a narinfo lookup, ~1 ms on a LAN, a WAN round trip or two) finishes.
-const RELAY_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Nat {
     pub(super) fn new(autonat: bool) -> Self {

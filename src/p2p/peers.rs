@@ -19,11 +19,10 @@ use tokio::sync::Notify;
 use super::have::{self, Summary};
 use super::random_u64;
 use crate::nix::store_path::StoreHash;
+use crate::timeouts::DISHONEST_PENALTY;
 
 /// Disconnected peers whose counters are kept (for status and reputation after a reconnect).
 const MAX_REMEMBERED: usize = 256;
-/// A peer that sent a wrong narinfo or wrong blocks is asked last for this long.
-const DISHONEST_PENALTY: Duration = Duration::from_secs(3600);
 
 /// How we came to know a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]

@@ -66,7 +66,7 @@ pub struct ProviderWriter {
 
 fn connect(state_dir: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(state_dir.join(crate::store::STATE_DB_FILE))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(crate::timeouts::SQLITE_BUSY)?;
     Ok(conn)
 }
 

@@ -26,7 +26,7 @@ pub use progress::{IndexStats, ScanProgress};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -104,7 +104,7 @@ fn connect(path: &Path, create: bool) -> Result<Connection, StateError> {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(crate::timeouts::SQLITE_BUSY)?;
     // The state code has ~30 cached statements and rusqlite keeps 16: past that, LRU eviction made
     // the per-block lookups of a peer's fetch re-parse their SQL (~1 % of the serving daemon's CPU).
     conn.set_prepared_statement_cache_capacity(64);

@@ -24,14 +24,12 @@ use super::accepted::AcceptedNar;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StoreHash;
 use crate::p2p::narinfo::{Answer, AskError};
+use crate::timeouts::MAX_LOOKUP_STRETCH;
 use crate::trust::{Refusal, Source};
 
 /// Peers a lookup asks at once: one honest answer is all it needs, and asking every peer of a
 /// LAN about every path of a closure would multiply the load by the number of peers.
 const FANOUT: usize = 3;
-/// A lookup's deadline at most, however slow the matching peers' links (see
-/// [`Substituter::lookup_timeout_for`]).
-const MAX_LOOKUP_STRETCH: Duration = Duration::from_secs(3);
 /// Providers from the tracker a lookup dials and asks at most.
 const TRACKED_PEERS: usize = 6;
 

@@ -15,6 +15,7 @@ use super::sources::{Source, SourceError};
 use crate::ipld::ChunkedNar;
 use crate::ipld::walk::{Limits, Piece, Walk};
 use crate::p2p::blocks::MAX_CIDS;
+use crate::timeouts::PLAN_ATTEMPT;
 
 /// A NAR's DAG, planned: its root, its pieces in order, and the interior nodes fetched on the way.
 pub(super) struct Plan {
@@ -38,10 +39,6 @@ impl Plan {
         Some(ChunkedNar { root: self.root, chunks, nodes, fingerprint: None })
     }
 }
-
-/// One attempt to fetch DAG nodes from one source while planning (the whole plan is also bounded
-/// by the transfer's first-byte deadline).
-const PLAN_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Substituter {
     /// Peerix peers that may have the NAR: those that named `root`, then every connected peer whose

@@ -4,8 +4,6 @@
 //! RPC API (`POST /api/v0/block/get`). Every block from every source is checked against its CID
 //! before it is returned; a source that sends wrong bytes is reported as [`SourceError::BadBlock`].
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use cid::Cid;
 use futures_util::{StreamExt, TryStreamExt};
@@ -13,9 +11,8 @@ use libp2p::PeerId;
 
 use crate::ipld::{self, MAX_BLOCK};
 use crate::p2p::{self, Node};
+use crate::timeouts::BLOCK_REQUEST;
 
-/// One bitswap or HTTP block request may take this long.
-const BLOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Blocks of one unit asked of a bitswap peer or a fallback at once.
 const PARALLEL: usize = 16;
 
@@ -103,7 +100,7 @@ pub struct Sources {
 
 impl Sources {
     pub fn new(node: Option<Node>, fallbacks: Vec<Fallback>) -> Result<Self, crate::remote::RemoteError> {
-        Ok(Self { node, fallbacks, http: crate::remote::client(BLOCK_TIMEOUT)? })
+        Ok(Self { node, fallbacks, http: crate::remote::client(BLOCK_REQUEST)? })
     }
 
     /// `cids` from `source`, in order, each checked against its CID.
@@ -121,7 +118,7 @@ impl Sources {
                 let node = self.node.as_ref().ok_or_else(|| SourceError::Failed("no IPFS node".into()))?;
                 futures_util::stream::iter(cids.iter().copied())
                     .map(|cid| async move {
-                        node.want_block(*peer, cid, BLOCK_TIMEOUT).await.map_err(|e| match e {
+                        node.want_block(*peer, cid, BLOCK_REQUEST).await.map_err(|e| match e {
                             p2p::bitswap::client::WantError::DontHave => SourceError::Missing(cid),
                             other => SourceError::Failed(other.to_string()),
                         })

@@ -20,14 +20,9 @@ use crate::local_cache::LocalCache;
 use crate::nix::store_path::StoreHash;
 use crate::publications::Publication;
 use crate::remote::{RemoteError, read_capped};
+use crate::timeouts::{MAX_BACKOFF, TRACKER_HEARTBEAT, TRACKER_REQUEST, TRACKER_TICK};
 use crate::tracker_wire::{Accepted, Announcement, Provider, Providers, Signed};
 
-/// How often pending changes go out (and the announcer looks at the time).
-const TICK: Duration = Duration::from_secs(2);
-/// Longest wait after failures.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// One request at most: an announcement of 100 000 paths is ~4 MB.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A providers answer at most (20 providers × 16 addresses fit easily).
 const MAX_ANSWER: usize = 256 << 10;
 
@@ -51,7 +46,7 @@ pub struct TrackerClient {
 
 impl TrackerClient {
     pub fn new(url: &str, key: Keypair) -> Result<Self, crate::remote::RemoteError> {
-        let http = crate::remote::client(REQUEST_TIMEOUT)?;
+        let http = crate::remote::client(TRACKER_REQUEST)?;
         let peer_id = key.public().to_peer_id();
         Ok(Self { base: url.trim_end_matches('/').to_owned(), http, key, peer_id })
     }
@@ -183,17 +178,17 @@ pub async fn announce_forever(
     // What the tracker holds: its generation, or `None` when it needs the full list.
     let mut held: Option<u64> = None;
     let (mut add, mut remove) = (BTreeSet::<String>::new(), BTreeSet::<String>::new());
-    let mut heartbeat = Duration::from_secs(60);
+    let mut heartbeat = TRACKER_HEARTBEAT;
     let mut last_sent = tokio::time::Instant::now();
     let mut last_addrs: Vec<String> = Vec::new();
-    let (mut backoff, mut retry_at, mut failing) = (TICK, tokio::time::Instant::now(), false);
+    let (mut backoff, mut retry_at, mut failing) = (TRACKER_TICK, tokio::time::Instant::now(), false);
     // The tracker's node, once known: asked for at start and every minute until it answers.
     let (mut relays_known, mut ask_node_at) = (false, tokio::time::Instant::now());
     let mut started = false;
     loop {
         // The first round runs at once (the relay and the first announcement are what make us
         // reachable); then one a tick.
-        let wait = if started { TICK } else { Duration::ZERO };
+        let wait = if started { TRACKER_TICK } else { Duration::ZERO };
         started = true;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -278,7 +273,7 @@ pub async fn announce_forever(
                 heartbeat =
                     Duration::from_secs(accepted.ttl_secs / 3).clamp(Duration::from_secs(5), Duration::from_secs(120));
                 last_sent = tokio::time::Instant::now();
-                (backoff, failing) = (TICK, false);
+                (backoff, failing) = (TRACKER_TICK, false);
             }
             Err(e) => {
                 // The changes go out again (the full list includes them anyway).

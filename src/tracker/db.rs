@@ -96,7 +96,7 @@ impl TrackerDb {
         })?;
         let path = state_dir.join("tracker.sqlite");
         let conn = Connection::open(&path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(crate::timeouts::SQLITE_BUSY)?;
         conn.execute_batch(SCHEMA)?;
         // A tracker DB from before `announced_at`: add it (records are soft state; 0 = unknown).
         let has: bool =
@@ -118,7 +118,7 @@ impl TrackerDb {
                     &self.path,
                     rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
-                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c.busy_timeout(crate::timeouts::SQLITE_BUSY)?;
                 c
             }
         };

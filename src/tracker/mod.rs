@@ -32,9 +32,7 @@ use tracing::{info, warn};
 use self::db::TrackerDb;
 use self::limits::Rate;
 use crate::dashboard;
-
-/// How often expired records are deleted (lookups already skip them).
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
+use crate::timeouts::TRACKER_SWEEP_EVERY;
 
 pub struct TrackerConfig {
     pub listen: SocketAddr,
@@ -194,7 +192,7 @@ pub async fn run(cfg: TrackerConfig, shutdown: CancellationToken) -> Result<(), 
     crate::tasks::spawn(module_path!(), async move {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(SWEEP_EVERY) => {}
+                _ = tokio::time::sleep(TRACKER_SWEEP_EVERY) => {}
                 _ = stop.cancelled() => return,
             }
             let (t, now) = (sweeper.clone(), crate::store::now_secs());

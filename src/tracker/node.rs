@@ -100,8 +100,8 @@ pub fn start(cfg: NodeConfig, key: libp2p::identity::Keypair, shutdown: Cancella
             }
         })
         .map_err(|e| NodeError::Transport(e.into()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-        .with_connection_timeout(Duration::from_secs(5))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(crate::timeouts::TRACKER_NODE_IDLE))
+        .with_connection_timeout(crate::timeouts::P2P_HANDSHAKE)
         .build();
     for addr in &cfg.listen {
         swarm.listen_on(addr.clone())?;

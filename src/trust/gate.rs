@@ -14,14 +14,11 @@ use crate::nix::signing::{self, PublicKey};
 use crate::nix::store_db::PathInfo;
 use crate::nix::store_path::{StoreHash, StorePath};
 use crate::store::{StateDb, StateError, UpstreamVerdict, now_secs};
+use crate::timeouts::UPSTREAM_UNREACHABLE_RETRY;
 use crate::upstream::Upstream;
 
 /// The key cache.nixos.org signs with; trusted unless the operator names other keys.
 pub const CACHE_NIXOS_ORG_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
-
-/// An unreachable upstream is asked again after this long (a flapping link should not turn every
-/// narinfo request into a 5 s wait, nor keep a path private for an hour).
-const UNREACHABLE_RETRY: Duration = Duration::from_secs(60);
 
 /// At most this many upstream checks run at once; more wait (a `nix` asking for 1000 unsigned paths
 /// must not open 1000 connections to cache.nixos.org).
@@ -220,7 +217,7 @@ impl Gate {
         let fresh = match verdict {
             UpstreamVerdict::Same => true,
             UpstreamVerdict::Absent => age < self.negative_ttl.as_secs(),
-            UpstreamVerdict::Unreachable => age < UNREACHABLE_RETRY.as_secs(),
+            UpstreamVerdict::Unreachable => age < UPSTREAM_UNREACHABLE_RETRY.as_secs(),
         };
         fresh.then(|| Self::verdict_of(verdict, sigs))
     }

@@ -130,10 +130,14 @@ impl Rogue {
     /// Asks `peer` for the narinfo of `hash` over `/peerix/narinfo/1.0.0`.
     pub async fn ask_narinfo(&self, peer: PeerId, hash: &str) -> Option<String> {
         let hash = peerix::nix::store_path::StoreHash::parse(hash).unwrap();
-        narinfo::ask(&lanes::Lanes::new(self.control.clone(), narinfo::PROTOCOL, 1, narinfo::RETRIES), peer, &hash)
-            .await
-            .unwrap()
-            .map(|a| a.narinfo)
+        narinfo::ask(
+            &lanes::Lanes::new(self.control.clone(), narinfo::PROTOCOL, 1, peerix::timeouts::NARINFO_RETRIES),
+            peer,
+            &hash,
+        )
+        .await
+        .unwrap()
+        .map(|a| a.narinfo)
     }
 
     /// Asks `peer` for blocks over `/peerix/blocks/1.0.0` (compressed on the wire if `compress`).
@@ -144,7 +148,7 @@ impl Rogue {
         compress: bool,
     ) -> Result<Vec<bytes::Bytes>, blocks::FetchError> {
         blocks::fetch(
-            &lanes::Lanes::new(self.control.clone(), blocks::PROTOCOL, 1, blocks::RETRIES),
+            &lanes::Lanes::new(self.control.clone(), blocks::PROTOCOL, 1, peerix::timeouts::BLOCK_RETRIES),
             peer,
             cids,
             compress,

@@ -23,16 +23,8 @@ use tracing::{debug, info};
 use super::message::{self, DONT_HAVE, Entry, HAVE, Message, WANT_BLOCK, WANT_HAVE, Wantlist};
 use super::{Bitswap, Stats};
 use crate::ipld::{self, walk};
+use crate::timeouts::{BITSWAP_ATTEMPT, BITSWAP_BLOCK_DEADLINE, BITSWAP_NO_PROVIDER_WAIT};
 
-/// How long one peer gets to answer a want before the session asks elsewhere.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A block nobody delivers within this is a failure.
-const BLOCK_DEADLINE: Duration = Duration::from_secs(60);
-/// A block nobody can be asked for (no connected peer but those that said DONT_HAVE, no DHT
-/// provider) fails after this, rather than at [`BLOCK_DEADLINE`]: `peerix fetch` of a CID nobody
-/// has ends in seconds with "no provider". The wait lets a peer that is connecting right now
-/// (an mDNS neighbour, a re-dial) join.
-const NO_PROVIDER_WAIT: Duration = Duration::from_secs(2);
 /// Connected peers asked at once when the session knows nobody who has the block.
 const BROADCAST_PEERS: usize = 16;
 /// Blocks in flight in a DAG fetch: 64 × ≤ 256 KiB keeps a LAN busy with ≤ 16 MiB buffered.
@@ -246,7 +238,7 @@ impl Bitswap {
         presence_rx: &mut PresenceRx,
     ) -> Result<(PeerId, Bytes), FetchError> {
         let started = Instant::now();
-        let deadline = started + BLOCK_DEADLINE;
+        let deadline = started + BITSWAP_BLOCK_DEADLINE;
         let mut asked_block: HashSet<PeerId> = HashSet::new();
         let mut dont_have: HashSet<PeerId> = HashSet::new();
         let mut asked_dht = false;
@@ -280,14 +272,14 @@ impl Bitswap {
                 }
             }
             if targets.is_empty() {
-                if asked_dht && started.elapsed() >= NO_PROVIDER_WAIT {
+                if asked_dht && started.elapsed() >= BITSWAP_NO_PROVIDER_WAIT {
                     return Err(FetchError::NoProvider(cid));
                 }
                 // Nobody to ask yet: wait for a peer to connect (or the deadline).
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;
             }
-            let attempt_end = tokio::time::Instant::now() + ATTEMPT_TIMEOUT;
+            let attempt_end = tokio::time::Instant::now() + BITSWAP_ATTEMPT;
             let mut pending: HashSet<PeerId> = targets.iter().copied().collect();
             loop {
                 tokio::select! {

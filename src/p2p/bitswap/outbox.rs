@@ -13,7 +13,6 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::Notify;
@@ -21,21 +20,18 @@ use tracing::debug;
 
 use super::message::{self, Entry, Message, Wantlist};
 use super::{PROTOCOL_1_0_0, PROTOCOLS};
+use crate::timeouts::{BITSWAP_OUTBOX_IDLE, BITSWAP_RESPONSE_WAIT};
 
 /// Response messages queued per peer, and the block bytes in them: a slow peer holds at most
 /// ~8 MiB of ours (32 responses of 256 KiB, what the outbound stream drains in ~40 ms at the rates
 /// measured here).
 const MAX_RESPONSES: usize = 128;
 const MAX_RESPONSE_BYTES: usize = 8 << 20;
-/// How long a response waits for room in a full queue before it is dropped.
-const RESPONSE_WAIT: Duration = Duration::from_secs(10);
 /// Wantlist entries queued per peer.
 const MAX_ENTRIES: usize = 16_384;
 /// Entries per message: what our own server answers from one message (boxo caps a peer's
 /// wantlist at 1024 too).
 const ENTRIES_PER_MESSAGE: usize = 1024;
-/// A writer with nothing to send for this long closes its stream and exits.
-const IDLE: Duration = Duration::from_secs(60);
 /// Merge queued responses up to this size before writing, as small as the responses themselves
 /// (see `RESPONSE_PAYLOAD`). A message stays far under the 4 MiB cap: 256 KiB + one more response
 /// (≤ 256 KiB + one block of ≤ 1 MiB) + 1024 entries of ~40 bytes.
@@ -84,10 +80,10 @@ impl Outbox {
     /// Queues a response for `peer`, waiting while its queue is full: the serving task waits, so
     /// we stop reading that peer's wants (boxo's engine does the same) instead of dropping blocks
     /// the peer would wait for until its own timeout. Dropped only if no room comes within
-    /// [`RESPONSE_WAIT`]; then `false` (the peer is not reading: send it nothing more now).
+    /// [`BITSWAP_RESPONSE_WAIT`]; then `false` (the peer is not reading: send it nothing more now).
     pub async fn respond(&self, peer: PeerId, msg: Message) -> bool {
         let mut msg = Box::new(msg);
-        let deadline = tokio::time::Instant::now() + RESPONSE_WAIT;
+        let deadline = tokio::time::Instant::now() + BITSWAP_RESPONSE_WAIT;
         loop {
             let pq = match self.push(peer, *msg, true) {
                 Pushed::Queued => return true,
@@ -231,7 +227,9 @@ async fn write_loop(mut control: libp2p_stream::Control, peer: PeerId, pq: Arc<P
         let Some(batch) = next else {
             // `notify_one` keeps a permit when nobody waits, so a send between the check above and
             // this wait is not missed.
-            if tokio::time::timeout(IDLE, pq.ready.notified()).await.is_err() && retire(&peers, peer, &pq, false) {
+            if tokio::time::timeout(BITSWAP_OUTBOX_IDLE, pq.ready.notified()).await.is_err()
+                && retire(&peers, peer, &pq, false)
+            {
                 return;
             }
             continue;
@@ -293,6 +291,7 @@ mod tests {
     use super::*;
     use crate::ipld::raw_cid;
     use crate::p2p::bitswap::message::{Block, prefix_of};
+    use std::time::Duration;
 
     fn want(i: u32) -> Message {
         let e = Entry {
@@ -375,7 +374,7 @@ mod tests {
         waiting.await;
         let after = pq().queue.lock().unwrap().responses.len();
         assert_eq!(after, queued - taken.payload.len() + 1);
-        // Fill it again; then with no room for RESPONSE_WAIT, a response is dropped and the task
+        // Fill it again; then with no room for BITSWAP_RESPONSE_WAIT, a response is dropped and the task
         // goes on.
         while pq_has_room(&outbox, peer) {
             i += 1;
@@ -384,7 +383,7 @@ mod tests {
         let full = pq().queue.lock().unwrap().responses.len();
         let started = tokio::time::Instant::now();
         outbox.respond(peer, block(i + 1, 100 << 10)).await;
-        assert!(started.elapsed() >= RESPONSE_WAIT);
+        assert!(started.elapsed() >= BITSWAP_RESPONSE_WAIT);
         assert_eq!(pq().queue.lock().unwrap().responses.len(), full, "the late response was dropped");
         drop(behaviour);
     }

@@ -14,12 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::bloom::Bloom;
-use super::{MAX_DELTA, PROTOCOL, SEND_EVERY, wire};
+use super::{MAX_DELTA, PROTOCOL, wire};
 use crate::local_cache::LocalCache;
 use crate::nix::store_path::StoreHash;
 use crate::p2p::peers::Peers;
 use crate::p2p::random_u64;
 use crate::publications::Publication;
+use crate::timeouts::SUMMARY_SEND_EVERY;
 
 /// Frames queued per peer: a full summary and a few deltas.
 const LINK_QUEUE: usize = 4;
@@ -100,7 +101,7 @@ pub async fn advertise(
         last_change_sent: Instant::now(),
         links: HashMap::new(),
     };
-    let mut tick = tokio::time::interval(SEND_EVERY);
+    let mut tick = tokio::time::interval(SUMMARY_SEND_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -149,7 +150,7 @@ impl Advertiser {
     }
 
     /// Opens links to new peerix peers, closes those of departed ones, and brings every peer to the
-    /// current generation. Changes go out when `timed` (once per [`SEND_EVERY`]) or when a new peer
+    /// current generation. Changes go out when `timed` (once per [`SUMMARY_SEND_EVERY`]) or when a new peer
     /// needs a full summary anyway.
     fn round(&mut self, timed: bool) {
         let current: HashSet<PeerId> = self.peers.peerix_peers().into_iter().collect();
@@ -163,7 +164,7 @@ impl Advertiser {
         }
         let pending = !self.added.is_empty() || !self.removed.is_empty();
         let newcomer = self.links.values().any(|l| l.holds.is_none());
-        if pending && (newcomer || (timed && self.last_change_sent.elapsed() >= SEND_EVERY)) {
+        if pending && (newcomer || (timed && self.last_change_sent.elapsed() >= SUMMARY_SEND_EVERY)) {
             self.next_generation();
         }
         let peers: Vec<PeerId> = self.links.keys().copied().collect();

@@ -11,7 +11,7 @@
 //! Sender ([`advertise`]): one task. The published set comes from the state DB at start, then from
 //! publication events ([`crate::publications`]) — the same events that drive DHT announcements and
 //! withdrawals, so a path that is garbage-collected or stops passing the gate leaves every
-//! summary within [`SEND_EVERY`]. Changes are batched and sent at most once per [`SEND_EVERY`];
+//! summary within [`SUMMARY_SEND_EVERY`]. Changes are batched and sent at most once per [`SUMMARY_SEND_EVERY`];
 //! a batch larger than [`MAX_DELTA`] (or one that overfills the filter) becomes a new full summary.
 //! Receiver ([`receive`]): [`apply`] checks every message (sizes, hash count, generation) before
 //! it changes anything; a peer may send [`MESSAGE_BURST`] messages at once and one per second
@@ -24,7 +24,7 @@ pub use advertise::advertise;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::Semaphore;
@@ -36,8 +36,6 @@ use super::{Client, frame, peers::Peers};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/peerix/have/1.0.0");
 
-/// Changes are sent at most this often (a scan that publishes 10 000 paths is one message).
-pub const SEND_EVERY: Duration = Duration::from_secs(1);
 /// Hashes added plus removed in one delta at most; more make a full summary.
 pub const MAX_DELTA: usize = 16_384;
 /// Withdrawn hashes a receiver remembers on top of a full summary (a Bloom filter cannot forget);

@@ -8,7 +8,7 @@
 //! time and the whole transfer at most [`WINDOW_BYTES`] ahead of what was sent to nix — so a faster
 //! source simply comes back for more, and memory stays bounded. A unit whose source errs, sends a
 //! wrong block or does not have it goes back to the front of the queue; a source that fails
-//! [`MAX_FAILURES`] times, stalls for [`STALLED`], lacks a block or sends a wrong one is dropped for
+//! [`MAX_FAILURES`] times, stalls for [`UNIT_STALLED`], lacks a block or sends a wrong one is dropped for
 //! the rest of the transfer; the unit nix waits for is asked of a second source once it is
 //! [`HEDGE_AFTER`] (or 4× its source's usual time) late. Fallbacks join when no peer is left or the
 //! head unit is late; new sources (DHT providers) join when they are found. With no source at all
@@ -43,6 +43,7 @@ use crate::ipld::ChunkedNar;
 use crate::ipld::walk::Piece;
 use crate::nix::hash::NarHash;
 use crate::p2p::blocks::MAX_CIDS;
+use crate::timeouts::{FALLBACK_AFTER, FIRST_BYTES_WAIT, HEDGE_AFTER, NO_SOURCE_WAIT};
 
 /// Why a transfer ended before nix had the whole NAR; shown as `failed: <text>` in
 /// `/api/status`, and the response is aborted (nix sees a truncated body and moves on).
@@ -72,22 +73,8 @@ const FALLBACK_UNITS: usize = 2;
 const WINDOW_BYTES: u64 = 32 << 20;
 /// A source failing this many units in a row is dropped.
 const MAX_FAILURES: u32 = 3;
-/// A unit in flight this long marks its source as stalled (dropped, its units re-queued).
-const STALLED: Duration = Duration::from_secs(8);
-/// The unit nix waits for is asked of a second source when it is this late (or 4× its source's
-/// usual time, whichever is longer).
-const HEDGE_AFTER: Duration = Duration::from_secs(1);
-/// Fallbacks join once the unit nix waits for is this late.
-const FALLBACK_AFTER: Duration = Duration::from_secs(2);
-/// With no source left for this long, the transfer fails.
-const NO_SOURCE_WAIT: Duration = Duration::from_secs(5);
 /// Pieces buffered between the driver and the HTTP body.
 const OUT_QUEUE: usize = 32;
-/// From a NAR request to its first bytes ready (DAG planned, first unit verified) at most: past
-/// it nix gets a 404 and asks its next substituter. A live LAN or WAN peer delivers a first 1 MiB
-/// unit in well under a second; a peer that vanished without a word is only closed by the ping
-/// check after ~6 s, and nix should not wait that long on it.
-const FIRST_BYTES_WAIT: Duration = Duration::from_secs(3);
 
 struct Unit {
     pieces: Range<usize>,

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::{
-    Done, Driver, FALLBACK_AFTER, HEDGE_AFTER, MAX_FAILURES, NO_SOURCE_WAIT, STALLED, Slot, TransferFailure,
-    WINDOW_BYTES,
+    Done, Driver, FALLBACK_AFTER, HEDGE_AFTER, MAX_FAILURES, NO_SOURCE_WAIT, Slot, TransferFailure, WINDOW_BYTES,
 };
 use crate::substitute::sources::{Source, SourceError};
+use crate::timeouts::UNIT_STALLED;
 
 impl Driver {
     /// Hands units to sources with room, the re-queued ones first, within the window.
@@ -177,7 +177,7 @@ impl Driver {
         let mut stalled = Vec::new();
         for (unit, copies) in &self.flying {
             for (slot, started, _) in copies {
-                if started.elapsed() > STALLED {
+                if started.elapsed() > UNIT_STALLED {
                     stalled.push((*unit, *slot));
                 }
             }
