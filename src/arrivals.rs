@@ -12,10 +12,10 @@
 //! So it is bounded by the bytes of metadata it holds ([`MAX_BYTES`]), oldest out first — a DAG
 //! costs ~48 bytes per chunk plus its interior nodes: 64 MiB covers ~80 GiB of NARs in 64 KiB chunks.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::bounded::Lru;
 use crate::ipld::ChunkedNar;
 use crate::nix::hash::NarHash;
 
@@ -38,18 +38,10 @@ pub struct ArrivalCounters {
     pub read_bytes: AtomicU64,
 }
 
-#[derive(Default)]
-struct Inner {
-    map: HashMap<NarHash, (u64, ChunkedNar)>,
-    /// NarHash and the generation it was offered in: a re-offered NAR's old queue entry is stale.
-    order: VecDeque<(NarHash, u64)>,
-    bytes: usize,
-    generation: u64,
-}
-
 /// The hand-off between transfers and the indexer.
 pub struct Arrivals {
-    inner: Mutex<Inner>,
+    /// By NarHash; offered and taken, never looked at in between: first in, first out.
+    inner: Mutex<Lru<NarHash, ChunkedNar>>,
     max_bytes: usize,
     pub counters: ArrivalCounters,
 }
@@ -69,10 +61,14 @@ fn cost(dag: &ChunkedNar) -> usize {
 
 impl Arrivals {
     pub fn with_capacity(max_bytes: usize) -> Self {
-        Self { inner: Mutex::new(Inner::default()), max_bytes, counters: ArrivalCounters::default() }
+        Self {
+            inner: Mutex::new(Lru::weighted(usize::MAX, max_bytes, cost)),
+            max_bytes,
+            counters: ArrivalCounters::default(),
+        }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Lru<NarHash, ChunkedNar>) -> T) -> T {
         f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -85,49 +81,20 @@ impl Arrivals {
             self.counters.evicted.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let evicted = self.with(|i| {
-            i.generation += 1;
-            let generation = i.generation;
-            if let Some((_, old)) = i.map.insert(nar_hash, (generation, dag)) {
-                i.bytes -= cost(&old);
-            }
-            i.order.push_back((nar_hash, generation));
-            i.bytes += size;
-            let mut evicted = 0;
-            while i.bytes > self.max_bytes {
-                let Some((oldest, generation)) = i.order.pop_front() else { break };
-                if i.map.get(&oldest).is_some_and(|(g, _)| *g == generation)
-                    && let Some((_, gone)) = i.map.remove(&oldest)
-                {
-                    i.bytes -= cost(&gone);
-                    evicted += 1;
-                }
-            }
-            // Stale queue entries (taken or re-offered NARs) are dropped as they reach the front;
-            // bound them too, so a stream of offers and takes cannot grow the queue.
-            if i.order.len() > 2 * i.map.len() + 64 {
-                let map = &i.map;
-                i.order.retain(|(h, g)| map.get(h).is_some_and(|(cur, _)| cur == g));
-            }
-            evicted
-        });
+        let evicted = self.with(|i| i.insert(nar_hash, dag)) as u64;
         self.counters.evicted.fetch_add(evicted, Ordering::Relaxed);
     }
 
     /// The DAG offered for this NarHash, if any (taken: used once).
     pub fn take(&self, nar_hash: &NarHash) -> Option<ChunkedNar> {
-        let dag = self.with(|i| {
-            let (_, dag) = i.map.remove(nar_hash)?;
-            i.bytes -= cost(&dag);
-            Some(dag)
-        })?;
+        let dag = self.with(|i| i.remove(nar_hash))?;
         self.counters.adopted.fetch_add(1, Ordering::Relaxed);
         Some(dag)
     }
 
     /// DAGs waiting, and the bytes they hold.
     pub fn held(&self) -> (usize, usize) {
-        self.with(|i| (i.map.len(), i.bytes))
+        self.with(|i| (i.len(), i.weight()))
     }
 }
 
@@ -194,6 +161,6 @@ mod tests {
             a.offer(hash((round % 7) as u8), dag(4));
             a.take(&hash((round % 7) as u8));
         }
-        assert!(a.with(|i| i.order.len()) <= 2 * a.held().0 + 64);
+        assert_eq!(a.held(), (0, 0), "every offer was taken");
     }
 }

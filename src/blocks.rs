@@ -11,7 +11,6 @@
 //! The blockstore keeps received blocks under a size cap (`--cache-size`), evicting the least
 //! recently used first.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +18,7 @@ use bytes::Bytes;
 use cid::Cid;
 use tracing::{debug, warn};
 
+use crate::bounded::Lru;
 use crate::ipld::{self, MAX_BLOCK};
 use crate::local_cache::{CacheError, LocalCache};
 use crate::nix::nar_layout::NarLayout;
@@ -27,7 +27,7 @@ use crate::store::StateError;
 
 /// NAR layouts kept for serving chunks: a layout costs one metadata walk of the path to build and
 /// ~150 bytes per file to keep, so the cache is bounded by bytes (a few layouts of huge trees
-/// must not pin hundreds of MB) and by entries (eviction scans them).
+/// must not pin hundreds of MB) and by entries.
 const LAYOUT_CACHE_BYTES: usize = 32 << 20;
 const LAYOUT_CACHE_ENTRIES: usize = 512;
 /// Chunk locations kept in memory (~150 bytes each: ~10 MB, the chunks of ~4 GiB of NARs).
@@ -37,10 +37,9 @@ const LOCATION_CACHE_ENTRIES: usize = 64 * 1024;
 type Location = (String, u64, u32);
 
 /// Chunk locations of recently served paths, valid for one state of Nix's DB.
-#[derive(Default)]
 struct Locations {
     stamp: Option<[i64; 6]>,
-    map: HashMap<Cid, Location>,
+    map: Lru<Cid, Location>,
 }
 
 /// Where a block came from.
@@ -68,47 +67,13 @@ pub struct Blocks {
     evicted: AtomicU64,
 }
 
-/// Recently used NAR layouts, least recently used evicted first, bounded by their heap bytes.
-#[derive(Default)]
-struct Layouts {
-    /// Layout, last use, and whether its files are as they were when the path was read and hashed
-    /// whole (its fingerprint is the one the index recorded then).
-    map: HashMap<String, (Arc<NarLayout>, u64, bool)>,
-    bytes: usize,
-    tick: u64,
-}
+/// Recently used NAR layouts, least recently used evicted first, bounded by their heap bytes: each
+/// with whether its files are as they were when the path was read and hashed whole (its
+/// fingerprint is the one the index recorded then).
+type Layouts = Lru<String, (Arc<NarLayout>, bool)>;
 
-impl Layouts {
-    fn get(&mut self, hash32: &str) -> Option<(Arc<NarLayout>, bool)> {
-        self.tick += 1;
-        let (layout, used, vouched) = self.map.get_mut(hash32)?;
-        *used = self.tick;
-        Some((layout.clone(), *vouched))
-    }
-
-    /// Keeps `layout` unless it alone is over `max_bytes`, evicting the least recently used.
-    fn insert(&mut self, hash32: &str, layout: Arc<NarLayout>, vouched: bool, max_bytes: usize, max_entries: usize) {
-        let size = layout.heap_size();
-        if size > max_bytes {
-            return;
-        }
-        self.remove(hash32);
-        while !self.map.is_empty() && (self.bytes + size > max_bytes || self.map.len() >= max_entries) {
-            let Some(oldest) = self.map.iter().min_by_key(|(_, (_, used, _))| *used).map(|(k, _)| k.clone()) else {
-                break;
-            };
-            self.remove(&oldest);
-        }
-        self.tick += 1;
-        self.bytes += size;
-        self.map.insert(hash32.to_owned(), (layout, self.tick, vouched));
-    }
-
-    fn remove(&mut self, hash32: &str) {
-        if let Some((l, _, _)) = self.map.remove(hash32) {
-            self.bytes -= l.heap_size();
-        }
-    }
+fn layout_weight(entry: &(Arc<NarLayout>, bool)) -> usize {
+    entry.0.heap_size()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,8 +91,8 @@ impl Blocks {
         let stored = cache.state().block_stats().map(|(_, bytes)| bytes).unwrap_or(0);
         Self {
             cache,
-            layouts: Mutex::new(Layouts::default()),
-            locations: Mutex::new(Locations::default()),
+            layouts: Mutex::new(Lru::weighted(LAYOUT_CACHE_ENTRIES, LAYOUT_CACHE_BYTES, layout_weight)),
+            locations: Mutex::new(Locations { stamp: None, map: Lru::new(LOCATION_CACHE_ENTRIES) }),
             cache_size,
             stored: AtomicU64::new(stored),
             chunk_bytes_read: AtomicU64::new(0),
@@ -237,7 +202,7 @@ impl Blocks {
         let stamp = self.cache.store_db().stamp();
         let Ok(chunks) = self.cache.state().chunks_of(hash32) else { return };
         let Ok(mut l) = self.locations.lock() else { return };
-        if l.stamp != stamp || l.map.len() + chunks.len() > LOCATION_CACHE_ENTRIES {
+        if l.stamp != stamp {
             l.map.clear();
             l.stamp = stamp;
         }
@@ -287,7 +252,7 @@ impl Blocks {
     }
 
     fn layout(&self, hash32: &str) -> std::io::Result<(Arc<NarLayout>, bool)> {
-        if let Some(l) = self.layouts.lock().ok().and_then(|mut m| m.get(hash32)) {
+        if let Some(l) = self.layouts.lock().ok().and_then(|mut m| m.get(hash32).cloned()) {
             return Ok(l);
         }
         let entry = self
@@ -301,7 +266,7 @@ impl Blocks {
         let recorded = self.cache.state().fingerprint(hash32).map_err(std::io::Error::other)?;
         let vouched = recorded == Some(layout.fingerprint());
         if let Ok(mut m) = self.layouts.lock() {
-            m.insert(hash32, layout.clone(), vouched, LAYOUT_CACHE_BYTES, LAYOUT_CACHE_ENTRIES);
+            m.insert(hash32.to_owned(), (layout.clone(), vouched));
         }
         Ok((layout, vouched))
     }
@@ -373,22 +338,24 @@ mod tests {
         };
         let (small, big) = (layout_of(10), layout_of(2000));
         let budget = big.heap_size() + 2 * small.heap_size();
-        let mut cache = Layouts::default();
-        cache.insert("a", small.clone(), false, budget, 100);
-        cache.insert("b", small.clone(), false, budget, 100);
+        let mut cache: Layouts = Lru::weighted(100, budget, layout_weight);
+        cache.insert("a".into(), (small.clone(), false));
+        cache.insert("b".into(), (small.clone(), false));
         assert!(cache.get("a").is_some(), "a is now the more recently used");
-        cache.insert("big", big.clone(), false, budget, 100);
-        cache.insert("c", small.clone(), false, budget, 100);
-        assert!(cache.bytes <= budget, "{} bytes kept over a budget of {budget}", cache.bytes);
+        cache.insert("big".into(), (big.clone(), false));
+        cache.insert("c".into(), (small.clone(), false));
+        assert!(cache.weight() <= budget, "{} bytes kept over a budget of {budget}", cache.weight());
         assert!(cache.get("b").is_none(), "the least recently used went first");
         assert!(cache.get("c").is_some());
-        cache.insert("huge", big.clone(), false, big.heap_size() - 1, 100);
-        assert!(cache.get("huge").is_none(), "a layout over the whole budget is not kept");
-        let total: usize = cache.map.values().map(|(l, _, _)| l.heap_size()).sum();
-        assert_eq!(cache.bytes, total, "the running total matches what is kept");
+        let mut tight: Layouts = Lru::weighted(100, big.heap_size() - 1, layout_weight);
+        tight.insert("huge".into(), (big.clone(), false));
+        assert!(tight.get("huge").is_none(), "a layout over the whole budget is not kept");
+        let total: usize = cache.keys().map(|k| cache.peek(k).map_or(0, layout_weight)).sum();
+        assert_eq!(cache.weight(), total, "the running total matches what is kept");
+        let mut few: Layouts = Lru::weighted(4, usize::MAX, layout_weight);
         for i in 0..10 {
-            cache.insert(&format!("n{i}"), small.clone(), false, usize::MAX, 4);
+            few.insert(format!("n{i}"), (small.clone(), false));
         }
-        assert_eq!(cache.map.len(), 4, "bounded by entries too");
+        assert_eq!(few.len(), 4, "bounded by entries too");
     }
 }

@@ -23,11 +23,12 @@
 //! | 5 network | [`p2p`] (the libp2p node: bitswap, our protocols, summaries, DHT) |
 //! | 4 content | [`publish`] (the indexer), [`blocks`] (blocks by CID, behind the gate) |
 //! | 3 trust | [`local_cache`] (the local store as a cache), [`trust`] (the publish gate), [`upstream`] (upstream's narinfos), [`arrivals`] (the DAG hand-off) |
-//! | 2 infrastructure | [`store`] (SQLite state), [`tasks`] (every spawned task, tracked), [`httpd`] (HTTP/1.1 server, no routes), [`remote`] (HTTP client), [`publications`] (events), [`index_control`] (pause, scan), [`identity`] (node key), [`dashboard`] (pages), [`errors`] (errors for the log) |
+//! | 2 infrastructure | [`store`] (SQLite state), [`bounded`] (the one cache type), [`rate`] (the one token bucket), [`tasks`] (every spawned task, tracked), [`httpd`] (HTTP/1.1 server, no routes), [`remote`] (HTTP client), [`publications`] (events), [`index_control`] (pause, scan), [`identity`] (node key), [`dashboard`] (pages), [`errors`] (errors for the log) |
 //! | 1 formats | [`timeouts`] (every wait, in one table), [`nix`] (Nix's formats), [`ipld`] (NARs as blocks), [`tracker_wire`] (the tracker protocol) |
 
 pub mod arrivals;
 pub mod blocks;
+pub mod bounded;
 pub mod config;
 pub mod dashboard;
 pub mod errors;
@@ -42,6 +43,7 @@ pub mod nix;
 pub mod p2p;
 pub mod publications;
 pub mod publish;
+pub mod rate;
 pub mod remote;
 pub mod store;
 pub mod substitute;

@@ -19,7 +19,6 @@
 //! changes ([`StoreDb::stamp`]), so a new signature, a garbage-collected path or a new path is seen
 //! on the very next request.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -28,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use crate::arrivals::Arrivals;
+use crate::bounded::Lru;
 use crate::nix::hash::NarHash;
 use crate::nix::store_db::{PathInfo, StoreDb, StoreDbError};
 use crate::nix::store_path::{StoreHash, StorePath};
@@ -35,7 +35,7 @@ use crate::publications::{Publication, Publications};
 use crate::store::{StateDb, StateError};
 use crate::trust::{Gate, Served, Source};
 
-/// Rendered narinfos kept in memory: ~1 KiB each, so ≤ 32 MiB. When full the map is cleared (a
+/// Rendered narinfos kept in memory: ~1 KiB each, so ≤ 32 MiB, least recently used out first (a
 /// working set larger than this is re-rendered at ~100 µs a path, which is still fast).
 const NARINFO_CACHE_ENTRIES: usize = 32 * 1024;
 /// NAR hashes known to match no valid path, until Nix's DB changes. Finding that out scans
@@ -73,10 +73,10 @@ pub struct Counters {
 
 struct Rendered {
     version: Option<[i64; 6]>,
-    map: HashMap<StoreHash, Bytes>,
-    nar_misses: std::collections::HashSet<NarHash>,
+    map: Lru<StoreHash, Bytes>,
+    nar_misses: Lru<NarHash, ()>,
     /// Offline gate verdicts for block reads ([`LocalCache::servable_offline`]).
-    servable: HashMap<StoreHash, bool>,
+    servable: Lru<StoreHash, bool>,
 }
 
 impl Rendered {
@@ -121,9 +121,9 @@ impl LocalCache {
             served,
             rendered: Mutex::new(Rendered {
                 version: None,
-                map: HashMap::new(),
-                nar_misses: Default::default(),
-                servable: HashMap::new(),
+                map: Lru::new(NARINFO_CACHE_ENTRIES),
+                nar_misses: Lru::new(NAR_MISS_ENTRIES),
+                servable: Lru::new(NARINFO_CACHE_ENTRIES),
             }),
             publications: Publications::default(),
             arrivals: Arrivals::default(),
@@ -195,9 +195,6 @@ impl LocalCache {
         if let Ok(mut r) = self.rendered.lock()
             && r.valid_for(version)
         {
-            if r.servable.len() >= NARINFO_CACHE_ENTRIES {
-                r.servable.clear();
-            }
             r.servable.insert(*hash, verdict);
         }
         verdict
@@ -250,7 +247,7 @@ impl LocalCache {
     fn known_nar_miss(&self, nar_hash: &NarHash) -> bool {
         let version = self.db.stamp();
         let Ok(mut r) = self.rendered.lock() else { return false };
-        r.current(version) && r.nar_misses.contains(nar_hash)
+        r.current(version) && r.nar_misses.get(nar_hash).is_some()
     }
 
     fn remember_nar_miss(&self, nar_hash: NarHash, version: Option<[i64; 6]>) {
@@ -258,10 +255,7 @@ impl LocalCache {
         if !r.valid_for(version) {
             return;
         }
-        if r.nar_misses.len() >= NAR_MISS_ENTRIES {
-            r.nar_misses.clear();
-        }
-        r.nar_misses.insert(nar_hash);
+        r.nar_misses.insert(nar_hash, ());
     }
 
     fn remember(&self, hash: StoreHash, version: Option<[i64; 6]>, body: Bytes) {
@@ -270,9 +264,6 @@ impl LocalCache {
         };
         if !r.valid_for(version) {
             return;
-        }
-        if r.map.len() >= NARINFO_CACHE_ENTRIES {
-            r.map.clear();
         }
         r.map.insert(hash, body);
     }

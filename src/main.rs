@@ -23,6 +23,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(|| LogSink)
+        // A span's end is a line with its duration (request, narinfo, nar, ask_peers, transfer:
+        // debug spans, so only when asked for: `RUST_LOG=peerix=debug`).
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .log_internal_errors(false)
         .init();

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
-use tracing::debug;
+use tracing::{Instrument, debug, debug_span};
 
 use super::Failure;
 use super::connections::{BodyBudget, Reserved};
@@ -107,7 +107,10 @@ pub async fn serve(
         let head_only = incoming.req.method() == Method::HEAD;
         let version = incoming.req.version();
         let _reserved = incoming.reserved;
-        let resp = match tower::ServiceExt::oneshot(app.clone(), incoming.req).await {
+        // One span per request: with `RUST_LOG=peerix=debug` every line it causes — the lookup,
+        // the peers asked, the transfer's units — carries it, and its close gives its duration.
+        let span = debug_span!("request", %peer, method = %incoming.req.method(), uri = %incoming.req.uri());
+        let resp = match tower::ServiceExt::oneshot(app.clone(), incoming.req).instrument(span).await {
             Ok(r) => r,
             Err(never) => match never {},
         };

@@ -2,7 +2,7 @@
 //!
 //! Nix asks for a narinfo and, moments later, for the NAR it names; it keeps the narinfo for 30
 //! days and may ask for the NAR again long after (or after our restart). So an accepted narinfo is
-//! kept in memory (bounded, [`MAX_ENTRIES`], oldest out first) with every root CID peers named for
+//! kept in memory (bounded, [`MAX_ENTRIES`], least recently used out first) with every root CID peers named for
 //! it and who named each, and written to the state DB (origin `peer`) so its `nar/<NarHash>.nar`
 //! URL resolves after the first peer has left and after a restart.
 //!
@@ -11,7 +11,6 @@
 //! how many peers named them, and a root whose DAG proves wrong is marked failed and never used
 //! again for this NAR.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -19,6 +18,7 @@ use cid::Cid;
 use libp2p::PeerId;
 use tracing::warn;
 
+use crate::bounded::Lru;
 use crate::nix::hash::NarHash;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::{StoreHash, StorePath};
@@ -106,11 +106,11 @@ impl AcceptedNar {
     }
 }
 
-#[derive(Default)]
+/// Two indexes of the same entries, each bounded (a narinfo reloaded from the state DB for a NAR
+/// request enters by NarHash only).
 struct Inner {
-    by_hash: HashMap<StoreHash, Arc<AcceptedNar>>,
-    by_nar: HashMap<NarHash, Arc<AcceptedNar>>,
-    order: VecDeque<StoreHash>,
+    by_hash: Lru<StoreHash, Arc<AcceptedNar>>,
+    by_nar: Lru<NarHash, Arc<AcceptedNar>>,
 }
 
 pub struct Accepted {
@@ -120,7 +120,8 @@ pub struct Accepted {
 
 impl Accepted {
     pub fn new(state: Arc<StateDb>) -> Self {
-        Self { inner: Mutex::new(Inner::default()), state }
+        let inner = Inner { by_hash: Lru::new(MAX_ENTRIES), by_nar: Lru::new(MAX_ENTRIES) };
+        Self { inner: Mutex::new(inner), state }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
@@ -135,19 +136,11 @@ impl Accepted {
     /// blocking thread.
     pub fn insert(&self, nar: Arc<AcceptedNar>) {
         self.with(|i| {
-            if let Some(old) = i.by_hash.insert(nar.hash, nar.clone()) {
+            if let Some(old) = i.by_hash.remove(&nar.hash) {
                 i.by_nar.remove(&old.nar_hash);
-                i.order.retain(|h| *h != nar.hash);
             }
+            i.by_hash.insert(nar.hash, nar.clone());
             i.by_nar.insert(nar.nar_hash, nar.clone());
-            i.order.push_back(nar.hash);
-            while i.order.len() > MAX_ENTRIES {
-                if let Some(h) = i.order.pop_front()
-                    && let Some(gone) = i.by_hash.remove(&h)
-                {
-                    i.by_nar.remove(&gone.nar_hash);
-                }
-            }
         });
         let Some(root) = nar.roots().first().map(|r| r.cid) else { return };
         let state = self.state.clone();

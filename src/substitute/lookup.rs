@@ -118,6 +118,7 @@ impl Substituter {
     ///
     /// With a tracker, its providers are asked for at once and, when the matching peers are done
     /// without an answer, dialled and asked in turn, under the same deadline.
+    #[tracing::instrument(name = "ask_peers", level = "debug", skip_all, fields(peers = peers.len()))]
     async fn ask_peers(self: Arc<Self>, hash: StoreHash, peers: Vec<PeerId>) -> Option<Arc<AcceptedNar>> {
         let started = Instant::now();
         let timeout = self.lookup_timeout_for(&peers);

@@ -82,7 +82,7 @@ pub async fn announce(
 ) -> Result<Json<Accepted>, TrackerError> {
     let ip = t.client_ip(peer, &headers);
     // Loopback is this machine (a local proxy without --trust-proxy, tests): per-peer limits only.
-    if !ip.is_loopback() && !t.per_address.allow(&ip) {
+    if !ip.is_loopback() && !t.per_address.try_take(&ip, 1.0, tokio::time::Instant::now()) {
         t.count_announce("rate_limited");
         return Err(TrackerError::TooMany("too many announcements from this address"));
     }
@@ -94,7 +94,7 @@ pub async fn announce(
             return Err(e);
         }
     };
-    if !t.per_peer.allow(&a.peer_id) {
+    if !t.per_peer.try_take(&a.peer_id, 1.0, tokio::time::Instant::now()) {
         t.count_announce("rate_limited");
         return Err(TrackerError::TooMany("too many announcements from this peer"));
     }

@@ -7,70 +7,43 @@
 //! so a peer fetching at 150 MB/s (the fastest measured here) wants ~2 400 blocks a second, and
 //! Helia's want-have round before it doubles that.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use libp2p::PeerId;
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
+
+use crate::rate::Buckets;
 
 /// Wants answered per second per peer, and the burst a quiet peer may spend at once.
 pub const WANTS_PER_SECOND: f64 = 16_384.0;
 /// Peers tracked at once; beyond it the peers whose bucket is full (idle) are forgotten.
 const MAX_PEERS: usize = 4096;
 
-/// One token bucket per peer. A bucket outlives the peer's streams (Helia opens one per message),
-/// so reopening a stream does not refill it.
+/// One token bucket per peer ([`crate::rate`]). A bucket outlives the peer's streams (Helia opens
+/// one per message), so reopening a stream does not refill it.
 pub struct Budgets {
-    rate: f64,
-    buckets: Mutex<HashMap<PeerId, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+    buckets: Buckets<PeerId>,
 }
 
 impl Budgets {
     pub fn new(rate: f64) -> Self {
-        Self { rate, buckets: Mutex::new(HashMap::new()) }
+        Self { buckets: Buckets::new(rate, rate, MAX_PEERS) }
     }
 
     /// Takes `wants` from `peer`'s bucket, first waiting as long as the bucket needs to hold them.
     /// Returns whether it waited. A request over the whole burst waits for its share, not forever.
     pub async fn spend(&self, peer: PeerId, wants: usize) -> bool {
-        let wait = self.charge(peer, wants as f64, Instant::now());
+        let wait = self.buckets.charge(&peer, wants as f64, Instant::now());
         if wait.is_zero() {
             return false;
         }
         tokio::time::sleep(wait).await;
         true
     }
-
-    /// Charges the bucket now (it may go negative: later callers then wait behind this one) and
-    /// returns how long the caller must wait before its wants are answered.
-    fn charge(&self, peer: PeerId, wants: f64, now: Instant) -> Duration {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_PEERS && !buckets.contains_key(&peer) {
-            let rate = self.rate;
-            buckets.retain(|_, b| b.level(rate, now) < rate);
-        }
-        let rate = self.rate;
-        let bucket = buckets.entry(peer).or_insert(Bucket { tokens: rate, at: now });
-        bucket.tokens = bucket.level(rate, now) - wants;
-        bucket.at = now;
-        if bucket.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-bucket.tokens / rate) }
-    }
-}
-
-impl Bucket {
-    fn level(&self, rate: f64, now: Instant) -> f64 {
-        (self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * rate).min(rate)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Duration;
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_is_free_then_wants_are_paced_at_the_rate() {
@@ -111,10 +84,10 @@ mod tests {
         let budgets = Budgets::new(10.0);
         let now = Instant::now();
         for _ in 0..MAX_PEERS {
-            budgets.charge(PeerId::random(), 0.0, now);
+            budgets.buckets.charge(&PeerId::random(), 0.0, now);
         }
         let busy = PeerId::random();
-        budgets.charge(busy, 5.0, now);
-        assert_eq!(budgets.buckets.lock().unwrap().len(), 1, "idle buckets dropped, the busy one kept");
+        budgets.buckets.charge(&busy, 5.0, now);
+        assert_eq!(budgets.buckets.len(), 1, "idle buckets dropped, the busy one kept");
     }
 }

@@ -94,9 +94,8 @@ pub async fn write<S: AsyncWrite + Unpin>(stream: &mut S, msg: &Message) -> Resu
         return Err(WireError::TooLarge(len));
     }
     // Prefix and body in one buffer, encoded in place: one copy of the block bytes, not two.
-    let mut frame = Vec::with_capacity(len + 5);
-    put_varint(&mut frame, len as u64);
-    prost::Message::encode_raw(msg, &mut frame);
+    let mut frame = Vec::new();
+    crate::p2p::frame::encode_message(&mut frame, msg);
     stream.write_all(&frame).await?;
     stream.flush().await?;
     Ok(())

@@ -54,10 +54,8 @@ struct Advertiser {
 }
 
 fn encode(msg: &wire::Have) -> Frame {
-    let len = prost::Message::encoded_len(msg);
-    let mut frame = Vec::with_capacity(len + 10);
-    crate::ipld::put_varint(&mut frame, len as u64);
-    prost::Message::encode_raw(msg, &mut frame);
+    let mut frame = Vec::new();
+    crate::p2p::frame::encode_message(&mut frame, msg);
     Arc::new(frame)
 }
 

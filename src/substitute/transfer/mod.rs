@@ -233,6 +233,7 @@ impl Slot {
 }
 
 impl Driver {
+    #[tracing::instrument(name = "transfer", level = "debug", skip_all, fields(path = %self.nar.store_path, root = %self.root))]
     async fn run(mut self, out: mpsc::Sender<io::Result<Bytes>>) {
         if let Some(node) = self.sub.sources.node.clone()
             && node.has_dht()
