@@ -23,7 +23,8 @@ use super::client::Command;
 use super::kept::Kept;
 use super::liveness::Liveness;
 use super::peers::{Discovery, Peers};
-use super::{Behaviour, BehaviourEvent, Client, Config, Mode, NodeInfo};
+use super::swarm::BehaviourEvent;
+use super::{Behaviour, Client, Config, Mode, NodeInfo};
 use crate::timeouts::KAD_QUERY;
 
 /// Commands waiting for the loop; a full queue makes callers wait, never the loop.

@@ -17,7 +17,6 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::have::{self, Summary};
-use super::random_u64;
 use crate::nix::store_path::StoreHash;
 use crate::timeouts::DISHONEST_PENALTY;
 
@@ -342,6 +341,13 @@ impl Peers {
         v.sort_by(|a, b| b.connected.cmp(&a.connected).then_with(|| a.peer_id.cmp(&b.peer_id)));
         v
     }
+}
+
+/// A random number (have-summary epochs and seeds, the order peers are asked in): not a secret.
+pub(crate) fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
 }
 
 #[cfg(test)]

@@ -311,7 +311,7 @@ fn sample(candidates: Vec<(Provider, String)>, limit: usize) -> Vec<Provider> {
     let mut rest = eligible;
     let mut out: Vec<Provider> = rest.drain(..senior).collect();
     while out.len() < limit && !rest.is_empty() {
-        let i = (crate::p2p::random_u64() % rest.len() as u64) as usize;
+        let i = (crate::p2p::peers::random_u64() % rest.len() as u64) as usize;
         out.push(rest.swap_remove(i));
     }
     out

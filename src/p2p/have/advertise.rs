@@ -18,7 +18,7 @@ use super::{MAX_DELTA, PROTOCOL, wire};
 use crate::local_cache::LocalCache;
 use crate::nix::store_path::StoreHash;
 use crate::p2p::peers::Peers;
-use crate::p2p::random_u64;
+use crate::p2p::peers::random_u64;
 use crate::publications::Publication;
 use crate::timeouts::SUMMARY_SEND_EVERY;
 

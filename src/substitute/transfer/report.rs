@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{Driver, TransferFailure};
+use super::driver::{Driver, TransferFailure};
 use crate::substitute::activity::SourceBytes;
 
 impl Driver {

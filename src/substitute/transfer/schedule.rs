@@ -5,11 +5,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::{
-    Done, Driver, FALLBACK_AFTER, HEDGE_AFTER, MAX_FAILURES, NO_SOURCE_WAIT, Slot, TransferFailure, WINDOW_BYTES,
-};
+use super::driver::{Done, Driver, MAX_FAILURES, Slot, TransferFailure, WINDOW_BYTES};
 use crate::substitute::sources::{Source, SourceError};
-use crate::timeouts::UNIT_STALLED;
+use crate::timeouts::{FALLBACK_AFTER, HEDGE_AFTER, NO_SOURCE_WAIT, UNIT_STALLED};
 
 impl Driver {
     /// Hands units to sources with room, the re-queued ones first, within the window.
