@@ -27,13 +27,7 @@ fn verify_clean(state: &Path, args: &[&str]) -> String {
 async fn killed_while_indexing_it_restarts_clean() {
     let w = Work::new();
     let store = w.path("store");
-    let mut paths = Vec::new();
-    for i in 0..6 {
-        let src = w.path(&format!("src{i}"));
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("data"), pseudo_random(6 << 20, 40 + i)).unwrap();
-        paths.push(run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src)));
-    }
+    let paths = w.add_files(&store, "data", (0..6).map(|i| pseudo_random(6 << 20, 40 + i)));
     let state = w.path("state");
     let args = ["--store-root", store.to_str().unwrap(), "--serve-private"];
     // Indexing at 8 MB/s: the 36 MB take seconds, so the kill lands between two paths or inside one.

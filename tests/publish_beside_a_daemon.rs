@@ -14,13 +14,7 @@ use common::*;
 async fn publish_beside_a_daemon_asks_it_and_changes_nothing_it_serves() {
     let w = Work::new();
     let store = w.path("store");
-    let mut paths = Vec::new();
-    for i in 0..2 {
-        let src = w.path(&format!("src{i}"));
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("file"), format!("beside {i}")).unwrap();
-        paths.push(run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src)));
-    }
+    let paths = w.add_files(&store, "file", (0..2).map(|i| format!("beside {i}").into_bytes()));
     let state = w.path("state");
     let d = Daemon::start(&state, &["--store-root", store.to_str().unwrap(), "--serve-private"]);
     d.wait_log("index scan finished");

@@ -46,13 +46,7 @@ async fn with_its_stderr_reader_gone_it_keeps_serving_and_stops_on_sigterm() {
 async fn in_the_middle_of_indexing_it_stops_and_restarts_clean() {
     let w = Work::new();
     let store = w.path("store");
-    let mut paths = Vec::new();
-    for i in 0..4 {
-        let src = w.path(&format!("src{i}"));
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("data"), pseudo_random(8 << 20, 70 + i)).unwrap();
-        paths.push(run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src)));
-    }
+    let paths = w.add_files(&store, "data", (0..4).map(|i| pseudo_random(8 << 20, 70 + i)));
     let state = w.path("state");
     let args = ["--store-root", store.to_str().unwrap(), "--serve-private"];
     // 2 MB/s: the 32 MB take ~16 s, so SIGTERM lands inside a path's read.
@@ -77,10 +71,7 @@ async fn in_the_middle_of_indexing_it_stops_and_restarts_clean() {
 async fn with_a_download_stalled_in_a_slow_client_it_stops_within_the_limit() {
     let w = Work::new();
     let store = w.path("store");
-    let src = w.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("data"), pseudo_random(64 << 20, 7)).unwrap();
-    let path = run(w.nix("nix-store").arg("--store").arg(&store).arg("--add").arg(&src));
+    let path = w.add_files(&store, "data", [pseudo_random(64 << 20, 7)]).remove(0);
     let args = ["--store-root", store.to_str().unwrap(), "--serve-private"];
     let mut d = Daemon::start(&w.path("state"), &args);
     d.wait_log("index scan finished");

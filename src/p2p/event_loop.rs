@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult, RecordKey};
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -133,8 +133,7 @@ impl EventLoop {
                 },
                 _ = tick.tick() => {
                     for (connection, peer, quiet) in self.liveness.silent(Instant::now()) {
-                        info!(%peer, quiet_ms = quiet.as_millis() as u64, "peer stopped answering pings; closing its connection");
-                        self.swarm.close_connection(connection);
+                        self.close_silent(connection, peer, format_args!("silent for {} ms", quiet.as_millis()));
                     }
                     self.sweep();
                     self.nat.close_due(&mut self.swarm);
@@ -169,6 +168,14 @@ impl EventLoop {
             }
         }
         self.cfg.bootstrap.len()
+    }
+
+    /// A connection whose peer stopped answering pings — found silent by [`super::liveness`], or
+    /// two pings in a row failed — is closed at once: its requests fail over now, not after the
+    /// minutes a TCP timeout takes.
+    fn close_silent(&mut self, connection: ConnectionId, peer: PeerId, why: impl std::fmt::Display) {
+        info!(%peer, %why, "peer stopped answering pings; closing its connection");
+        self.swarm.close_connection(connection);
     }
 
     fn on_command(&mut self, command: Command) {
@@ -347,10 +354,7 @@ impl EventLoop {
                 peer,
                 connection,
                 result: Err(e @ (libp2p::ping::Failure::Timeout | libp2p::ping::Failure::Other { .. })),
-            })) => {
-                info!(%peer, cause = %e, "peer stopped answering pings; closing its connection");
-                self.swarm.close_connection(connection);
-            }
+            })) => self.close_silent(connection, peer, e),
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.nat.on_relay(e),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.nat.on_dcutr(e),
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => {

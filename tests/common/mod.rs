@@ -152,6 +152,19 @@ in builtins.derivation {{ name = "peerix-big"; system = builtins.currentSystem; 
         run(self.nix("nix").args(["store", "sign", "-r", "--key-file"]).arg(sk).arg(path));
     }
 
+    /// Adds one path per content to the chroot store `store` (`nix-store --add` of a directory
+    /// holding `file_name` with those bytes); returns the store paths, in order.
+    pub fn add_files(&self, store: &Path, file_name: &str, contents: impl IntoIterator<Item = Vec<u8>>) -> Vec<String> {
+        let mut paths = Vec::new();
+        for (i, bytes) in contents.into_iter().enumerate() {
+            let src = self.path(&format!("src-{file_name}-{i}"));
+            std::fs::create_dir_all(&src).unwrap();
+            std::fs::write(src.join(file_name), bytes).unwrap();
+            paths.push(run(self.nix("nix-store").arg("--store").arg(store).arg("--add").arg(&src)));
+        }
+        paths
+    }
+
     /// Copies `path`'s closure into a new chroot store under this work dir.
     pub fn chroot_store(&self, name: &str, paths: &[&str]) -> PathBuf {
         let root = self.path(name);
