@@ -1,12 +1,13 @@
 //! Blocks by CID: the one read path behind the trustless gateway, the kubo RPC subset, bitswap and
 //! `/peerix/blocks`, so the publish gate is enforced in exactly one place.
 //!
-//! Sources, in order: inline identity CIDs; dag-pb nodes of published local NARs (SQLite);
-//! chunks of published local NARs, produced on demand from /nix/store through the NAR layout and
-//! verified against their CID before they are returned (once per file version: see
-//! [`crate::nix::nar_layout`]); blocks received by bitswap (the `blocks` table, verified on insert). A local chunk whose path has left the store drops out
-//! of the index and is reported missing, never wrong. A local node or chunk is served only while
-//! the gate, asked live ([`LocalCache::servable_offline`]), still says its path is shareable.
+//! Sources, in order: inline identity CIDs; dag-pb nodes of published local NARs (SQLite); chunks
+//! of published local NARs, produced on demand from /nix/store through the NAR layout and verified
+//! against their CID before they are returned (once per file version: see
+//! [`crate::nix::nar_layout`]); blocks received by bitswap (the `blocks` table, verified on
+//! insert). A local chunk whose path has left the store drops out of the index and is reported
+//! missing, never wrong. A local node or chunk is served only while the gate, asked live
+//! ([`LocalCache::servable_offline`]), still says its path is shareable.
 //!
 //! The blockstore keeps received blocks under a size cap (`--cache-size`), evicting the least
 //! recently used first.

@@ -1,10 +1,10 @@
 //! The local Nix store as a binary cache: narinfo lookups and NAR sources for gated-in paths.
 //!
 //! Data flow: HTTP handler → [`LocalCache::narinfo`] → Nix DB (read-only) → publish gate
-//! ([`crate::trust`]) → rendered and signed once ([`crate::trust::Served`]) → memory cache. NAR URLs are `nar/<NarHash nix32>.nar`;
-//! [`LocalCache::nar`] resolves them through our state DB (hash → path, written when the narinfo was
-//! first served, so a URL handed out before a restart still resolves), falling back to a scan of the
-//! Nix DB.
+//! ([`crate::trust`]) → rendered and signed once ([`crate::trust::Served`]) → memory cache. NAR
+//! URLs are `nar/<NarHash nix32>.nar`; [`LocalCache::nar`] resolves them through our state DB (hash
+//! → path, written when the narinfo was first served, so a URL handed out before a restart still
+//! resolves), falling back to a scan of the Nix DB.
 //!
 //! The publish gate's verdict is asked through one door for every interface: [`LocalCache::narinfo`]
 //! and [`LocalCache::nar`] (HTTP, the narinfo protocol) check it live, asking upstream when they

@@ -1,9 +1,10 @@
 //! NAR reader/validator: checks that a byte stream is a NAR Nix would accept, and hashes it.
 //!
-//! Test and fuzz support (see [`super`]): nothing in the daemon parses NARs. Rejects what Nix's parser rejects (`src/libutil/archive.cc`) and what Nix HEAD caps: unsorted or
-//! duplicate entries, names `""`, `.`, `..`, or containing `/` or NUL, non-zero padding, truncation,
-//! trailing bytes, unknown tokens, nesting deeper than 64. Every error names the byte offset.
-//! Memory is bounded: file contents stream through a 64 KiB buffer; other tokens are capped.
+//! Test and fuzz support (see [`super`]): nothing in the daemon parses NARs. Rejects what Nix's
+//! parser rejects (`src/libutil/archive.cc`) and what Nix HEAD caps: unsorted or duplicate entries,
+//! names `""`, `.`, `..`, or containing `/` or NUL, non-zero padding, truncation, trailing bytes,
+//! unknown tokens, nesting deeper than 64. Every error names the byte offset. Memory is bounded:
+//! file contents stream through a 64 KiB buffer; other tokens are capped.
 
 use std::io::{self, Read};
 
