@@ -4,7 +4,6 @@
 //! missing mid-stream aborts the body, so the client sees a truncated transfer (the
 //! trustless-gateway spec leaves completeness checks to the client, and every client does).
 
-use std::collections::HashSet;
 use std::io;
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use cid::Cid;
 
 use crate::blocks::Blocks;
 use crate::httpd::body;
-use crate::ipld::{DAG_PB, RAW, car, unixfs, walk};
+use crate::ipld::{car, walk};
 
 /// How much of the DAG a CAR carries (`dag-scope`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,55 +33,50 @@ fn get(blocks: &Blocks, cid: &Cid) -> io::Result<Bytes> {
     }
 }
 
-/// A CAR v1 of the DAG under `root`, depth-first, each block once.
+/// A CAR v1 of the DAG under `root`, depth-first, each block once, visited by the one bounded walk
+/// ([`walk::Dfs`]): a DAG that breaks its rules or bounds ends the body there, aborted.
 pub fn car_body(blocks: Arc<Blocks>, root: Cid, scope: Scope) -> Body {
     // The next piece if it is already known: the header first, then each block after its prefix.
     let mut ready = Some(Bytes::from(car::header(&root)));
-    let mut stack = vec![root];
-    let mut seen = HashSet::new();
+    // `dag-scope=block` is the root alone, whatever it is; the whole DAG must be a file DAG.
+    let mut block_scope = (scope == Scope::Block).then_some(root);
+    let mut dfs = (scope == Scope::All).then(|| walk::Dfs::new(root, walk::Limits::generic()));
     body::pull(move || {
         if let Some(piece) = ready.take() {
             return Ok(Some(piece));
         }
-        while let Some(cid) = stack.pop() {
-            if !seen.insert(cid) {
-                continue;
-            }
-            let data = get(&blocks, &cid)?;
-            match scope {
-                Scope::All if cid.codec() == DAG_PB => {
-                    let node = unixfs::decode(&data).map_err(|e| io::Error::other(format!("{cid}: {e}")))?;
-                    stack.extend(node.links.iter().rev());
-                }
-                Scope::All => {}
-                Scope::Block => stack.clear(),
-            }
-            let prefix = Bytes::from(car::block_prefix(&cid, data.len()));
-            ready = Some(data);
-            return Ok(Some(prefix));
+        let cid = match (&mut dfs, block_scope.take()) {
+            (_, Some(root)) => root,
+            (Some(Ok(dfs)), None) => match dfs.next_block() {
+                Some(cid) => cid,
+                None => return Ok(None),
+            },
+            (Some(Err(e)), None) => return Err(io::Error::other(e.clone())),
+            (None, None) => return Ok(None),
+        };
+        let data = get(&blocks, &cid)?;
+        if let Some(Ok(dfs)) = &mut dfs {
+            dfs.feed(&data).map_err(io::Error::other)?;
         }
-        Ok(None)
+        let prefix = Bytes::from(car::block_prefix(&cid, data.len()));
+        ready = Some(data);
+        Ok(Some(prefix))
     })
 }
 
-/// The bytes `range` of the UnixFS file (or raw block) at `root`, planned by the one bounded
-/// walk ([`walk`]) on the first pull and read piece by piece.
-pub fn cat_body(blocks: Arc<Blocks>, root: Cid, range: Range<u64>) -> Body {
-    let mut plan: Option<std::vec::IntoIter<walk::Piece>> = None;
+/// The pieces of the UnixFS file (or raw block) at `root`, planned by the one bounded walk
+/// ([`walk`]) from local blocks before any byte is answered, so a hostile or incomplete DAG is a
+/// clear error and not a body that breaks off. Blocking (SQLite reads).
+pub fn cat_plan(blocks: &Blocks, root: Cid) -> Result<Vec<walk::Piece>, walk::WalkOrFetch<io::Error>> {
+    walk::walk_blocking(root, None, walk::Limits::generic(), |cids| {
+        cids.iter().map(|c| get(blocks, c)).collect::<io::Result<Vec<_>>>()
+    })
+}
+
+/// The bytes `range` of a file planned by [`cat_plan`], each leaf read as the client pulls.
+pub fn cat_body(blocks: Arc<Blocks>, pieces: Vec<walk::Piece>, range: Range<u64>) -> Body {
+    let mut pieces = pieces.into_iter();
     body::pull(move || {
-        let pieces = match &mut plan {
-            Some(p) => p,
-            None => {
-                let pieces = walk::walk_blocking(root, None, walk::Limits::generic(), |cids| {
-                    cids.iter().map(|c| get(&blocks, c)).collect::<io::Result<Vec<_>>>()
-                })
-                .map_err(|e| match e {
-                    walk::WalkOrFetch::Fetch(e) => e,
-                    walk::WalkOrFetch::Walk(e) => io::Error::other(e),
-                })?;
-                plan.insert(pieces.into_iter())
-            }
-        };
         for piece in pieces.by_ref() {
             let (start, end) = (piece.offset(), piece.offset() + piece.len());
             let (from, to) = (range.start.max(start), range.end.min(end));
@@ -103,14 +97,4 @@ pub fn cat_body(blocks: Arc<Blocks>, root: Cid, range: Range<u64>) -> Body {
         }
         Ok(None)
     })
-}
-
-/// The file size of the UnixFS file (or raw block) at `root`.
-pub fn file_size(blocks: &Blocks, root: &Cid) -> io::Result<u64> {
-    let data = get(blocks, root)?;
-    if root.codec() == RAW {
-        return Ok(data.len() as u64);
-    }
-    let node = unixfs::decode(&data).map_err(|e| io::Error::other(format!("{root}: {e}")))?;
-    Ok(node.inline_data.len() as u64 + node.block_sizes.iter().sum::<u64>())
 }

@@ -25,6 +25,7 @@ use super::dag::{self, Scope};
 use super::error::RpcError;
 use super::gateway;
 use crate::blocks::Blocks;
+use crate::ipld::walk;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Args {
@@ -78,12 +79,12 @@ pub async fn cat(State(app): State<AppState>, args: Result<Query<Args>, QueryRej
     let cid = cid_arg(&args)?;
     let (offset, length) = args.as_ref().map(|Query(a)| (a.offset, a.length)).unwrap_or_default();
     let blocks = app.blocks.clone();
-    let size = crate::tasks::spawn_blocking(module_path!(), move || dag::file_size(&blocks, &cid))
+    let plan = crate::tasks::spawn_blocking(module_path!(), move || dag::cat_plan(&blocks, cid))
         .await
         .map_err(|e| RpcError::Internal(e.into()))?;
-    let size = match (size, network(&app, &args)) {
-        (Ok(size), _) => size,
-        (Err(e), Some(node)) if e.kind() == std::io::ErrorKind::NotFound => {
+    let pieces = match (plan, network(&app, &args)) {
+        (Ok(pieces), _) => pieces,
+        (Err(walk::WalkOrFetch::Fetch(e)), Some(node)) if e.kind() == std::io::ErrorKind::NotFound => {
             use futures_util::StreamExt;
             let mut body = Box::pin(window(node.fetch_file(cid), offset.unwrap_or(0), length));
             // The status waits for the first bytes: a CID nobody has is a 404 saying so, not a
@@ -97,12 +98,18 @@ pub async fn cat(State(app): State<AppState>, args: Result<Query<Args>, QueryRej
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             return Ok(resp);
         }
-        (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => return Err(RpcError::NotFound(cid)),
-        (Err(_), _) => return Err(RpcError::Client(format!("{cid} is not a file"))),
+        (Err(walk::WalkOrFetch::Fetch(e)), _) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RpcError::NotFound(cid));
+        }
+        (Err(walk::WalkOrFetch::Fetch(e)), _) => return Err(RpcError::Internal(e.into())),
+        // Not the client's mistake, but what it named is no file we will read: said as kubo
+        // says "not a file", with the rule or bound the DAG broke.
+        (Err(walk::WalkOrFetch::Walk(e)), _) => return Err(RpcError::Client(format!("{cid}: refused the DAG: {e}"))),
     };
+    let size = pieces.last().map_or(0, |p| p.offset() + p.len());
     let start = offset.unwrap_or(0).min(size);
     let end = length.map_or(size, |l| start.saturating_add(l).min(size));
-    let mut resp = Response::new(dag::cat_body(app.blocks.clone(), cid, start..end));
+    let mut resp = Response::new(dag::cat_body(app.blocks.clone(), pieces, start..end));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp.headers_mut().insert("x-content-length", HeaderValue::from(end - start));
     Ok(resp)

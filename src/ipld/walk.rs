@@ -1,6 +1,7 @@
 //! The one bounded walk over a UnixFS file DAG: from a root CID to the file's pieces in order
 //! (raw leaves to fetch, inline data already at hand), used by every reader of a DAG — the peer
-//! NAR transfer, bitswap's `cat` and the local `cat`. Sans-I/O: the caller fetches the blocks
+//! NAR transfer, bitswap's `cat` and the local `cat` — and, as [`Dfs`], to its blocks in CAR order
+//! (the gateway's and the RPC's CAR export), under the same rules. Sans-I/O: the caller fetches the blocks
 //! [`Walk::wanted`] names, by whatever means it has, and [`Walk::feed`]s them back, one DAG level
 //! per round, so the same checks guard a blocking reader of the local store and an async transfer
 //! from strangers.
@@ -113,7 +114,8 @@ impl Walk {
             (RAW | DAG_PB, _) => Item::Node { cid: root, offset: 0, size },
             _ => return Err(WalkError::NotAFile(root)),
         };
-        Ok(Self { items: vec![first], limits, depth: 0, nodes: 0, pieces: 0, inline: 0 })
+        let nodes = usize::from(matches!(first, Item::Node { .. }));
+        Ok(Self { items: vec![first], limits, depth: 0, nodes, pieces: 0, inline: 0 })
     }
 
     /// The blocks to fetch next (one level of the DAG), in order; empty when the walk is done.
@@ -139,10 +141,6 @@ impl Walk {
         if self.depth > self.limits.max_depth + 1 {
             return Err(WalkError::Bounds("depth"));
         }
-        self.nodes += wanted;
-        if self.nodes > self.limits.max_nodes {
-            return Err(WalkError::Bounds("nodes"));
-        }
         let mut blocks = blocks.iter();
         let mut next = Vec::with_capacity(self.items.len());
         for item in std::mem::take(&mut self.items) {
@@ -165,43 +163,32 @@ impl Walk {
         data: &Bytes,
         out: &mut Vec<Item>,
     ) -> Result<(), WalkError> {
-        let check = |found: u64| match size {
-            Some(expected) if expected != found => Err(WalkError::Size { cid, expected, found }),
-            _ => Ok(()),
-        };
-        if cid.codec() == RAW {
-            check(data.len() as u64)?;
-            return self.push_data(offset, data.clone(), out);
-        }
-        let node = unixfs::decode(data).map_err(|_| WalkError::Malformed(cid))?;
-        if node.links.len() > self.limits.max_links {
-            return Err(WalkError::Bounds("links per node"));
-        }
-        if node.links.len() != node.block_sizes.len() {
-            return Err(WalkError::NotAFile(cid));
-        }
-        let total = node
-            .block_sizes
-            .iter()
-            .try_fold(node.inline_data.len() as u64, |acc, s| acc.checked_add(*s))
-            .ok_or(WalkError::Size { cid, expected: size.unwrap_or(0), found: u64::MAX })?;
-        check(total)?;
+        let node = file_node(cid, size, data, &self.limits)?;
         let mut at = offset;
-        if !node.inline_data.is_empty() {
-            let len = node.inline_data.len() as u64;
-            self.push_data(at, Bytes::from(node.inline_data), out)?;
+        if !node.inline.is_empty() || cid.codec() == RAW {
+            let len = node.inline.len() as u64;
+            self.push_data(at, node.inline, out)?;
             at += len;
         }
-        for (child, len) in node.links.into_iter().zip(node.block_sizes) {
-            match child.codec() {
-                RAW => {
-                    self.count_piece()?;
-                    out.push(Item::Piece(Piece::Block { cid: child, offset: at, len }));
-                }
-                DAG_PB => out.push(Item::Node { cid: child, offset: at, size: Some(len) }),
-                _ => return Err(WalkError::NotAFile(child)),
+        for (child, len) in node.children {
+            if child.codec() == RAW {
+                self.count_piece()?;
+                out.push(Item::Piece(Piece::Block { cid: child, offset: at, len }));
+            } else {
+                // Counted as it is named, not when fetched: a level of 8 000 links to one node
+                // that itself has 8 000 links must stop here, before 64 million entries exist.
+                self.count_node()?;
+                out.push(Item::Node { cid: child, offset: at, size: Some(len) });
             }
             at += len;
+        }
+        Ok(())
+    }
+
+    fn count_node(&mut self) -> Result<(), WalkError> {
+        self.nodes += 1;
+        if self.nodes > self.limits.max_nodes {
+            return Err(WalkError::Bounds("nodes"));
         }
         Ok(())
     }
@@ -229,6 +216,105 @@ impl Walk {
     /// The file's pieces in order; call once [`Walk::is_done`].
     pub fn pieces(self) -> Vec<Piece> {
         self.items.into_iter().filter_map(|i| if let Item::Piece(p) = i { Some(p) } else { None }).collect()
+    }
+}
+
+/// A block of a file DAG, checked: its own bytes (a raw block's, or a node's inline data) and its
+/// children with the file bytes under each.
+struct FileNode {
+    inline: Bytes,
+    children: Vec<(Cid, u64)>,
+}
+
+/// The rules every node of a file DAG must meet, whoever walks it: a raw block, or a UnixFS file
+/// node with at most `max_links` links, one `blocksizes` entry per link, children that are raw or
+/// dag-pb, and sizes that add up to `size` (what the parent said, when known).
+fn file_node(cid: Cid, size: Option<u64>, data: &Bytes, limits: &Limits) -> Result<FileNode, WalkError> {
+    let check = |found: u64| match size {
+        Some(expected) if expected != found => Err(WalkError::Size { cid, expected, found }),
+        _ => Ok(()),
+    };
+    if cid.codec() == RAW {
+        check(data.len() as u64)?;
+        return Ok(FileNode { inline: data.clone(), children: Vec::new() });
+    }
+    let node = unixfs::decode(data).map_err(|_| WalkError::Malformed(cid))?;
+    if node.links.len() > limits.max_links {
+        return Err(WalkError::Bounds("links per node"));
+    }
+    if node.links.len() != node.block_sizes.len() {
+        return Err(WalkError::NotAFile(cid));
+    }
+    let total = node
+        .block_sizes
+        .iter()
+        .try_fold(node.inline_data.len() as u64, |acc, s| acc.checked_add(*s))
+        .ok_or(WalkError::Size { cid, expected: size.unwrap_or(0), found: u64::MAX })?;
+    check(total)?;
+    if let Some(other) = node.links.iter().find(|c| c.codec() != RAW && c.codec() != DAG_PB) {
+        return Err(WalkError::NotAFile(*other));
+    }
+    Ok(FileNode {
+        inline: Bytes::from(node.inline_data),
+        children: node.links.into_iter().zip(node.block_sizes).collect(),
+    })
+}
+
+/// Every block of a file DAG once, depth-first in link order (a CAR's `order=dfs; dups=n`), under
+/// the same rules and [`Limits`] as [`Walk`]: the caller asks [`Dfs::next_block`] for the next block,
+/// reads it and hands it to [`Dfs::feed`] before asking again. A block named twice is visited once,
+/// so a DAG of repeated CIDs costs its distinct blocks, and those are capped.
+pub struct Dfs {
+    /// Blocks still to visit: (CID, file bytes its parent said it holds, depth).
+    stack: Vec<(Cid, Option<u64>, usize)>,
+    /// The block handed out by `next_block` and not yet fed.
+    current: Option<(Cid, Option<u64>, usize)>,
+    seen: std::collections::HashSet<Cid>,
+    limits: Limits,
+    nodes: usize,
+    pieces: usize,
+}
+
+impl Dfs {
+    pub fn new(root: Cid, limits: Limits) -> Result<Self, WalkError> {
+        if root.codec() != RAW && root.codec() != DAG_PB {
+            return Err(WalkError::NotAFile(root));
+        }
+        Ok(Self { stack: vec![(root, None, 0)], current: None, seen: Default::default(), limits, nodes: 0, pieces: 0 })
+    }
+
+    /// The next block to read, or `None` when every block has been visited.
+    pub fn next_block(&mut self) -> Option<Cid> {
+        while let Some(entry) = self.stack.pop() {
+            if self.seen.insert(entry.0) {
+                self.current = Some(entry);
+                return Some(entry.0);
+            }
+        }
+        None
+    }
+
+    /// The bytes of the block [`Dfs::next_block`] named (checked against its CID by the caller).
+    pub fn feed(&mut self, data: &Bytes) -> Result<(), WalkError> {
+        let Some((cid, size, depth)) = self.current.take() else {
+            return Err(WalkError::Feed { wanted: 0, got: 1 });
+        };
+        let (count, bound, name) = match cid.codec() {
+            RAW => (&mut self.pieces, self.limits.max_pieces, "pieces"),
+            _ => (&mut self.nodes, self.limits.max_nodes, "nodes"),
+        };
+        *count += 1;
+        if *count > bound {
+            return Err(WalkError::Bounds(name));
+        }
+        // As in [`Walk`]: nodes down to `max_depth` levels below the root, leaves one further.
+        if cid.codec() == DAG_PB && depth > self.limits.max_depth {
+            return Err(WalkError::Bounds("depth"));
+        }
+        let node = file_node(cid, size, data, &self.limits)?;
+        // Children in reverse, so the first link is visited first.
+        self.stack.extend(node.children.into_iter().rev().map(|(c, len)| (c, Some(len), depth + 1)));
+        Ok(())
     }
 }
 
@@ -347,5 +433,65 @@ mod tests {
         let junk = dag_pb_cid(b"\xff\xff");
         let s = store(&[(junk, b"\xff\xff".to_vec())]);
         assert!(matches!(run(junk, None, Limits::generic(), &s), Err(WalkError::Malformed(_))));
+    }
+
+    /// Every block of a DAG in CAR order through [`Dfs`], or the error that stopped it.
+    fn dfs(root: Cid, limits: Limits, s: &HashMap<Cid, Bytes>) -> Result<Vec<Cid>, WalkError> {
+        let mut dfs = Dfs::new(root, limits)?;
+        let mut out = Vec::new();
+        while let Some(cid) = dfs.next_block() {
+            dfs.feed(&s[&cid])?;
+            out.push(cid);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn repeated_cids_cost_their_distinct_blocks_and_stop_at_the_bounds() {
+        // "Billion laughs" by CID: 8 000 links to one node, which has 8 000 links to one node
+        // over a leaf — 64 million pieces claimed by three blocks. The walk refuses it while the
+        // second level is named, before it exists in memory.
+        let leaf = raw_cid(b"x");
+        let mut s = store(&[(leaf, b"x".to_vec())]);
+        let mut cid = leaf;
+        let mut size = 1u64;
+        for _ in 0..3 {
+            let node = unixfs::encode_file_node(
+                &(0..8000).map(|_| unixfs::Link { cid, file_size: size, dag_size: 1 }).collect::<Vec<_>>(),
+            );
+            cid = dag_pb_cid(&node);
+            size *= 8000;
+            s.insert(cid, Bytes::from(node));
+        }
+        assert_eq!(run(cid, None, Limits::generic(), &s), Err(WalkError::Bounds("nodes")));
+        // The CAR visits each distinct block once: the three nodes and the leaf.
+        assert_eq!(dfs(cid, Limits::generic(), &s).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn the_car_order_is_depth_first_and_hostile_dags_stop_it() {
+        let chunks: Vec<Vec<u8>> = (0..2000u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let leaves: Vec<(Cid, u64)> = chunks.iter().map(|c| (raw_cid(c), 4)).collect();
+        let dag = unixfs::build(&leaves);
+        let mut s = store(&dag.nodes);
+        s.extend(chunks.iter().map(|c| (raw_cid(c), Bytes::from(c.clone()))));
+        let order = dfs(dag.root, Limits::generic(), &s).unwrap();
+        // Root, first interior node, its 1 024 leaves, the second node, its 976 leaves.
+        assert_eq!(order.len(), 2003);
+        assert_eq!((order[0], order[1], order[2]), (dag.root, dag.nodes[0].0, leaves[0].0));
+        assert_eq!((order[1026], order[1027]), (dag.nodes[1].0, leaves[1024].0));
+
+        // The same rules as the walk (one `file_node`): a lying blocksize, too deep.
+        let liar = unixfs::encode_file_node(&[unixfs::Link { cid: leaves[0].0, file_size: 5, dag_size: 4 }]);
+        let liar_cid = dag_pb_cid(&liar);
+        s.insert(liar_cid, Bytes::from(liar));
+        assert!(matches!(dfs(liar_cid, Limits::generic(), &s), Err(WalkError::Size { .. })));
+        let mut cid = leaves[0].0;
+        for _ in 0..20 {
+            let n = unixfs::encode_file_node(&[unixfs::Link { cid, file_size: 4, dag_size: 4 }]);
+            cid = dag_pb_cid(&n);
+            s.insert(cid, Bytes::from(n));
+        }
+        assert_eq!(dfs(cid, Limits::generic(), &s), Err(WalkError::Bounds("depth")));
     }
 }

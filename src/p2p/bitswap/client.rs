@@ -36,7 +36,7 @@ pub enum FetchError {
     Timeout(Cid),
     #[error("no provider for block {0}: no connected peer has it and the DHT names none")]
     NoProvider(Cid),
-    #[error("not a file DAG")]
+    #[error("refused the DAG: {0}")]
     Dag(#[from] walk::WalkError),
     #[error("cannot store a received block")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -329,7 +329,15 @@ impl Bitswap {
         let session = Arc::new(Session::default());
         let plan = {
             let (bs, session) = (bs.clone(), session.clone());
-            async move { bs.plan(root, &session).await }
+            async move {
+                let plan = bs.plan(root, &session).await;
+                if plan.is_err() {
+                    // The blocks fetched before the DAG was refused are verified blocks all the
+                    // same: stored before the error is told, as a finished fetch's are.
+                    bs.flush().await;
+                }
+                plan
+            }
         };
         futures_util::stream::once(plan)
             .flat_map(move |plan| match plan {
@@ -372,18 +380,25 @@ impl Bitswap {
     }
 
     /// Walks the DAG's interior nodes level by level, each level fetched [`WINDOW`] at a time.
+    /// A CID a level names several times is fetched once: a DAG that repeats one node 8 000
+    /// times costs one want, not 8 000 (its walk still counts every naming against its bounds).
     async fn plan(&self, root: Cid, session: &Arc<Session>) -> Result<Vec<walk::Piece>, FetchError> {
         let mut walk = walk::Walk::new(root, None, walk::Limits::generic())?;
         while !walk.is_done() {
-            let fetched: Vec<Result<Bytes, FetchError>> = futures_util::stream::iter(walk.wanted())
+            let wanted = walk.wanted();
+            let mut distinct = HashSet::new();
+            let once: Vec<Cid> = wanted.iter().copied().filter(|c| distinct.insert(*c)).collect();
+            let fetched: HashMap<Cid, Bytes> = futures_util::stream::iter(once)
                 .map(|c| {
                     let session = session.clone();
-                    async move { self.get(c, &session).await }
+                    async move { self.get(c, &session).await.map(|b| (c, b)) }
                 })
                 .buffered(WINDOW)
-                .collect()
-                .await;
-            let blocks = fetched.into_iter().collect::<Result<Vec<_>, _>>()?;
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+            let blocks: Vec<Bytes> = wanted.iter().filter_map(|c| fetched.get(c).cloned()).collect();
             walk.feed(&blocks)?;
         }
         Ok(walk.pieces())
