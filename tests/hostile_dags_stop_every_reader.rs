@@ -4,8 +4,9 @@
 //! level. `peerix fetch` (the RPC's `cat` over bitswap) refuses each with the bound it broke and
 //! keeps the blocks it fetched, verified; then the same DAGs, now local, are refused by the local
 //! `cat` (a 400 before any byte), the gateway's CAR and the RPC's `dag/export` (an aborted body) —
-//! the one walk (`ipld::walk`) behind all of them. A genuine file beside them comes through whole, and the daemon keeps serving. (The peer
-//! NAR transfer's refusals are in `dishonest_peers.rs`.)
+//! the one walk (`ipld::walk`) behind all of them. A genuine file beside them comes through
+//! whole, and the daemon keeps serving. (The peer NAR transfer's refusals, by the same walk, are
+//! in `dishonest_peers.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

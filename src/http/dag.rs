@@ -1,7 +1,9 @@
 //! Streaming a DAG out of [`Blocks`]: as CAR v1 (gateway `?format=car`, RPC `dag/export`) or as
 //! the UnixFS file bytes it encodes (RPC `cat`). Both are producers a [`body`] pulls as the client
-//! reads (each piece read on a blocking thread, none held while the client is slow). A block
-//! missing mid-stream aborts the body, so the client sees a truncated transfer (the
+//! reads (each piece read on a blocking thread, none held while the client is slow), and both
+//! follow the one bounded walk ([`walk`]). A file is planned before its status is sent, so a DAG
+//! that breaks a rule or a bound is a clear error; a CAR streams as it walks, so such a DAG, or a
+//! block missing mid-stream, aborts the body and the client sees a truncated transfer (the
 //! trustless-gateway spec leaves completeness checks to the client, and every client does).
 
 use std::io;

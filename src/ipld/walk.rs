@@ -1,10 +1,10 @@
 //! The one bounded walk over a UnixFS file DAG: from a root CID to the file's pieces in order
 //! (raw leaves to fetch, inline data already at hand), used by every reader of a DAG — the peer
-//! NAR transfer, bitswap's `cat` and the local `cat` — and, as [`Dfs`], to its blocks in CAR order
-//! (the gateway's and the RPC's CAR export), under the same rules. Sans-I/O: the caller fetches the blocks
-//! [`Walk::wanted`] names, by whatever means it has, and [`Walk::feed`]s them back, one DAG level
-//! per round, so the same checks guard a blocking reader of the local store and an async transfer
-//! from strangers.
+//! NAR transfer, bitswap's `cat` and the local `cat` — and, as [`Dfs`], to its blocks in CAR
+//! order (the gateway's and the RPC's CAR export), under the same rules. Sans-I/O: the caller
+//! fetches the blocks [`Walk::wanted`] names, by whatever means it has, and [`Walk::feed`]s them
+//! back, one DAG level per round, so the same checks guard a blocking reader of the local store and
+//! an async transfer from strangers.
 //!
 //! A root is something a peer *said*; nothing in it is trusted. Every node must be a UnixFS file
 //! node whose `blocksizes` describe its links one to one and add up to the size its parent gave it
