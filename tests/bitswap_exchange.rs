@@ -59,14 +59,6 @@ impl Source {
     }
 }
 
-fn fetch(d: &Daemon, cid: &str, out: &std::path::Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_peerix"))
-        .args(["fetch", cid, "--url", &d.url, "-o"])
-        .arg(out)
-        .output()
-        .unwrap()
-}
-
 async fn status(d: &Daemon) -> serde_json::Value {
     serde_json::from_slice(&get(&format!("{}/api/status", d.url)).await.body).unwrap()
 }
@@ -80,7 +72,7 @@ async fn a_daemon_fetches_another_daemons_nar_block_by_block() {
     b.wait_log("peer connected");
 
     let out = s.w.path("fetched.nar");
-    let f = fetch(&b, &root, &out);
+    let f = b.fetch(&root, &out);
     assert!(f.status.success(), "{}\n{}", String::from_utf8_lossy(&f.stderr), b.log());
     assert!(std::fs::read(&out).unwrap() == s.nar(), "fetched NAR differs from nix-store --dump");
 
@@ -201,7 +193,7 @@ async fn wrong_blocks_are_dropped_and_malformed_messages_disconnect() {
         lies
     });
     let out = s.w.path("fetched.nar");
-    let f = fetch(&b, &root, &out);
+    let f = b.fetch(&root, &out);
     assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
     assert!(std::fs::read(&out).unwrap() == s.nar(), "a wrong block got through");
     let lies = tokio::time::timeout(Duration::from_secs(30), answered).await.unwrap().unwrap();
@@ -236,7 +228,7 @@ async fn wrong_blocks_are_dropped_and_malformed_messages_disconnect() {
     assert!(status(&b).await["p2p"]["bitswap"]["peers_dropped"].as_u64().unwrap() >= 2);
     // Still serving, over HTTP and bitswap.
     let again = s.w.path("again.nar");
-    assert!(fetch(&b, &root, &again).status.success());
+    assert!(b.fetch(&root, &again).status.success());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::helia::{self, Script};
 use common::rogue::{Plan, Rogue};
 use common::*;
@@ -137,11 +135,7 @@ async fn find_through_dht(protocol: &str, dht: &str, silent_peer: bool) {
 
     let out = w.path("fetched.bin");
     let started = std::time::Instant::now();
-    let f = Command::new(env!("CARGO_BIN_EXE_peerix"))
-        .args(["fetch", &cid, "--url", &d.url, "-o"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let f = d.fetch(&cid, &out);
     let took = started.elapsed();
     assert!(f.status.success(), "{}\n{}", String::from_utf8_lossy(&f.stderr), d.log());
     if let Some(rogue) = silent {

@@ -13,7 +13,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cid::Cid;
@@ -84,11 +83,7 @@ fn write_car(path: &std::path::Path, root: &Cid, blocks: &[(Cid, Vec<u8>)]) {
 /// `peerix fetch` of `cid`: its output (or stderr) and how long it took.
 fn fetch(d: &Daemon, cid: &Cid, out: &std::path::Path) -> (bool, String, Duration) {
     let started = Instant::now();
-    let f = Command::new(env!("CARGO_BIN_EXE_peerix"))
-        .args(["fetch", &cid.to_string(), "--url", &d.url, "-o"])
-        .arg(out)
-        .output()
-        .unwrap();
+    let f = d.fetch(&cid.to_string(), out);
     (f.status.success(), String::from_utf8_lossy(&f.stderr).into_owned(), started.elapsed())
 }
 

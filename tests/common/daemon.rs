@@ -181,6 +181,15 @@ impl Daemon {
         self.wait_log_from(0, needle, limit)
     }
 
+    /// `peerix fetch <cid> -o <out>` through this daemon's RPC (`cat` over bitswap), as a user runs it.
+    pub fn fetch(&self, cid: &str, out: &Path) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_peerix"))
+            .args(["fetch", cid, "--url", &self.url, "-o"])
+            .arg(out)
+            .output()
+            .unwrap()
+    }
+
     /// A mark in the log (the lines so far): [`Self::wait_log_after`] looks only past it, so a line
     /// an earlier event wrote cannot stand in for the one the test's next action causes.
     pub fn mark(&self) -> usize {
