@@ -172,12 +172,12 @@ impl Walk {
         }
         for (child, len) in node.children {
             if child.codec() == RAW {
-                self.count_piece()?;
+                spend(&mut self.pieces, 1, self.limits.max_pieces, "pieces")?;
                 out.push(Item::Piece(Piece::Block { cid: child, offset: at, len }));
             } else {
                 // Counted as it is named, not when fetched: a level of 8 000 links to one node
                 // that itself has 8 000 links must stop here, before 64 million entries exist.
-                self.count_node()?;
+                spend(&mut self.nodes, 1, self.limits.max_nodes, "nodes")?;
                 out.push(Item::Node { cid: child, offset: at, size: Some(len) });
             }
             at += len;
@@ -185,28 +185,9 @@ impl Walk {
         Ok(())
     }
 
-    fn count_node(&mut self) -> Result<(), WalkError> {
-        self.nodes += 1;
-        if self.nodes > self.limits.max_nodes {
-            return Err(WalkError::Bounds("nodes"));
-        }
-        Ok(())
-    }
-
-    fn count_piece(&mut self) -> Result<(), WalkError> {
-        self.pieces += 1;
-        if self.pieces > self.limits.max_pieces {
-            return Err(WalkError::Bounds("pieces"));
-        }
-        Ok(())
-    }
-
     fn push_data(&mut self, offset: u64, bytes: Bytes, out: &mut Vec<Item>) -> Result<(), WalkError> {
-        self.count_piece()?;
-        self.inline += bytes.len();
-        if self.inline > self.limits.max_inline {
-            return Err(WalkError::Bounds("inline data"));
-        }
+        spend(&mut self.pieces, 1, self.limits.max_pieces, "pieces")?;
+        spend(&mut self.inline, bytes.len(), self.limits.max_inline, "inline data")?;
         if !bytes.is_empty() {
             out.push(Item::Piece(Piece::Data { offset, bytes }));
         }
@@ -217,6 +198,15 @@ impl Walk {
     pub fn pieces(self) -> Vec<Piece> {
         self.items.into_iter().filter_map(|i| if let Item::Piece(p) = i { Some(p) } else { None }).collect()
     }
+}
+
+/// Adds `n` to what a walk has `used` of one bound, refusing the DAG once it is over.
+fn spend(used: &mut usize, n: usize, bound: usize, name: &'static str) -> Result<(), WalkError> {
+    *used += n;
+    if *used > bound {
+        return Err(WalkError::Bounds(name));
+    }
+    Ok(())
 }
 
 /// A block of a file DAG, checked: its own bytes (a raw block's, or a node's inline data) and its
@@ -299,13 +289,9 @@ impl Dfs {
         let Some((cid, size, depth)) = self.current.take() else {
             return Err(WalkError::Feed { wanted: 0, got: 1 });
         };
-        let (count, bound, name) = match cid.codec() {
-            RAW => (&mut self.pieces, self.limits.max_pieces, "pieces"),
-            _ => (&mut self.nodes, self.limits.max_nodes, "nodes"),
-        };
-        *count += 1;
-        if *count > bound {
-            return Err(WalkError::Bounds(name));
+        match cid.codec() {
+            RAW => spend(&mut self.pieces, 1, self.limits.max_pieces, "pieces")?,
+            _ => spend(&mut self.nodes, 1, self.limits.max_nodes, "nodes")?,
         }
         // As in [`Walk`]: nodes down to `max_depth` levels below the root, leaves one further.
         if cid.codec() == DAG_PB && depth > self.limits.max_depth {
