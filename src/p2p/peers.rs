@@ -102,6 +102,11 @@ impl Peer {
         }
     }
 
+    /// A peer we keep connected (`--peer`, mDNS): always linked both ways.
+    fn kept(&self) -> bool {
+        matches!(self.found, Discovery::Static | Discovery::Mdns)
+    }
+
     fn dishonest(&self) -> bool {
         self.dishonest_until.is_some_and(|t| t > Instant::now())
     }
@@ -125,6 +130,16 @@ pub struct PeerView {
     /// The last ping's round trip, in milliseconds.
     pub rtt_ms: Option<f64>,
     pub stats: PeerStats,
+}
+
+/// A connected peerix peer the have advertiser may link to.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub peer: PeerId,
+    /// A `--peer` or mDNS peer: always linked.
+    pub kept: bool,
+    /// It sends us its summary.
+    pub sends_us: bool,
 }
 
 #[derive(Default)]
@@ -209,6 +224,27 @@ impl Peers {
     /// Connected peerix peers.
     pub fn peerix_peers(&self) -> Vec<PeerId> {
         self.with(|m| m.iter().filter(|(_, p)| p.connected && p.peerix).map(|(id, _)| *id).collect())
+    }
+
+    /// Connected peerix peers, as the have advertiser chooses among them.
+    pub fn summary_candidates(&self) -> Vec<Candidate> {
+        self.with(|m| {
+            m.iter()
+                .filter(|(_, p)| p.connected && p.peerix)
+                .map(|(id, p)| Candidate { peer: *id, kept: p.kept(), sends_us: p.summary.is_some() })
+                .collect()
+        })
+    }
+
+    /// Whether a summary from `peer` is read: always from a peer we keep, from others while fewer
+    /// than `max` of them send theirs.
+    pub fn admits_summary(&self, peer: &PeerId, max: usize) -> bool {
+        self.with(|m| {
+            if m.get(peer).is_some_and(|p| p.kept() || p.summary.is_some()) {
+                return true;
+            }
+            m.values().filter(|p| p.connected && p.summary.is_some() && !p.kept()).count() < max
+        })
     }
 
     pub fn is_peerix(&self, peer: &PeerId) -> bool {

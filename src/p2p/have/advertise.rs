@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::AsyncWriteExt;
 use libp2p::PeerId;
@@ -17,13 +17,22 @@ use super::bloom::Bloom;
 use super::{MAX_DELTA, PROTOCOL, wire};
 use crate::local_cache::LocalCache;
 use crate::nix::store_path::StoreHash;
-use crate::p2p::peers::Peers;
 use crate::p2p::peers::random_u64;
+use crate::p2p::peers::{Candidate, Peers};
 use crate::publications::Publication;
 use crate::timeouts::SUMMARY_SEND_EVERY;
 
 /// Frames queued per peer: a full summary and a few deltas.
 const LINK_QUEUE: usize = 4;
+/// Peers we send our summary to, besides the peers we keep (`--peer`, mDNS: always). Each link
+/// holds a connection open, so linking every peer met made a fleet of 100 a full mesh; the others
+/// find our paths through the tracker, and their connections idle out. 8 links out and
+/// [`super::MAX_SOURCES`] in bound a node's lasting connections at 32 plus its kept peers.
+pub const MAX_LINKS: usize = 8;
+/// A peer that refused our summary (its senders at their bound) is not asked again for this long.
+const REFUSED_FOR: Duration = Duration::from_secs(300);
+/// Refusals queued from the link tasks to the advertiser.
+const REFUSALS_QUEUE: usize = 64;
 
 type Frame = Arc<Vec<u8>>;
 
@@ -51,6 +60,12 @@ struct Advertiser {
     delta: Option<Frame>,
     last_change_sent: Instant,
     links: HashMap<PeerId, Link>,
+    /// Peers that refused a link, until when.
+    refused: HashMap<PeerId, Instant>,
+    refusals: mpsc::Sender<PeerId>,
+    /// Orders the peers we are not linked to (random per process, so nodes that meet the same
+    /// peers first — their bootstrap nodes — still choose different ones).
+    salt: u64,
 }
 
 fn encode(msg: &wire::Have) -> Frame {
@@ -84,6 +99,7 @@ pub async fn advertise(
     // twice is harmless: it is a set).
     let mut events = cache.publications().subscribe();
     let set = load(&cache).await;
+    let (refusals_tx, mut refusals) = mpsc::channel(REFUSALS_QUEUE);
     info!(paths = set.len(), "advertising published paths to peerix peers");
     let mut a = Advertiser {
         control,
@@ -98,6 +114,9 @@ pub async fn advertise(
         delta: None,
         last_change_sent: Instant::now(),
         links: HashMap::new(),
+        refused: HashMap::new(),
+        refusals: refusals_tx,
+        salt: random_u64(),
     };
     let mut tick = tokio::time::interval(SUMMARY_SEND_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,6 +131,11 @@ pub async fn advertise(
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
+            Some(peer) = refusals.recv() => {
+                a.refused.insert(peer, Instant::now() + REFUSED_FOR);
+                a.links.remove(&peer);
+                a.round(false);
+            }
             _ = peers.changed().notified() => a.round(false),
             _ = tick.tick() => a.round(true),
             _ = shutdown.cancelled() => break,
@@ -148,21 +172,25 @@ impl Advertiser {
     }
 
     /// Opens links to new peerix peers, closes those of departed ones, and brings every peer to the
-    /// current generation. Changes go out when `timed` (once per [`SUMMARY_SEND_EVERY`]) or when a new peer
-    /// needs a full summary anyway.
+    /// current generation. Changes go out when `timed`, once per [`SUMMARY_SEND_EVERY`].
     fn round(&mut self, timed: bool) {
-        let current: HashSet<PeerId> = self.peers.peerix_peers().into_iter().collect();
-        self.links.retain(|p, l| current.contains(p) && !l.tx.is_closed());
-        for peer in &current {
-            if !self.links.contains_key(peer) {
-                let (tx, rx) = mpsc::channel(LINK_QUEUE);
-                crate::tasks::spawn(module_path!(), write_link(self.control.clone(), *peer, rx));
-                self.links.insert(*peer, Link { tx, holds: None });
-            }
+        for peer in self.choose() {
+            let (tx, rx) = mpsc::channel(LINK_QUEUE);
+            let (control, refusals) = (self.control.clone(), self.refusals.clone());
+            crate::tasks::spawn(module_path!(), async move {
+                if write_link(control, peer, rx).await == LinkEnd::Refused {
+                    let _ = refusals.try_send(peer);
+                }
+            });
+            self.links.insert(peer, Link { tx, holds: None });
         }
+        // At most one generation a second, whoever connects: a receiver reads one message a second
+        // (after a burst of 8) and drops a sender beyond. Making one per newcomer, while a store
+        // was being indexed and a fleet's DHT connected peers several times a second, got honest
+        // nodes dropped as misbehaving (and then unreachable through the tracker). A newcomer gets
+        // the current generation in full; what is pending follows as the next delta.
         let pending = !self.added.is_empty() || !self.removed.is_empty();
-        let newcomer = self.links.values().any(|l| l.holds.is_none());
-        if pending && (newcomer || (timed && self.last_change_sent.elapsed() >= SUMMARY_SEND_EVERY)) {
+        if pending && timed && self.last_change_sent.elapsed() >= SUMMARY_SEND_EVERY {
             self.next_generation();
         }
         let peers: Vec<PeerId> = self.links.keys().copied().collect();
@@ -185,6 +213,17 @@ impl Advertiser {
                 }
             }
         }
+    }
+
+    /// Drops the links of departed peers and broken streams; returns the peers to open a link to
+    /// ([`pick`]).
+    fn choose(&mut self) -> Vec<PeerId> {
+        let now = Instant::now();
+        self.refused.retain(|_, until| *until > now);
+        let candidates = self.peers.summary_candidates();
+        let current: HashSet<PeerId> = candidates.iter().map(|c| c.peer).collect();
+        self.links.retain(|p, l| current.contains(p) && !l.tx.is_closed());
+        pick(&candidates, |p| self.links.contains_key(p), |p| self.refused.contains_key(p), self.salt)
     }
 
     /// The full summary of the current generation, built on first use.
@@ -239,17 +278,52 @@ impl Advertiser {
     }
 }
 
+/// The peers to open a summary link to, of the connected peerix peers: every kept peer, then
+/// others up to [`MAX_LINKS`] links — those that send us theirs first (a pair linked both ways
+/// holds one connection for two summaries), then in a random order. Open links stay: a link is
+/// never moved, so a summary a peer holds is never dropped for another; a peer that refused us
+/// is left alone.
+fn pick(
+    candidates: &[Candidate],
+    linked: impl Fn(&PeerId) -> bool,
+    refused: impl Fn(&PeerId) -> bool,
+    salt: u64,
+) -> Vec<PeerId> {
+    let linked_others = candidates.iter().filter(|c| !c.kept && linked(&c.peer)).count();
+    let mut new: Vec<&Candidate> = candidates.iter().filter(|c| !linked(&c.peer) && !refused(&c.peer)).collect();
+    new.sort_by_key(|c| (!c.kept, !c.sends_us, order(salt, &c.peer)));
+    let kept = new.iter().filter(|c| c.kept).count();
+    new.truncate(kept + MAX_LINKS.saturating_sub(linked_others));
+    new.into_iter().map(|c| c.peer).collect()
+}
+
+/// A stable random order of peers (a hash of the peer id under a per-process salt).
+fn order(salt: u64, peer: &PeerId) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (salt, peer).hash(&mut h);
+    h.finish()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum LinkEnd {
+    /// Our queue closed (the peer left) or the stream broke: the next round may link again.
+    Ended,
+    /// The peer reads no more senders ([`super::REFUSED`]).
+    Refused,
+}
+
 /// Keeps one stream to `peer` and writes every frame queued for it; ends when the queue closes
 /// or the stream breaks — including when the peer drops it unread (its accept queue holds one
-/// stream, and a burst of connections overflows it): the receiver never writes, so anything that
-/// ends our read side means the summary did not arrive, and the next round opens a new link with
-/// a full summary.
-async fn write_link(mut control: libp2p_stream::Control, peer: PeerId, mut rx: mpsc::Receiver<Frame>) {
+/// stream, and a burst of connections overflows it): the receiver writes nothing but a refusal,
+/// so anything else that ends our read side means the summary did not arrive, and the next round
+/// opens a new link with a full summary.
+async fn write_link(mut control: libp2p_stream::Control, peer: PeerId, mut rx: mpsc::Receiver<Frame>) -> LinkEnd {
     let stream = match control.open_stream(peer, PROTOCOL).await {
         Ok(s) => s,
         Err(e) => {
             debug!(%peer, cause = %e, "cannot open a summary stream");
-            return;
+            return LinkEnd::Ended;
         }
     };
     let (mut reader, mut writer) = futures_util::AsyncReadExt::split(stream);
@@ -260,9 +334,13 @@ async fn write_link(mut control: libp2p_stream::Control, peer: PeerId, mut rx: m
                 Some(f) => f,
                 None => break,
             },
-            _ = futures_util::AsyncReadExt::read(&mut reader, &mut probe) => {
+            read = futures_util::AsyncReadExt::read(&mut reader, &mut probe) => {
+                if matches!(read, Ok(1)) && probe[0] == super::REFUSED {
+                    debug!(%peer, "peer reads no more summaries; linking to another");
+                    return LinkEnd::Refused;
+                }
                 debug!(%peer, "summary stream closed by the peer; reopening");
-                return;
+                return LinkEnd::Ended;
             }
         };
         if let Err(e) = async {
@@ -272,9 +350,85 @@ async fn write_link(mut control: libp2p_stream::Control, peer: PeerId, mut rx: m
         .await
         {
             debug!(%peer, cause = %e, "summary stream broke");
-            return;
+            return LinkEnd::Ended;
         }
         debug!(%peer, bytes = frame.len(), "have-summary sent");
     }
     let _ = writer.close().await;
+    LinkEnd::Ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidates(n: usize, kept: usize, sending: usize) -> Vec<Candidate> {
+        (0..n)
+            .map(|i| Candidate { peer: PeerId::random(), kept: i < kept, sends_us: i >= kept && i < kept + sending })
+            .collect()
+    }
+
+    #[test]
+    fn links_go_to_every_kept_peer_and_a_bounded_few_others() {
+        // 100 peers met, 3 kept (`--peer`, mDNS), 2 of the others send us their summary.
+        let c = candidates(100, 3, 2);
+        let chosen = pick(&c, |_| false, |_| false, 7);
+        assert_eq!(chosen.len(), 3 + MAX_LINKS, "every kept peer plus MAX_LINKS others");
+        for k in &c[..5] {
+            assert!(chosen.contains(&k.peer), "kept peers and those that send us theirs come first");
+        }
+        // Another node (another salt) meeting the same peers chooses other ones.
+        let other = pick(&c, |_| false, |_| false, 8);
+        assert_ne!(chosen[5..].iter().collect::<HashSet<_>>(), other[5..].iter().collect::<HashSet<_>>());
+
+        // With the links open, nothing more is opened, however many peers connect.
+        let open: HashSet<PeerId> = chosen.iter().copied().collect();
+        let more = candidates(50, 0, 0);
+        let all: Vec<Candidate> = c.iter().chain(&more).cloned().collect();
+        assert!(pick(&all, |p| open.contains(p), |_| false, 7).is_empty());
+        // A link that ended is replaced by one link, never to a peer that refused us.
+        let refused = chosen[6];
+        let fewer: HashSet<PeerId> = chosen.iter().copied().filter(|p| *p != chosen[5] && *p != refused).collect();
+        let again = pick(&all, |p| fewer.contains(p), |p| *p == refused, 7);
+        assert_eq!(again.len(), 2);
+        assert!(!again.contains(&refused));
+    }
+
+    #[tokio::test]
+    async fn peers_connecting_do_not_make_generations_faster_than_one_a_second() {
+        let peers = Arc::new(Peers::default());
+        let (refusals, _rx) = mpsc::channel(1);
+        let mut a = Advertiser {
+            control: libp2p_stream::Behaviour::new().new_control(),
+            peers: peers.clone(),
+            epoch: 1,
+            generation: 1,
+            set: HashSet::new(),
+            added: HashSet::new(),
+            removed: HashSet::new(),
+            full: None,
+            capacity: 0,
+            delta: None,
+            last_change_sent: Instant::now(),
+            links: HashMap::new(),
+            refused: HashMap::new(),
+            refusals,
+            salt: 1,
+        };
+        // A store being indexed (a change pending all the time) while peers keep connecting.
+        for i in 0..20u8 {
+            a.apply(Publication::Published { hash: StoreHash::from_bytes(&[i; 20]), root: crate::ipld::raw_cid(&[i]) });
+            let p = PeerId::random();
+            peers.connected(p, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), crate::p2p::peers::Discovery::Dht, false);
+            peers.identified(p, "peerix".into(), true);
+            a.round(false);
+        }
+        assert_eq!(a.generation, 1, "a newcomer gets the current generation, not a new one for everybody");
+        assert_eq!(a.links.len(), MAX_LINKS);
+        a.round(true);
+        assert_eq!(a.generation, 1, "not a second since the last change went out");
+        a.last_change_sent -= SUMMARY_SEND_EVERY;
+        a.round(true);
+        assert_eq!(a.generation, 2, "the pending changes go out as one delta");
+    }
 }

@@ -28,6 +28,16 @@ pub const MAX_FRAME: usize = super::bloom::MAX_BYTES + 1024;
 const MESSAGE_BURST: f64 = 8.0;
 /// Inbound summary streams read at once (one per connected peerix peer is the norm).
 const MAX_STREAMS: usize = 256;
+/// Peers we read summaries from, besides the peers we keep (`--peer`, mDNS: always read). Each
+/// sender holds a connection to us open, pinged every 2 s: without a bound every node of a fleet
+/// ends up connected to every other (a full mesh of 100 measured, each connection ~165 B/s of
+/// pings). Senders link to [`super::advertise::MAX_LINKS`] peers each, so the average node reads
+/// that many; this leaves room for peers many nodes meet first (bootstrap nodes) without letting
+/// them gather the fleet. A sender over the bound is told [`REFUSED`] and links to another peer.
+pub const MAX_SOURCES: usize = 24;
+/// The one byte a receiver ever writes on a summary stream: "I read no more senders; link to
+/// someone else" (then it closes the stream).
+pub const REFUSED: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HaveError {
@@ -169,6 +179,16 @@ pub fn receive(
 }
 
 async fn read_summaries(peer: PeerId, mut stream: libp2p::Stream, peers: &Peers, node: &Client) {
+    if !peers.admits_summary(&peer, MAX_SOURCES) {
+        debug!(%peer, "summary senders at their bound; refusing one");
+        use futures_util::AsyncWriteExt;
+        let _ = tokio::time::timeout(crate::timeouts::PEER_REQUEST_WAIT, async {
+            stream.write_all(&[REFUSED]).await?;
+            stream.close().await
+        })
+        .await;
+        return;
+    }
     let mut budget = Budget { tokens: MESSAGE_BURST, at: Instant::now() };
     loop {
         let frame = match frame::read(&mut stream, MAX_FRAME).await {
