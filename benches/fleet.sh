@@ -15,6 +15,7 @@ cleanup() {
   pkill -f "$B/" 2>/dev/null || true
   ip netns pids "$NS" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   ip netns del "$NS" 2>/dev/null || true
+  [ -z "${FLEET_LOGS:-}" ] || { mkdir -p "$FLEET_LOGS"; cp "$B"/*.log "$FLEET_LOGS"/ 2>/dev/null; } || true
   rm -rf "$B"
 }
 trap cleanup EXIT

@@ -18,6 +18,11 @@ use serde::{Deserialize, Serialize};
 /// client (which announces at most [`MAX_PATHS`] and says so when it holds more) and the README.
 /// Paths one peer may share: a large NixOS workstation holds ~60 000 store paths.
 pub const MAX_PATHS: usize = 200_000;
+
+/// The libp2p protocol of the one idle stream a daemon holds to its tracker's node
+/// ([`crate::tracker::presence`]): nothing is ever written on it; it keeps the connection open, so
+/// the tracker sees the daemon leave (a reset, or pings unanswered) and stops naming it.
+pub const PRESENCE_PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/peerix/presence/1.0.0");
 /// An announcement body at most: [`MAX_PATHS`] hash32s are ~7.4 MB as a signed payload (each an
 /// escaped JSON string of 37 bytes), checked by a test.
 pub const MAX_ANNOUNCEMENT_BYTES: usize = 8 << 20;

@@ -33,11 +33,12 @@ pub mod have;
 mod inbound;
 mod kept;
 pub mod lanes;
-mod liveness;
+pub(crate) mod liveness;
 pub mod narinfo;
 pub mod nat;
 pub mod node;
 pub mod peers;
+mod presence;
 mod provider_store;
 mod swarm;
 

@@ -34,6 +34,8 @@ pub struct Node {
     /// The configuration names peers to reach (`--peer`, bootstrap peers, a tracker or relay):
     /// having none connected is then a degraded state, not a quiet LAN.
     pub(super) expects_peers: bool,
+    /// For streams held outside the lanes (the tracker presence stream).
+    pub(super) control: libp2p_stream::Control,
 }
 
 impl Node {
@@ -75,9 +77,20 @@ impl Node {
         self.client.connect(peer, addrs).await
     }
 
-    /// Uses these nodes (a tracker's) as DHT bootstrap peers and relays.
+    /// Uses these nodes (a tracker's) as DHT bootstrap peers and relays, and holds a presence
+    /// stream to each ([`super::presence`]), so the tracker sees us leave.
     pub async fn use_relays(&self, addrs: Vec<Multiaddr>) {
-        self.client.use_relays(addrs).await
+        let nodes: std::collections::HashSet<PeerId> = addrs
+            .iter()
+            .filter_map(|a| match a.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(p)) => Some(p),
+                _ => None,
+            })
+            .collect();
+        self.client.use_relays(addrs).await;
+        for node in nodes {
+            crate::tasks::spawn(module_path!(), super::presence::hold(self.control.clone(), node));
+        }
     }
 
     /// Asks `peer` for the narinfo of `hash` ([`narinfo::ask`]).

@@ -189,6 +189,7 @@ pub fn start(
     crate::tasks::spawn(module_path!(), event_loop.run(shutdown));
     let narinfo_lanes =
         lanes::Lanes::new(control.clone(), narinfo::PROTOCOL, node::NARINFO_LANES, crate::timeouts::NARINFO_RETRIES);
-    let block_lanes = lanes::Lanes::new(control, blocks::PROTOCOL, node::BLOCK_LANES, crate::timeouts::BLOCK_RETRIES);
-    Ok(Node { client, bitswap, narinfo_lanes, block_lanes, peers, dht, expects_peers })
+    let block_lanes =
+        lanes::Lanes::new(control.clone(), blocks::PROTOCOL, node::BLOCK_LANES, crate::timeouts::BLOCK_RETRIES);
+    Ok(Node { client, bitswap, narinfo_lanes, block_lanes, peers, dht, expects_peers, control })
 }

@@ -98,12 +98,14 @@ pub async fn announce(
         t.count_announce("rate_limited");
         return Err(TrackerError::TooMany("too many announcements from this peer"));
     }
-    let (tracker, now) = (t.clone(), now_secs());
+    let (tracker, now, announcer) = (t.clone(), now_secs(), a.peer_id.clone());
     let applied =
         crate::tasks::spawn_blocking(module_path!(), move || tracker.db.apply(&a, ip, now, MAX_PATHS)).await??;
     match applied {
         Ok(generation) => {
             t.count_announce("accepted");
+            // It speaks, so it is there (its connection to our node may have broken on its own).
+            t.presence.back(&announcer);
             Ok(Json(Accepted { generation, ttl_secs: t.ttl_secs as u64 }))
         }
         Err(refused) => {
@@ -182,6 +184,7 @@ pub async fn providers(
     // An index seek and ≤ 20 rows on a pooled reader, ~20 µs: on the calling task, as the
     // daemon's Nix DB lookups; a hop to a blocking thread would cost as much as the query.
     let mut found = t.db.providers(hash.as_str(), now_secs() - t.ttl_secs, PROVIDERS_LIMIT)?;
+    found.retain(|p| !t.presence.is_gone(&p.peer_id));
     for p in &mut found {
         p.addrs.retain(|a| visible_to(a, requester));
     }

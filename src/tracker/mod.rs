@@ -7,11 +7,13 @@
 //! `/v1/providers/<hash32>` ([`crate::substitute::tracker`]) under its lookup deadline, dials the
 //! providers and asks them for the narinfo as it asks any peer: the tracker is trusted with nothing
 //! but addresses.
-//! Announcements are rate-limited per peer and per address ([`crate::rate`]).
+//! Announcements are rate-limited per peer and per address ([`crate::rate`]); a peer whose connection
+//! to the tracker's node broke or went silent is left out of answers ([`presence`]).
 
 pub mod api;
 pub mod db;
 pub mod node;
+pub mod presence;
 mod server;
 
 pub use server::{RunError, Tracker, TrackerConfig, router, run};

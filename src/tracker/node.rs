@@ -2,18 +2,25 @@
 //! Kademlia server to bootstrap from (`/ipfs/kad/1.0.0`), a relay v2 server with limits sized for
 //! NARs (libp2p's defaults, 2 min and 128 KiB a circuit, cannot carry one), and AutoNAT servers
 //! (v1 and v2) that tell a peer whether it is reachable. Its addresses are in `/v1/status`, so a
-//! daemon needs only the tracker's URL. It stores nothing and routes no content of its own.
+//! daemon needs only the tracker's URL. It stores nothing and routes no content of its own. It
+//! holds the presence stream each daemon keeps open to it and pings its connection, so a daemon
+//! that leaves is seen to leave ([`super::presence`]).
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use libp2p::kad::store::MemoryStore;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionError, ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, StreamProtocol, autonat, connection_limits, identify, kad, noise, ping, relay, tcp, yamux};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use super::presence::Presence;
+use crate::p2p::liveness::Liveness;
+use crate::timeouts::{PING_INTERVAL, PING_TIMEOUT};
 
 pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
@@ -37,6 +44,8 @@ struct Behaviour {
     limits: connection_limits::Behaviour,
     /// One address or network gets a small share of the pending slots (the daemon's rule).
     admission: crate::p2p::admission::Behaviour,
+    /// Presence streams daemons hold to us ([`super::presence`]).
+    stream: libp2p_stream::Behaviour,
 }
 
 /// The node's addresses (`…/p2p/<id>`) as `/v1/status` lists them.
@@ -52,7 +61,12 @@ pub enum NodeError {
     Listen(#[from] libp2p::TransportError<std::io::Error>),
 }
 
-pub fn start(cfg: NodeConfig, key: libp2p::identity::Keypair, shutdown: CancellationToken) -> Result<Addrs, NodeError> {
+pub fn start(
+    cfg: NodeConfig,
+    key: libp2p::identity::Keypair,
+    presence: Arc<Presence>,
+    shutdown: CancellationToken,
+) -> Result<Addrs, NodeError> {
     let local = key.public().to_peer_id();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -71,7 +85,9 @@ pub fn start(cfg: NodeConfig, key: libp2p::identity::Keypair, shutdown: Cancella
                     identify::Config::new("ipfs/0.1.0".into(), key.public())
                         .with_agent_version(format!("peerix-tracker/{}", env!("CARGO_PKG_VERSION"))),
                 ),
-                ping: ping::Behaviour::new(ping::Config::new()),
+                // As often as the daemons ping (2 s, 3 s to answer): a peer that vanished leaves our
+                // answers within seconds ([`super::presence`]).
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT)),
                 kad,
                 relay: relay::Behaviour::new(
                     local,
@@ -97,6 +113,7 @@ pub fn start(cfg: NodeConfig, key: libp2p::identity::Keypair, shutdown: Cancella
                         .with_max_pending_incoming(Some(1024)),
                 ),
                 admission: crate::p2p::admission::Behaviour::default(),
+                stream: libp2p_stream::Behaviour::new(),
             }
         })
         .map_err(|e| NodeError::Transport(e.into()))?
@@ -109,15 +126,42 @@ pub fn start(cfg: NodeConfig, key: libp2p::identity::Keypair, shutdown: Cancella
     for addr in &cfg.external {
         swarm.add_external_address(addr.clone());
     }
+    if let Ok(incoming) = swarm.behaviour().stream.new_control().accept(crate::tracker_wire::PRESENCE_PROTOCOL) {
+        crate::tasks::spawn(module_path!(), hold_presence_streams(incoming, shutdown.clone()));
+    }
     let addrs: Addrs = Arc::default();
     let shown = addrs.clone();
+    let mut liveness = Liveness::default();
+    // Connections we closed for silence: their peer has left, not idled out.
+    let mut silent: HashSet<ConnectionId> = HashSet::new();
+    let mut check = tokio::time::interval(Duration::from_secs(1));
     crate::tasks::spawn(module_path!(), async move {
         loop {
             let event = tokio::select! {
                 e = swarm.select_next_some() => e,
+                _ = check.tick() => {
+                    for (connection, peer, quiet) in liveness.silent(Instant::now()) {
+                        debug!(%peer, quiet_ms = quiet.as_millis() as u64, "peer silent; closing its connection");
+                        silent.insert(connection);
+                        swarm.close_connection(connection);
+                    }
+                    continue;
+                }
                 _ = shutdown.cancelled() => return,
             };
             match event {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => presence.back(&peer_id.to_string()),
+                SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
+                    liveness.closed(&connection_id);
+                    let was_silent = silent.remove(&connection_id);
+                    if num_established == 0 && (was_silent || matches!(cause, Some(ConnectionError::IO(_)))) {
+                        debug!(peer = %peer_id, ?cause, "peer left");
+                        presence.left(&peer_id.to_string());
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result: Ok(_) })) => {
+                    liveness.answered(connection, peer, Instant::now())
+                }
                 SwarmEvent::NewListenAddr { address, .. } => info!(%address, "tracker node listening"),
                 SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                     peer_id, info, ..
@@ -154,6 +198,33 @@ pub fn start(cfg: NodeConfig, key: libp2p::identity::Keypair, shutdown: Cancella
         }
     });
     Ok(addrs)
+}
+
+/// Presence streams held at once: one per connected daemon (the connection limit is 4096).
+const MAX_PRESENCE_STREAMS: usize = 4096;
+
+/// Holds every daemon's presence stream open until it ends: one per peer, [`MAX_PRESENCE_STREAMS`]
+/// in all. Nothing is ever written on one; a peer that writes is cut off.
+async fn hold_presence_streams(mut incoming: libp2p_stream::IncomingStreams, shutdown: CancellationToken) {
+    let held: Arc<Mutex<HashSet<libp2p::PeerId>>> = Arc::default();
+    loop {
+        let (peer, mut stream) = tokio::select! {
+            next = incoming.next() => match next { Some(s) => s, None => return },
+            _ = shutdown.cancelled() => return,
+        };
+        {
+            let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+            if h.len() >= MAX_PRESENCE_STREAMS || !h.insert(peer) {
+                continue;
+            }
+        }
+        debug!(%peer, "holding a presence stream");
+        let held = held.clone();
+        crate::tasks::spawn(module_path!(), async move {
+            let _ = futures_util::AsyncReadExt::read(&mut stream, &mut [0u8; 1]).await;
+            held.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
+        });
+    }
 }
 
 fn is_unspecified(addr: &Multiaddr) -> bool {

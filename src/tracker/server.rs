@@ -55,6 +55,8 @@ pub struct Tracker {
     pub(super) started: Instant,
     /// The libp2p node's addresses, for `/v1/status`.
     pub(super) node_addrs: node::Addrs,
+    /// Peers the node saw leave: left out of `/v1/providers`.
+    pub(super) presence: Arc<super::presence::Presence>,
     registry: Registry,
     announces: Family<Outcome, Counter>,
     lookups: Family<Found, Counter>,
@@ -79,6 +81,7 @@ impl Tracker {
             per_address: Buckets::new(10.0, 100.0, 100_000),
             started: Instant::now(),
             node_addrs: Default::default(),
+            presence: Default::default(),
             registry,
             announces,
             lookups,
@@ -169,7 +172,7 @@ pub async fn run(cfg: TrackerConfig, shutdown: CancellationToken) -> Result<(), 
     if let Some(node_cfg) = cfg.node {
         let identity = crate::identity::Identity::load_or_create(&cfg.state_dir)?;
         let key = identity.keypair();
-        tracker.node_addrs = node::start(node_cfg, key, shutdown.clone())?;
+        tracker.node_addrs = node::start(node_cfg, key, tracker.presence.clone(), shutdown.clone())?;
     }
     let tracker = Arc::new(tracker);
     let listen_error = |source| RunError::Listen { addr: cfg.listen, source };
@@ -184,6 +187,7 @@ pub async fn run(cfg: TrackerConfig, shutdown: CancellationToken) -> Result<(), 
                 _ = tokio::time::sleep(TRACKER_SWEEP_EVERY) => {}
                 _ = stop.cancelled() => return,
             }
+            sweeper.presence.sweep(std::time::Duration::from_secs(sweeper.ttl_secs as u64));
             let (t, now) = (sweeper.clone(), crate::store::now_secs());
             let swept = crate::tasks::spawn_blocking(module_path!(), move || {
                 t.db.expire(now - t.ttl_secs, now - 2 * api::CLOCK_SKEW_SECS)

@@ -1,0 +1,71 @@
+//! Which announcing peers the tracker's node saw leave. A record lives for its TTL (5 min) after
+//! the last announcement, so a peer that vanished was still named as a provider for minutes: every
+//! lookup of its paths dialled it and waited out the asker's deadline (a 250 ms miss where a 0 ms
+//! one was due), and on a fleet nodes that held no summary of it kept answering 200 for its paths
+//! while it was gone. Daemons hold a connection to the tracker's node (relay reservation, DHT
+//! bootstrap): when it breaks (a reset, end of stream) or stops answering pings
+//! ([`crate::p2p::liveness`]), the node marks the peer here, and `/v1/providers` leaves it out
+//! until it connects again or announces. A connection closed for idleness marks nothing.
+//!
+//! Bounded: [`MAX_DEPARTED`] peers, each forgotten once its record would have expired anyway.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Departed peers remembered at most (a tracker serves hundreds to thousands of peers).
+const MAX_DEPARTED: usize = 65_536;
+
+#[derive(Default)]
+pub struct Presence {
+    departed: Mutex<HashMap<String, Instant>>,
+}
+
+impl Presence {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Instant>) -> T) -> T {
+        f(&mut self.departed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// `peer`'s last connection to our node broke or went silent.
+    pub fn left(&self, peer: &str) {
+        self.with(|m| {
+            if m.len() < MAX_DEPARTED || m.contains_key(peer) {
+                m.insert(peer.to_owned(), Instant::now());
+            }
+        })
+    }
+
+    /// `peer` connected again, or announced.
+    pub fn back(&self, peer: &str) {
+        self.with(|m| m.remove(peer));
+    }
+
+    pub fn is_gone(&self, peer: &str) -> bool {
+        self.with(|m| m.contains_key(peer))
+    }
+
+    /// Forgets peers that left longer than `ttl` ago (their records have expired by now).
+    pub fn sweep(&self, ttl: Duration) {
+        self.with(|m| m.retain(|_, at| at.elapsed() < ttl))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_gone_from_leaving_until_it_is_back_or_swept() {
+        let p = Presence::default();
+        assert!(!p.is_gone("a"));
+        p.left("a");
+        p.left("b");
+        assert!(p.is_gone("a") && p.is_gone("b"));
+        p.back("a");
+        assert!(!p.is_gone("a") && p.is_gone("b"));
+        p.sweep(Duration::from_secs(300));
+        assert!(p.is_gone("b"), "left just now");
+        p.sweep(Duration::ZERO);
+        assert!(!p.is_gone("b"));
+    }
+}
