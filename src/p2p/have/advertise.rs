@@ -145,6 +145,10 @@ pub async fn advertise(
 
 impl Advertiser {
     fn apply(&mut self, event: Publication) {
+        // A full summary is always of the set as it is now (a newcomer must not wait a second for
+        // a path it is about to be asked for); the delta that follows repeats these changes, which
+        // is harmless on top of it.
+        self.full = None;
         match event {
             Publication::Published { hash, .. } => {
                 let k = hash.to_bytes();
@@ -188,7 +192,8 @@ impl Advertiser {
         // (after a burst of 8) and drops a sender beyond. Making one per newcomer, while a store
         // was being indexed and a fleet's DHT connected peers several times a second, got honest
         // nodes dropped as misbehaving (and then unreachable through the tracker). A newcomer gets
-        // the current generation in full; what is pending follows as the next delta.
+        // the current set in full, under the current generation; the pending changes follow as the
+        // next delta.
         let pending = !self.added.is_empty() || !self.removed.is_empty();
         if pending && timed && self.last_change_sent.elapsed() >= SUMMARY_SEND_EVERY {
             self.next_generation();
@@ -424,6 +429,10 @@ mod tests {
             a.round(false);
         }
         assert_eq!(a.generation, 1, "a newcomer gets the current generation, not a new one for everybody");
+        // … in full, as the set is now: what it is asked for next is in it.
+        let frame = a.full_frame();
+        let msg = <wire::Have as prost::Message>::decode_length_delimited(&frame[..]).expect("a frame");
+        assert_eq!(msg.full.expect("full").count, 20);
         assert_eq!(a.links.len(), MAX_LINKS);
         a.round(true);
         assert_eq!(a.generation, 1, "not a second since the last change went out");

@@ -14,8 +14,8 @@
 //! summary within [`SUMMARY_SEND_EVERY`]. Changes are batched and sent at most once per [`SUMMARY_SEND_EVERY`];
 //! a batch larger than [`MAX_DELTA`] (or one that overfills the filter) becomes a new full summary.
 //! Receiver ([`receive`]): [`apply`] checks every message (sizes, hash count, generation) before
-//! it changes anything; a peer may send [`MESSAGE_BURST`] messages at once and one per second
-//! after that, and is disconnected beyond.
+//! it changes anything; a peer's messages are read [`MESSAGE_BURST`] at once and then one per second
+//! (throttled, not dropped: a busy receiver reads an honest sender's frames in bunches).
 
 mod advertise;
 pub mod bloom;

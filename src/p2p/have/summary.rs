@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::Semaphore;
@@ -144,16 +144,13 @@ struct Budget {
 }
 
 impl Budget {
-    fn take(&mut self) -> bool {
+    /// Takes a message's token: `None`, or how long to wait first (the token is then spent).
+    fn take(&mut self) -> Option<Duration> {
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64()).min(MESSAGE_BURST);
         self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.tokens -= 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens))
     }
 }
 
@@ -191,6 +188,12 @@ async fn read_summaries(peer: PeerId, mut stream: libp2p::Stream, peers: &Peers,
     }
     let mut budget = Budget { tokens: MESSAGE_BURST, at: Instant::now() };
     loop {
+        // Throttled, not dropped: a receiver that was not scheduled for a while (a fleet of daemons
+        // on two cores) reads an honest sender's frames in a bunch, and dropping peers for that
+        // banned honest nodes from each other. A sender that floods is read once a second.
+        if let Some(wait) = budget.take() {
+            tokio::time::sleep(wait).await;
+        }
         let frame = match frame::read(&mut stream, MAX_FRAME).await {
             Ok(Some(f)) => f,
             Ok(None) => return,
@@ -204,12 +207,6 @@ async fn read_summaries(peer: PeerId, mut stream: libp2p::Stream, peers: &Peers,
                 return;
             }
         };
-        if !budget.take() {
-            warn!(%peer, "peer sends summaries faster than one a second; dropping it");
-            peers.count(peer, |s| s.bad_summaries += 1);
-            node.disconnect(peer);
-            return;
-        }
         let msg = match <wire::Have as prost::Message>::decode(frame) {
             Ok(m) => m,
             Err(e) => {
@@ -293,6 +290,18 @@ mod tests {
         assert!(s.as_ref().unwrap().contains(&b));
         apply(&mut s, full(8, 1, &[c])).unwrap();
         assert!(!s.as_ref().unwrap().contains(&b) && s.as_ref().unwrap().contains(&c));
+    }
+
+    #[test]
+    fn a_burst_passes_and_then_one_message_a_second() {
+        let mut b = Budget { tokens: MESSAGE_BURST, at: Instant::now() };
+        for _ in 0..MESSAGE_BURST as usize {
+            assert_eq!(b.take(), None);
+        }
+        let wait = b.take().expect("the ninth message waits");
+        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        let second = b.take().expect("and the tenth longer");
+        assert!(second > Duration::from_millis(1900), "{second:?}");
     }
 
     #[test]
