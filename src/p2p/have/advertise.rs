@@ -101,23 +101,7 @@ pub async fn advertise(
     let set = load(&cache).await;
     let (refusals_tx, mut refusals) = mpsc::channel(REFUSALS_QUEUE);
     info!(paths = set.len(), "advertising published paths to peerix peers");
-    let mut a = Advertiser {
-        control,
-        peers: peers.clone(),
-        epoch: random_u64(),
-        generation: 1,
-        set,
-        added: HashSet::new(),
-        removed: HashSet::new(),
-        full: None,
-        capacity: 0,
-        delta: None,
-        last_change_sent: Instant::now(),
-        links: HashMap::new(),
-        refused: HashMap::new(),
-        refusals: refusals_tx,
-        salt: random_u64(),
-    };
+    let mut a = Advertiser::new(control, peers.clone(), set, refusals_tx);
     let mut tick = tokio::time::interval(SUMMARY_SEND_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -144,6 +128,31 @@ pub async fn advertise(
 }
 
 impl Advertiser {
+    fn new(
+        control: libp2p_stream::Control,
+        peers: Arc<Peers>,
+        set: HashSet<[u8; 20]>,
+        refusals: mpsc::Sender<PeerId>,
+    ) -> Self {
+        Self {
+            control,
+            peers,
+            epoch: random_u64(),
+            generation: 1,
+            set,
+            added: HashSet::new(),
+            removed: HashSet::new(),
+            full: None,
+            capacity: 0,
+            delta: None,
+            last_change_sent: Instant::now(),
+            links: HashMap::new(),
+            refused: HashMap::new(),
+            refusals,
+            salt: random_u64(),
+        }
+    }
+
     fn apply(&mut self, event: Publication) {
         // A full summary is always of the set as it is now (a newcomer must not wait a second for
         // a path it is about to be asked for); the delta that follows repeats these changes, which
@@ -403,23 +412,8 @@ mod tests {
     async fn peers_connecting_do_not_make_generations_faster_than_one_a_second() {
         let peers = Arc::new(Peers::default());
         let (refusals, _rx) = mpsc::channel(1);
-        let mut a = Advertiser {
-            control: libp2p_stream::Behaviour::new().new_control(),
-            peers: peers.clone(),
-            epoch: 1,
-            generation: 1,
-            set: HashSet::new(),
-            added: HashSet::new(),
-            removed: HashSet::new(),
-            full: None,
-            capacity: 0,
-            delta: None,
-            last_change_sent: Instant::now(),
-            links: HashMap::new(),
-            refused: HashMap::new(),
-            refusals,
-            salt: 1,
-        };
+        let mut a =
+            Advertiser::new(libp2p_stream::Behaviour::new().new_control(), peers.clone(), HashSet::new(), refusals);
         // A store being indexed (a change pending all the time) while peers keep connecting.
         for i in 0..20u8 {
             a.apply(Publication::Published { hash: StoreHash::from_bytes(&[i; 20]), root: crate::ipld::raw_cid(&[i]) });
