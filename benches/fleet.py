@@ -114,7 +114,7 @@ def start(name, args, want):
     (proc, [first group of each])."""
     logf = f"{W}/{name}.log"
     p = subprocess.Popen([A.peerix, *args], stderr=open(logf, "w"), stdout=subprocess.DEVNULL,
-                         env={**os.environ, "RUST_LOG": "info"})
+                         env={**os.environ, "RUST_LOG": os.environ.get("FLEET_RUST_LOG", "info")})
     PROCS.append(p)
     deadline = time.time() + 60
     while time.time() < deadline:

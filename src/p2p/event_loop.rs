@@ -131,8 +131,8 @@ impl EventLoop {
                     Some(c) => self.on_command(c),
                     None => break,
                 },
-                _ = tick.tick() => {
-                    for (connection, peer, quiet) in self.liveness.silent(Instant::now()) {
+                due = tick.tick() => {
+                    for (connection, peer, quiet) in self.liveness.silent_at(due) {
                         self.close_silent(connection, peer, format_args!("silent for {} ms", quiet.as_millis()));
                     }
                     self.sweep();

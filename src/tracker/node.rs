@@ -139,8 +139,8 @@ pub fn start(
         loop {
             let event = tokio::select! {
                 e = swarm.select_next_some() => e,
-                _ = check.tick() => {
-                    for (connection, peer, quiet) in liveness.silent(Instant::now()) {
+                due = check.tick() => {
+                    for (connection, peer, quiet) in liveness.silent_at(due) {
                         debug!(%peer, quiet_ms = quiet.as_millis() as u64, "peer silent; closing its connection");
                         silent.insert(connection);
                         swarm.close_connection(connection);
