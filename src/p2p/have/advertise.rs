@@ -27,7 +27,8 @@ const LINK_QUEUE: usize = 4;
 /// Peers we send our summary to, besides the peers we keep (`--peer`, mDNS: always). Each link
 /// holds a connection open, so linking every peer met made a fleet of 100 a full mesh; the others
 /// find our paths through the tracker, and their connections idle out. 8 links out and
-/// [`super::MAX_SOURCES`] in bound a node's lasting connections at 32 plus its kept peers.
+/// [`super::MAX_SOURCES`] in bound the connections summaries hold open at 32 plus the kept peers
+/// (the DHT's walks open others for a while: 25–50 on a fleet of 50, `benches/fleet.sh`).
 pub const MAX_LINKS: usize = 8;
 /// A peer that refused our summary (its senders at their bound) is not asked again for this long.
 const REFUSED_FOR: Duration = Duration::from_secs(300);
@@ -198,9 +199,9 @@ impl Advertiser {
             self.links.insert(peer, Link { tx, holds: None });
         }
         // At most one generation a second, whoever connects: a receiver reads one message a second
-        // (after a burst of 8) and drops a sender beyond. Making one per newcomer, while a store
-        // was being indexed and a fleet's DHT connected peers several times a second, got honest
-        // nodes dropped as misbehaving (and then unreachable through the tracker). A newcomer gets
+        // (after a burst of 8). Making one per newcomer, while a store was being indexed and a
+        // fleet's DHT connected peers several times a second, sent deltas many times a second (and,
+        // while receivers dropped senders beyond their rate, got honest nodes banned). A newcomer gets
         // the current set in full, under the current generation; the pending changes follow as the
         // next delta.
         let pending = !self.added.is_empty() || !self.removed.is_empty();
