@@ -152,7 +152,7 @@ impl EventLoop {
             return 0;
         }
         for addr in self.cfg.bootstrap.clone() {
-            if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+            if let Some(peer) = super::peer_of(&addr) {
                 for (_, kad) in dhts(self.swarm.behaviour_mut()) {
                     kad.add_address(&peer, addr.clone());
                 }
@@ -237,7 +237,7 @@ impl EventLoop {
             }
             Command::UseRelays { addrs } => {
                 for addr in addrs {
-                    if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                    if let Some(peer) = super::peer_of(&addr) {
                         for (_, kad) in dhts(self.swarm.behaviour_mut()) {
                             kad.add_address(&peer, addr.clone());
                         }

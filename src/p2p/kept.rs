@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
 use super::peers::Discovery;
@@ -36,7 +35,7 @@ pub struct Kept {
 impl Kept {
     /// A `--peer` address (ending in `/p2p/<id>`); `None` if it names no peer.
     pub fn add_static(&mut self, addr: Multiaddr) -> Option<PeerId> {
-        let Some(Protocol::P2p(peer)) = addr.iter().last() else { return None };
+        let peer = super::peer_of(&addr)?;
         let e = self.map.entry(peer).or_insert_with(|| Entry {
             addrs: Vec::new(),
             found: Discovery::Static,

@@ -48,3 +48,11 @@ pub use config::{Config, Mode, PUBLIC_BOOTSTRAP};
 pub use event_loop::{EventLoop, store_path_key};
 pub use node::Node;
 pub use swarm::{Behaviour, KAD_LAN_PROTOCOL, KAD_PROTOCOL, P2pError, start};
+
+/// The peer an address names (its last component, `/p2p/<id>`), if any.
+pub fn peer_of(addr: &libp2p::Multiaddr) -> Option<libp2p::PeerId> {
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
+}

@@ -80,7 +80,7 @@ impl Nat {
     /// (Listening before a connection exists races other dials to the relay: the relay client's
     /// own dial is then refused, and its reservation request never sent.)
     pub(super) fn use_relay(&mut self, swarm: &mut Swarm<Behaviour>, addr: Multiaddr) {
-        let Some(Protocol::P2p(relay)) = addr.iter().last() else { return };
+        let Some(relay) = super::peer_of(&addr) else { return };
         if relay == *swarm.local_peer_id() || !self.relays.insert(relay) {
             return;
         }

@@ -80,13 +80,7 @@ impl Node {
     /// Uses these nodes (a tracker's) as DHT bootstrap peers and relays, and holds a presence
     /// stream to each ([`super::presence`]), so the tracker sees us leave.
     pub async fn use_relays(&self, addrs: Vec<Multiaddr>) {
-        let nodes: std::collections::HashSet<PeerId> = addrs
-            .iter()
-            .filter_map(|a| match a.iter().last() {
-                Some(libp2p::multiaddr::Protocol::P2p(p)) => Some(p),
-                _ => None,
-            })
-            .collect();
+        let nodes: std::collections::HashSet<PeerId> = addrs.iter().filter_map(super::peer_of).collect();
         self.client.use_relays(addrs).await;
         for node in nodes {
             crate::tasks::spawn(module_path!(), super::presence::hold(self.control.clone(), node));

@@ -48,6 +48,9 @@ struct Behaviour {
     stream: libp2p_stream::Behaviour,
 }
 
+/// Connections the node holds at most.
+const MAX_CONNECTIONS: u32 = 4096;
+
 /// The node's addresses (`…/p2p/<id>`) as `/v1/status` lists them.
 pub type Addrs = Arc<Mutex<Vec<String>>>;
 
@@ -108,7 +111,7 @@ pub fn start(
                 autonat_v2: autonat::v2::server::Behaviour::default(),
                 limits: connection_limits::Behaviour::new(
                     connection_limits::ConnectionLimits::default()
-                        .with_max_established(Some(4096))
+                        .with_max_established(Some(MAX_CONNECTIONS))
                         .with_max_established_per_peer(Some(4))
                         .with_max_pending_incoming(Some(1024)),
                 ),
@@ -200,8 +203,8 @@ pub fn start(
     Ok(addrs)
 }
 
-/// Presence streams held at once: one per connected daemon (the connection limit is 4096).
-const MAX_PRESENCE_STREAMS: usize = 4096;
+/// Presence streams held at once: one per connected daemon.
+const MAX_PRESENCE_STREAMS: usize = MAX_CONNECTIONS as usize;
 
 /// Holds every daemon's presence stream open until it ends: one per peer, [`MAX_PRESENCE_STREAMS`]
 /// in all. Nothing is ever written on one; a peer that writes is cut off.
