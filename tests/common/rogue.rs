@@ -176,16 +176,11 @@ impl Rogue {
         out
     }
 
-    /// Sends `peer` a bitswap want-block (with sendDontHave) for `cid`, again if the stream is
-    /// reset: libp2p-stream drops an inbound stream that arrives while the daemon's acceptor has
-    /// not yet taken the previous one (rust-libp2p#5651; seen under the full suite's load), and a
-    /// real peer re-sends as our own client does.
-    pub async fn want(&self, peer: PeerId, cid: Cid) -> Result<(), String> {
-        self.send_wants(peer, &[cid], bitswap::message::WANT_BLOCK).await
-    }
-
     /// Sends `peer` one bitswap message wanting every one of `cids` as `want_type` (with
-    /// sendDontHave), again if the stream is reset (see [`Rogue::want`]).
+    /// sendDontHave), again if the stream is reset: libp2p-stream drops an inbound stream that
+    /// arrives while the daemon's acceptor has not yet taken the previous one (rust-libp2p#5651),
+    /// and a real peer re-sends as our own client does. A reset that comes after the message was
+    /// written goes unseen, so a test sends what it wants in one message.
     pub async fn send_wants(&self, peer: PeerId, cids: &[Cid], want_type: i32) -> Result<(), String> {
         self.send_wants_times(peer, cids, want_type, 1).await
     }
