@@ -135,6 +135,11 @@ pub const SILENT_AFTER: Duration = Duration::from_secs(2 * PING_INTERVAL.as_secs
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Longest wait after failures: re-dialling a kept peer, re-announcing to a tracker.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest wait before the presence stream to the tracker's node is reopened (`p2p::presence`):
+/// shorter than [`MAX_BACKOFF`] because while we are not connected the tracker leaves our paths
+/// out of its answers, and a tracker that judged us gone by mistake (both starved of CPU) must
+/// see us back within seconds; one dial every few seconds to one host costs nothing.
+pub const PRESENCE_MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// How long a relayed connection stays open after a hole punch: a request that was on it when the
 /// direct connection came (a narinfo lookup, ~1 ms on a LAN, a WAN round trip or two) finishes.
 pub const RELAY_GRACE: Duration = Duration::from_secs(3);

@@ -8,7 +8,8 @@ use futures_util::AsyncReadExt;
 use libp2p::PeerId;
 use tracing::debug;
 
-use crate::timeouts::{FIRST_RETRY, MAX_BACKOFF};
+use crate::p2p::peers::random_u64;
+use crate::timeouts::{FIRST_RETRY, PRESENCE_MAX_BACKOFF};
 use crate::tracker_wire::PRESENCE_PROTOCOL;
 
 /// Holds a presence stream to `tracker` for as long as the process runs.
@@ -25,7 +26,25 @@ pub async fn hold(mut control: libp2p_stream::Control, tracker: PeerId) {
             }
             Err(e) => debug!(%tracker, cause = %e, "cannot open a presence stream"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(jittered(backoff)).await;
+        backoff = (backoff * 2).min(PRESENCE_MAX_BACKOFF);
+    }
+}
+
+/// Half of `wait` plus a random share of the other half: a fleet whose tracker restarted does not
+/// come back in lockstep (the tracker admits 8 pending connections per address).
+fn jittered(wait: std::time::Duration) -> std::time::Duration {
+    wait / 2 + wait.mul_f64((random_u64() % 1024) as f64 / 2048.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_wait_is_jittered_between_half_and_all_of_it() {
+        let waits: Vec<Duration> = (0..64).map(|_| super::jittered(Duration::from_secs(8))).collect();
+        assert!(waits.iter().all(|w| *w >= Duration::from_secs(4) && *w < Duration::from_secs(8)), "{waits:?}");
+        assert!(waits.iter().any(|w| *w != waits[0]), "no jitter: {waits:?}");
     }
 }
