@@ -54,9 +54,14 @@ struct Advertiser {
     removed: HashSet<[u8; 20]>,
     /// The full summary of `generation`, once built.
     full: Option<Frame>,
-    /// Paths the last full summary's filter was sized for: deltas past it would raise its
-    /// false-positive rate, so they become a full summary instead.
-    capacity: usize,
+    /// Paths the smallest filter a linked peer may hold was sized for (every full summary built
+    /// since deltas last stopped; `None`: none). Deltas past it would raise that filter's
+    /// false-positive rate, so they become a full summary instead. The smallest, not the last: a
+    /// newcomer gets a filter sized for the set as it is now, while peers linked before still
+    /// hold the one sized when they came (a node that linked its peers while its store was still
+    /// being indexed sent them filters for 64 paths, then 2 200 as deltas: saturated filters that
+    /// "held" every path, so a holder that left was still taken for a live source).
+    capacity: Option<usize>,
     /// The delta that made `generation`, for peers at `generation - 1`.
     delta: Option<Frame>,
     last_change_sent: Instant,
@@ -144,7 +149,7 @@ impl Advertiser {
             added: HashSet::new(),
             removed: HashSet::new(),
             full: None,
-            capacity: 0,
+            capacity: None,
             delta: None,
             last_change_sent: Instant::now(),
             links: HashMap::new(),
@@ -262,16 +267,18 @@ impl Advertiser {
             }),
             delta: None,
         });
-        self.capacity = bloom.capacity();
+        self.capacity = Some(self.capacity.map_or(bloom.capacity(), |c| c.min(bloom.capacity())));
         self.full = Some(frame.clone());
         frame
     }
 
     fn next_generation(&mut self) {
         let changes = self.added.len() + self.removed.len();
-        let overfull = self.set.len() > self.capacity;
+        let overfull = self.capacity.is_none_or(|c| self.set.len() > c);
         self.generation += 1;
         self.delta = if changes > MAX_DELTA || overfull {
+            // Every peer gets a full summary next: the filters they hold are all replaced.
+            self.capacity = None;
             None
         } else {
             Some(encode(&wire::Have {
@@ -434,5 +441,39 @@ mod tests {
         a.last_change_sent -= SUMMARY_SEND_EVERY;
         a.round(true);
         assert_eq!(a.generation, 2, "the pending changes go out as one delta");
+    }
+
+    fn publish(a: &mut Advertiser, range: std::ops::Range<u32>) {
+        for i in range {
+            let k: [u8; 20] = std::array::from_fn(|b| (i >> (8 * (b % 4))) as u8 ^ b as u8);
+            a.apply(Publication::Published { hash: StoreHash::from_bytes(&k), root: crate::ipld::raw_cid(&k) });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_filter_a_peer_holds_never_gets_more_paths_than_it_was_sized_for() {
+        let (refusals, _rx) = mpsc::channel(1);
+        let control = libp2p_stream::Behaviour::new().new_control();
+        let mut a = Advertiser::new(control, Arc::new(Peers::default()), HashSet::new(), refusals);
+        // A peer linked while the store is still empty holds a filter sized for the minimum.
+        let small = a.full_frame();
+        let small = <wire::Have as prost::Message>::decode_length_delimited(&small[..]).unwrap().full.unwrap();
+        let small_capacity = Bloom::from_parts(small.bits, small.hashes, small.seed).unwrap().capacity();
+        // The index publishes more than that; a newcomer meanwhile gets a filter sized for it all.
+        publish(&mut a, 0..small_capacity as u32 + 10);
+        let _newcomer = a.full_frame();
+        a.next_generation();
+        assert!(a.delta.is_none(), "the first peer's filter would be overfull: a full summary for everyone");
+        // Deltas resume once every peer holds a filter sized for the set, and stop again past it.
+        let frame = a.full_frame();
+        let msg = <wire::Have as prost::Message>::decode_length_delimited(&frame[..]).unwrap().full.unwrap();
+        let capacity = Bloom::from_parts(msg.bits, msg.hashes, msg.seed).unwrap().capacity();
+        let n = a.set.len() as u32;
+        publish(&mut a, n..n + 1);
+        a.next_generation();
+        assert!(a.delta.is_some(), "one more path fits");
+        publish(&mut a, n + 1..capacity as u32 + 1);
+        a.next_generation();
+        assert!(a.delta.is_none(), "past the filter's capacity");
     }
 }

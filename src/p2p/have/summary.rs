@@ -53,6 +53,11 @@ pub enum HaveError {
     Delta(usize),
     #[error("more than 65536 withdrawn paths on top of one full summary")]
     TooManyRemoved,
+    /// Its false positives would make the sender look like a source of paths it lacks; our sender
+    /// never does this (it sends a full summary instead), and refusing closes the stream, so the
+    /// sender links again with a full one.
+    #[error("delta brings the filter to {count} paths, past the {capacity} it was sized for")]
+    Overfull { count: u64, capacity: usize },
 }
 
 /// What one peer says it can serve.
@@ -121,6 +126,9 @@ pub fn apply(slot: &mut Option<Summary>, msg: wire::Have) -> Result<(), HaveErro
                 return Err(HaveError::Delta(entries));
             };
             let Some(s) = slot.as_mut() else { return Err(HaveError::OutOfOrder { base: delta.base, held }) };
+            if delta.count > s.bloom.capacity() as u64 {
+                return Err(HaveError::Overfull { count: delta.count, capacity: s.bloom.capacity() });
+            }
             if s.removed.len() + removed.len() > MAX_REMOVED {
                 return Err(HaveError::TooManyRemoved);
             }
@@ -290,6 +298,21 @@ mod tests {
         assert!(s.as_ref().unwrap().contains(&b));
         apply(&mut s, full(8, 1, &[c])).unwrap();
         assert!(!s.as_ref().unwrap().contains(&b) && s.as_ref().unwrap().contains(&c));
+    }
+
+    #[test]
+    fn a_delta_past_the_filters_capacity_is_refused() {
+        let mut s = None;
+        apply(&mut s, full(3, 1, &[[1u8; 20]])).unwrap();
+        let capacity = s.as_ref().unwrap().bloom.capacity() as u64;
+        let mut fits = delta(3, 1, &[[2u8; 20]], &[]);
+        fits.delta.as_mut().unwrap().count = capacity;
+        apply(&mut s, fits).unwrap();
+        let mut over = delta(3, 2, &[[3u8; 20]], &[]);
+        over.delta.as_mut().unwrap().count = capacity + 1;
+        assert!(matches!(apply(&mut s, over), Err(HaveError::Overfull { .. })));
+        let held = s.as_ref().unwrap();
+        assert!(held.generation == 2 && !held.contains(&[3u8; 20]), "left as it was");
     }
 
     #[test]
