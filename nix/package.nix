@@ -11,7 +11,7 @@ rustPlatform.buildRustPackage {
   # The crate and nothing else: no target/, benches or fuzz corpora in the source hash.
   src = lib.fileset.toSource {
     root = ../.;
-    fileset = lib.fileset.unions [ ../Cargo.toml ../Cargo.lock ../src ];
+    fileset = lib.fileset.unions [ ../Cargo.toml ../Cargo.lock ../src ../vendor ];
   };
   cargoLock.lockFile = ../Cargo.lock;
 

@@ -169,10 +169,9 @@ async fn a_private_path_is_refused_on_every_peer_interface() {
     for cid in [q.root, q_chunk] {
         assert!(matches!(rogue.fetch_blocks(peer, &[cid]).await, Err(peerix::p2p::blocks::FetchError::Missing(_))));
     }
-    // Both wants in one message on one stream, as a bitswap peer sends them: two streams opened
-    // back to back can meet libp2p-stream's one-slot accept queue at A (rust-libp2p#5651), and a
-    // stream dropped there after the want was written looks sent to the asker (seen once under
-    // the full suite's load: no answers within 60 s).
+    // Both wants in one message on one stream, as a bitswap peer sends them: a stream dropped at
+    // A's accept queue after the want was written looks sent to the asker (seen once under the
+    // full suite's load, when that queue held one stream: no answers within 60 s).
     rogue
         .send_wants(peer, &[p_root, q.root], peerix::p2p::bitswap::message::WANT_BLOCK)
         .await

@@ -1,7 +1,9 @@
 //! Inbound streams of one protocol, handed from `libp2p-stream` to a task of their own.
 //!
-//! `libp2p-stream` queues at most one accepted stream per protocol and drops the rest while its
-//! acceptor is busy (rust-libp2p#5651), so the accept loop does nothing but take a slot and spawn:
+//! `libp2p-stream` queues at most 256 accepted streams per protocol (our patch, `vendor/README.md`:
+//! upstream holds one and dropped the rest while its acceptor was busy, rust-libp2p#5651, so a
+//! seeder that a crowd opened lanes to at once lost most of them), and drops the rest; the accept
+//! loop does nothing but take a slot and spawn:
 //! every protocol we serve (bitswap, narinfo, blocks, have-summaries) goes through [`accept`]. A
 //! stream that finds no free slot is dropped at once: the asker sees a closed stream and retries,
 //! and a peer opening streams in a loop costs us one spawn each at most. For peerix's own protocols

@@ -178,15 +178,15 @@ impl Rogue {
 
     /// Sends `peer` one bitswap message wanting every one of `cids` as `want_type` (with
     /// sendDontHave), again if the stream is reset: libp2p-stream drops an inbound stream that
-    /// arrives while the daemon's acceptor has not yet taken the previous one (rust-libp2p#5651),
-    /// and a real peer re-sends as our own client does. A reset that comes after the message was
-    /// written goes unseen, so a test sends what it wants in one message.
+    /// finds its accept queue full (rust-libp2p#5651; our patched queue holds 256, upstream's
+    /// one), and a real peer re-sends as our own client does. A reset that comes
+    /// after the message was written goes unseen, so a test sends what it wants in one message.
     pub async fn send_wants(&self, peer: PeerId, cids: &[Cid], want_type: i32) -> Result<(), String> {
         self.send_wants_times(peer, cids, want_type, 1).await
     }
 
     /// Like [`Rogue::send_wants`], the message written `times` times on one stream (as boxo keeps
-    /// one stream per peer: a burst of streams would meet libp2p-stream's one-slot accept queue).
+    /// one stream per peer: a burst of streams can meet a full accept queue).
     pub async fn send_wants_times(
         &self,
         peer: PeerId,
