@@ -9,22 +9,23 @@ use libp2p::PeerId;
 use tracing::debug;
 
 use crate::p2p::peers::random_u64;
-use crate::timeouts::{FIRST_RETRY, PRESENCE_MAX_BACKOFF};
+use crate::timeouts::{FIRST_RETRY, PRESENCE_MAX_BACKOFF, PRESENCE_OPEN};
 use crate::tracker_wire::PRESENCE_PROTOCOL;
 
 /// Holds a presence stream to `tracker` for as long as the process runs.
 pub async fn hold(mut control: libp2p_stream::Control, tracker: PeerId) {
     let mut backoff = FIRST_RETRY;
     loop {
-        match control.open_stream(tracker, PRESENCE_PROTOCOL).await {
-            Ok(mut stream) => {
+        match tokio::time::timeout(PRESENCE_OPEN, control.open_stream(tracker, PRESENCE_PROTOCOL)).await {
+            Err(_) => debug!(%tracker, "presence stream not open in time; trying again"),
+            Ok(Ok(mut stream)) => {
                 debug!(%tracker, "holding a presence stream to the tracker's node");
                 backoff = FIRST_RETRY;
                 // The tracker never writes: this returns when the stream or connection ends.
                 let _ = stream.read(&mut [0u8; 1]).await;
                 debug!(%tracker, "presence stream ended");
             }
-            Err(e) => debug!(%tracker, cause = %e, "cannot open a presence stream"),
+            Ok(Err(e)) => debug!(%tracker, cause = %e, "cannot open a presence stream"),
         }
         tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(PRESENCE_MAX_BACKOFF);

@@ -336,8 +336,8 @@ enum LinkEnd {
 }
 
 /// Keeps one stream to `peer` and writes every frame queued for it; ends when the queue closes
-/// or the stream breaks — including when the peer drops it unread (its accept queue holds one
-/// stream, and a burst of connections overflows it): the receiver writes nothing but a refusal,
+/// or the stream breaks — including when the peer drops it unread (its accept queue full, or an
+/// older peerix whose queue held one stream): the receiver writes nothing but a refusal,
 /// so anything else that ends our read side means the summary did not arrive, and the next round
 /// opens a new link with a full summary.
 async fn write_link(mut control: libp2p_stream::Control, peer: PeerId, mut rx: mpsc::Receiver<Frame>) -> LinkEnd {
