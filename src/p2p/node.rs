@@ -83,7 +83,7 @@ impl Node {
         let nodes: std::collections::HashSet<PeerId> = addrs.iter().filter_map(super::peer_of).collect();
         self.client.use_relays(addrs).await;
         for node in nodes {
-            crate::tasks::spawn(module_path!(), super::presence::hold(self.control.clone(), node));
+            crate::tasks::spawn(module_path!(), super::presence::hold(self.control.clone(), self.peers.clone(), node));
         }
     }
 

@@ -68,6 +68,9 @@ pub struct PeerStats {
 
 struct Peer {
     connected: bool,
+    /// Times it went from no connection to one: a changed count means the connection we knew
+    /// broke and another took its place.
+    connects: u64,
     peerix: bool,
     agent: Option<String>,
     found: Discovery,
@@ -88,6 +91,7 @@ impl Peer {
     fn new(found: Discovery) -> Self {
         Self {
             connected: false,
+            connects: 0,
             peerix: false,
             agent: None,
             found,
@@ -163,6 +167,7 @@ impl Peers {
         self.with(|m| {
             let p = m.entry(peer).or_insert_with(|| Peer::new(found));
             p.connected = true;
+            p.connects += 1;
             p.addr = Some(addr);
             p.relayed = relayed;
             p.last_seen = Instant::now();
@@ -253,6 +258,29 @@ impl Peers {
 
     pub fn is_connected(&self, peer: &PeerId) -> bool {
         self.with(|m| m.get(peer).is_some_and(|p| p.connected))
+    }
+
+    /// Which connection to `peer` is up, by the count of its connects; `None` while it has none.
+    pub fn connection(&self, peer: &PeerId) -> Option<u64> {
+        self.with(|m| m.get(peer).filter(|p| p.connected).map(|p| p.connects))
+    }
+
+    /// Resolves once the connection to `peer` that is up now (or, if none is yet, the first that
+    /// comes within a second) is down. A read on a stream whose connection we closed ourselves (a
+    /// peer gone silent) is never woken, so a task that waits on one selects on this too (checked
+    /// every second).
+    pub async fn connection_down(&self, peer: &PeerId) {
+        let mut known = self.connection(peer);
+        let mut check = tokio::time::interval(std::time::Duration::from_secs(1));
+        check.tick().await;
+        loop {
+            check.tick().await;
+            let now = self.connection(peer);
+            known = known.or(now);
+            if now.is_none() || now != known {
+                return;
+            }
+        }
     }
 
     /// Applies a have-summary message from `peer`. On a malformed or out-of-order one, the peer's

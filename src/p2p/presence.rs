@@ -4,25 +4,27 @@
 //! as on a LAN), so the tracker could not tell a departed peer from an idle one and named it as a
 //! provider until its record expired (5 min).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use futures_util::AsyncReadExt;
 use libp2p::PeerId;
 use tracing::debug;
 
-use crate::p2p::peers::random_u64;
+use crate::p2p::peers::{Peers, random_u64};
 use crate::timeouts::{FIRST_RETRY, PRESENCE_MAX_BACKOFF, PRESENCE_OPEN};
 use crate::tracker_wire::PRESENCE_PROTOCOL;
 
 /// Holds a presence stream to `tracker` for as long as the process runs.
-pub async fn hold(mut control: libp2p_stream::Control, tracker: PeerId) {
+pub async fn hold(mut control: libp2p_stream::Control, peers: Arc<Peers>, tracker: PeerId) {
     let mut backoff = FIRST_RETRY;
     loop {
         match tokio::time::timeout(PRESENCE_OPEN, control.open_stream(tracker, PRESENCE_PROTOCOL)).await {
             Err(_) => debug!(%tracker, "presence stream not open in time; trying again"),
-            Ok(Ok(mut stream)) => {
+            Ok(Ok(stream)) => {
                 debug!(%tracker, "holding a presence stream to the tracker's node");
                 backoff = FIRST_RETRY;
-                // The tracker never writes: this returns when the stream or connection ends.
-                let _ = stream.read(&mut [0u8; 1]).await;
+                held(stream, &peers, tracker).await;
                 debug!(%tracker, "presence stream ended");
             }
             Ok(Err(e)) => debug!(%tracker, cause = %e, "cannot open a presence stream"),
@@ -32,9 +34,21 @@ pub async fn hold(mut control: libp2p_stream::Control, tracker: PeerId) {
     }
 }
 
+/// Returns when `stream` ends: the tracker never writes, so a read returns when the stream or its
+/// connection ends — except when we closed that connection ourselves (the tracker went silent):
+/// then the read is never woken, and a daemon held a dead stream while its new connection idled
+/// out and the tracker counted it gone. So the connection is watched too.
+async fn held(mut stream: libp2p::Stream, peers: &Peers, tracker: PeerId) {
+    let mut buf = [0u8; 1];
+    tokio::select! {
+        _ = stream.read(&mut buf) => {}
+        _ = peers.connection_down(&tracker) => {}
+    }
+}
+
 /// Half of `wait` plus a random share of the other half: a fleet whose tracker restarted does not
 /// come back in lockstep (the tracker admits 8 pending connections per address).
-fn jittered(wait: std::time::Duration) -> std::time::Duration {
+fn jittered(wait: Duration) -> Duration {
     wait / 2 + wait.mul_f64((random_u64() % 1024) as f64 / 2048.0)
 }
 

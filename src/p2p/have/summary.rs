@@ -178,7 +178,14 @@ pub fn receive(
         shutdown,
         move |peer, stream| {
             let (peers, node) = (peers.clone(), node.clone());
-            async move { read_summaries(peer, stream, &peers, &node).await }
+            // Bounded by the connection too: when we closed it (the peer went silent) the read
+            // is never woken, and the task would hold its slot for good.
+            async move {
+                tokio::select! {
+                    _ = read_summaries(peer, stream, &peers, &node) => {}
+                    _ = peers.connection_down(&peer) => debug!(%peer, "summary stream's connection is down"),
+                }
+            }
         },
     )
 }
