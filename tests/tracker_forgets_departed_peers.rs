@@ -64,3 +64,40 @@ async fn a_silent_peer_leaves_the_answers_within_seconds_and_returns_when_back()
     wait_providers(&t.url, &hash, "A named again", named, Duration::from_secs(40)).await;
     println!("left the answers {} ms after going silent", gone.as_millis());
 }
+
+/// The other way round: the tracker goes silent (SIGSTOP), the daemon's pings close its connection
+/// to the tracker's node — and once the tracker is back, the daemon holds a presence stream on a
+/// new connection. (A read on a stream whose connection the daemon closed itself is never woken:
+/// it held the dead stream, its next connection to the tracker idled out a minute later, and the
+/// tracker left it out of its answers until something else reconnected it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_holds_its_presence_again_after_the_tracker_went_silent() {
+    let w = Work::new();
+    let (_, pk) = w.keypair("peerix-departed-2");
+    let f = w.build_fixture();
+    let t = start_tracker(&w.path("tracker"), &["--ttl", "60"]);
+    let store = w.chroot_store("a", &[&f.top]);
+    let a = Daemon::start(
+        &w.path("state-a"),
+        &[
+            "--store-root",
+            store.to_str().unwrap(),
+            "--trusted-public-key",
+            &pk,
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--tracker",
+            &t.url,
+        ],
+    );
+    let id = a.peer_id();
+    t.wait_log(&format!("holding a presence stream peer={id}"));
+    a.wait_log("holding a presence stream to the tracker's node");
+
+    let mark = a.mark();
+    assert!(Command::new("kill").args(["-STOP", &t.pid().to_string()]).status().unwrap().success());
+    a.wait_log_after(mark, "peer stopped answering pings");
+    assert!(Command::new("kill").args(["-CONT", &t.pid().to_string()]).status().unwrap().success());
+    a.wait_log_in_order(mark, &["presence stream ended", "holding a presence stream to the tracker's node"]);
+    t.wait_log_count(&format!("holding a presence stream peer={id}"), 2);
+}

@@ -6,7 +6,7 @@
 //! holds the presence stream each daemon keeps open to it and pings its connection, so a daemon
 //! that leaves is seen to leave ([`super::presence`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -209,24 +209,33 @@ const MAX_PRESENCE_STREAMS: usize = MAX_CONNECTIONS as usize;
 /// Holds every daemon's presence stream open until it ends: one per peer, [`MAX_PRESENCE_STREAMS`]
 /// in all. Nothing is ever written on one; a peer that writes is cut off.
 async fn hold_presence_streams(mut incoming: libp2p_stream::IncomingStreams, shutdown: CancellationToken) {
-    let held: Arc<Mutex<HashSet<libp2p::PeerId>>> = Arc::default();
+    // A peer's newest stream replaces the one held before: when we closed its connection for
+    // silence, the read on the old stream is never woken, and refusing the new one as a duplicate
+    // left a daemon that came back without a stream to keep its connection.
+    let held: Arc<Mutex<HashMap<libp2p::PeerId, (u64, tokio::task::AbortHandle)>>> = Arc::default();
+    let mut count = 0u64;
     loop {
         let (peer, mut stream) = tokio::select! {
             next = incoming.next() => match next { Some(s) => s, None => return },
             _ = shutdown.cancelled() => return,
         };
-        {
-            let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
-            if h.len() >= MAX_PRESENCE_STREAMS || !h.insert(peer) {
-                continue;
-            }
+        let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() >= MAX_PRESENCE_STREAMS && !h.contains_key(&peer) {
+            continue;
         }
+        count += 1;
+        let (id, map) = (count, held.clone());
         debug!(%peer, "holding a presence stream");
-        let held = held.clone();
-        crate::tasks::spawn(module_path!(), async move {
+        let task = crate::tasks::spawn(module_path!(), async move {
             let _ = futures_util::AsyncReadExt::read(&mut stream, &mut [0u8; 1]).await;
-            held.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
+            let mut h = map.lock().unwrap_or_else(|e| e.into_inner());
+            if h.get(&peer).is_some_and(|(held, _)| *held == id) {
+                h.remove(&peer);
+            }
         });
+        if let Some((_, old)) = h.insert(peer, (id, task.abort_handle())) {
+            old.abort();
+        }
     }
 }
 
