@@ -103,8 +103,32 @@ impl Rogue {
                 break format!("{address}/p2p/{peer_id}");
             }
         };
+        let send_summary = move |mut control: libp2p_stream::Control, peer_id: PeerId| {
+            tokio::spawn(async move {
+                if let Ok(mut s) = control.open_stream(peer_id, have::PROTOCOL).await {
+                    let _ = s.write_all(&everything()).await;
+                    let _ = s.flush().await;
+                    // Keep the stream (and so the connection) open.
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                }
+            });
+        };
         if let Some(d) = dial {
             swarm.dial(d.parse::<Multiaddr>().unwrap()).unwrap();
+            // Connected before the test's first request (libp2p-stream's open on a connection
+            // being set up is the race vendor/README.md describes).
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                        if !plan.no_summary {
+                            send_summary(control.clone(), peer_id);
+                        }
+                        break;
+                    }
+                    SwarmEvent::OutgoingConnectionError { error, .. } => panic!("rogue cannot dial {d}: {error}"),
+                    _ => {}
+                }
+            }
         }
         let summary_control = control.clone();
         let task = tokio::spawn(async move {
@@ -112,15 +136,7 @@ impl Rogue {
                 if let SwarmEvent::ConnectionEstablished { peer_id, .. } = swarm.select_next_some().await
                     && !plan.no_summary
                 {
-                    let mut control = summary_control.clone();
-                    tokio::spawn(async move {
-                        if let Ok(mut s) = control.open_stream(peer_id, have::PROTOCOL).await {
-                            let _ = s.write_all(&everything()).await;
-                            let _ = s.flush().await;
-                            // Keep the stream (and so the connection) open.
-                            tokio::time::sleep(Duration::from_secs(600)).await;
-                        }
-                    });
+                    send_summary(summary_control.clone(), peer_id);
                 }
             }
         });

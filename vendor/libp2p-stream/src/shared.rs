@@ -163,6 +163,11 @@ impl Shared {
         peer: PeerId,
         connection: ConnectionId,
     ) -> mpsc::Receiver<NewStream> {
+        // peerix: known as the peer's connection from now on, not only once the swarm reports it
+        // established: an `open_stream` in between found no connection, queued its stream on a
+        // pending channel no handler would take, and its dial was never made (the peer is
+        // connected) — the open hung for good (a test's first request right after its dial).
+        self.connections.insert(connection, peer);
         if let Some((sender, receiver)) = self.pending_channels.remove(&peer) {
             tracing::debug!(%peer, %connection, "Returning existing pending receiver");
 
