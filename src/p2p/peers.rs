@@ -261,7 +261,7 @@ impl Peers {
     }
 
     /// Which connection to `peer` is up, by the count of its connects; `None` while it has none.
-    pub fn connection(&self, peer: &PeerId) -> Option<u64> {
+    fn connection(&self, peer: &PeerId) -> Option<u64> {
         self.with(|m| m.get(peer).filter(|p| p.connected).map(|p| p.connects))
     }
 
