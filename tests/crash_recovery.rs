@@ -9,8 +9,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 
@@ -54,38 +52,59 @@ async fn killed_while_indexing_it_restarts_clean() {
 async fn killed_while_fetching_and_evicting_it_restarts_clean() {
     let w = Work::new();
     let (sk, pk) = w.keypair("crash-1");
-    let f = w.build_big_fixture(24_000_000);
+    let f = w.build_big_fixture(96_000_000);
     w.sign(&f.top, &sk);
     let a = seeder(&w, "a", &[&f.top], &pk);
     let root = root_cid(&a, &f.top).await;
     let expected = nix_dump(Path::new(&f.top));
-    // C keeps 16 MiB of received blocks (the least it takes): fetching the 24 MB DAG evicts.
+    // C keeps 16 MiB of received blocks (the least it takes): fetching the 96 MB DAG evicts.
     let extra = ["--cache-size", "16M"];
     let mut c = peer_client(&w, "c", "client", &pk, &[&a.p2p_addr()], &extra);
     c.wait_log("have-summary applied");
 
     // Two transfers at once: the NAR through the binary-cache API (from the peer, not stored) and
-    // the same DAG through /api/v0/cat (bitswap, into the blockstore, evicting).
-    let received = Arc::new(AtomicUsize::new(0));
+    // the same DAG through /api/v0/cat (bitswap, into the blockstore, evicting). The NAR's reader
+    // stops after 8 MiB and holds the response, so that transfer cannot end before the kill (on
+    // loopback a 24 MB one ended in 0.7 s, before the waits below). What C may hold ahead of a
+    // reader that stopped — the transfer's 32 MiB window, its queue of pieces, socket buffers — is
+    // under 60 MB: 96 MB leaves the transfer running.
     let nar = format!("/{}", nar_url_of_store(&c, &f.top).await);
     let cat = format!("/api/v0/cat?arg={root}");
-    let mut transfers = Vec::new();
-    for (method, url) in [("GET", format!("{}{nar}", c.url)), ("POST", format!("{}{cat}", c.url))] {
-        let received = received.clone();
-        transfers.push(tokio::spawn(async move {
-            let mut resp = client().request(method.parse().unwrap(), &url).send().await.unwrap();
-            while let Ok(Some(piece)) = resp.chunk().await {
-                received.fetch_add(piece.len(), Ordering::Relaxed);
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let nar_reader = tokio::spawn({
+        let url = format!("{}{nar}", c.url);
+        async move {
+            let mut resp = client().get(&url).send().await.unwrap();
+            let mut got = 0;
+            while got < 8 << 20 {
+                match resp.chunk().await {
+                    Ok(Some(piece)) => got += piece.len(),
+                    _ => break,
+                }
             }
-        }));
-    }
-    c.wait_status("blocks evicted", |s| s["blockstore"]["evicted_bytes"].as_u64() > Some(0)).await;
-    poll_until("NAR bytes on the way", || (received.load(Ordering::Relaxed) > 8 << 20).then_some(())).await;
+            let _ = held.await;
+            got
+        }
+    });
+    let cat_reader = tokio::spawn({
+        let url = format!("{}{cat}", c.url);
+        async move {
+            let mut resp = client().post(&url).send().await.unwrap();
+            while let Ok(Some(_)) = resp.chunk().await {}
+        }
+    });
+    c.wait_status("the NAR transfer running, received blocks evicted", |s| {
+        s["blockstore"]["evicted_bytes"].as_u64() > Some(0)
+            && s["substitution"]["transfers"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["outcome"] == "running" && t["bytes_done"].as_u64() > Some(0)))
+    })
+    .await;
     c.kill();
-    for t in transfers {
-        t.await.unwrap();
-    }
-    assert!(received.load(Ordering::Relaxed) < 2 * expected.len(), "both transfers finished before the kill");
+    let _ = release.send(());
+    let nar_got = nar_reader.await.unwrap();
+    cat_reader.await.unwrap();
+    assert!(nar_got >= 8 << 20 && nar_got < expected.len(), "the NAR reader got {nar_got} bytes before the kill");
     let store = w.path("client");
     let args = ["--store-root", store.to_str().unwrap(), "--trusted-public-key", &pk];
     let after_crash = verify_clean(&w.path("state-c"), &args);
