@@ -80,6 +80,10 @@ pub const NO_SOURCE_WAIT: Duration = Duration::from_secs(5);
 /// unit in well under a second; a peer that vanished without a word is only closed by the ping
 /// check after ~6 s, and nix should not wait that long on it.
 pub const FIRST_BYTES_WAIT: Duration = Duration::from_secs(3);
+/// The first-byte deadline moves on by [`FIRST_BYTES_WAIT`] while the NAR's peers keep answering
+/// other requests of ours (busy, not gone), up to this: nix 2.8 waits 300 s on a download that
+/// sends nothing (`stalled-download-timeout`), and a crowd of 19 on one seeder of 20 MB took ~8 s.
+pub const FIRST_BYTES_BUSY_MAX: Duration = Duration::from_secs(30);
 /// One attempt to fetch DAG nodes from one source while planning (the whole plan is also bounded
 /// by the transfer's first-byte deadline).
 pub const PLAN_ATTEMPT: Duration = Duration::from_secs(3);

@@ -1,7 +1,8 @@
 //! Misses cost almost nothing: nix caches a 404 for an hour and asks every substituter about every
 //! path of a closure, so C answers a narinfo no peer's summary claims at once, without a network
 //! round trip; a peer whose summary claims everything but never answers costs one lookup deadline,
-//! no more; and nix then falls through to its next substituter.
+//! no more; and nix then falls through to its next substituter. A peer that does answer, but works
+//! through a queue of requests (a seeder a crowd asks at once), is waited for past the deadline.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -72,4 +73,44 @@ async fn a_peer_that_never_answers_costs_one_deadline_and_nix_falls_through() {
         .unwrap();
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
     assert_eq!(c.status().await["substitution"]["counters"]["misses_asked"], 3, "top and dep each cost one deadline");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_peer_that_keeps_answering_is_waited_for_past_the_deadline() {
+    let w = Work::new();
+    let (sk, pk) = w.keypair("busy-1");
+    let f = w.build_fixture();
+    w.sign(&f.top, &sk);
+    let cache = w.binary_cache("cache", &[&f.top]);
+    let narinfo = std::fs::read_to_string(cache.join(format!("{}.narinfo", hash_part(&f.top)))).unwrap();
+    // The rogue answers one request every 150 ms, "not here" for all but the fixture's path.
+    let plan = Plan {
+        narinfo: Some((narinfo, peerix::ipld::raw_cid(b"any root"))),
+        for_hash: Some(hash_part(&f.top).to_owned()),
+        busy: Some(Duration::from_millis(150)),
+        ..Default::default()
+    };
+    let rogue = Rogue::start(plan, None).await;
+    let c = peer_client(&w, "c", "client", &pk, &[&rogue.addr], &["--lookup-timeout", "200ms"]);
+    c.wait_log("have-summary applied");
+    // Five lookups ahead of ours in the rogue's queue: its answer comes ~900 ms after the ask,
+    // more than four deadlines, while the answers before it keep coming.
+    let misses: Vec<_> = (0..5)
+        .map(|i| {
+            let url = format!("{}/{}.narinfo", c.url, random_hash(100 + i));
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    c.wait_status("five lookups asked", |s| {
+        s["p2p"]["peers"].as_array().is_some_and(|p| p.iter().any(|p| p["stats"]["lookups_asked"] == 5))
+    })
+    .await;
+    let t = Instant::now();
+    let r = get(&format!("{}/{}.narinfo", c.url, hash_part(&f.top))).await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 200, "a busy peer's answer was not waited for ({took:?}):\n{}", c.log());
+    assert!(took > Duration::from_millis(400), "the answer was not behind the others: {took:?}");
+    for m in misses {
+        assert_eq!(m.await.unwrap().status, 404);
+    }
 }

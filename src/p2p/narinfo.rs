@@ -67,6 +67,10 @@ pub enum AskError {
     Root,
     #[error("peer closed the stream without answering")]
     NoAnswer,
+    #[error("no answer within the lookup's deadline")]
+    Late,
+    #[error("could not connect to the peer")]
+    Unreachable,
 }
 
 /// Asks `peer` for `hash` on a lane ([`super::lanes`], which sends a request the peer dropped

@@ -85,6 +85,9 @@ struct Peer {
     rtt: Option<Duration>,
     /// Narinfo requests to it in flight now.
     asking: u32,
+    /// When it last answered one of our requests (a narinfo, a unit of blocks): a peer whose
+    /// answers keep coming is busy, not gone, and is waited for longer.
+    last_answer: Option<Instant>,
 }
 
 impl Peer {
@@ -103,6 +106,7 @@ impl Peer {
             dishonest_until: None,
             rtt: None,
             asking: 0,
+            last_answer: None,
         }
     }
 
@@ -337,6 +341,23 @@ impl Peers {
             if let Some(p) = m.get_mut(&peer) {
                 p.asking = if starts { p.asking + 1 } else { p.asking.saturating_sub(1) };
             }
+        })
+    }
+
+    /// `peer` answered one of our requests just now.
+    pub fn answered(&self, peer: PeerId) {
+        self.with(|m| {
+            if let Some(p) = m.get_mut(&peer) {
+                p.last_answer = Some(Instant::now());
+            }
+        })
+    }
+
+    /// True if one of `peers` answered a request of ours within `within`: it is working through a
+    /// queue of them (a seeder a crowd asks at once), so an answer still to come is worth waiting for.
+    pub fn answering(&self, peers: &[PeerId], within: Duration) -> bool {
+        self.with(|m| {
+            peers.iter().any(|id| m.get(id).and_then(|p| p.last_answer).is_some_and(|t| t.elapsed() < within))
         })
     }
 

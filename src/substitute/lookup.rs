@@ -99,15 +99,18 @@ impl Substituter {
                 if let Some(addrs) = dial
                     && !tokio::time::timeout_at(deadline, node.connect(peer, addrs)).await.unwrap_or(false)
                 {
-                    return Err(AskError::NoAnswer);
+                    return Err(AskError::Unreachable);
                 }
                 match tokio::time::timeout_at(deadline, node.ask_narinfo(peer, &hash)).await {
                     Ok(a) => a,
-                    Err(_) => Err(AskError::NoAnswer),
+                    Err(_) => Err(AskError::Late),
                 }
             }
             .await;
             node.peers().asking(peer, false);
+            if answer.is_ok() {
+                node.peers().answered(peer);
+            }
             let _ = tx.send((peer, answer, t.elapsed())).await;
         });
     }
@@ -118,11 +121,18 @@ impl Substituter {
     ///
     /// With a tracker, its providers are asked for at once and, when the matching peers are done
     /// without an answer, dialled and asked in turn, under the same deadline.
+    ///
+    /// A peer still owing an answer at the deadline that answered other requests of ours within
+    /// it is busy, not gone — a seeder a crowd asked ~400 narinfos at once answered them in
+    /// 0.2–0.4 s, past the 250 ms deadline, and every node's nix failed with "don't know how to
+    /// build" — so the deadline moves on by its length while such answers keep coming, up to
+    /// [`MAX_LOOKUP_STRETCH`]. A silent peer answers nothing and still costs one deadline.
     #[tracing::instrument(name = "ask_peers", level = "debug", skip_all, fields(peers = peers.len()))]
     async fn ask_peers(self: Arc<Self>, hash: StoreHash, peers: Vec<PeerId>) -> Option<Arc<AcceptedNar>> {
         let started = Instant::now();
         let timeout = self.lookup_timeout_for(&peers);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        let last = tokio::time::Instant::now() + timeout.max(MAX_LOOKUP_STRETCH);
         let wave = timeout / 5;
         let mut seen: std::collections::HashSet<PeerId> = peers.iter().copied().collect();
         let mut queue: std::collections::VecDeque<(PeerId, Option<Vec<Multiaddr>>)> =
@@ -133,11 +143,12 @@ impl Substituter {
             }))
         });
         let (tx, mut rx) = mpsc::channel::<Reply>(queue.len().max(FANOUT) + TRACKED_PEERS);
-        let (mut flying, mut asked) = (0usize, 0usize);
+        let mut flying: Vec<PeerId> = Vec::new();
+        let mut asked = 0usize;
         let mut next_wave = tokio::time::Instant::now();
         loop {
             let now = tokio::time::Instant::now();
-            if flying == 0
+            if flying.is_empty()
                 && queue.is_empty()
                 && let Some(providers) = tracked.take()
             {
@@ -148,24 +159,30 @@ impl Substituter {
                     }
                 }
             }
-            if (flying == 0 || now >= next_wave) && !queue.is_empty() {
-                for peer in (0..FANOUT).map_while(|_| queue.pop_front()) {
-                    self.ask(hash, peer, deadline, &tx);
-                    flying += 1;
+            if (flying.is_empty() || now >= next_wave) && !queue.is_empty() {
+                for (peer, dial) in (0..FANOUT).map_while(|_| queue.pop_front()) {
+                    self.ask(hash, (peer, dial), last, &tx);
+                    flying.push(peer);
                     asked += 1;
                 }
                 next_wave = now + wave;
             }
-            if flying == 0 {
+            if flying.is_empty() {
                 break;
             }
             let reply = match tokio::time::timeout_at(next_wave.min(deadline), rx.recv()).await {
                 Ok(Some(reply)) => reply,
                 Ok(None) => break,
-                Err(_) if tokio::time::Instant::now() >= deadline => break,
-                Err(_) => continue,
+                Err(_) if tokio::time::Instant::now() < deadline => continue,
+                Err(_) => match self.sources.node.as_ref() {
+                    Some(node) if deadline < last && node.peers().answering(&flying, timeout) => {
+                        deadline = (deadline + timeout).min(last);
+                        continue;
+                    }
+                    _ => break,
+                },
             };
-            flying -= 1;
+            flying.retain(|p| *p != reply.0);
             let peer = reply.0;
             let Some(accepted) = self.judge(&hash, reply, None).await else { continue };
             info!(%hash, %peer, micros = started.elapsed().as_micros() as u64, "narinfo from peer");
@@ -175,7 +192,7 @@ impl Substituter {
             drop(tx);
             let (me, nar) = (self.clone(), accepted.clone());
             crate::tasks::spawn(module_path!(), async move {
-                while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                while let Ok(Some(reply)) = tokio::time::timeout_at(last, rx.recv()).await {
                     me.judge(&hash, reply, Some(&nar)).await;
                 }
             });

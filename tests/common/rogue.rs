@@ -23,6 +23,9 @@ pub struct Plan {
     pub for_hash: Option<String>,
     /// Never answer narinfo requests (the stream is held open and nothing is written).
     pub silent: bool,
+    /// A busy seeder: narinfo requests are answered one at a time across all streams, each this
+    /// long after the previous one, and a stream carries request after request (a lane).
+    pub busy: Option<Duration>,
     /// What the block protocol serves; any other CID is "not here".
     pub blocks: HashMap<Cid, Vec<u8>>,
     /// Send no have-summary.
@@ -277,24 +280,34 @@ fn serve(
     let accept = |p: StreamProtocol| control.clone().accept(p).unwrap();
     let mut narinfos = accept(narinfo::PROTOCOL);
     let p = plan.clone();
+    let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
     tokio::spawn(async move {
         while let Some((_, mut s)) = narinfos.next().await {
-            let p = p.clone();
+            let (p, one_at_a_time) = (p.clone(), one_at_a_time.clone());
             tokio::spawn(async move {
-                let Ok(Some(body)) = frame::read(&mut s, 1024).await else { return };
-                let req = <narinfo::wire::Request as prost::Message>::decode(body).unwrap();
-                if p.silent {
-                    tokio::time::sleep(Duration::from_secs(600)).await;
-                    return;
-                }
-                let resp = match &p.narinfo {
-                    Some((text, root)) if p.for_hash.as_ref().is_none_or(|h| *h == req.hash) => {
-                        narinfo::wire::Response { narinfo: text.clone(), root: root.to_bytes() }
+                while let Ok(Some(body)) = frame::read(&mut s, 1024).await {
+                    let req = <narinfo::wire::Request as prost::Message>::decode(body).unwrap();
+                    if p.silent {
+                        tokio::time::sleep(Duration::from_secs(600)).await;
+                        return;
                     }
-                    _ => narinfo::wire::Response::default(),
-                };
-                let _ = frame::write_message(&mut s, &resp).await;
-                let _ = s.close().await;
+                    let resp = match &p.narinfo {
+                        Some((text, root)) if p.for_hash.as_ref().is_none_or(|h| *h == req.hash) => {
+                            narinfo::wire::Response { narinfo: text.clone(), root: root.to_bytes() }
+                        }
+                        _ => narinfo::wire::Response::default(),
+                    };
+                    let Some(each) = p.busy else {
+                        let _ = frame::write_message(&mut s, &resp).await;
+                        let _ = s.close().await;
+                        return;
+                    };
+                    let _turn = one_at_a_time.lock().await;
+                    tokio::time::sleep(each).await;
+                    if frame::write_message(&mut s, &resp).await.is_err() {
+                        return;
+                    }
+                }
             });
         }
     });

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cid::Cid;
 use futures_util::{Stream, StreamExt};
+use libp2p::PeerId;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::ipld::ChunkedNar;
 use crate::ipld::walk::Piece;
@@ -23,7 +24,7 @@ use crate::p2p::blocks::MAX_CIDS;
 use crate::substitute::Substituter;
 use crate::substitute::accepted::AcceptedNar;
 use crate::substitute::sources::{Source, SourceError};
-use crate::timeouts::FIRST_BYTES_WAIT;
+use crate::timeouts::{FIRST_BYTES_BUSY_MAX, FIRST_BYTES_WAIT};
 
 /// Why a transfer ended before nix had the whole NAR; shown as `failed: <text>` in
 /// `/api/status`, and the response is aborted (nix sees a truncated body and moves on).
@@ -112,16 +113,26 @@ impl Substituter {
         nar: Arc<AcceptedNar>,
         range: Range<u64>,
     ) -> Option<impl Stream<Item = io::Result<Bytes>> + Send + 'static> {
-        let deadline = tokio::time::Instant::now() + FIRST_BYTES_WAIT;
+        let mut deadline = tokio::time::Instant::now() + FIRST_BYTES_WAIT;
+        let last = tokio::time::Instant::now() + FIRST_BYTES_BUSY_MAX;
         if !self.deliverable(&nar) {
             info!(path = %nar.store_path, "no live source for the NAR; answering 404");
             return None;
         }
-        let Ok(plan) = tokio::time::timeout_at(deadline, self.plan(&nar)).await else {
-            info!(path = %nar.store_path, "no source delivered the NAR's DAG in time; answering 404");
-            return None;
-        };
-        let plan = plan?;
+        let plan = {
+            let plan = self.plan(&nar);
+            tokio::pin!(plan);
+            loop {
+                match tokio::time::timeout_at(deadline, &mut plan).await {
+                    Ok(plan) => break plan,
+                    Err(_) if self.sources_busy(&nar, deadline, last) => deadline += FIRST_BYTES_WAIT,
+                    Err(_) => {
+                        info!(path = %nar.store_path, "no source delivered the NAR's DAG in time; answering 404");
+                        return None;
+                    }
+                }
+            }
+        }?;
         let (out, mut rx) = mpsc::channel(OUT_QUEUE);
         let whole = range.start == 0 && range.end == nar.nar_size;
         let index = whole.then(|| plan.as_index()).flatten();
@@ -155,20 +166,23 @@ impl Substituter {
             sent: 0,
             duplicate: 0,
         };
-        let path = driver.nar.store_path.clone();
+        let (path, nar) = (driver.nar.store_path.clone(), driver.nar.clone());
         crate::tasks::spawn(module_path!(), driver.run(out));
         // The status line waits for the first bytes: until then a failure is still a clean 404.
         // (Dropping `rx` stops the driver within a tick.)
-        let first = match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(Ok(piece))) => piece,
-            Ok(Some(Err(e))) => {
-                info!(%path, cause = %e, "every source failed before the first bytes; answering 404");
-                return None;
-            }
-            Ok(None) => return None,
-            Err(_) => {
-                info!(%path, "no source delivered the first bytes in time; answering 404");
-                return None;
+        let first = loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Ok(piece))) => break piece,
+                Ok(Some(Err(e))) => {
+                    info!(%path, cause = %e, "every source failed before the first bytes; answering 404");
+                    return None;
+                }
+                Ok(None) => return None,
+                Err(_) if self.sources_busy(&nar, deadline, last) => deadline += FIRST_BYTES_WAIT,
+                Err(_) => {
+                    info!(%path, "no source delivered the first bytes in time; answering 404");
+                    return None;
+                }
             }
         };
         let first = futures_util::stream::once(std::future::ready(Ok(first)));
@@ -178,6 +192,23 @@ impl Substituter {
                 |mut rx| async move { rx.recv().await.map(|piece| (piece, rx)) },
             )),
         )
+    }
+}
+
+impl Substituter {
+    /// At a first-byte deadline: true if one of the NAR's peers answered a request of ours within
+    /// the last [`FIRST_BYTES_WAIT`] (and [`FIRST_BYTES_BUSY_MAX`] is not reached) — a seeder
+    /// serving a crowd queues our units behind theirs but delivers, and a 404 would fail the build
+    /// of every node without another substituter (a crowd of 19 from one seeder: 7 failed so). A
+    /// peer that vanished answers nothing, and the deadline stands.
+    fn sources_busy(&self, nar: &AcceptedNar, deadline: tokio::time::Instant, last: tokio::time::Instant) -> bool {
+        let Some(node) = &self.sources.node else { return false };
+        let peers: Vec<PeerId> = self.peer_sources(nar, None).iter().filter_map(Source::peer).collect();
+        let busy = deadline < last && node.peers().answering(&peers, FIRST_BYTES_WAIT);
+        if busy {
+            debug!(path = %nar.store_path, "its sources are busy but answering; waiting longer for the first bytes");
+        }
+        busy
     }
 }
 

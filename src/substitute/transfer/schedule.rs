@@ -93,6 +93,7 @@ impl Driver {
                         st.blocks_received += n;
                         st.bytes_received += bytes;
                     });
+                    node.peers().answered(p);
                 }
                 self.done.insert(unit, blocks);
                 self.progress();
