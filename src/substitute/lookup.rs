@@ -32,6 +32,8 @@ use crate::trust::{Refusal, Source};
 const FANOUT: usize = 3;
 /// Providers from the tracker a lookup dials and asks at most.
 const TRACKED_PEERS: usize = 6;
+/// The least a holder the tracker names gets to answer (see `ask_peers`).
+const TRACKED_HOLDER_WAIT: Duration = Duration::from_secs(1);
 
 /// A lookup in flight, shared by everyone asking for the same path.
 pub(super) type Pending = Shared<BoxFuture<'static, Option<Arc<AcceptedNar>>>>;
@@ -158,12 +160,14 @@ impl Substituter {
                         queue.push_back((peer, Some(addrs)));
                     }
                 }
-                // The tracker lists exactly who holds the path (no false positives, unlike a
-                // summary), and asking it took part of the deadline: its holders get a whole one.
-                // In a crowd of 19 the first answer of a seeder asked this way came ~250 ms after
-                // the ask, a few ms past a deadline that had started with the tracker's query.
+                // The tracker lists exactly who holds the path and is present (no false positives,
+                // unlike a summary), so its holders get a deadline of their own, of at least
+                // [`TRACKED_HOLDER_WAIT`]: a miss never comes here, and a holder that left is
+                // unlisted within seconds. In a crowd of 19 on one seeder its first answers to a
+                // node asking this way came 0.3 s after the ask, past a 250 ms deadline.
                 if !queue.is_empty() {
-                    deadline = deadline.max(tokio::time::Instant::now() + timeout).min(last);
+                    let own = tokio::time::Instant::now() + timeout.max(TRACKED_HOLDER_WAIT);
+                    deadline = deadline.max(own).min(last);
                 }
             }
             if (flying.is_empty() || now >= next_wave) && !queue.is_empty() {
@@ -181,6 +185,8 @@ impl Substituter {
                 Ok(Some(reply)) => reply,
                 Ok(None) => break,
                 Err(_) if tokio::time::Instant::now() < deadline => continue,
+                // An answer that landed as the deadline fired still counts.
+                Err(_) if let Ok(reply) = rx.try_recv() => reply,
                 Err(_) => match self.sources.node.as_ref() {
                     Some(node) if deadline < last && node.peers().answering(&flying, timeout) => {
                         deadline = (deadline + timeout).min(last);
