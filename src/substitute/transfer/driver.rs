@@ -193,9 +193,7 @@ impl Substituter {
             )),
         )
     }
-}
 
-impl Substituter {
     /// At a first-byte deadline: true if one of the NAR's peers answered a request of ours within
     /// the last [`FIRST_BYTES_WAIT`] (and [`FIRST_BYTES_BUSY_MAX`] is not reached) — a seeder
     /// serving a crowd queues our units behind theirs but delivers, and a 404 would fail the build
