@@ -15,7 +15,7 @@ use peerix::identity::Identity;
 use peerix::publish::Publisher;
 use peerix::substitute::Substituter;
 use peerix::substitute::tracker::{TrackerClient, announce_forever};
-use peerix::timeouts::{STORE_POLL, TASKS_GRACE};
+use peerix::timeouts::{STORE_POLL, STORE_POLL_MAX, TASKS_GRACE};
 
 /// The background indexer reads at most this many bytes per second unless told otherwise: a
 /// first scan of a 100 GB store then takes ~7 min and leaves most of an SSD's bandwidth to the user.
@@ -137,10 +137,17 @@ async fn index_forever(publisher: Publisher, shutdown: CancellationToken) {
     let mut last_version = None;
     let control = publisher.control();
     let mut asked = false;
+    let mut pause = STORE_POLL;
     loop {
         let version = publisher.store_version();
         if asked || version.is_none() || version != last_version {
-            match publisher.scan(None, &|_| {}).await {
+            let t = std::time::Instant::now();
+            let scanned = publisher.scan(None, &|_| {}).await;
+            // A scan lists the whole Nix DB: while nix registers path after path, about a
+            // twentieth of a core goes to noticing them — a big store is looked at less often,
+            // never less than every STORE_POLL_MAX (a scan that indexed paths took longer still).
+            pause = (t.elapsed() * 20).clamp(STORE_POLL, STORE_POLL_MAX);
+            match scanned {
                 Ok(r) if r.published + r.private + r.failed + r.removed + r.rechecked > 0 => {
                     info!(?r, "index updated")
                 }
@@ -150,7 +157,7 @@ async fn index_forever(publisher: Publisher, shutdown: CancellationToken) {
             last_version = version;
         }
         asked = tokio::select! {
-            _ = tokio::time::sleep(STORE_POLL) => false,
+            _ = tokio::time::sleep(pause) => false,
             _ = control.scan_requested() => true,
             _ = shutdown.cancelled() => return,
         };
