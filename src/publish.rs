@@ -58,6 +58,8 @@ pub struct ScanReport {
     pub rechecked: u64,
     pub unchanged: u64,
     pub bytes_indexed: u64,
+    /// Time spent listing Nix's DB and ours (what noticing a change costs, whatever it indexes).
+    pub listing_micros: u64,
 }
 
 enum Outcome {
@@ -186,6 +188,7 @@ impl Publisher {
         on_progress: &(dyn Fn(&ScanProgress) + Sync),
     ) -> Result<ScanReport, CacheError> {
         let cache = self.cache.clone();
+        let listing = Instant::now();
         let (changed, valid, seen) = crate::tasks::spawn_blocking(module_path!(), move || -> Result<_, CacheError> {
             let changed = cache.state().reconcile_gate(&cache.gate().fingerprint())?;
             // Narinfos accepted from peers for paths nix never registered (another substituter
@@ -197,7 +200,7 @@ impl Publisher {
         .map_err(|_| CacheError::State(StateError::Poisoned))??;
         self.rechecking(changed);
         let db = self.cache.store_db();
-        let mut report = ScanReport::default();
+        let mut report = ScanReport { listing_micros: listing.elapsed().as_micros() as u64, ..Default::default() };
 
         let live: HashSet<String> = valid.iter().map(|(_, p, _)| p.hash().as_str().to_owned()).collect();
         let gone: Vec<String> = seen.keys().filter(|h| !live.contains(*h)).cloned().collect();

@@ -1,7 +1,7 @@
 //! `peerix serve`: the HTTP server plus the background indexer.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -141,12 +141,13 @@ async fn index_forever(publisher: Publisher, shutdown: CancellationToken) {
     loop {
         let version = publisher.store_version();
         if asked || version.is_none() || version != last_version {
-            let t = std::time::Instant::now();
             let scanned = publisher.scan(None, &|_| {}).await;
-            // A scan lists the whole Nix DB: while nix registers path after path, about a
-            // twentieth of a core goes to noticing them — a big store is looked at less often,
-            // never less than every STORE_POLL_MAX (a scan that indexed paths took longer still).
-            pause = (t.elapsed() * 20).clamp(STORE_POLL, STORE_POLL_MAX);
+            if let Ok(r) = &scanned {
+                // A scan lists the whole Nix DB: while nix registers path after path, about a
+                // twentieth of a core goes to noticing them (a big store is looked at less often,
+                // at least every STORE_POLL_MAX). Indexing what it found is not counted here.
+                pause = (Duration::from_micros(r.listing_micros) * 20).clamp(STORE_POLL, STORE_POLL_MAX);
+            }
             match scanned {
                 Ok(r) if r.published + r.private + r.failed + r.removed + r.rechecked > 0 => {
                     info!(?r, "index updated")
