@@ -119,20 +119,11 @@ impl Substituter {
             info!(path = %nar.store_path, "no live source for the NAR; answering 404");
             return None;
         }
-        let plan = {
-            let plan = self.plan(&nar);
-            tokio::pin!(plan);
-            loop {
-                match tokio::time::timeout_at(deadline, &mut plan).await {
-                    Ok(plan) => break plan,
-                    Err(_) if self.sources_busy(&nar, deadline, last) => deadline += FIRST_BYTES_WAIT,
-                    Err(_) => {
-                        info!(path = %nar.store_path, "no source delivered the NAR's DAG in time; answering 404");
-                        return None;
-                    }
-                }
-            }
-        }?;
+        let Some(plan) = self.before_first_bytes(&nar, &mut deadline, last, self.plan(&nar)).await else {
+            info!(path = %nar.store_path, "no source delivered the NAR's DAG in time; answering 404");
+            return None;
+        };
+        let plan = plan?;
         let (out, mut rx) = mpsc::channel(OUT_QUEUE);
         let whole = range.start == 0 && range.end == nar.nar_size;
         let index = whole.then(|| plan.as_index()).flatten();
@@ -170,19 +161,16 @@ impl Substituter {
         crate::tasks::spawn(module_path!(), driver.run(out));
         // The status line waits for the first bytes: until then a failure is still a clean 404.
         // (Dropping `rx` stops the driver within a tick.)
-        let first = loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Ok(piece))) => break piece,
-                Ok(Some(Err(e))) => {
-                    info!(%path, cause = %e, "every source failed before the first bytes; answering 404");
-                    return None;
-                }
-                Ok(None) => return None,
-                Err(_) if self.sources_busy(&nar, deadline, last) => deadline += FIRST_BYTES_WAIT,
-                Err(_) => {
-                    info!(%path, "no source delivered the first bytes in time; answering 404");
-                    return None;
-                }
+        let first = match self.before_first_bytes(&nar, &mut deadline, last, rx.recv()).await {
+            Some(Some(Ok(piece))) => piece,
+            Some(Some(Err(e))) => {
+                info!(%path, cause = %e, "every source failed before the first bytes; answering 404");
+                return None;
+            }
+            Some(None) => return None,
+            None => {
+                info!(%path, "no source delivered the first bytes in time; answering 404");
+                return None;
             }
         };
         let first = futures_util::stream::once(std::future::ready(Ok(first)));
@@ -192,6 +180,25 @@ impl Substituter {
                 |mut rx| async move { rx.recv().await.map(|piece| (piece, rx)) },
             )),
         )
+    }
+
+    /// Awaits `step` (planning, then the first unit) until `deadline`, which moves on by
+    /// [`FIRST_BYTES_WAIT`] while [`Self::sources_busy`]; `None` once it passed.
+    async fn before_first_bytes<T>(
+        &self,
+        nar: &AcceptedNar,
+        deadline: &mut tokio::time::Instant,
+        last: tokio::time::Instant,
+        step: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(step);
+        loop {
+            match tokio::time::timeout_at(*deadline, &mut step).await {
+                Ok(done) => return Some(done),
+                Err(_) if self.sources_busy(nar, *deadline, last) => *deadline += FIRST_BYTES_WAIT,
+                Err(_) => return None,
+            }
+        }
     }
 
     /// At a first-byte deadline: true if one of the NAR's peers answered a request of ours within
