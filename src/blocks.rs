@@ -1,7 +1,8 @@
 //! Blocks by CID: the one read path behind the trustless gateway, the kubo RPC subset, bitswap and
 //! `/peerix/blocks`, so the publish gate is enforced in exactly one place.
 //!
-//! Sources, in order: inline identity CIDs; dag-pb nodes of published local NARs (SQLite); chunks
+//! Sources, in order: inline identity CIDs; blocks a transfer verified moments ago
+//! ([`crate::received`], until their path is indexed); dag-pb nodes of published local NARs (SQLite); chunks
 //! of published local NARs, produced on demand from /nix/store through the NAR layout and verified
 //! against their CID before they are returned (once per file version: see
 //! [`crate::nix::nar_layout`]); blocks received by bitswap (the `blocks` table, verified on
@@ -47,6 +48,7 @@ struct Locations {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     Inline,
+    Received,
     LocalNode,
     LocalChunk,
     Blockstore,
@@ -138,6 +140,9 @@ impl Blocks {
         if let Some(data) = ipld::inline_block(cid) {
             return Ok(Some((Bytes::copy_from_slice(data), Origin::Inline)));
         }
+        if let Some(data) = self.cache.received.get(cid) {
+            return Ok(Some((data, Origin::Received)));
+        }
         let state = self.cache.state();
         if cid.codec() == ipld::DAG_PB {
             for (hash32, data) in state.local_node(cid)? {
@@ -170,6 +175,9 @@ impl Blocks {
     /// neither read nor hashed (a bitswap want-have for it costs a lookup, not a 1 MiB read and a
     /// sha2-256). A chunk that no longer matches its file is found out when it is asked for.
     pub fn size_of(&self, cid: &Cid) -> Result<Option<u64>, CacheError> {
+        if let Some(len) = self.cache.received.size_of(cid) {
+            return Ok(Some(len));
+        }
         if cid.codec() == ipld::RAW {
             if let Some((hash32, _, len)) = self.remembered(cid)
                 && self.servable(&hash32)

@@ -91,6 +91,18 @@ impl<K: Hash + Eq, V> Lru<K, V> {
         self.total -= dropped;
     }
 
+    /// Evicts least recently used entries while `stale` says so of the oldest; returns how many.
+    /// (With [`Lru::peek`] only, the oldest is the first inserted: an age bound costs O(evicted).)
+    pub fn evict_while(&mut self, mut stale: impl FnMut(&V) -> bool) -> usize {
+        let mut evicted = 0;
+        while self.map.iter().next().is_some_and(|(_, v)| stale(v)) {
+            let Some((_, old)) = self.map.remove_lru() else { break };
+            self.total -= (self.weight)(&old);
+            evicted += 1;
+        }
+        evicted
+    }
+
     pub fn clear(&mut self) {
         self.map.clear();
         self.total = 0;
@@ -140,6 +152,10 @@ mod tests {
         assert_eq!(lru.weight(), 50, "a replaced value's weight is taken back");
         lru.retain(|k, _| *k != "c");
         assert_eq!((lru.len(), lru.weight()), (1, 10));
+        lru.insert("d", 20);
+        lru.insert("e", 30);
+        assert_eq!(lru.evict_while(|v| *v < 25), 2, "b and d, oldest first; e stops it");
+        assert_eq!((lru.len(), lru.weight()), (1, 30));
         lru.clear();
         assert_eq!((lru.len(), lru.weight()), (0, 0));
     }

@@ -9,7 +9,7 @@
 //! [`blocks`] serves them by CID to the gateway, the kubo RPC, bitswap and `/peerix/blocks`;
 //! [`publications`] tells the announcers what became shareable or stopped being so; [`arrivals`]
 //! hands the DAGs of NARs streamed from peers to the indexer, so a substituted closure is re-shared
-//! without reading it again.
+//! without reading it again, and [`received`] serves their blocks on to other peers until then.
 //!
 //! Layers, top to bottom. A module imports only from its own layer or below, and the modules of a
 //! layer import each other without a cycle; `tests/layers_import_downwards.rs` reads every
@@ -22,7 +22,7 @@
 //! | 6 substitution | [`substitute`] (answers for paths we lack: lookup, transfer, prefetch, the tracker client) |
 //! | 5 network | [`p2p`] (the libp2p node: bitswap, our protocols, summaries, DHT) |
 //! | 4 content | [`publish`] (the indexer), [`blocks`] (blocks by CID, behind the gate) |
-//! | 3 trust | [`local_cache`] (the local store as a cache), [`trust`] (the publish gate), [`upstream`] (upstream's narinfos), [`arrivals`] (the DAG hand-off) |
+//! | 3 trust | [`local_cache`] (the local store as a cache), [`trust`] (the publish gate), [`upstream`] (upstream's narinfos), [`arrivals`] (the DAG hand-off), [`received`] (verified blocks served on) |
 //! | 2 infrastructure | [`store`] (SQLite state), [`bounded`] (the one cache type), [`rate`] (the one token bucket), [`tasks`] (every spawned task, tracked), [`httpd`] (HTTP/1.1 server, no routes), [`remote`] (HTTP client), [`publications`] (events), [`index_control`] (pause, scan), [`identity`] (node key), [`dashboard`] (pages), [`errors`] (errors for the log) |
 //! | 1 formats | [`timeouts`] (every wait, in one table), [`nix`] (Nix's formats), [`ipld`] (NARs as blocks), [`tracker_wire`] (the tracker protocol) |
 
@@ -44,6 +44,7 @@ pub mod p2p;
 pub mod publications;
 pub mod publish;
 pub mod rate;
+pub mod received;
 pub mod remote;
 pub mod store;
 pub mod substitute;

@@ -32,6 +32,7 @@ use crate::nix::hash::NarHash;
 use crate::nix::store_db::{PathInfo, StoreDb, StoreDbError};
 use crate::nix::store_path::{StoreHash, StorePath};
 use crate::publications::{Publication, Publications};
+use crate::received::Received;
 use crate::store::{StateDb, StateError};
 use crate::trust::{Gate, Served, Source};
 
@@ -108,6 +109,8 @@ pub struct LocalCache {
     publications: Publications,
     /// DAGs of NARs just streamed to nix from peers, for the indexer to adopt.
     pub arrivals: Arrivals,
+    /// Blocks just verified by transfers, served on to peers until their path is indexed.
+    pub received: Received,
     pub counters: Counters,
 }
 
@@ -127,6 +130,7 @@ impl LocalCache {
             }),
             publications: Publications::default(),
             arrivals: Arrivals::default(),
+            received: Received::default(),
             counters: Counters::default(),
         }
     }

@@ -1,6 +1,9 @@
 //! `/peerix/blocks/1.0.0`: the bulk path between peerix nodes. A request (pipelined on a
 //! long-lived stream: [`crate::p2p::lanes`]) names up to [`MAX_CIDS`] blocks; the answer is one frame per block, in the order asked: `0x00 ‖ bytes` or
-//! `0x01` (not here). Bitswap stays for every other IPFS node; between peerix nodes this carries a
+//! `0x01` (not here), or, from a busy node to an asker that allows it, `0x03 ‖ Redirect` then
+//! `0x03` for each other block: "busy, these peers just received them from me"
+//! ([`super::recipients`]; a flash crowd spreads over the nodes that already have a unit instead
+//! of queueing at one seeder). Bitswap stays for every other IPFS node; between peerix nodes this carries a
 //! NAR's chunks with no wantlists, presences or per-block messages, and gives the transfer
 //! scheduler one request it can time and re-assign as a unit.
 //!
@@ -21,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::lanes::{self, LaneError, Lanes};
+use super::recipients::{self, Recipients};
 use super::{P2pError, frame, peers::Peers};
 use crate::blocks::Blocks;
 use crate::ipld::{self, MAX_BLOCK};
@@ -42,6 +46,7 @@ const READ_AHEAD: usize = 2;
 const HAVE: u8 = 0;
 const DONT_HAVE: u8 = 1;
 const HAVE_ZSTD: u8 = 2;
+const BUSY: u8 = 3;
 
 /// Blocks are asked for compressed from a peer at least this far away: a LAN is under a
 /// millisecond, a link across a city or the internet is tens.
@@ -58,6 +63,16 @@ pub mod wire {
         /// Send blocks zstd-compressed where that saves bytes (a slow link).
         #[prost(bool, tag = "2")]
         pub compress: bool,
+        /// A busy server may answer with peers to ask instead (older askers never set it).
+        #[prost(bool, tag = "3")]
+        pub may_redirect: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Redirect {
+        /// Binary peer IDs.
+        #[prost(bytes = "vec", repeated, tag = "1")]
+        pub peers: Vec<Vec<u8>>,
     }
 }
 
@@ -73,18 +88,32 @@ pub enum FetchError {
     Malformed,
     #[error("request names {0} blocks (at most 64)")]
     TooMany(usize),
+    #[error("peer is busy and named {} others that have the blocks", .0.len())]
+    Busy(Vec<PeerId>),
 }
 
 /// Fetches `cids` from `peer` on a lane ([`super::lanes`]), every block checked against its CID;
-/// compressed on the wire when `compress`.
-pub async fn fetch(lanes: &Lanes, peer: PeerId, cids: &[Cid], compress: bool) -> Result<Vec<Bytes>, FetchError> {
+/// compressed on the wire when `compress`; [`FetchError::Busy`] when `may_redirect` and the peer
+/// is busy.
+pub async fn fetch(
+    lanes: &Lanes,
+    peer: PeerId,
+    cids: &[Cid],
+    compress: bool,
+    may_redirect: bool,
+) -> Result<Vec<Bytes>, FetchError> {
     if cids.len() > MAX_CIDS {
         return Err(FetchError::TooMany(cids.len()));
     }
     let mut request = Vec::with_capacity(16 + cids.len() * 40);
     let cids_bytes = cids.iter().map(|c| c.to_bytes()).collect();
-    frame::encode_message(&mut request, &wire::Request { cids: cids_bytes, compress });
+    frame::encode_message(&mut request, &wire::Request { cids: cids_bytes, compress, may_redirect });
     let frames = lanes.request(peer, request.into(), cids.len(), MAX_BLOCK + 1).await?;
+    if let Some(first) = frames.first()
+        && first.first() == Some(&BUSY)
+    {
+        return Err(redirected(&first[1..], may_redirect)?);
+    }
     let mut out = Vec::with_capacity(cids.len());
     for (cid, body) in cids.iter().zip(frames) {
         let data = unpack(cid, body)?;
@@ -94,6 +123,17 @@ pub async fn fetch(lanes: &Lanes, peer: PeerId, cids: &[Cid], compress: bool) ->
         out.push(data);
     }
     Ok(out)
+}
+
+/// The peers a busy server named; a redirect nobody allowed, or naming nobody, is malformed.
+fn redirected(body: &[u8], allowed: bool) -> Result<FetchError, FetchError> {
+    let r = <wire::Redirect as prost::Message>::decode(body).map_err(|_| FetchError::Malformed)?;
+    let peers: Vec<PeerId> =
+        r.peers.iter().take(recipients::NAMED).filter_map(|p| PeerId::from_bytes(p).ok()).collect();
+    if !allowed || peers.is_empty() {
+        return Err(FetchError::Malformed);
+    }
+    Ok(FetchError::Busy(peers))
 }
 
 /// The block in one answer frame, unchecked.
@@ -118,12 +158,13 @@ pub fn serve(
 ) -> Result<(), P2pError> {
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
     let work = Arc::new(Semaphore::new(MAX_ANSWERS));
+    let recipients = Arc::new(Recipients::default());
     super::inbound::accept(control, PROTOCOL, slots, super::inbound::PER_PEER, shutdown, move |peer, stream| {
-        let (blocks, peers, work) = (blocks.clone(), peers.clone(), work.clone());
+        let (blocks, peers, work, recipients) = (blocks.clone(), peers.clone(), work.clone(), recipients.clone());
         async move {
             let served =
                 lanes::serve_requests(stream, MAX_REQUEST, PEER_REQUEST_WAIT, BLOCKS_ANSWER, |body, stream| {
-                    answer(peer, body, stream, blocks.clone(), &peers, &work)
+                    answer(peer, body, stream, blocks.clone(), &peers, &work, &recipients)
                 });
             if let Err(e) = served.await {
                 debug!(%peer, cause = %e, "block stream ended");
@@ -132,7 +173,8 @@ pub fn serve(
     })
 }
 
-/// Answers one request on `stream`: every block asked for, in order.
+/// Answers one request on `stream`: every block asked for, in order — or, when every answer slot
+/// was taken as it came and the asker allows it, the peers we lately sent the same blocks to.
 async fn answer(
     peer: PeerId,
     body: Bytes,
@@ -140,12 +182,31 @@ async fn answer(
     blocks: Arc<Blocks>,
     peers: &Peers,
     work: &Semaphore,
+    recipients: &Recipients,
 ) -> Result<libp2p::Stream, LaneError> {
     let req = <wire::Request as prost::Message>::decode(body).map_err(|_| LaneError::Malformed)?;
     if req.cids.len() > MAX_CIDS {
         return Err(LaneError::Malformed);
     }
+    let cids: Option<Vec<Cid>> = req.cids.iter().map(|raw| Cid::try_from(raw.as_slice()).ok()).collect();
+    let cids = cids.filter(|c| !c.is_empty());
+    // Asked again once a slot is free: in a flash crowd every request arrives at once, before
+    // anyone holds a unit, and the first recipients appear while the rest wait.
+    let crowded = req.may_redirect && work.available_permits() == 0;
+    if crowded
+        && let Some(c) = &cids
+        && redirect(&mut stream, peer, c, peers, recipients).await?
+    {
+        return Ok(stream);
+    }
     let _permit = work.acquire().await.map_err(|_| LaneError::Dropped)?;
+    if crowded
+        && let Some(c) = &cids
+        && redirect(&mut stream, peer, c, peers, recipients).await?
+    {
+        return Ok(stream);
+    }
+    let asked = req.cids.len() as u64;
     // One blocking task reads the blocks in order (file reads, SQLite) and hands each over as it is
     // ready, [`READ_AHEAD`] ahead of the socket: one thread handoff per request, not one per block.
     // Compression runs there too, off the async workers.
@@ -188,7 +249,40 @@ async fn answer(
         s.blocks_sent += sent;
         s.bytes_sent += bytes;
     });
+    if sent == asked
+        && let Some(c) = &cids
+    {
+        recipients.sent(peer, c);
+    }
     Ok(stream)
+}
+
+/// Names recent recipients of `cids` (other than `asker`, still connected) in place of the blocks;
+/// false if there are none.
+async fn redirect(
+    stream: &mut libp2p::Stream,
+    asker: PeerId,
+    cids: &[Cid],
+    peers: &Peers,
+    recipients: &Recipients,
+) -> Result<bool, LaneError> {
+    let named = recipients.name(&asker, cids, |p| peers.is_connected(p));
+    if named.is_empty() {
+        return Ok(false);
+    }
+    debug!(%asker, blocks = cids.len(), others = ?named, "busy; naming peers that have the blocks");
+    let mut first = vec![BUSY];
+    prost::Message::encode(&wire::Redirect { peers: named.iter().map(|p| p.to_bytes()).collect() }, &mut first)
+        .map_err(|_| LaneError::Malformed)?;
+    // Every frame in one write.
+    let mut out = Vec::with_capacity(first.len() + 2 * cids.len() + 8);
+    ipld::put_varint(&mut out, first.len() as u64);
+    out.extend_from_slice(&first);
+    for _ in 1..cids.len() {
+        out.extend_from_slice(&[1, BUSY]);
+    }
+    stream.write_all(&out).await?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -205,6 +299,12 @@ mod tests {
         assert_eq!(unpack(&cid, Bytes::from_static(b"\x00abc")).unwrap(), &b"abc"[..]);
         assert!(matches!(unpack(&cid, Bytes::from_static(b"\x01")), Err(FetchError::Missing(_))));
         assert!(matches!(unpack(&cid, Bytes::from_static(b"\x01x")), Err(FetchError::Malformed)));
+        let named = PeerId::random();
+        let redirect =
+            prost::Message::encode_to_vec(&wire::Redirect { peers: vec![named.to_bytes(), b"junk".to_vec()] });
+        assert!(matches!(redirected(&redirect, true), Ok(FetchError::Busy(p)) if p == [named]));
+        assert!(matches!(redirected(&redirect, false), Err(FetchError::Malformed)), "never asked for");
+        assert!(matches!(redirected(b"", true), Err(FetchError::Malformed)), "names nobody");
         // 64 MiB of zeros compress to a few KiB: inflating stops at a block's size.
         let mut bomb = vec![HAVE_ZSTD];
         bomb.extend(zstd::bulk::compress(&vec![0u8; 64 << 20], 3).unwrap());

@@ -40,6 +40,7 @@ pub mod node;
 pub mod peers;
 mod presence;
 mod provider_store;
+pub mod recipients;
 mod swarm;
 
 pub(crate) use client::Client;

@@ -97,10 +97,16 @@ impl Node {
     }
 
     /// Fetches `cids` from `peer`, each checked against its CID ([`blocks::fetch`]), compressed
-    /// on the wire when the peer is far away ([`blocks::COMPRESS_ABOVE_RTT`]).
-    pub async fn fetch_blocks(&self, peer: PeerId, cids: &[Cid]) -> Result<Vec<Bytes>, blocks::FetchError> {
+    /// on the wire when the peer is far away ([`blocks::COMPRESS_ABOVE_RTT`]); a busy peer may
+    /// name others instead when `may_redirect`.
+    pub async fn fetch_blocks(
+        &self,
+        peer: PeerId,
+        cids: &[Cid],
+        may_redirect: bool,
+    ) -> Result<Vec<Bytes>, blocks::FetchError> {
         let far = self.peers.rtt(&peer).is_some_and(|rtt| rtt >= blocks::COMPRESS_ABOVE_RTT);
-        blocks::fetch(&self.block_lanes, peer, cids, far).await
+        blocks::fetch(&self.block_lanes, peer, cids, far, may_redirect).await
     }
 
     /// One block from one bitswap peer (an IPFS node that is not peerix), checked against its CID.

@@ -134,7 +134,7 @@ impl Substituter {
         for batch in cids.chunks(MAX_CIDS) {
             let mut got = None;
             for source in sources {
-                match tokio::time::timeout(PLAN_ATTEMPT, self.sources.fetch(source, batch)).await {
+                match tokio::time::timeout(PLAN_ATTEMPT, self.sources.fetch(source, batch, false)).await {
                     Ok(Ok(blocks)) => {
                         got = Some(blocks);
                         break;

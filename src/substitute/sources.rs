@@ -89,6 +89,9 @@ pub enum SourceError {
     BadBlock(Cid),
     #[error("request failed: {0}")]
     Failed(String),
+    /// A busy peerix peer named others that just received the blocks from it.
+    #[error("source is busy and named {} others", .0.len())]
+    Busy(Vec<PeerId>),
 }
 
 /// The means to reach every kind of source.
@@ -103,14 +106,16 @@ impl Sources {
         Ok(Self { node, fallbacks, http: crate::remote::client(BLOCK_REQUEST)? })
     }
 
-    /// `cids` from `source`, in order, each checked against its CID.
-    pub async fn fetch(&self, source: &Source, cids: &[Cid]) -> Result<Vec<Bytes>, SourceError> {
+    /// `cids` from `source`, in order, each checked against its CID; a busy peerix peer may answer
+    /// [`SourceError::Busy`] instead when `may_redirect`.
+    pub async fn fetch(&self, source: &Source, cids: &[Cid], may_redirect: bool) -> Result<Vec<Bytes>, SourceError> {
         match source {
             Source::Peer(peer) => {
                 let node = self.node.as_ref().ok_or_else(|| SourceError::Failed("no IPFS node".into()))?;
-                node.fetch_blocks(*peer, cids).await.map_err(|e| match e {
+                node.fetch_blocks(*peer, cids, may_redirect).await.map_err(|e| match e {
                     p2p::blocks::FetchError::Missing(c) => SourceError::Missing(c),
                     p2p::blocks::FetchError::Mismatch(c) => SourceError::BadBlock(c),
+                    p2p::blocks::FetchError::Busy(others) => SourceError::Busy(others),
                     other => SourceError::Failed(crate::errors::chain(&other)),
                 })
             }

@@ -171,6 +171,7 @@ impl Rogue {
             peer,
             cids,
             compress,
+            false,
         )
         .await
     }
@@ -184,7 +185,8 @@ impl Rogue {
     /// byte and length.
     pub async fn block_frames(&self, peer: PeerId, cids: &[Cid], compress: bool) -> Vec<(u8, usize)> {
         let mut stream = self.control.clone().open_stream(peer, blocks::PROTOCOL).await.unwrap();
-        let request = blocks::wire::Request { cids: cids.iter().map(|c| c.to_bytes()).collect(), compress };
+        let request =
+            blocks::wire::Request { cids: cids.iter().map(|c| c.to_bytes()).collect(), compress, may_redirect: false };
         frame::write_message(&mut stream, &request).await.unwrap();
         stream.flush().await.unwrap();
         let mut out = Vec::new();

@@ -2,7 +2,7 @@
 //! assigns units, emits verified bytes in order and ends the response ([`super::schedule`] decides
 //! who gets what, [`super::report`] says how it went).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::ops::Range;
 use std::sync::Arc;
@@ -52,6 +52,9 @@ pub(super) const SOURCE_UNITS: usize = 8;
 pub(super) const FALLBACK_UNITS: usize = 2;
 /// Bytes fetched ahead of what nix has read.
 pub(super) const WINDOW_BYTES: u64 = 32 << 20;
+/// Sources one transfer keeps at most: busy peers name others ([`SourceError::Busy`]), and a
+/// hostile one must not grow the list without bound.
+pub(super) const MAX_SLOTS: usize = 32;
 /// A source failing this many units in a row is dropped.
 pub(super) const MAX_FAILURES: u32 = 3;
 /// Pieces buffered between the driver and the HTTP body.
@@ -89,6 +92,8 @@ pub(super) struct Driver {
     pub(super) slots: Vec<Slot>,
     pub(super) next: usize,
     pub(super) requeue: BTreeSet<usize>,
+    /// Units a busy source sent elsewhere (asked with redirects allowed once only).
+    pub(super) redirected: HashSet<usize>,
     pub(super) flying: HashMap<usize, Vec<(usize, Instant, AbortHandle)>>,
     pub(super) done: HashMap<usize, Vec<Bytes>>,
     pub(super) emit: usize,
@@ -145,6 +150,7 @@ impl Substituter {
             slots,
             next: 0,
             requeue: BTreeSet::new(),
+            redirected: HashSet::new(),
             flying: HashMap::new(),
             done: HashMap::new(),
             emit: 0,

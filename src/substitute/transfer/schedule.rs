@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::driver::{Done, Driver, MAX_FAILURES, Slot, TransferFailure, WINDOW_BYTES};
+use super::driver::{Done, Driver, MAX_FAILURES, MAX_SLOTS, Slot, TransferFailure, WINDOW_BYTES};
 use crate::substitute::sources::{Source, SourceError};
 use crate::timeouts::{FALLBACK_AFTER, HEDGE_AFTER, NO_SOURCE_WAIT, UNIT_STALLED};
 
@@ -55,9 +55,11 @@ impl Driver {
     pub(super) fn launch(&mut self, unit: usize, slot: usize) {
         let (sub, source, cids, tx) =
             (self.sub.clone(), self.slots[slot].source.clone(), self.units[unit].cids.clone(), self.results.0.clone());
+        // Sent elsewhere once at most: a second busy answer would only bounce it again.
+        let may_redirect = !self.redirected.contains(&unit);
         let task = crate::tasks::spawn(module_path!(), async move {
             let t = Instant::now();
-            let r = sub.sources.fetch(&source, &cids).await;
+            let r = sub.sources.fetch(&source, &cids, may_redirect).await;
             let _ = tx.send((unit, slot, r, t.elapsed())).await;
         });
         self.slots[slot].in_flight += 1;
@@ -77,6 +79,8 @@ impl Driver {
                     self.duplicate += bytes;
                     return;
                 }
+                // Checked against their CIDs: other peers may have them from us now.
+                self.sub.cache.received.keep(self.units[unit].cids.iter().copied().zip(blocks.iter().cloned()));
                 // The other copy of a hedged unit is not needed any more.
                 for (_, _, h) in self.flying.remove(&unit).unwrap_or_default() {
                     h.abort();
@@ -98,6 +102,21 @@ impl Driver {
                 self.done.insert(unit, blocks);
                 self.progress();
             }
+            Err(SourceError::Busy(others)) => {
+                // Busy but answering: the unit goes to the peers it named, which received it from
+                // this source moments ago, and this source keeps its place.
+                debug!(source = ?self.slots[slot].source, unit, ?others, "source busy; asking the peers it named");
+                if let (Some(node), Some(p)) = (&self.sub.sources.node, peer) {
+                    node.peers().answered(p);
+                }
+                self.redirected.insert(unit);
+                for p in others {
+                    if self.slots.len() < MAX_SLOTS {
+                        self.add_source(Source::Peer(p));
+                    }
+                }
+                self.requeue_if_orphaned(unit);
+            }
             Err(e) => {
                 let s = &mut self.slots[slot];
                 match &e {
@@ -112,18 +131,24 @@ impl Driver {
                         s.failures += 1;
                         s.dead |= s.failures >= MAX_FAILURES;
                     }
+                    SourceError::Busy(_) => unreachable!("handled above"),
                 }
                 let s = &self.slots[slot];
                 debug!(source = ?s.source, unit, cause = %e, dropped = s.dead, "unit not delivered");
                 if let (Some(node), Some(p)) = (&self.sub.sources.node, peer) {
                     node.peers().count(p, |st| st.fetch_failures += 1);
                 }
-                if !self.done.contains_key(&unit) && self.flying.get(&unit).is_none_or(|c| c.is_empty()) {
-                    self.flying.remove(&unit);
-                    if unit >= self.emit {
-                        self.requeue.insert(unit);
-                    }
-                }
+                self.requeue_if_orphaned(unit);
+            }
+        }
+    }
+
+    /// Back in the queue if no copy of it is in flight and it is still wanted.
+    fn requeue_if_orphaned(&mut self, unit: usize) {
+        if !self.done.contains_key(&unit) && self.flying.get(&unit).is_none_or(|c| c.is_empty()) {
+            self.flying.remove(&unit);
+            if unit >= self.emit {
+                self.requeue.insert(unit);
             }
         }
     }

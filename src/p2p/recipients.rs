@@ -1,0 +1,127 @@
+//! Recipients: which peers a node sent which unit of blocks to lately, so that, when a crowd
+//! queues at it, it can name them instead of serving every copy itself.
+//!
+//! Data flow: [`super::blocks`] records each request it answered whole ([`Recipients::sent`]);
+//! when a request waited for a free answer slot (the node is serving [`super::blocks`]'
+//! `MAX_ANSWERS` already) and its asker allows it, the node answers "busy, ask these"
+//! ([`Recipients::name`]) with peers that received exactly those blocks within
+//! [`RECIPIENT_TTL`]. They serve them from what they just verified (`received`) or, once indexed,
+//! from their store. A unit is keyed by its first CID and length: every peerix node cuts a NAR's
+//! DAG into the same units, so the crowd asks for the same keys.
+//!
+//! Measured on this 2-core machine, 19 nodes realising one 20 MB closure from one seeder at once:
+//! the seeder uploaded the closure 16–18 times over, and the last nodes waited on its queue.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cid::Cid;
+use libp2p::PeerId;
+use tokio::time::Instant;
+
+use crate::bounded::Lru;
+
+/// How long a recipient is named: well within the time it keeps the blocks in memory (60 s),
+/// after which it serves them from its store, if it kept the path.
+pub const RECIPIENT_TTL: Duration = Duration::from_secs(30);
+/// Units remembered: ~4 GiB of 1 MiB units, ~8 recipients each (~0.5 KiB).
+const UNITS: usize = 4096;
+/// Recipients remembered per unit, the most recent kept.
+const PER_UNIT: usize = 8;
+/// Recipients named per answer: more spreads the load, but each costs the asker a request that
+/// may fail.
+pub const NAMED: usize = 2;
+
+struct Recipient {
+    peer: PeerId,
+    at: Instant,
+    /// Times named: the least named go first, so a crowd spreads over every recipient.
+    named: u32,
+}
+
+pub struct Recipients {
+    units: Mutex<Lru<(Cid, usize), Vec<Recipient>>>,
+}
+
+impl Default for Recipients {
+    fn default() -> Self {
+        Self { units: Mutex::new(Lru::new(UNITS)) }
+    }
+}
+
+impl Recipients {
+    fn with<T>(&self, f: impl FnOnce(&mut Lru<(Cid, usize), Vec<Recipient>>) -> T) -> T {
+        f(&mut self.units.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// `peer` received all of `cids`, in one answer.
+    pub fn sent(&self, peer: PeerId, cids: &[Cid]) {
+        let Some(first) = cids.first() else { return };
+        self.with(|units| {
+            let key = (*first, cids.len());
+            let mut list = units.remove(&key).unwrap_or_default();
+            list.retain(|r| r.peer != peer && r.at.elapsed() < RECIPIENT_TTL);
+            if list.len() >= PER_UNIT {
+                list.remove(0);
+            }
+            list.push(Recipient { peer, at: Instant::now(), named: 0 });
+            units.insert(key, list);
+        })
+    }
+
+    /// Up to [`NAMED`] recent recipients of `cids` other than `asker` that `usable` accepts (still
+    /// connected), the least named first; empty if there are none.
+    pub fn name(&self, asker: &PeerId, cids: &[Cid], usable: impl Fn(&PeerId) -> bool) -> Vec<PeerId> {
+        let Some(first) = cids.first() else { return Vec::new() };
+        self.with(|units| {
+            let key = (*first, cids.len());
+            let Some(mut list) = units.remove(&key) else { return Vec::new() };
+            list.retain(|r| r.at.elapsed() < RECIPIENT_TTL);
+            let mut picks: Vec<&mut Recipient> =
+                list.iter_mut().filter(|r| r.peer != *asker && usable(&r.peer)).collect();
+            picks.sort_by_key(|r| r.named);
+            let named: Vec<PeerId> = picks
+                .into_iter()
+                .take(NAMED)
+                .map(|r| {
+                    r.named += 1;
+                    r.peer
+                })
+                .collect();
+            if !list.is_empty() {
+                units.insert(key, list);
+            }
+            named
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipld::raw_cid;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crowd_is_spread_over_recent_recipients_never_back_to_the_asker() {
+        let r = Recipients::default();
+        let unit = [raw_cid(b"a"), raw_cid(b"b")];
+        let (a, b, c, asker) = (PeerId::random(), PeerId::random(), PeerId::random(), PeerId::random());
+        assert!(r.name(&asker, &unit, |_| true).is_empty(), "nobody has it yet");
+        for p in [a, b, c] {
+            r.sent(p, &unit);
+        }
+        assert!(r.name(&asker, &unit[..1], |_| true).is_empty(), "another unit (one block) was never sent");
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..6 {
+            let named = r.name(&asker, &unit, |_| true);
+            assert_eq!(named.len(), NAMED);
+            for p in named {
+                *counts.entry(p).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(counts.values().copied().collect::<Vec<_>>(), [4, 4, 4], "each named equally");
+        assert_eq!(r.name(&a, &unit, |p| *p != b), [c], "not the asker, not a disconnected peer");
+        tokio::time::sleep(RECIPIENT_TTL).await;
+        assert!(r.name(&asker, &unit, |_| true).is_empty(), "too old: it may not hold them any more");
+    }
+}
