@@ -164,6 +164,19 @@ impl Collector for Daemon {
             "metadata bytes of arrival DAGs waiting",
             app.cache.arrivals.held().1 as i64,
         )?;
+        let r = &app.cache.received;
+        counter(
+            &mut e,
+            "received_served_bytes",
+            "bytes served on from blocks verified in transit, before their path was indexed",
+            n(&r.counters.served_bytes),
+        )?;
+        gauge(
+            &mut e,
+            "received_held_bytes",
+            "bytes of blocks verified in transit held to serve on",
+            r.held().1 as i64,
+        )?;
         let p = app.substituter.prefetch_counters();
         counter(&mut e, "prefetch_started", "NARs fetched from peers before nix asked", n(&p.started))?;
         counter(&mut e, "prefetch_hits", "NAR requests answered from the prefetch buffer", n(&p.hits))?;

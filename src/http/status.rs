@@ -151,7 +151,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         }
         None => Value::Null,
     };
-    let (a, held) = (&cache.arrivals.counters, cache.arrivals.held());
+    let (a, held, received) = (&cache.arrivals.counters, cache.arrivals.held(), cache.received.held());
     let n = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
     let sub = &app.substituter;
     let substitution = json!({
@@ -219,6 +219,12 @@ pub async fn status(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             "evicted": n(&a.evicted),
             "read_paths": n(&a.read_paths),
             "read_bytes": n(&a.read_bytes),
+        },
+        "received": {
+            "held": received.0,
+            "held_bytes": received.1,
+            "served": n(&cache.received.counters.served),
+            "served_bytes": n(&cache.received.counters.served_bytes),
         },
         "p2p": p2p,
         "substitution": substitution,

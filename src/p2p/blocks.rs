@@ -40,6 +40,9 @@ const MAX_REQUEST: usize = 4096;
 const MAX_STREAMS: usize = 512;
 /// Requests answered at once (each reads up to [`READ_AHEAD`] blocks ahead); the rest wait.
 const MAX_ANSWERS: usize = 64;
+/// Answers in progress from which a node counts as busy and may name recent recipients instead:
+/// one asker holds at most 4 (its lanes), so a lone client never meets this, a crowd always does.
+const BUSY_ANSWERS: usize = 16;
 /// Blocks read ahead of the socket per request.
 const READ_AHEAD: usize = 2;
 
@@ -190,17 +193,30 @@ async fn answer(
     }
     let cids: Option<Vec<Cid>> = req.cids.iter().map(|raw| Cid::try_from(raw.as_slice()).ok()).collect();
     let cids = cids.filter(|c| !c.is_empty());
+    // DAG nodes (a transfer's plan: small, from SQLite) never queue behind a crowd's bulk bytes:
+    // every asker's first step would wait for a slot.
+    let metadata = cids.as_ref().is_some_and(|c| c.iter().all(|c| c.codec() == ipld::DAG_PB));
     // Asked again once a slot is free: in a flash crowd every request arrives at once, before
     // anyone holds a unit, and the first recipients appear while the rest wait.
-    let crowded = req.may_redirect && work.available_permits() == 0;
-    if crowded
+    // Busy: a crowd is here (each asker keeps ≤ 4 requests in flight at a peer, so 19 askers hold
+    // ~76 answers and few ever wait for a slot). An asker that allows it is sent to the unit's
+    // recent recipients, checked again once a slot is free: in a flash crowd every request comes
+    // at once, before anyone holds a unit, and the first recipients appear while the rest wait.
+    let busy = || !metadata && MAX_ANSWERS - work.available_permits() >= BUSY_ANSWERS;
+    let redirectable = |busy: bool| req.may_redirect && busy && cids.is_some();
+    if redirectable(busy())
         && let Some(c) = &cids
         && redirect(&mut stream, peer, c, peers, recipients).await?
     {
         return Ok(stream);
     }
-    let _permit = work.acquire().await.map_err(|_| LaneError::Dropped)?;
-    if crowded
+    let waits = !metadata && work.available_permits() == 0;
+    if waits {
+        debug!(%peer, "every answer slot is taken; the request waits");
+    }
+    let _permit = if metadata { None } else { Some(work.acquire().await.map_err(|_| LaneError::Dropped)?) };
+    if waits
+        && redirectable(busy())
         && let Some(c) = &cids
         && redirect(&mut stream, peer, c, peers, recipients).await?
     {

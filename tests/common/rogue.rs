@@ -197,6 +197,24 @@ impl Rogue {
         out
     }
 
+    /// Opens `n` block streams to `peer`, asks for `cids` on each and reads nothing: each holds
+    /// one of the peer's answer slots until its answer times out.
+    pub async fn hold_block_answers(&self, peer: PeerId, cids: &[Cid], n: usize) -> Vec<libp2p::Stream> {
+        let mut held = Vec::new();
+        let request = blocks::wire::Request {
+            cids: cids.iter().map(|c| c.to_bytes()).collect(),
+            compress: false,
+            may_redirect: false,
+        };
+        for _ in 0..n {
+            let mut stream = self.control.clone().open_stream(peer, blocks::PROTOCOL).await.unwrap();
+            frame::write_message(&mut stream, &request).await.unwrap();
+            stream.flush().await.unwrap();
+            held.push(stream);
+        }
+        held
+    }
+
     /// Sends `peer` one bitswap message wanting every one of `cids` as `want_type` (with
     /// sendDontHave), again if the stream is reset: libp2p-stream drops an inbound stream that
     /// finds its accept queue full (rust-libp2p#5651; our patched queue holds 256, upstream's
