@@ -2,7 +2,7 @@
 //! assigns units, emits verified bytes in order and ends the response ([`super::schedule`] decides
 //! who gets what, [`super::report`] says how it went).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::ops::Range;
 use std::sync::Arc;
@@ -70,6 +70,9 @@ pub(super) struct Slot {
     pub(super) source: Source,
     pub(super) in_flight: usize,
     pub(super) dead: bool,
+    /// Named by a busy source for one unit: it may lack the others, so a miss is a failure, not
+    /// the end of it.
+    pub(super) named: bool,
     pub(super) failures: u32,
     pub(super) bytes: u64,
     pub(super) blocks: u64,
@@ -92,8 +95,9 @@ pub(super) struct Driver {
     pub(super) slots: Vec<Slot>,
     pub(super) next: usize,
     pub(super) requeue: BTreeSet<usize>,
-    /// Units a busy source sent elsewhere (asked with redirects allowed once only).
-    pub(super) redirected: HashSet<usize>,
+    /// Units a busy source sent elsewhere, and that source's slot: the unit goes to another
+    /// source if one has room, and is asked with redirects allowed once only.
+    pub(super) redirected: HashMap<usize, usize>,
     pub(super) flying: HashMap<usize, Vec<(usize, Instant, AbortHandle)>>,
     pub(super) done: HashMap<usize, Vec<Bytes>>,
     pub(super) emit: usize,
@@ -150,7 +154,7 @@ impl Substituter {
             slots,
             next: 0,
             requeue: BTreeSet::new(),
-            redirected: HashSet::new(),
+            redirected: HashMap::new(),
             flying: HashMap::new(),
             done: HashMap::new(),
             emit: 0,
@@ -246,7 +250,7 @@ fn units_of(pieces: &[Piece]) -> Vec<Unit> {
 
 impl Slot {
     pub(super) fn new(source: Source) -> Self {
-        Self { source, in_flight: 0, dead: false, failures: 0, bytes: 0, blocks: 0, unit_secs: None }
+        Self { source, in_flight: 0, dead: false, named: false, failures: 0, bytes: 0, blocks: 0, unit_secs: None }
     }
 
     pub(super) fn cap(&self) -> usize {

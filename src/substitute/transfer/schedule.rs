@@ -24,7 +24,10 @@ impl Driver {
                 self.take(unit);
                 continue;
             }
-            let Some(slot) = self.best_slot(&[]) else { return };
+            // Not back to the busy source that sent it elsewhere, while another has room (every
+            // new source counts as fast, the busy one too until a unit of it came back).
+            let busy: Vec<usize> = self.redirected.get(&unit).copied().into_iter().collect();
+            let Some(slot) = self.best_slot(&busy).or_else(|| self.best_slot(&[])) else { return };
             self.take(unit);
             self.launch(unit, slot);
         }
@@ -56,7 +59,7 @@ impl Driver {
         let (sub, source, cids, tx) =
             (self.sub.clone(), self.slots[slot].source.clone(), self.units[unit].cids.clone(), self.results.0.clone());
         // Sent elsewhere once at most: a second busy answer would only bounce it again.
-        let may_redirect = !self.redirected.contains(&unit);
+        let may_redirect = !self.redirected.contains_key(&unit);
         let task = crate::tasks::spawn(module_path!(), async move {
             let t = Instant::now();
             let r = sub.sources.fetch(&source, &cids, may_redirect).await;
@@ -109,10 +112,13 @@ impl Driver {
                 if let (Some(node), Some(p)) = (&self.sub.sources.node, peer) {
                     node.peers().answered(p);
                 }
-                self.redirected.insert(unit);
+                self.redirected.insert(unit, slot);
                 for p in others {
-                    if self.slots.len() < MAX_SLOTS {
-                        self.add_source(Source::Peer(p));
+                    if self.slots.len() < MAX_SLOTS
+                        && self.add_source(Source::Peer(p))
+                        && let Some(s) = self.slots.last_mut()
+                    {
+                        s.named = true;
                     }
                 }
                 self.requeue_if_orphaned(unit);
@@ -126,7 +132,11 @@ impl Driver {
                         let source = s.source.clone();
                         self.sub.caught(&source, &c);
                     }
-                    SourceError::Missing(_) => s.dead = true,
+                    SourceError::Missing(_) if !s.named => s.dead = true,
+                    SourceError::Missing(_) => {
+                        s.failures += 1;
+                        s.dead |= s.failures >= MAX_FAILURES;
+                    }
                     SourceError::Failed(_) => {
                         s.failures += 1;
                         s.dead |= s.failures >= MAX_FAILURES;
@@ -189,11 +199,14 @@ impl Driver {
         Ok(())
     }
 
-    pub(super) fn add_source(&mut self, source: Source) {
-        if !self.slots.iter().any(|s| s.source == source) {
-            debug!(path = %self.nar.store_path, source = ?source, "new source joins the transfer");
-            self.slots.push(Slot::new(source));
+    /// Adds `source` unless the transfer has it; true if it was added.
+    pub(super) fn add_source(&mut self, source: Source) -> bool {
+        if self.slots.iter().any(|s| s.source == source) {
+            return false;
         }
+        debug!(path = %self.nar.store_path, source = ?source, "new source joins the transfer");
+        self.slots.push(Slot::new(source));
+        true
     }
 
     /// Drops sources whose units stall; asks a second source for the unit nix waits for when late.
