@@ -243,7 +243,9 @@ impl Driver {
         }
         let head = self.emit;
         let Some(copies) = self.flying.get(&head) else { return };
-        let busy: Vec<usize> = copies.iter().map(|(s, _, _)| *s).collect();
+        // Neither a source working on it nor one that said it is too busy for it: in a crowd
+        // every unit is late, and a second copy from the seeder is what it asked us not to take.
+        let busy: Vec<usize> = copies.iter().map(|(s, _, _)| *s).chain(self.redirected.get(&head).copied()).collect();
         let late = copies.iter().all(|(s, started, _)| {
             let usual = self.slots[*s].unit_secs.map(|t| Duration::from_secs_f64(4.0 * t)).unwrap_or_default();
             started.elapsed() > HEDGE_AFTER.max(usual)
