@@ -54,13 +54,21 @@ async fn a_peer_that_never_answers_costs_one_deadline_and_nix_falls_through() {
     let rogue = Rogue::start(Plan { silent: true, ..Default::default() }, None).await;
     let c = peer_client(&w, "c", "client", &pk, &[&rogue.addr], &["--lookup-timeout", "300ms"]);
     c.wait_log("have-summary applied");
+    // First contact: nothing says yet whether it is busy or gone, so it gets three deadlines, once.
     let t = Instant::now();
     let r = get(&format!("{}/{}.narinfo", c.url, random_hash(0))).await;
     let took = t.elapsed();
     assert_eq!(r.status, 404);
+    assert!(took >= Duration::from_millis(900), "answered before three deadlines: {took:?} (never asked?)");
+    assert!(took < Duration::from_millis(1600), "the first-contact deadline did not hold: {took:?}");
+    // It let that pass: from now on it costs one deadline.
+    let t = Instant::now();
+    let r = get(&format!("{}/{}.narinfo", c.url, random_hash(1))).await;
+    let took = t.elapsed();
+    assert_eq!(r.status, 404);
     assert!(took >= Duration::from_millis(300), "answered before the deadline: {took:?} (the peer was never asked?)");
-    assert!(took < Duration::from_millis(1300), "the deadline did not hold: {took:?}");
-    assert_eq!(c.status().await["substitution"]["counters"]["misses_asked"], 1);
+    assert!(took < Duration::from_millis(850), "the deadline did not hold: {took:?}");
+    assert_eq!(c.status().await["substitution"]["counters"]["misses_asked"], 2);
 
     // nix, with C first and a test upstream second, gets the closure from upstream.
     let out = w
@@ -72,7 +80,7 @@ async fn a_peer_that_never_answers_costs_one_deadline_and_nix_falls_through() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
-    assert_eq!(c.status().await["substitution"]["counters"]["misses_asked"], 3, "top and dep each cost one deadline");
+    assert_eq!(c.status().await["substitution"]["counters"]["misses_asked"], 4, "top and dep each cost one deadline");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,8 +3,8 @@
 //! `0x01` (not here), or, from a busy node to an asker that allows it, `0x03 ‖ Redirect` then
 //! `0x03` for each other block: "busy, these peers just received them from me"
 //! ([`super::recipients`]; a flash crowd spreads over the nodes that already have a unit instead
-//! of queueing at one seeder). Bitswap stays for every other IPFS node; between peerix nodes this carries a
-//! NAR's chunks with no wantlists, presences or per-block messages, and gives the transfer
+//! of queueing at one seeder). Bitswap stays for every other IPFS node; between peerix nodes this
+//! carries a NAR's chunks with no wantlists, presences or per-block messages, and gives the transfer
 //! scheduler one request it can time and re-assign as a unit.
 //!
 //! The server reads each block through [`Blocks`] (the publish gate's one read path: a private
@@ -176,8 +176,8 @@ pub fn serve(
     })
 }
 
-/// Answers one request on `stream`: every block asked for, in order — or, when every answer slot
-/// was taken as it came and the asker allows it, the peers we lately sent the same blocks to.
+/// Answers one request on `stream`: every block asked for, in order — or, when this node is busy
+/// ([`BUSY_ANSWERS`]) and the asker allows it, the peers we lately sent the same blocks to.
 async fn answer(
     peer: PeerId,
     body: Bytes,

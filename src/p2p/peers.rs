@@ -88,6 +88,8 @@ struct Peer {
     /// When it last answered one of our requests (a narinfo, a unit of blocks): a peer whose
     /// answers keep coming is busy, not gone, and is waited for longer.
     last_answer: Option<Instant>,
+    /// A request of ours went past its deadline unanswered since the last answer.
+    let_down: bool,
 }
 
 impl Peer {
@@ -107,6 +109,7 @@ impl Peer {
             rtt: None,
             asking: 0,
             last_answer: None,
+            let_down: false,
         }
     }
 
@@ -349,6 +352,7 @@ impl Peers {
         self.with(|m| {
             if let Some(p) = m.get_mut(&peer) {
                 p.last_answer = Some(Instant::now());
+                p.let_down = false;
             }
         })
     }
@@ -359,6 +363,22 @@ impl Peers {
         self.with(|m| {
             peers.iter().any(|id| m.get(id).and_then(|p| p.last_answer).is_some_and(|t| t.elapsed() < within))
         })
+    }
+
+    /// A request of ours to `peer` went past its deadline without an answer.
+    pub fn let_down(&self, peer: PeerId) {
+        self.with(|m| {
+            if let Some(p) = m.get_mut(&peer) {
+                p.let_down = true;
+            }
+        })
+    }
+
+    /// True if one of `peers` has never answered us and never let a request of ours pass its
+    /// deadline: nothing yet says whether it is slow, busy or gone, and it gets the benefit of
+    /// the doubt once.
+    pub fn untried(&self, peers: &[PeerId]) -> bool {
+        self.with(|m| peers.iter().any(|id| m.get(id).is_some_and(|p| p.last_answer.is_none() && !p.let_down)))
     }
 
     /// How long an answer from the slowest of `peers` may take now: three of its last ping round

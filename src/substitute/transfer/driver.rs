@@ -218,7 +218,10 @@ impl Substituter {
     /// peer that vanished answers nothing, and the deadline stands.
     fn sources_busy(&self, nar: &AcceptedNar, deadline: tokio::time::Instant, last: tokio::time::Instant) -> bool {
         let Some(node) = &self.sources.node else { return false };
-        let peers: Vec<PeerId> = self.peer_sources(nar, None).iter().filter_map(Source::peer).collect();
+        // Every peer that named a root (a tracker's holder too), not only those whose summary
+        // lists the path: in a crowd a node reaches its seeder either way.
+        let mut peers: Vec<PeerId> = nar.roots().into_iter().flat_map(|r| r.peers).collect();
+        peers.extend(node.peers().matching(&nar.hash));
         let busy = deadline < last && node.peers().answering(&peers, FIRST_BYTES_WAIT);
         if busy {
             debug!(path = %nar.store_path, "its sources are busy but answering; waiting longer for the first bytes");
