@@ -54,7 +54,7 @@ async fn a_peer_that_never_answers_costs_one_deadline_and_nix_falls_through() {
     let rogue = Rogue::start(Plan { silent: true, ..Default::default() }, None).await;
     let c = peer_client(&w, "c", "client", &pk, &[&rogue.addr], &["--lookup-timeout", "300ms"]);
     c.wait_log("have-summary applied");
-    // First contact: nothing says yet whether it is busy or gone, so it gets three deadlines, once.
+    // Nothing says yet whether it is busy or gone, so it gets three deadlines, once.
     let t = Instant::now();
     let r = get(&format!("{}/{}.narinfo", c.url, random_hash(0))).await;
     let took = t.elapsed();

@@ -374,11 +374,11 @@ impl Peers {
         })
     }
 
-    /// True if one of `peers` has never answered us and never let a request of ours pass its
-    /// deadline: nothing yet says whether it is slow, busy or gone, and it gets the benefit of
-    /// the doubt once.
-    pub fn untried(&self, peers: &[PeerId]) -> bool {
-        self.with(|m| peers.iter().any(|id| m.get(id).is_some_and(|p| p.last_answer.is_none() && !p.let_down)))
+    /// True if one of `peers` has not let a request of ours pass its deadline since it last
+    /// answered (or ever): nothing says it is gone, and a slow answer gets the benefit of the
+    /// doubt, once.
+    pub fn not_let_down(&self, peers: &[PeerId]) -> bool {
+        self.with(|m| peers.iter().any(|id| m.get(id).is_some_and(|p| !p.let_down)))
     }
 
     /// How long an answer from the slowest of `peers` may take now: three of its last ping round

@@ -34,8 +34,8 @@ const FANOUT: usize = 3;
 const TRACKED_PEERS: usize = 6;
 /// The least a holder the tracker names gets to answer (see `ask_peers`).
 const TRACKED_HOLDER_WAIT: Duration = Duration::from_secs(1);
-/// Deadlines a peer that never answered us yet gets, once (see `ask_peers`).
-const UNTRIED_DEADLINES: u32 = 3;
+/// Deadlines a peer gets that has not let us down since its last answer (see `ask_peers`).
+const BENEFIT_OF_DOUBT: u32 = 3;
 
 /// A lookup in flight, shared by everyone asking for the same path.
 pub(super) type Pending = Shared<BoxFuture<'static, Option<Arc<AcceptedNar>>>>;
@@ -130,15 +130,15 @@ impl Substituter {
     /// it is busy, not gone — a seeder a crowd asked ~400 narinfos at once answered them in
     /// 0.2–0.4 s, past the 250 ms deadline, and every node's nix failed with "don't know how to
     /// build" — so the deadline moves on by its length while such answers keep coming, up to
-    /// [`MAX_LOOKUP_STRETCH`]. A peer that never answered us gets [`UNTRIED_DEADLINES`] once; a
-    /// silent one answers nothing and from then on costs one deadline.
+    /// [`MAX_LOOKUP_STRETCH`]. Without recent answers a peer that has not let us down since its
+    /// last answer gets [`BENEFIT_OF_DOUBT`] deadlines; a silent one then costs one each time.
     #[tracing::instrument(name = "ask_peers", level = "debug", skip_all, fields(peers = peers.len()))]
     async fn ask_peers(self: Arc<Self>, hash: StoreHash, peers: Vec<PeerId>) -> Option<Arc<AcceptedNar>> {
         let started = Instant::now();
         let timeout = self.lookup_timeout_for(&peers);
         let mut deadline = tokio::time::Instant::now() + timeout;
         let last = tokio::time::Instant::now() + timeout.max(MAX_LOOKUP_STRETCH);
-        let untried_until = (tokio::time::Instant::now() + timeout * UNTRIED_DEADLINES).min(last);
+        let doubt_until = (tokio::time::Instant::now() + timeout * BENEFIT_OF_DOUBT).min(last);
         let wave = timeout / 5;
         let mut seen: std::collections::HashSet<PeerId> = peers.iter().copied().collect();
         let mut queue: std::collections::VecDeque<(PeerId, Option<Vec<Multiaddr>>)> =
@@ -196,12 +196,12 @@ impl Substituter {
                         deadline = (deadline + timeout).min(last);
                         continue;
                     }
-                    // First contact: a crowd's node asks its seeder 20 narinfos at once, and the
-                    // seeder (answering ~400) sent the first back 0.3–0.7 s later — past 250 ms, with
-                    // no earlier answer to judge by. Once only: a peer that lets this pass too is
-                    // judged by its answers from then on (a silent one costs one deadline again).
-                    Some(node) if deadline < untried_until && node.peers().untried(&flying) => {
-                        deadline = untried_until;
+                    // No answer lately to judge by: a crowd's node asks its seeder 20 narinfos at
+                    // once, and the seeder (answering ~400) sent the first back 0.3–0.7 s later —
+                    // past 250 ms. A peer that lets this pass too is let down and judged by its
+                    // answers until it answers again (a silent one costs one deadline).
+                    Some(node) if deadline < doubt_until && node.peers().not_let_down(&flying) => {
+                        deadline = doubt_until;
                         continue;
                     }
                     Some(node) => {
