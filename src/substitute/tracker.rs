@@ -42,13 +42,16 @@ pub struct TrackerClient {
     http: reqwest::Client,
     key: Keypair,
     peer_id: PeerId,
+    /// A lookup's question went past its deadline unanswered since the last answer (see
+    /// `lookup::ask_peers`: a tracker that has not let us down gets the benefit of the doubt).
+    pub(super) let_down: std::sync::atomic::AtomicBool,
 }
 
 impl TrackerClient {
     pub fn new(url: &str, key: Keypair) -> Result<Self, crate::remote::RemoteError> {
         let http = crate::remote::client(TRACKER_REQUEST)?;
         let peer_id = key.public().to_peer_id();
-        Ok(Self { base: url.trim_end_matches('/').to_owned(), http, key, peer_id })
+        Ok(Self { base: url.trim_end_matches('/').to_owned(), http, key, peer_id, let_down: Default::default() })
     }
 
     pub fn url(&self) -> &str {
