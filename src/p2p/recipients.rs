@@ -9,7 +9,8 @@
 //! DAG into the same units, so the crowd asks for the same keys.
 //!
 //! Measured on this 2-core machine, 19 nodes realising one 20 MB closure from one seeder at once:
-//! the seeder uploaded the closure 16–18 times over, and the last nodes waited on its queue.
+//! the seeder uploaded the closure 16–18 times over; naming recipients, 6.2 times (the crowd sent
+//! each other the rest), and 7.1 times with 50 in the crowd.
 
 use std::sync::Mutex;
 use std::time::Duration;
