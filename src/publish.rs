@@ -392,6 +392,12 @@ impl Publisher {
         match chunked {
             Ok(c) => {
                 let (hash, root, size, chunks) = (info.path.hash(), c.root, info.nar_size, c.chunks.len());
+                // Blocks still held from the transfer that brought this path: the store serves
+                // them from now on.
+                let received: Vec<cid::Cid> = match self.cache.received.held().0 {
+                    0 => Vec::new(),
+                    _ => c.chunks.iter().map(|(_, _, cid)| *cid).collect(),
+                };
                 let name = verdict.name();
                 let path = info.path.clone();
                 self.on_state(move |state| {
@@ -408,6 +414,7 @@ impl Publisher {
                     })
                 })
                 .await?;
+                self.cache.received.forget(&received);
                 debug!(%path, %root, chunks, "published");
                 self.cache.publish_event(Publication::Published { hash, root });
                 Ok(Outcome::Published(size))

@@ -7,8 +7,9 @@
 //! sends askers to the peers it already sent the blocks to (`p2p::recipients`), and
 //! those peers have them here at once — nix registers the path and the indexer adopts its DAG a
 //! second or two later, and only then are the blocks read from /nix/store. The blocks are the
-//! same `Bytes` that go to nix (no copy); they leave oldest first once [`MAX_BYTES`] are held,
-//! and after [`MAX_AGE`], swept by a timer so that a node at rest holds none.
+//! same `Bytes` that go to nix (no copy); they leave when the indexer has published their path
+//! ([`Received::forget`]), oldest first once [`MAX_BYTES`] are held, and after [`MAX_AGE`] (a
+//! path nix never registered), swept by a timer so that a node at rest holds none.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -98,6 +99,17 @@ impl Received {
         held.peek(cid).filter(|(_, at)| at.elapsed() < self.max_age).map(|(d, _)| d.len() as u64)
     }
 
+    /// Drops `cids`: their path is indexed, and the store serves them now.
+    pub fn forget(&self, cids: &[Cid]) {
+        if cids.is_empty() {
+            return;
+        }
+        let mut held = lock(&self.held);
+        for cid in cids {
+            held.remove(cid);
+        }
+    }
+
     /// Blocks held, and their bytes.
     pub fn held(&self) -> (usize, usize) {
         let held = lock(&self.held);
@@ -156,6 +168,9 @@ mod tests {
         assert!(blocks[5..].iter().all(|(c, d)| r.get(c).as_ref() == Some(d)));
         assert_eq!(r.size_of(&blocks[7].0), Some(1000));
         assert_eq!(r.counters.served.load(Ordering::Relaxed), 10);
+        r.forget(&[blocks[7].0]);
+        assert!(r.get(&blocks[7].0).is_none(), "its path was indexed: the store serves it");
+        assert_eq!(r.held().0, 9);
     }
 
     #[tokio::test(start_paused = true)]

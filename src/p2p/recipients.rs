@@ -2,9 +2,10 @@
 //! queues at it, it can name them instead of serving every copy itself.
 //!
 //! Data flow: [`super::blocks`] records each request it answered whole ([`Recipients::sent`]);
-//! when a request comes while the node is busy (16 answers in progress: a crowd, never one
-//! client) and its asker allows it, the node answers "busy, ask these" ([`Recipients::name`])
-//! with peers that received exactly those blocks within [`RECIPIENT_TTL`]. They serve them from what they just verified (`received`) or, once indexed,
+//! when a request comes while the node is busy (8 answers in progress: two askers at least, never
+//! one client) and its asker allows it, the node answers "busy, ask these" ([`Recipients::name`])
+//! with peers that received exactly those blocks within [`RECIPIENT_TTL`]. They serve them from
+//! what they just verified (`received`) or, once indexed,
 //! from their store. A unit is keyed by its first CID and length: every peerix node cuts a NAR's
 //! DAG into the same units, so the crowd asks for the same keys.
 //!
