@@ -392,12 +392,8 @@ impl Publisher {
         match chunked {
             Ok(c) => {
                 let (hash, root, size, chunks) = (info.path.hash(), c.root, info.nar_size, c.chunks.len());
-                // Blocks still held from the transfer that brought this path: the store serves
-                // them from now on.
-                let received: Vec<cid::Cid> = match self.cache.received.held().0 {
-                    0 => Vec::new(),
-                    _ => c.chunks.iter().map(|(_, _, cid)| *cid).collect(),
-                };
+                // Blocks held from the transfer that brought this path: the store serves them now.
+                let received = self.cache.received.held_of(c.chunks.iter().map(|(_, _, cid)| *cid));
                 let name = verdict.name();
                 let path = info.path.clone();
                 self.on_state(move |state| {

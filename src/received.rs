@@ -99,6 +99,15 @@ impl Received {
         held.peek(cid).filter(|(_, at)| at.elapsed() < self.max_age).map(|(d, _)| d.len() as u64)
     }
 
+    /// Those of `cids` held here (none, cheaply, when nothing is).
+    pub fn held_of(&self, cids: impl Iterator<Item = Cid>) -> Vec<Cid> {
+        let held = lock(&self.held);
+        if held.is_empty() {
+            return Vec::new();
+        }
+        cids.filter(|c| held.peek(c).is_some()).collect()
+    }
+
     /// Drops `cids`: their path is indexed, and the store serves them now.
     pub fn forget(&self, cids: &[Cid]) {
         if cids.is_empty() {

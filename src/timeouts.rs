@@ -50,6 +50,10 @@ pub const CLI_REQUEST: Duration = Duration::from_secs(30);
 /// A lookup's deadline at most, however slow the matching peers' links (the deadline grows with
 /// their round trips: `substitute::lookup`). Nix waits on it for every path of a closure.
 pub const MAX_LOOKUP_STRETCH: Duration = Duration::from_secs(3);
+/// A narinfo a peer sent with its answer for a path's closure waits this long for nix to ask for
+/// it (nix asks a closure's narinfos level by level, within a second of the top's; a dry run, then
+/// the build, may be further apart).
+pub const CLOSURE_OFFER_AGE: Duration = Duration::from_secs(60);
 /// An unreachable upstream is asked again after this long (a flapping link should not turn every
 /// narinfo request into a 5 s wait, nor keep a path private for an hour).
 pub const UPSTREAM_UNREACHABLE_RETRY: Duration = Duration::from_secs(60);

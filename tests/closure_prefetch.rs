@@ -11,34 +11,6 @@ use std::path::Path;
 
 use common::*;
 
-/// A closure of `n` paths of `size` random bytes each under one top path; returns (top, all).
-fn wide_fixture(w: &Work, n: usize, size: usize) -> (String, Vec<String>) {
-    let tag = nonce();
-    let deps: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                r#"d{i} = builtins.derivation {{ name = "prefetch-dep-{i}"; system = builtins.currentSystem; builder = "/bin/sh";
-                  PATH = "/usr/bin:/bin"; nonce = "{tag}"; args = [ "-c" "head -c {size} /dev/urandom > $out" ]; }};"#
-            )
-        })
-        .collect();
-    let links: String = (0..n).map(|i| format!("ln -s ${{d{i}}} $out/d{i}; ")).collect();
-    let expr = w.path(&format!("wide-{tag}.nix"));
-    std::fs::write(
-        &expr,
-        format!(
-            r#"let {} in builtins.derivation {{ name = "prefetch-top"; system = builtins.currentSystem; builder = "/bin/sh";
-               PATH = "/usr/bin:/bin"; nonce = "{tag}"; args = [ "-c" "mkdir $out; {links}" ]; }}"#,
-            deps.join("\n")
-        ),
-    )
-    .unwrap();
-    let top = run(w.nix("nix-build").arg(&expr).arg("--no-out-link"));
-    let all: Vec<String> = run(w.nix("nix-store").args(["-qR", &top])).lines().map(str::to_owned).collect();
-    assert_eq!(all.len(), n + 1);
-    (top, all)
-}
-
 async fn metrics(d: &Daemon) -> HashMap<String, f64> {
     parse_openmetrics(&get(&format!("{}/metrics", d.url)).await.body)
 }
@@ -52,7 +24,7 @@ async fn nars_are_fetched_while_nix_asks_narinfos_and_the_buffer_stays_bounded()
     let w = Work::new();
     let (sk, pk) = w.keypair("prefetch-1");
     // 12 NARs of ~20 KB: a 128 KiB buffer (32 KiB at most a NAR) holds about six.
-    let (top, all) = wide_fixture(&w, 11, 20_000);
+    let (top, all) = w.wide_closure(11, 20_000);
     w.sign(&top, &sk);
     let a = seeder(&w, "a", &[&top], &pk);
 

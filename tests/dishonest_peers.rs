@@ -1,7 +1,7 @@
 //! Dishonest peers: a peer (in this test process, speaking the peerix protocols) answers C's lookup
 //! with a narinfo signed only by an untrusted key, a forged signature, a valid signature over
-//! altered fields, the wrong store path, the right narinfo over blocks of other content, or the
-//! right narinfo over a hostile DAG. Each answer is refused, the peer is counted (and, when it
+//! altered fields, the wrong store path, an honest narinfo carrying an altered one in its closure,
+//! the right narinfo over blocks of other content, or the right narinfo over a hostile DAG. Each answer is refused, the peer is counted (and, when it
 //! lied, deprioritised), and C's nix still gets the path — verified — from an honest peer.
 //!
 //! Every scenario runs in the same order, so the lie is always seen: C first knows only the rogue
@@ -132,6 +132,24 @@ async fn a_valid_signature_over_an_altered_nar_hash_or_size_is_refused() {
     let (_c, rogue, first) = scenario(&g, Plan { narinfo: Some((info.render(), g.root)), ..Default::default() }).await;
     assert_eq!(first, 404);
     assert_eq!(rogue["dishonest"], true, "{rogue}");
+}
+
+/// The rogue answers the top path honestly and sends with it, as the path's closure, the
+/// dependency's narinfo with its NarSize altered under the genuine signature: C keeps it unjudged,
+/// refuses it when nix asks for the dependency, and gets the dependency from A.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lie_inside_a_closure_is_refused_when_nix_asks_for_that_path() {
+    let g = genuine().await;
+    let mut dep = NarInfo::parse(&g.dep_narinfo).unwrap();
+    dep.nar_size += 1;
+    let closure = vec![(hash_part(&g.dep).to_owned(), dep.render(), g.root)];
+    let plan = Plan { narinfo: Some((g.narinfo.clone(), g.root)), closure, ..Default::default() };
+    let (c, rogue, first) = scenario(&g, plan).await;
+    assert_eq!(first, 200, "the top path's answer was honest");
+    assert_eq!(rogue["dishonest"], true, "{rogue}");
+    assert!(rogue["stats"]["untrusted_answers"].as_u64().unwrap() >= 1, "{rogue}");
+    let counters = &c.status().await["substitution"]["counters"];
+    assert_eq!(counters["closure_hits"], 0, "{counters}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

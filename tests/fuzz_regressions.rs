@@ -155,8 +155,13 @@ fn write_seeds() {
     };
     seed("have", "full-then-delta", &[framed(&encode(&full)), framed(&encode(&delta))].concat());
 
-    let response = narinfo::wire::Response { narinfo: narinfo_text.clone(), root: chunked.root.to_bytes() };
+    let root = chunked.root.to_bytes();
+    let response = narinfo::wire::Response { narinfo: narinfo_text.clone(), root: root.clone(), closure: Vec::new() };
     seed("narinfo_answer", "answer", &encode(&response));
+    let related =
+        narinfo::wire::Related { hash: "0c6kzph7l0dcbfmjap64f0czdafn3b7x".into(), narinfo: narinfo_text.clone(), root };
+    let with_closure = narinfo::wire::Response { closure: vec![related; 2], ..response };
+    seed("narinfo_answer", "answer-with-closure", &encode(&with_closure));
     seed("narinfo_answer", "not-here", &encode(&narinfo::wire::Response::default()));
 
     for (name, spec) in

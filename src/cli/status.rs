@@ -227,8 +227,9 @@ fn print_substitution(out: &mut String, v: &Value) -> std::fmt::Result {
     let Some(sub) = v.get("substitution") else { return Ok(()) };
     writeln!(
         out,
-        "lookups    from peers {}  misses {} (no summary matched) + {} (asked, no trusted answer)",
+        "lookups    from peers {} ({} sent with a closure)  misses {} (no summary matched) + {} (asked, no trusted answer)",
         n(sub, "/counters/peer_hits"),
+        n(sub, "/counters/closure_hits"),
         n(sub, "/counters/misses_unasked"),
         n(sub, "/counters/misses_asked")
     )?;

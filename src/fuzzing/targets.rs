@@ -129,6 +129,9 @@ pub fn have_summaries(data: &[u8]) {
 pub fn narinfo_answer(data: &[u8]) {
     if let Ok(Some(answer)) = narinfo::decode_answer(Bytes::copy_from_slice(data)) {
         let _ = NarInfo::parse(&answer.narinfo);
+        for (_, related) in &answer.closure {
+            let _ = NarInfo::parse(&related.narinfo);
+        }
     }
 }
 

@@ -192,6 +192,12 @@ impl Collector for Daemon {
         )?;
         let s = &app.substituter.activity.counters;
         counter(&mut e, "narinfo_peer_hits", "narinfos answered from peers", n(&s.peer_hits))?;
+        counter(
+            &mut e,
+            "narinfo_closure_hits",
+            "of those, sent with the answer for a path whose closure holds them",
+            n(&s.closure_hits),
+        )?;
         counter(&mut e, "fetched_from_peers_bytes", "NAR bytes received from peers", n(&s.bytes_from_peers))?;
         counter(
             &mut e,

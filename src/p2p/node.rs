@@ -87,13 +87,14 @@ impl Node {
         }
     }
 
-    /// Asks `peer` for the narinfo of `hash` ([`narinfo::ask`]).
+    /// Asks `peer` for the narinfo of `hash`, and of its `closure` ([`narinfo::ask`]).
     pub async fn ask_narinfo(
         &self,
         peer: PeerId,
         hash: &StoreHash,
+        closure: bool,
     ) -> Result<Option<narinfo::Answer>, narinfo::AskError> {
-        narinfo::ask(&self.narinfo_lanes, peer, hash).await
+        narinfo::ask(&self.narinfo_lanes, peer, hash, closure).await
     }
 
     /// Fetches `cids` from `peer`, each checked against its CID ([`blocks::fetch`]), compressed

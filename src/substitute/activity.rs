@@ -19,6 +19,8 @@ pub struct Counters {
     /// Narinfo lookups answered from peers, and misses: those no summary matched (no network) and
     /// those asked of peers that had no trusted answer in time.
     pub peer_hits: AtomicU64,
+    /// Of those, answered from a closure a peer sent with an earlier answer (no question asked).
+    pub closure_hits: AtomicU64,
     pub misses_unasked: AtomicU64,
     pub misses_asked: AtomicU64,
     pub transfers_done: AtomicU64,

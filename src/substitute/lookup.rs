@@ -57,6 +57,9 @@ impl Substituter {
             }
             debug!(%hash, "no live source left for an accepted narinfo; looking it up again");
         }
+        if let Some(hit) = self.from_offer(hash).await {
+            return Some(hit);
+        }
         let node = self.sources.node.as_ref()?;
         let peers = node.peers().matching(&hash);
         if peers.is_empty() && self.tracker.is_none() {
@@ -84,12 +87,32 @@ impl Substituter {
         pending.await
     }
 
-    /// Sends the narinfo request for `hash` to `peer` (connecting to it at `dial` first: a provider
-    /// the tracker named); the reply arrives on `tx` by `deadline`.
+    /// The narinfo a peer sent with its answer for a path whose closure holds `hash`
+    /// ([`super::offered`]), judged as that answer would be now; `None` when there is none, or it
+    /// is not trusted or no longer deliverable (then the path is looked up as any other).
+    async fn from_offer(self: &Arc<Self>, hash: StoreHash) -> Option<Arc<AcceptedNar>> {
+        let (peer, answer) = self.offered.take(&hash)?;
+        let started = Instant::now();
+        let nar = self.judge(&hash, (peer, Ok(Some(answer)), Duration::ZERO), None).await?;
+        if !self.deliverable(&nar) {
+            return None;
+        }
+        let micros = started.elapsed().as_micros() as u64;
+        debug!(%hash, %peer, micros, "narinfo from the closure a peer sent");
+        self.activity.counters.closure_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.activity.lookup(hash.as_str(), Some(peer.to_string()), 0, micros);
+        self.accepted.insert(nar.clone());
+        self.prefetch(&nar);
+        Some(nar)
+    }
+
+    /// Sends the narinfo request for `hash` (and its `closure`) to `peer` (connecting to it at
+    /// `dial` first: a provider the tracker named); the reply arrives on `tx` by `deadline`.
     fn ask(
         &self,
         hash: StoreHash,
         (peer, dial): (PeerId, Option<Vec<Multiaddr>>),
+        closure: bool,
         deadline: tokio::time::Instant,
         tx: &mpsc::Sender<Reply>,
     ) {
@@ -105,7 +128,7 @@ impl Substituter {
                 {
                     return Err(AskError::Unreachable);
                 }
-                match tokio::time::timeout_at(deadline, node.ask_narinfo(peer, &hash)).await {
+                match tokio::time::timeout_at(deadline, node.ask_narinfo(peer, &hash, closure)).await {
                     Ok(a) => a,
                     Err(_) => Err(AskError::Late),
                 }
@@ -185,7 +208,7 @@ impl Substituter {
             }
             if (flying.is_empty() || now >= next_wave) && !queue.is_empty() {
                 for (peer, dial) in (0..FANOUT).map_while(|_| queue.pop_front()) {
-                    self.ask(hash, (peer, dial), last, &tx);
+                    self.ask(hash, (peer, dial), true, last, &tx);
                     flying.push(peer);
                     asked += 1;
                 }
@@ -263,7 +286,7 @@ impl Substituter {
         let deadline = tokio::time::Instant::now() + self.lookup_timeout_for(&peers);
         let (tx, mut rx) = mpsc::channel::<Reply>(peers.len().max(1));
         for peer in peers {
-            self.ask(nar.hash, (peer, None), deadline, &tx);
+            self.ask(nar.hash, (peer, None), false, deadline, &tx);
         }
         drop(tx);
         while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -280,7 +303,7 @@ impl Substituter {
         into: Option<&AcceptedNar>,
     ) -> Option<Arc<AcceptedNar>> {
         let peers = self.sources.node.as_ref()?.peers();
-        let answer = match answer {
+        let mut answer = match answer {
             Ok(Some(a)) => a,
             Ok(None) => {
                 peers.count(peer, |s| s.lookups_not_found += 1);
@@ -311,6 +334,9 @@ impl Substituter {
         let served = self.cache.served().narinfo(Source::Peer { narinfo: info, acceptance });
         let nar = Arc::new(AcceptedNar::new(&served, Bytes::from(served.render())));
         nar.add_root(answer.root, Some(peer));
+        // The rest of the closure, from a peer that just proved honest for this path: each is
+        // judged when nix asks for it.
+        self.offered.keep(peer, std::mem::take(&mut answer.closure));
         Some(nar)
     }
 

@@ -15,6 +15,7 @@
 pub mod accepted;
 pub mod activity;
 mod lookup;
+pub mod offered;
 mod plan;
 pub mod prefetch;
 pub mod sources;

@@ -13,7 +13,7 @@ use crate::nix::store_path::StoreHash;
 use crate::p2p::Node;
 
 use super::tracker::TrackerClient;
-use super::{AcceptedNar, Fallback, PrefetchLimits, accepted, activity, lookup, prefetch, sources};
+use super::{AcceptedNar, Fallback, PrefetchLimits, accepted, activity, lookup, offered, prefetch, sources};
 
 /// Where a NAR's bytes come from.
 #[derive(Debug)]
@@ -35,6 +35,8 @@ pub struct Substituter {
     pub(super) tracker: Option<Arc<TrackerClient>>,
     /// NARs fetched as their narinfos are accepted, before nix asks.
     pub(super) prefetch: prefetch::Prefetch,
+    /// Narinfos of a closure a peer sent with the answer for its top path.
+    pub(super) offered: offered::Offered,
 }
 
 /// A narinfo, and where it came from.
@@ -55,6 +57,7 @@ impl Substituter {
     ) -> Result<Arc<Self>, crate::remote::RemoteError> {
         Ok(Arc::new(Self {
             prefetch: prefetch::Prefetch::new(prefetch),
+            offered: offered::Offered::default(),
             tracker,
             accepted: accepted::Accepted::new(cache.state_arc()),
             cache,

@@ -147,6 +147,35 @@ in builtins.derivation {{ name = "peerix-big"; system = builtins.currentSystem; 
         dir
     }
 
+    /// A closure of `n` paths of `size` random bytes each (`wide-dep-I`) under one top path
+    /// (`wide-top`), built in the machine's store; returns (top, all).
+    pub fn wide_closure(&self, n: usize, size: usize) -> (String, Vec<String>) {
+        let tag = nonce();
+        let deps: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"d{i} = builtins.derivation {{ name = "wide-dep-{i}"; system = builtins.currentSystem; builder = "/bin/sh";
+                      PATH = "/usr/bin:/bin"; nonce = "{tag}"; args = [ "-c" "head -c {size} /dev/urandom > $out" ]; }};"#
+                )
+            })
+            .collect();
+        let links: String = (0..n).map(|i| format!("ln -s ${{d{i}}} $out/d{i}; ")).collect();
+        let expr = self.path(&format!("wide-{tag}.nix"));
+        std::fs::write(
+            &expr,
+            format!(
+                r#"let {} in builtins.derivation {{ name = "wide-top"; system = builtins.currentSystem; builder = "/bin/sh";
+                   PATH = "/usr/bin:/bin"; nonce = "{tag}"; args = [ "-c" "mkdir $out; {links}" ]; }}"#,
+                deps.join("\n")
+            ),
+        )
+        .unwrap();
+        let top = run(self.nix("nix-build").arg(&expr).arg("--no-out-link"));
+        let all: Vec<String> = run(self.nix("nix-store").args(["-qR", &top])).lines().map(str::to_owned).collect();
+        assert_eq!(all.len(), n + 1);
+        (top, all)
+    }
+
     /// `nix store sign` on the machine's store (the signature travels with `nix copy`).
     pub fn sign(&self, path: &str, sk: &Path) {
         run(self.nix("nix").args(["store", "sign", "-r", "--key-file"]).arg(sk).arg(path));

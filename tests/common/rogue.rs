@@ -19,6 +19,8 @@ use peerix::p2p::{bitswap, blocks, frame, have, lanes, narinfo};
 pub struct Plan {
     /// The answer to narinfo requests (narinfo text, root CID); `None`: "not here".
     pub narinfo: Option<(String, Cid)>,
+    /// Sent with a narinfo answer as the path's closure: (hash, narinfo text, root CID).
+    pub closure: Vec<(String, String, Cid)>,
     /// Answer only requests for this hash (any other: "not here"); `None`: answer every request.
     pub for_hash: Option<String>,
     /// Never answer narinfo requests (the stream is held open and nothing is written).
@@ -148,15 +150,14 @@ impl Rogue {
 
     /// Asks `peer` for the narinfo of `hash` over `/peerix/narinfo/1.0.0`.
     pub async fn ask_narinfo(&self, peer: PeerId, hash: &str) -> Option<String> {
+        self.ask_narinfo_answer(peer, hash, false).await.map(|a| a.narinfo)
+    }
+
+    /// Asks `peer` for the narinfo of `hash`, and of its `closure`: the whole answer.
+    pub async fn ask_narinfo_answer(&self, peer: PeerId, hash: &str, closure: bool) -> Option<narinfo::Answer> {
         let hash = peerix::nix::store_path::StoreHash::parse(hash).unwrap();
-        narinfo::ask(
-            &lanes::Lanes::new(self.control.clone(), narinfo::PROTOCOL, 1, peerix::timeouts::NARINFO_RETRIES),
-            peer,
-            &hash,
-        )
-        .await
-        .unwrap()
-        .map(|a| a.narinfo)
+        let lanes = lanes::Lanes::new(self.control.clone(), narinfo::PROTOCOL, 1, peerix::timeouts::NARINFO_RETRIES);
+        narinfo::ask(&lanes, peer, &hash, closure).await.unwrap()
     }
 
     /// Asks `peer` for blocks over `/peerix/blocks/1.0.0` (compressed on the wire if `compress`).
@@ -313,7 +314,14 @@ fn serve(
                     }
                     let resp = match &p.narinfo {
                         Some((text, root)) if p.for_hash.as_ref().is_none_or(|h| *h == req.hash) => {
-                            narinfo::wire::Response { narinfo: text.clone(), root: root.to_bytes() }
+                            let closure = (p.closure.iter())
+                                .map(|(hash, narinfo, root)| narinfo::wire::Related {
+                                    hash: hash.clone(),
+                                    narinfo: narinfo.clone(),
+                                    root: root.to_bytes(),
+                                })
+                                .collect();
+                            narinfo::wire::Response { narinfo: text.clone(), root: root.to_bytes(), closure }
                         }
                         _ => narinfo::wire::Response::default(),
                     };

@@ -1,0 +1,71 @@
+//! A closure costs one question: asked for a path's narinfo with `closure`, a seeder sends the
+//! narinfos of the path's references it shares (never one it keeps private), and C answers nix's
+//! questions for the rest of the closure from them — judged as any answer, no peer asked — so a
+//! crowd realising a closure from one seeder asks it once per node, not once per path.
+//! (A lie inside such a closure is refused: `dishonest_peers.rs`.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use common::rogue::{Plan, Rogue};
+use common::*;
+use serde_json::Value;
+
+fn closure_hashes(answer: &peerix::p2p::narinfo::Answer) -> BTreeSet<String> {
+    answer.closure.iter().map(|(h, _)| h.as_str().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nix_realises_a_closure_after_one_question_to_the_seeder() {
+    let w = Work::new();
+    let (sk, pk) = w.keypair("closure-1");
+    let (top, all) = w.wide_closure(11, 20_000);
+    w.sign(&top, &sk);
+    // A second closure whose last dependency nobody signed: A keeps that one private.
+    let (top2, all2) = w.wide_closure(3, 1_000);
+    let private = all2.iter().find(|p| p.ends_with("wide-dep-2")).unwrap().clone();
+    let signed: Vec<&str> = all2.iter().map(String::as_str).filter(|p| *p != private).collect();
+    run(w.nix("nix").args(["store", "sign", "--key-file"]).arg(&sk).args(&signed));
+    let a = seeder(&w, "a", &[&top, &top2], &pk);
+
+    // On the wire: the answer carries the shared references, nearest first — and only with
+    // `closure` (an older asker gets the answer it always got).
+    let asker = Rogue::start(Plan::default(), Some(&a.p2p_addr())).await;
+    let a_id: libp2p::PeerId = a.peer_id().parse().unwrap();
+    let answer = asker.ask_narinfo_answer(a_id, hash_part(&top2), true).await.unwrap();
+    let shared: BTreeSet<String> = signed.iter().filter(|p| **p != top2).map(|p| hash_part(p).to_owned()).collect();
+    assert_eq!(closure_hashes(&answer), shared, "the private dependency is never named");
+    for (hash, related) in &answer.closure {
+        let info = peerix::nix::narinfo::NarInfo::parse(&related.narinfo).unwrap();
+        assert_eq!(info.store_path.hash(), *hash);
+    }
+    let plain = asker.ask_narinfo_answer(a_id, hash_part(&top), false).await.unwrap();
+    assert!(plain.closure.is_empty());
+
+    // Through C: nix asks 12 narinfos; A answers one question.
+    let c = peer_client(&w, "c", "c-store", &pk, &[&a.p2p_addr()], &[]);
+    c.wait_log("have-summary applied");
+    let out = w.substitute("client", &top, &c.url, &pk);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
+    for p in &all {
+        let got = nix_dump(&w.path("client").join(p.trim_start_matches('/')));
+        assert!(got == nix_dump(Path::new(p)), "{p} differs");
+    }
+    let x = parse_openmetrics(&get(&format!("{}/metrics", c.url)).await.body);
+    let m = |name: &str| x.get(&format!("peerix_{name}{{}}")).copied().unwrap_or_else(|| panic!("no {name}: {x:?}"));
+    assert_eq!(m("narinfo_peer_hits_total"), all.len() as f64, "{x:?}");
+    assert_eq!(m("narinfo_closure_hits_total"), (all.len() - 1) as f64, "{x:?}");
+    let status = a.status().await;
+    let c_at_a: HashMap<String, &Value> = status["p2p"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["peer_id"].as_str().unwrap().to_owned(), p))
+        .collect();
+    let served = c_at_a[&c.peer_id()]["stats"]["narinfos_served"].as_u64().unwrap();
+    assert_eq!(served, 1, "{:#}", c_at_a[&c.peer_id()]);
+}
