@@ -38,6 +38,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -131,7 +132,10 @@ def fixture():
         os.makedirs(f"{root}/nix/store")
         mine = base + own[n] + (flash if n == 0 else [])
         for p in mine:
-            os.link(f"{master}{p}", f"{root}{p}")
+            if os.path.isdir(f"{master}{p}"):
+                shutil.copytree(f"{master}{p}", f"{root}{p}", symlinks=True, copy_function=os.link)
+            else:
+                os.link(f"{master}{p}", f"{root}{p}")
         with open(f"{root}/nix/var/nix/db/schema", "w") as fh:
             fh.write("10")
         db = sqlite3.connect(f"{root}/nix/var/nix/db/db.sqlite")

@@ -54,6 +54,9 @@ pub const MAX_LOOKUP_STRETCH: Duration = Duration::from_secs(3);
 /// it (nix asks a closure's narinfos level by level, within a second of the top's; a dry run, then
 /// the build, may be further apart).
 pub const CLOSURE_OFFER_AGE: Duration = Duration::from_secs(60);
+/// A narinfo answer a node gave is given again to the same question this long (a crowd asks at
+/// once: `p2p::narinfo::Answers`); a path withdrawn meanwhile is named at most this much longer.
+pub const NARINFO_ANSWER_REUSE: Duration = Duration::from_secs(1);
 /// An unreachable upstream is asked again after this long (a flapping link should not turn every
 /// narinfo request into a 5 s wait, nor keep a path private for an hour).
 pub const UPSTREAM_UNREACHABLE_RETRY: Duration = Duration::from_secs(60);

@@ -17,19 +17,21 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use cid::Cid;
 use libp2p::{PeerId, StreamProtocol};
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::lanes::{self, LaneError, Lanes};
 use super::{P2pError, frame, peers::Peers};
+use crate::bounded::Lru;
 use crate::local_cache::LocalCache;
 use crate::nix::narinfo::{MAX_NARINFO_LEN, NarInfo};
 use crate::nix::store_path::StoreHash;
-use crate::timeouts::PEER_REQUEST_WAIT;
+use crate::timeouts::{NARINFO_ANSWER_REUSE, PEER_REQUEST_WAIT};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/peerix/narinfo/1.0.0");
 
@@ -45,6 +47,8 @@ pub const CLOSURE_BYTES: usize = 128 * 1024;
 const MAX_RESPONSE: usize = MAX_NARINFO_LEN + 256 + CLOSURE_BYTES + CLOSURE_PATHS * 128;
 /// Streams (lanes, each carrying requests one after the other) open at once; more are dropped.
 const MAX_STREAMS: usize = 512;
+/// Answers kept for reuse ([`Answers`]): at most ~130 KiB each with a closure, 8 MiB in all.
+const ANSWERS_KEPT: usize = 64;
 
 pub mod wire {
     #[derive(Clone, PartialEq, prost::Message)]
@@ -145,10 +149,11 @@ pub fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), P2pError> {
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
+    let answers = Arc::new(Answers::default());
     super::inbound::accept(control, PROTOCOL, slots, super::inbound::PER_PEER, shutdown, move |peer, stream| {
-        let (cache, peers) = (cache.clone(), peers.clone());
+        let (cache, peers, answers) = (cache.clone(), peers.clone(), answers.clone());
         async move {
-            if let Err(e) = answer(peer, stream, &cache, &peers).await {
+            if let Err(e) = answer(peer, stream, &cache, &peers, &answers).await {
                 debug!(%peer, cause = %e, "narinfo stream ended");
             }
         }
@@ -156,23 +161,81 @@ pub fn serve(
 }
 
 /// Answers the requests of one stream (a lane: many, one after the other).
-async fn answer(peer: PeerId, stream: libp2p::Stream, cache: &LocalCache, peers: &Peers) -> Result<(), LaneError> {
+async fn answer(
+    peer: PeerId,
+    stream: libp2p::Stream,
+    cache: &LocalCache,
+    peers: &Peers,
+    answers: &Answers,
+) -> Result<(), LaneError> {
     lanes::serve_requests(stream, MAX_REQUEST, PEER_REQUEST_WAIT, PEER_REQUEST_WAIT, |body, mut stream| async move {
         let req = <wire::Request as prost::Message>::decode(body).map_err(|_| LaneError::Malformed)?;
-        let mut resp = wire::Response::default();
-        if let Ok(hash) = StoreHash::parse(&req.hash)
-            && let Some((narinfo, root)) = local_answer(cache, &hash).await
-        {
-            let closure = if req.closure { closure(cache, &hash, &narinfo).await } else { Vec::new() };
-            resp = wire::Response { narinfo, root: root.to_bytes(), closure };
+        let found = match StoreHash::parse(&req.hash) {
+            Ok(hash) => answers.get(cache, hash, req.closure).await,
+            Err(_) => Found::default(),
+        };
+        if found.served {
             peers.count(peer, |s| s.narinfos_served += 1);
         }
-        let (found, closure) = (!resp.narinfo.is_empty(), resp.closure.len());
-        debug!(%peer, hash = %req.hash, found, closure, "narinfo request");
-        frame::write_message(&mut stream, &resp).await?;
+        debug!(%peer, hash = %req.hash, found = found.served, closure = found.closure, "narinfo request");
+        frame::write(&mut stream, &found.body).await?;
         Ok(stream)
     })
     .await
+}
+
+/// One encoded answer.
+#[derive(Clone, Default)]
+struct Found {
+    body: bytes::Bytes,
+    served: bool,
+    closure: usize,
+}
+
+/// Answers given within the last [`NARINFO_ANSWER_REUSE`], by question: a crowd asks a seeder
+/// for one closure within the same second, and one lookup (a closure's narinfos found, gated and
+/// rendered: 21 for the flash crowd's) serves them all — 50 askers each making the seeder do it
+/// again, on its share of 2 cores, took it past a second. Concurrent askers wait for the first.
+/// Bounded by entries and by age; an answer at most this old is as fresh as a have-summary.
+struct Answers {
+    recent: std::sync::Mutex<Lru<Question, Given>>,
+}
+
+/// A path's hash, and whether its closure was asked for too.
+type Question = (StoreHash, bool);
+/// When an answer was first asked for, and the answer (once found).
+type Given = (Instant, Arc<OnceCell<Found>>);
+
+impl Default for Answers {
+    fn default() -> Self {
+        Self { recent: std::sync::Mutex::new(Lru::new(ANSWERS_KEPT)) }
+    }
+}
+
+impl Answers {
+    async fn get(&self, cache: &LocalCache, hash: StoreHash, closure: bool) -> Found {
+        let cell = {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.evict_while(|(at, _)| at.elapsed() >= NARINFO_ANSWER_REUSE);
+            match recent.peek(&(hash, closure)) {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    let cell = Arc::new(OnceCell::new());
+                    recent.insert((hash, closure), (Instant::now(), cell.clone()));
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(|| async {
+            let Some((narinfo, root)) = local_answer(cache, &hash).await else { return Found::default() };
+            let closure = if closure { self::closure(cache, &hash, &narinfo).await } else { Vec::new() };
+            let n = closure.len();
+            let resp = wire::Response { narinfo, root: root.to_bytes(), closure };
+            Found { body: prost::Message::encode_to_vec(&resp).into(), served: true, closure: n }
+        })
+        .await
+        .clone()
+    }
 }
 
 /// The closure of the path whose narinfo is `top` that we serve, breadth first from its

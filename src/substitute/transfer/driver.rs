@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -107,6 +107,9 @@ pub(super) struct Driver {
     pub(super) no_source_since: Option<Instant>,
     pub(super) id: u64,
     pub(super) started: Instant,
+    /// When a unit last arrived from any source (a peer a busy source named too): the transfer is
+    /// moving, so the wait for its first bytes goes on ([`Substituter::sources_busy`]).
+    pub(super) last_unit: Arc<Mutex<Option<Instant>>>,
     pub(super) sent: u64,
     pub(super) duplicate: u64,
 }
@@ -128,7 +131,7 @@ impl Substituter {
             info!(path = %nar.store_path, "no live source for the NAR; answering 404");
             return None;
         }
-        let Some(plan) = self.before_first_bytes(&nar, &mut deadline, last, self.plan(&nar)).await else {
+        let Some(plan) = self.before_first_bytes(&nar, &mut deadline, last, None, self.plan(&nar)).await else {
             info!(path = %nar.store_path, "no source delivered the NAR's DAG in time; answering 404");
             return None;
         };
@@ -142,6 +145,7 @@ impl Substituter {
         let units = units_of(&pieces);
         let id = self.activity.transfer_started(nar.store_path.to_string(), range.end - range.start);
         let slots = self.peer_sources(&nar, Some(root)).into_iter().map(Slot::new).collect();
+        let last_unit = Arc::new(Mutex::new(None));
         let driver = Driver {
             sub: self.clone(),
             nar,
@@ -164,6 +168,7 @@ impl Substituter {
             no_source_since: None,
             id,
             started: Instant::now(),
+            last_unit: last_unit.clone(),
             sent: 0,
             duplicate: 0,
         };
@@ -171,7 +176,7 @@ impl Substituter {
         crate::tasks::spawn(module_path!(), driver.run(out));
         // The status line waits for the first bytes: until then a failure is still a clean 404.
         // (Dropping `rx` stops the driver within a tick.)
-        let first = match self.before_first_bytes(&nar, &mut deadline, last, rx.recv()).await {
+        let first = match self.before_first_bytes(&nar, &mut deadline, last, Some(&last_unit), rx.recv()).await {
             Some(Some(Ok(piece))) => piece,
             Some(Some(Err(e))) => {
                 info!(%path, cause = %e, "every source failed before the first bytes; answering 404");
@@ -199,30 +204,41 @@ impl Substituter {
         nar: &AcceptedNar,
         deadline: &mut tokio::time::Instant,
         last: tokio::time::Instant,
+        last_unit: Option<&Mutex<Option<Instant>>>,
         step: impl std::future::Future<Output = T>,
     ) -> Option<T> {
         tokio::pin!(step);
         loop {
             match tokio::time::timeout_at(*deadline, &mut step).await {
                 Ok(done) => return Some(done),
-                Err(_) if self.sources_busy(nar, *deadline, last) => *deadline += FIRST_BYTES_WAIT,
+                Err(_) if self.sources_busy(nar, *deadline, last, last_unit) => *deadline += FIRST_BYTES_WAIT,
                 Err(_) => return None,
             }
         }
     }
 
-    /// At a first-byte deadline: true if one of the NAR's peers answered a request of ours within
+    /// At a first-byte deadline: true if one of the NAR's peers answered a request of ours, or a
+    /// unit of this transfer arrived (`last_unit`: from peers a busy seeder named, say), within
     /// the last [`FIRST_BYTES_WAIT`] (and [`FIRST_BYTES_BUSY_MAX`] is not reached) — a seeder
     /// serving a crowd queues our units behind theirs but delivers, and a 404 would fail the build
     /// of every node without another substituter (a crowd of 19 from one seeder: 7 failed so). A
     /// peer that vanished answers nothing, and the deadline stands.
-    fn sources_busy(&self, nar: &AcceptedNar, deadline: tokio::time::Instant, last: tokio::time::Instant) -> bool {
+    fn sources_busy(
+        &self,
+        nar: &AcceptedNar,
+        deadline: tokio::time::Instant,
+        last: tokio::time::Instant,
+        last_unit: Option<&Mutex<Option<Instant>>>,
+    ) -> bool {
         let Some(node) = &self.sources.node else { return false };
         // Every peer that named a root (a tracker's holder too), not only those whose summary
         // lists the path: in a crowd a node reaches its seeder either way.
         let mut peers: Vec<PeerId> = nar.roots().into_iter().flat_map(|r| r.peers).collect();
         peers.extend(node.peers().matching(&nar.hash));
-        let busy = deadline < last && node.peers().answering(&peers, FIRST_BYTES_WAIT);
+        let moving = last_unit
+            .and_then(|m| *m.lock().unwrap_or_else(|e| e.into_inner()))
+            .is_some_and(|t| t.elapsed() < FIRST_BYTES_WAIT);
+        let busy = deadline < last && (moving || node.peers().answering(&peers, FIRST_BYTES_WAIT));
         if busy {
             debug!(path = %nar.store_path, "its sources are busy but answering; waiting longer for the first bytes");
         }

@@ -82,6 +82,7 @@ impl Driver {
                     self.duplicate += bytes;
                     return;
                 }
+                *self.last_unit.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
                 // Checked against their CIDs: other peers may have them from us now.
                 self.sub.cache.received.keep(self.units[unit].cids.iter().copied().zip(blocks.iter().cloned()));
                 // The other copy of a hedged unit is not needed any more.
