@@ -1,7 +1,8 @@
 //! Substitution: the binary-cache answers for every path, local or not (ARCHITECTURE §4).
 //!
 //! Data flow of `GET /<hash32>.narinfo`: the local store through the publish gate
-//! ([`LocalCache::narinfo`]) → narinfos already accepted from peers ([`accepted`]) → the connected
+//! ([`LocalCache::narinfo`]) → narinfos already accepted from peers ([`accepted`]) → those a peer
+//! sent with the answer for a path whose closure holds this one ([`offered`]) → the connected
 //! peerix peers whose have-summary matches, asked in parallel under one deadline ([`lookup`]); the
 //! first answer the trust rules accept ([`crate::trust::Gate::accept_foreign`]) wins; no match is
 //! "not found" without a round trip — unless a tracker is set (`--tracker`): then its providers
