@@ -43,6 +43,23 @@ pub(super) type Pending = Shared<BoxFuture<'static, Option<Arc<AcceptedNar>>>>;
 /// One peer's answer, as the lookup sees it.
 type Reply = (PeerId, Result<Option<Answer>, AskError>, Duration);
 
+/// The turn to ask for a closure (`true` when this lookup got it), given back when dropped.
+struct ClosureTurn<'a>(bool, &'a std::sync::atomic::AtomicBool);
+
+impl<'a> ClosureTurn<'a> {
+    fn take(flag: &'a std::sync::atomic::AtomicBool) -> Self {
+        Self(!flag.swap(true, std::sync::atomic::Ordering::AcqRel), flag)
+    }
+}
+
+impl Drop for ClosureTurn<'_> {
+    fn drop(&mut self) {
+        if self.0 {
+            self.1.store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
 impl Substituter {
     /// The accepted narinfo for a path we do not hold, if a peer has one we trust.
     pub(super) async fn lookup(self: &Arc<Self>, hash: StoreHash) -> Option<Arc<AcceptedNar>> {
@@ -175,6 +192,12 @@ impl Substituter {
         let mut flying: Vec<PeerId> = Vec::new();
         let mut asked = 0usize;
         let mut next_wave = tokio::time::Instant::now();
+        // One peer of one lookup at a time is asked for the closure too: nix asks a closure's
+        // narinfos many at once, and each asking for up to 64 had two seeders of a 320-path
+        // closure look up ~40 000 narinfos for ~600 questions (loopback: 0.36× nginx, was 0.57–0.68×).
+        // The first answer's closure covers most of what nix asks next.
+        let turn = ClosureTurn::take(&self.closure_asked);
+        let mut closure_left = turn.0;
         loop {
             let now = tokio::time::Instant::now();
             if flying.is_empty()
@@ -215,7 +238,8 @@ impl Substituter {
             }
             if (flying.is_empty() || now >= next_wave) && !queue.is_empty() {
                 for (peer, dial) in (0..FANOUT).map_while(|_| queue.pop_front()) {
-                    self.ask(hash, (peer, dial), true, last, &tx);
+                    let closure = std::mem::take(&mut closure_left);
+                    self.ask(hash, (peer, dial), closure, last, &tx);
                     flying.push(peer);
                     asked += 1;
                 }

@@ -37,6 +37,8 @@ pub struct Substituter {
     pub(super) prefetch: prefetch::Prefetch,
     /// Narinfos of a closure a peer sent with the answer for its top path.
     pub(super) offered: offered::Offered,
+    /// A lookup asking for a closure is under way (see `ask_peers`).
+    pub(super) closure_asked: std::sync::atomic::AtomicBool,
 }
 
 /// A narinfo, and where it came from.
@@ -58,6 +60,7 @@ impl Substituter {
         Ok(Arc::new(Self {
             prefetch: prefetch::Prefetch::new(prefetch),
             offered: offered::Offered::default(),
+            closure_asked: std::sync::atomic::AtomicBool::new(false),
             tracker,
             accepted: accepted::Accepted::new(cache.state_arc()),
             cache,
