@@ -41,11 +41,7 @@ async fn nix_substitutes_from_a_peer_found_through_the_tracker_alone() {
     let out = w.substitute("c", &f.top, &c.url, &pk);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
     w.verify("c", &f.top, &pk);
-    for p in [&f.top, &f.dep] {
-        let local = nix_dump(std::path::Path::new(p));
-        let got = nix_dump(&w.path("c").join(p.trim_start_matches('/')));
-        assert!(local == got, "{p} differs");
-    }
+    w.assert_same_nars("c", [&f.top, &f.dep]);
     let from = c.wait_log("narinfo from peer");
     assert!(from.contains(&a.peer_id()), "{from}");
     let status = c.status().await;

@@ -214,6 +214,15 @@ in builtins.derivation {{ name = "peerix-big"; system = builtins.currentSystem; 
             .expect("nix-store --realise")
     }
 
+    /// Every one of `paths` in chroot store `store` dumps (`nix-store --dump`) to the same NAR as
+    /// in the machine's store: byte-exact, not only valid.
+    pub fn assert_same_nars<'a>(&self, store: &str, paths: impl IntoIterator<Item = &'a String>) {
+        for p in paths {
+            let got = nix_dump(&self.path(store).join(p.trim_start_matches('/')));
+            assert!(got == nix_dump(Path::new(p)), "{p} differs");
+        }
+    }
+
     /// `nix store verify -r`: `path`'s closure in chroot store `store` is intact (contents match
     /// the NarHash nix recorded) and signed by `keys`.
     pub fn verify(&self, store: &str, path: &str, keys: &str) {
