@@ -109,6 +109,9 @@ pub const BITSWAP_NO_PROVIDER_WAIT: Duration = Duration::from_secs(2);
 /// An answer (≤ 16 MiB) not taken by the asker within this long ends its stream: 16 MiB in 60 s is
 /// ~2 Mbit/s, below any link peers substitute over.
 pub const BLOCKS_ANSWER: Duration = Duration::from_secs(60);
+/// One block (≤ 256 KiB) of an answer not taken by the asker within this long ends its stream:
+/// 256 KiB in 10 s is ~200 kbit/s. A peer that asks and stops reading frees its slot after this.
+pub const BLOCK_WRITE_STALL: Duration = Duration::from_secs(10);
 /// An answer nobody waits for any more is still read for this long before its lane is given up.
 pub const LANE_DRAIN: Duration = Duration::from_secs(2);
 /// A lane with nothing to do for this long is closed by the asker.

@@ -23,12 +23,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::inbound::PerPeer;
 use super::lanes::{self, LaneError, Lanes};
 use super::recipients::{self, Recipients};
 use super::{P2pError, frame, peers::Peers};
 use crate::blocks::Blocks;
 use crate::ipld::{self, MAX_BLOCK};
-use crate::timeouts::{BLOCKS_ANSWER, PEER_REQUEST_WAIT};
+use crate::timeouts::{BLOCK_WRITE_STALL, BLOCKS_ANSWER, PEER_REQUEST_WAIT};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/peerix/blocks/1.0.0");
 
@@ -40,6 +41,10 @@ const MAX_REQUEST: usize = 4096;
 const MAX_STREAMS: usize = 512;
 /// Requests answered at once (each reads up to [`READ_AHEAD`] blocks ahead); the rest wait.
 const MAX_ANSWERS: usize = 64;
+/// Answers one peer may have in progress at once, so a few peers that ask and never read cannot
+/// hold every slot: a peerix asker keeps ≤ 4 lanes to a peer (one request in progress on each),
+/// twice that leaves room for lanes it has just replaced. A request over the share ends its lane.
+const PEER_ANSWERS: usize = 8;
 /// Answers in progress from which a node counts as busy and may name recent recipients instead:
 /// one asker holds at most 4 (its lanes), so a lone client never meets this. At 16, a crowd of 19
 /// had the seeder serve its tail itself (load dips below 16 as the crowd finishes): 6.2×.
@@ -161,7 +166,8 @@ pub fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), P2pError> {
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
-    let work = Arc::new(Semaphore::new(MAX_ANSWERS));
+    let work = Answers { slots: Semaphore::new(MAX_ANSWERS), per_peer: Arc::new(PerPeer::new(PEER_ANSWERS)) };
+    let work = Arc::new(work);
     let recipients = Arc::new(Recipients::default());
     super::inbound::accept(control, PROTOCOL, slots, super::inbound::PER_PEER, shutdown, move |peer, stream| {
         let (blocks, peers, work, recipients) = (blocks.clone(), peers.clone(), work.clone(), recipients.clone());
@@ -177,6 +183,12 @@ pub fn serve(
     })
 }
 
+/// The answers in progress: [`MAX_ANSWERS`] at once, [`PEER_ANSWERS`] of them per peer.
+struct Answers {
+    slots: Semaphore,
+    per_peer: Arc<PerPeer>,
+}
+
 /// Answers one request on `stream`: every block asked for, in order — or, when this node is busy
 /// ([`BUSY_ANSWERS`]) and the asker allows it, the peers we lately sent the same blocks to.
 async fn answer(
@@ -185,9 +197,10 @@ async fn answer(
     mut stream: libp2p::Stream,
     blocks: Arc<Blocks>,
     peers: &Peers,
-    work: &Semaphore,
+    answers: &Answers,
     recipients: &Recipients,
 ) -> Result<libp2p::Stream, LaneError> {
+    let work = &answers.slots;
     let req = <wire::Request as prost::Message>::decode(body).map_err(|_| LaneError::Malformed)?;
     if req.cids.len() > MAX_CIDS {
         return Err(LaneError::Malformed);
@@ -197,8 +210,6 @@ async fn answer(
     // DAG nodes (a transfer's plan: small, from SQLite) never queue behind a crowd's bulk bytes:
     // every asker's first step would wait for a slot.
     let metadata = cids.as_ref().is_some_and(|c| c.iter().all(|c| c.codec() == ipld::DAG_PB));
-    // Asked again once a slot is free: in a flash crowd every request arrives at once, before
-    // anyone holds a unit, and the first recipients appear while the rest wait.
     // Busy: a crowd is here (each asker keeps ≤ 4 requests in flight at a peer, so 19 askers hold
     // ~76 answers and few ever wait for a slot). An asker that allows it is sent to the unit's
     // recent recipients, checked again once a slot is free: in a flash crowd every request comes
@@ -211,6 +222,16 @@ async fn answer(
     {
         return Ok(stream);
     }
+    let _share = if metadata {
+        None
+    } else {
+        let share = answers.per_peer.take(peer);
+        if share.is_none() {
+            debug!(%peer, "peer has too many answers in progress; ending its lane");
+            return Err(LaneError::Dropped);
+        }
+        share
+    };
     let waits = !metadata && work.available_permits() == 0;
     if waits {
         debug!(%peer, "every answer slot is taken; the request waits");
@@ -255,7 +276,11 @@ async fn answer(
                 ipld::put_varint(&mut out, data.len() as u64 + 1);
                 out.push(status);
                 out.extend_from_slice(&data);
-                stream.write_all(&out).await?;
+                // A peer that stops reading holds its answer slot this long, not the whole answer's
+                // time (16 MiB at a slow link's pace); one block at any link we serve is seconds.
+                tokio::time::timeout(BLOCK_WRITE_STALL, stream.write_all(&out))
+                    .await
+                    .map_err(|_| LaneError::Slow(BLOCK_WRITE_STALL))??;
                 sent += 1;
                 bytes += len as u64;
             }

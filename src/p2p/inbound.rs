@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -42,7 +42,7 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut incoming = control.accept(protocol.clone()).map_err(|_| P2pError::Protocol)?;
-    let held: Arc<std::sync::Mutex<HashMap<PeerId, usize>>> = Arc::default();
+    let held = Arc::new(PerPeer::new(per_peer));
     crate::tasks::spawn(module_path!(), async move {
         loop {
             let (peer, stream) = tokio::select! {
@@ -53,29 +53,75 @@ where
                 debug!(%peer, %protocol, "too many inbound streams; dropping one");
                 continue;
             };
-            {
-                let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
-                let n = held.entry(peer).or_default();
-                if *n >= per_peer {
-                    debug!(%peer, %protocol, "peer holds too many streams; dropping one");
-                    continue;
-                }
-                *n += 1;
-            }
+            let Some(share) = held.take(peer) else {
+                debug!(%peer, %protocol, "peer holds too many streams; dropping one");
+                continue;
+            };
             let work = handle(peer, stream);
-            let held = held.clone();
             crate::tasks::spawn(module_path!(), async move {
                 work.await;
-                drop(permit);
-                let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(n) = held.get_mut(&peer) {
-                    *n -= 1;
-                    if *n == 0 {
-                        held.remove(&peer);
-                    }
-                }
+                drop((permit, share));
             });
         }
     });
     Ok(())
+}
+
+/// How many of something (streams, answers in progress) each peer holds, capped per peer: one
+/// peer cannot take every slot of a shared pool.
+pub(crate) struct PerPeer {
+    cap: usize,
+    held: Mutex<HashMap<PeerId, usize>>,
+}
+
+/// One peer's share, given back on drop.
+pub(crate) struct Share {
+    of: Arc<PerPeer>,
+    peer: PeerId,
+}
+
+impl PerPeer {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self { cap, held: Mutex::default() }
+    }
+
+    /// A share for `peer`, or `None` while it holds the cap already.
+    pub(crate) fn take(self: &Arc<Self>, peer: PeerId) -> Option<Share> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(peer).or_default();
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Share { of: self.clone(), peer })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut held = self.of.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.peer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_holds_at_most_its_cap_and_gets_shares_back() {
+        let pool = Arc::new(PerPeer::new(2));
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let first = pool.take(a).unwrap();
+        let _second = pool.take(a).unwrap();
+        assert!(pool.take(a).is_none(), "a third share over the cap");
+        assert!(pool.take(b).is_some(), "another peer is not limited by the first");
+        drop(first);
+        assert!(pool.take(a).is_some(), "a share given back can be taken again");
+    }
 }

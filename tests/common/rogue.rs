@@ -216,6 +216,40 @@ impl Rogue {
         held
     }
 
+    /// Opens `n` block streams to `peer`, each asking for `cids` again and again and reading the
+    /// answers slowly (16 KiB every 50 ms: each answer stays in progress for seconds, yet no block
+    /// write stalls): a crowd that keeps `n` of the peer's answer slots busy. Returns once every
+    /// stream's answer has begun; the streams end when the returned guard drops.
+    pub async fn trickle_block_answers(&self, peer: PeerId, cids: &[Cid], n: usize) -> Trickle {
+        let request = blocks::wire::Request {
+            cids: cids.iter().map(|c| c.to_bytes()).collect(),
+            compress: false,
+            may_redirect: false,
+        };
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let mut stream = self.control.clone().open_stream(peer, blocks::PROTOCOL).await.unwrap();
+            // Answered one after the other on the stream: ~30 s of answers for a 3 MB NAR.
+            for _ in 0..10 {
+                frame::write_message(&mut stream, &request).await.unwrap();
+            }
+            stream.flush().await.unwrap();
+            let (began, answered) = tokio::sync::oneshot::channel();
+            tasks.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 << 10];
+                let mut began = Some(began);
+                while let Ok(1..) = futures_util::AsyncReadExt::read(&mut stream, &mut buf).await {
+                    if let Some(b) = began.take() {
+                        let _ = b.send(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }));
+            answered.await.expect("the peer answers a trickling stream");
+        }
+        Trickle(tasks)
+    }
+
     /// Sends `peer` one bitswap message wanting every one of `cids` as `want_type` (with
     /// sendDontHave), again if the stream is reset: libp2p-stream drops an inbound stream that
     /// finds its accept queue full (rust-libp2p#5651; our patched queue holds 256, upstream's
@@ -403,4 +437,13 @@ pub fn summary_claims(summary: &have::wire::Have, hash: &str) -> bool {
     let full = summary.full.as_ref().expect("a full summary");
     let bloom = have::bloom::Bloom::from_parts(full.bits.clone(), full.hashes, full.seed).unwrap();
     bloom.contains(&peerix::nix::store_path::StoreHash::parse(hash).unwrap().to_bytes())
+}
+
+/// Streams reading answers slowly ([`Rogue::trickle_block_answers`]); they end on drop.
+pub struct Trickle(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Trickle {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|t| t.abort());
+    }
 }
