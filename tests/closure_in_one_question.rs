@@ -1,7 +1,9 @@
 //! A closure costs one question: asked for a path's narinfo with `closure`, a seeder sends the
 //! narinfos of the path's references it shares (never one it keeps private), and C answers nix's
 //! questions for the rest of the closure from them — judged as any answer, no peer asked — so a
-//! crowd realising a closure from one seeder asks it once per node, not once per path.
+//! crowd realising a closure from one seeder asks it once per node, not once per path. Nix asking
+//! many narinfos at once makes one closure question at a time (not one per narinfo), and a crowd
+//! asking the seeder the same question at once costs it one closure walk.
 //! (A lie inside such a closure is refused: `dishonest_peers.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -64,4 +66,60 @@ async fn nix_realises_a_closure_after_one_question_to_the_seeder() {
         .collect();
     let served = c_at_a[&c.peer_id()]["stats"]["narinfos_served"].as_u64().unwrap();
     assert_eq!(served, 1, "{:#}", c_at_a[&c.peer_id()]);
+}
+
+/// The seeder's log lines for questions about `hash`.
+fn questions<'a>(log: &'a str, hash: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains("narinfo request") && l.contains(&format!("hash={hash}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn narinfos_asked_at_once_ask_for_one_closure_at_a_time() {
+    let w = Work::new();
+    let (sk, pk) = w.keypair("closure-2");
+    let (top, all) = w.wide_closure(24, 1_000);
+    w.sign(&top, &sk);
+    let a = seeder(&w, "a", &[&top], &pk);
+    let c = peer_client(&w, "c", "c-store", &pk, &[&a.p2p_addr()], &[]);
+    c.wait_log("have-summary applied");
+
+    // nix asks a closure's narinfos many at once; here 24 at the same moment, none of them
+    // offered yet. Each is answered, and only a lookup holding the turn asks for a closure: 24
+    // seeders' closure walks for one nix would be what a crowd multiplies.
+    let deps: Vec<&String> = all.iter().filter(|p| **p != top).collect();
+    let urls: Vec<String> = deps.iter().map(|p| format!("{}/{}.narinfo", c.url, hash_part(p))).collect();
+    let answers = futures_util::future::join_all(urls.iter().map(|u| get(u))).await;
+    assert!(answers.iter().all(|r| r.status == 200), "every narinfo is found");
+    let log = a.log();
+    let asked: Vec<&str> = deps.iter().flat_map(|p| questions(&log, hash_part(p))).collect();
+    assert_eq!(asked.len(), deps.len(), "one question per path: {asked:#?}");
+    let with_closure = asked.iter().filter(|l| l.contains("asked_closure=true")).count();
+    eprintln!("{with_closure} of 24 questions asked for a closure");
+    assert!((1..=8).contains(&with_closure), "{with_closure} of 24 questions asked for a closure: {asked:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crowd_asking_the_same_question_at_once_costs_the_seeder_one_lookup() {
+    let w = Work::new();
+    let (sk, pk) = w.keypair("closure-3");
+    let (top, all) = w.wide_closure(20, 1_000);
+    w.sign(&top, &sk);
+    let a = seeder(&w, "a", &[&top], &pk);
+    let a_id: libp2p::PeerId = a.peer_id().parse().unwrap();
+
+    // Eight askers (a crowd's first step: the top path with its closure) at the same moment.
+    let mut crowd = Vec::new();
+    for _ in 0..8 {
+        crowd.push(Rogue::start(Plan::default(), Some(&a.p2p_addr())).await);
+    }
+    let hash = hash_part(&top);
+    let answers = futures_util::future::join_all(crowd.iter().map(|r| r.ask_narinfo_answer(a_id, hash, true))).await;
+    for answer in &answers {
+        assert_eq!(answer.as_ref().unwrap().closure.len(), all.len() - 1, "each gets the whole answer");
+    }
+    let log = a.log();
+    let asked = questions(&log, hash);
+    assert_eq!(asked.len(), 8, "{asked:#?}");
+    let looked_up = asked.iter().filter(|l| l.contains("shared=false")).count();
+    assert_eq!(looked_up, 1, "the closure was looked up once for eight askers: {asked:#?}");
 }

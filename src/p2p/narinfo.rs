@@ -170,14 +170,15 @@ async fn answer(
 ) -> Result<(), LaneError> {
     lanes::serve_requests(stream, MAX_REQUEST, PEER_REQUEST_WAIT, PEER_REQUEST_WAIT, |body, mut stream| async move {
         let req = <wire::Request as prost::Message>::decode(body).map_err(|_| LaneError::Malformed)?;
-        let found = match StoreHash::parse(&req.hash) {
+        let (found, shared) = match StoreHash::parse(&req.hash) {
             Ok(hash) => answers.get(cache, hash, req.closure).await,
-            Err(_) => Found::default(),
+            Err(_) => (Found::default(), false),
         };
         if found.served {
             peers.count(peer, |s| s.narinfos_served += 1);
         }
-        debug!(%peer, hash = %req.hash, found = found.served, closure = found.closure, "narinfo request");
+        let (hash, asked_closure) = (&req.hash, req.closure);
+        debug!(%peer, %hash, found = found.served, asked_closure, closure = found.closure, shared, "narinfo request");
         frame::write(&mut stream, &found.body).await?;
         Ok(stream)
     })
@@ -213,7 +214,8 @@ impl Default for Answers {
 }
 
 impl Answers {
-    async fn get(&self, cache: &LocalCache, hash: StoreHash, closure: bool) -> Found {
+    /// The answer, and whether it was one found for another asker (`true`) or just now.
+    async fn get(&self, cache: &LocalCache, hash: StoreHash, closure: bool) -> (Found, bool) {
         let cell = {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             recent.evict_while(|(at, _)| at.elapsed() >= NARINFO_ANSWER_REUSE);
@@ -226,15 +228,16 @@ impl Answers {
                 }
             }
         };
-        cell.get_or_init(|| async {
+        let found_now = std::sync::atomic::AtomicBool::new(false);
+        let found = cell.get_or_init(|| async {
+            found_now.store(true, std::sync::atomic::Ordering::Relaxed);
             let Some((narinfo, root)) = local_answer(cache, &hash).await else { return Found::default() };
             let closure = if closure { self::closure(cache, &hash, &narinfo).await } else { Vec::new() };
             let n = closure.len();
             let resp = wire::Response { narinfo, root: root.to_bytes(), closure };
             Found { body: prost::Message::encode_to_vec(&resp).into(), served: true, closure: n }
-        })
-        .await
-        .clone()
+        });
+        (found.await.clone(), !found_now.into_inner())
     }
 }
 
