@@ -132,7 +132,8 @@ impl EventLoop {
                     None => break,
                 },
                 due = tick.tick() => {
-                    for (connection, peer, quiet) in self.liveness.silent_at(due) {
+                    let peers = self.peers.clone();
+                    for (connection, peer, quiet) in self.liveness.silent_at(due, |p| peers.heard(p)) {
                         self.close_silent(connection, peer, format_args!("silent for {} ms", quiet.as_millis()));
                     }
                     self.sweep();

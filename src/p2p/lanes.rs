@@ -99,6 +99,12 @@ impl Lanes {
         Self { control, protocol, max: max.max(1), retries, lanes: Arc::default(), counters: Arc::default() }
     }
 
+    /// Lanes of the same protocol, counted together with these but never shared with them: a
+    /// request on them does not queue behind this set's requests at the peer.
+    pub fn apart(&self, max: usize) -> Self {
+        Self { lanes: Arc::default(), max: max.max(1), ..self.clone() }
+    }
+
     /// Sends `request` (one encoded frame) to `peer` and reads the answer's `frames` frames of at
     /// most `max_frame` bytes each. [`LaneError::Dropped`] only once every retry was dropped too.
     pub async fn request(

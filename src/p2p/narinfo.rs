@@ -169,6 +169,7 @@ async fn answer(
     answers: &Answers,
 ) -> Result<(), LaneError> {
     lanes::serve_requests(stream, MAX_REQUEST, PEER_REQUEST_WAIT, PEER_REQUEST_WAIT, |body, mut stream| async move {
+        peers.heard_from(peer);
         let req = <wire::Request as prost::Message>::decode(body).map_err(|_| LaneError::Malformed)?;
         let (found, shared) = match StoreHash::parse(&req.hash) {
             Ok(hash) => answers.get(cache, hash, req.closure).await,

@@ -28,6 +28,9 @@ pub struct Node {
     /// Lanes ([`lanes`]) of `/peerix/narinfo` and `/peerix/blocks` to each peer.
     pub(super) narinfo_lanes: lanes::Lanes,
     pub(super) block_lanes: lanes::Lanes,
+    /// For DAG nodes (a transfer's plan: its first step), apart from bulk blocks: a lane answers in
+    /// order, and under a crowd a seeder keeps bulk requests waiting for a slot for seconds.
+    pub(super) dag_lanes: lanes::Lanes,
     pub(super) peers: Arc<peers::Peers>,
     /// True in `ipfs` mode (a DHT to ask for providers).
     pub(super) dht: bool,
@@ -107,7 +110,8 @@ impl Node {
         may_redirect: bool,
     ) -> Result<Vec<Bytes>, blocks::FetchError> {
         let far = self.peers.rtt(&peer).is_some_and(|rtt| rtt >= blocks::COMPRESS_ABOVE_RTT);
-        blocks::fetch(&self.block_lanes, peer, cids, far, may_redirect).await
+        let lanes = if blocks::metadata(cids) { &self.dag_lanes } else { &self.block_lanes };
+        blocks::fetch(lanes, peer, cids, far, may_redirect).await
     }
 
     /// One block from one bitswap peer (an IPFS node that is not peerix), checked against its CID.

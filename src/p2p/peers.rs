@@ -88,6 +88,9 @@ struct Peer {
     /// When it last answered one of our requests (a narinfo, a unit of blocks): a peer whose
     /// answers keep coming is busy, not gone, and is waited for longer.
     last_answer: Option<Instant>,
+    /// When the peer last showed it is there besides pings: an answer or a request to us, or
+    /// blocks it took from us.
+    last_heard: Option<Instant>,
     /// A request of ours went past its deadline unanswered since the last answer.
     let_down: bool,
 }
@@ -109,6 +112,7 @@ impl Peer {
             rtt: None,
             asking: 0,
             last_answer: None,
+            last_heard: None,
             let_down: false,
         }
     }
@@ -352,9 +356,24 @@ impl Peers {
         self.with(|m| {
             if let Some(p) = m.get_mut(&peer) {
                 p.last_answer = Some(Instant::now());
+                p.last_heard = p.last_answer;
                 p.let_down = false;
             }
         })
+    }
+
+    /// `peer` sent us a request, or took a block we sent it (its window moved: it reads), just now.
+    pub fn heard_from(&self, peer: PeerId) {
+        self.with(|m| {
+            if let Some(p) = m.get_mut(&peer) {
+                p.last_heard = Some(Instant::now());
+            }
+        })
+    }
+
+    /// When `peer` last answered us, asked us or took data from us ([`super::liveness`]).
+    pub fn heard(&self, peer: &PeerId) -> Option<Instant> {
+        self.with(|m| m.get(peer).and_then(|p| p.last_heard))
     }
 
     /// True if one of `peers` answered a request of ours within `within`: it is working through a

@@ -13,11 +13,13 @@
 //! the seeder uploaded the closure 16–18 times over; naming recipients, 6.2 times (the crowd sent
 //! each other the rest), and 7.1 times with 50 in the crowd.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use cid::Cid;
 use libp2p::PeerId;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::bounded::Lru;
@@ -40,18 +42,42 @@ struct Recipient {
     named: u32,
 }
 
+/// A unit: its first CID and its number of blocks.
+type Unit = (Cid, usize);
+
 pub struct Recipients {
-    units: Mutex<Lru<(Cid, usize), Vec<Recipient>>>,
+    units: Mutex<Lru<Unit, Vec<Recipient>>>,
+    /// Copies of each unit being sent right now, and a channel bumped as each ends.
+    under_way: Mutex<HashMap<Unit, (usize, watch::Sender<u64>)>>,
 }
 
 impl Default for Recipients {
     fn default() -> Self {
-        Self { units: Mutex::new(Lru::new(UNITS)) }
+        Self { units: Mutex::new(Lru::new(UNITS)), under_way: Mutex::default() }
+    }
+}
+
+/// One copy of a unit being sent ([`Recipients::sending`]); ends on drop.
+pub struct Sending<'a> {
+    of: &'a Recipients,
+    unit: Unit,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        let mut under_way = self.of.under_way.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((n, ended)) = under_way.get_mut(&self.unit) {
+            *n -= 1;
+            ended.send_modify(|v| *v += 1);
+            if *n == 0 {
+                under_way.remove(&self.unit);
+            }
+        }
     }
 }
 
 impl Recipients {
-    fn with<T>(&self, f: impl FnOnce(&mut Lru<(Cid, usize), Vec<Recipient>>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Lru<Unit, Vec<Recipient>>) -> T) -> T {
         f(&mut self.units.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -68,6 +94,29 @@ impl Recipients {
             list.push(Recipient { peer, at: Instant::now(), named: 0 });
             units.insert(key, list);
         })
+    }
+
+    /// A copy of `cids` starts on its way to someone: counted until the guard drops.
+    pub fn sending(&self, cids: &[Cid]) -> Option<Sending<'_>> {
+        let unit = (*cids.first()?, cids.len());
+        let mut under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
+        under_way.entry(unit).or_insert_with(|| (0, watch::channel(0).0)).0 += 1;
+        Some(Sending { of: self, unit })
+    }
+
+    /// Waits (at most `max`) until a copy of `cids` now on its way ends, if `copies` or more are:
+    /// a crowd asking for a unit nobody has yet then waits for its first recipients instead of
+    /// being sent more copies of it. Returns at once when fewer are under way.
+    pub async fn await_copy(&self, cids: &[Cid], copies: usize, max: Duration) {
+        let Some(first) = cids.first() else { return };
+        let mut ended = {
+            let under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
+            match under_way.get(&(*first, cids.len())) {
+                Some((n, ended)) if *n >= copies => ended.subscribe(),
+                _ => return,
+            }
+        };
+        let _ = tokio::time::timeout(max, ended.changed()).await;
     }
 
     /// Up to [`NAMED`] recent recipients of `cids` other than `asker` that `usable` accepts (still
@@ -124,5 +173,28 @@ mod tests {
         assert_eq!(r.name(&a, &unit, |p| *p != b), [c], "not the asker, not a disconnected peer");
         tokio::time::sleep(RECIPIENT_TTL).await;
         assert!(r.name(&asker, &unit, |_| true).is_empty(), "too old: it may not hold them any more");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_asker_waits_for_the_first_of_the_copies_under_way_and_no_longer() {
+        let r = Recipients::default();
+        let unit = [raw_cid(b"a"), raw_cid(b"b")];
+        let max = Duration::from_secs(5);
+        let t = Instant::now();
+        r.await_copy(&unit, 2, max).await;
+        assert_eq!(t.elapsed(), Duration::ZERO, "no copy under way");
+        let first = r.sending(&unit).unwrap();
+        let _second = r.sending(&unit).unwrap();
+        r.await_copy(&unit[..1], 2, max).await;
+        assert_eq!(t.elapsed(), Duration::ZERO, "another unit");
+        let waiting = r.await_copy(&unit, 2, max);
+        let ends = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(first);
+        };
+        tokio::join!(waiting, ends);
+        assert_eq!(t.elapsed(), Duration::from_secs(1), "woken as the first copy ended");
+        r.await_copy(&unit, 1, max).await;
+        assert_eq!(t.elapsed(), Duration::from_secs(6), "one still under way: waited at most max");
     }
 }

@@ -191,5 +191,6 @@ pub fn start(
         lanes::Lanes::new(control.clone(), narinfo::PROTOCOL, node::NARINFO_LANES, crate::timeouts::NARINFO_RETRIES);
     let block_lanes =
         lanes::Lanes::new(control.clone(), blocks::PROTOCOL, node::BLOCK_LANES, crate::timeouts::BLOCK_RETRIES);
-    Ok(Node { client, bitswap, narinfo_lanes, block_lanes, peers, dht, expects_peers, control })
+    let dag_lanes = block_lanes.apart(1);
+    Ok(Node { client, bitswap, narinfo_lanes, block_lanes, dag_lanes, peers, dht, expects_peers, control })
 }

@@ -112,7 +112,14 @@ impl Sources {
         match source {
             Source::Peer(peer) => {
                 let node = self.node.as_ref().ok_or_else(|| SourceError::Failed("no IPFS node".into()))?;
-                node.fetch_blocks(*peer, cids, may_redirect).await.map_err(|e| match e {
+                let fetched = node.fetch_blocks(*peer, cids, may_redirect).await;
+                // Any answer (blocks, "not here", "busy") shows the peer serving us: the DAG
+                // planned or a unit queued behind a crowd keeps a first-byte wait going.
+                use p2p::blocks::FetchError::{Busy, Missing};
+                if matches!(fetched, Ok(_) | Err(Busy(_) | Missing(_))) {
+                    node.peers().answered(*peer);
+                }
+                fetched.map_err(|e| match e {
                     p2p::blocks::FetchError::Missing(c) => SourceError::Missing(c),
                     p2p::blocks::FetchError::Mismatch(c) => SourceError::BadBlock(c),
                     p2p::blocks::FetchError::Busy(others) => SourceError::Busy(others),

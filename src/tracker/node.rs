@@ -143,7 +143,7 @@ pub fn start(
             let event = tokio::select! {
                 e = swarm.select_next_some() => e,
                 due = check.tick() => {
-                    for (connection, peer, quiet) in liveness.silent_at(due) {
+                    for (connection, peer, quiet) in liveness.silent_at(due, |_| None) {
                         debug!(%peer, quiet_ms = quiet.as_millis() as u64, "peer silent; closing its connection");
                         silent.insert(connection);
                         swarm.close_connection(connection);

@@ -30,6 +30,8 @@ pub struct Plan {
     pub busy: Option<Duration>,
     /// What the block protocol serves; any other CID is "not here".
     pub blocks: HashMap<Cid, Vec<u8>>,
+    /// A block request naming this CID is answered only after this long (a seeder slow for it).
+    pub slow_block: Option<(Cid, Duration)>,
     /// Send no have-summary.
     pub no_summary: bool,
     /// The agent string identify sends [default: `ipfs/0.1.0`].
@@ -381,6 +383,11 @@ fn serve(
             tokio::spawn(async move {
                 let Ok(Some(body)) = frame::read(&mut s, 4096).await else { return };
                 let req = <blocks::wire::Request as prost::Message>::decode(body).unwrap();
+                if let Some((slow, after)) = p.slow_block
+                    && req.cids.contains(&slow.to_bytes())
+                {
+                    tokio::time::sleep(after).await;
+                }
                 for raw in req.cids {
                     let cid = Cid::try_from(raw.as_slice()).unwrap();
                     let payload = match p.blocks.get(&cid) {

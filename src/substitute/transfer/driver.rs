@@ -73,6 +73,8 @@ pub(super) struct Slot {
     /// Named by a busy source for one unit: it may lack the others, so a miss is a failure, not
     /// the end of it.
     pub(super) named: bool,
+    /// Kept though a unit stalled: the last source left, still connected (logged once).
+    pub(super) patient: bool,
     pub(super) failures: u32,
     pub(super) bytes: u64,
     pub(super) blocks: u64,
@@ -269,7 +271,17 @@ fn units_of(pieces: &[Piece]) -> Vec<Unit> {
 
 impl Slot {
     pub(super) fn new(source: Source) -> Self {
-        Self { source, in_flight: 0, dead: false, named: false, failures: 0, bytes: 0, blocks: 0, unit_secs: None }
+        Self {
+            source,
+            in_flight: 0,
+            dead: false,
+            named: false,
+            patient: false,
+            failures: 0,
+            bytes: 0,
+            blocks: 0,
+            unit_secs: None,
+        }
     }
 
     pub(super) fn cap(&self) -> usize {

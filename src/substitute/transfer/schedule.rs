@@ -101,18 +101,14 @@ impl Driver {
                         st.blocks_received += n;
                         st.bytes_received += bytes;
                     });
-                    node.peers().answered(p);
                 }
                 self.done.insert(unit, blocks);
                 self.progress();
             }
             Err(SourceError::Busy(others)) => {
-                // Busy but answering: the unit goes to the peers it named, which received it from
+                // Busy but answering (counted as an answer in `Sources::fetch`): the unit goes to the peers it named, which received it from
                 // this source moments ago, and this source keeps its place.
                 debug!(source = ?self.slots[slot].source, unit, ?others, "source busy; asking the peers it named");
-                if let (Some(node), Some(p)) = (&self.sub.sources.node, peer) {
-                    node.peers().answered(p);
-                }
                 self.redirected.insert(unit, slot);
                 for p in others {
                     if self.slots.len() < MAX_SLOTS
@@ -210,6 +206,22 @@ impl Driver {
         true
     }
 
+    /// True if `slot` is the transfer's last live source (peers a busy source named for one unit
+    /// do not count: they may hold nothing else) and a peer still connected (its pings
+    /// answered: [`crate::p2p::liveness`] closes a silent connection within ~6 s). A seeder under a
+    /// crowd queues our unit behind 64 answers for longer than [`UNIT_STALLED`]; dropping it then
+    /// left nothing to ask, and the NAR failed (N = 51 flash crowd: 30 of 47 404s were that) —
+    /// while waiting costs nothing: the first-byte deadline and the server's answer bound still
+    /// hold.
+    fn only_hope(&self, slot: usize) -> bool {
+        let others = self.slots.iter().enumerate().any(|(i, s)| i != slot && !s.dead && !s.named);
+        let connected = match (&self.sub.sources.node, self.slots[slot].source.peer()) {
+            (Some(node), Some(p)) => node.peers().is_connected(&p),
+            _ => false,
+        };
+        !others && connected
+    }
+
     /// Drops sources whose units stall; asks a second source for the unit nix waits for when late.
     pub(super) fn check_stalls(&mut self) {
         let mut stalled = Vec::new();
@@ -221,6 +233,12 @@ impl Driver {
             }
         }
         for (unit, slot) in stalled {
+            if self.only_hope(slot) {
+                if !std::mem::replace(&mut self.slots[slot].patient, true) {
+                    debug!(source = ?self.slots[slot].source, unit, "only source is slow but connected; waiting on it");
+                }
+                continue;
+            }
             warn!(source = ?self.slots[slot].source, unit, "source stalled; dropping it from the transfer");
             self.slots[slot].dead = true;
             if let Some(node) = &self.sub.sources.node
