@@ -192,12 +192,17 @@ fn hostile_root(links: usize, nar_size: u64, honest_sizes: bool) -> (Cid, Vec<u8
     (peerix::ipld::dag_pb_cid(&node), node)
 }
 
-async fn hostile_dag_scenario(links: usize, sizes_add_up: bool) {
+/// The rogue names a hostile root and serves its node — over the block protocol or (`inline`)
+/// with the narinfo: either way the same bounded walk refuses it.
+async fn hostile_dag_scenario(links: usize, sizes_add_up: bool, inline: bool) {
     let g = genuine().await;
     let nar_size = NarInfo::parse(&g.narinfo).unwrap().nar_size;
     let (root, node) = hostile_root(links, nar_size, sizes_add_up);
-    let plan =
-        Plan { narinfo: Some((g.narinfo.clone(), root)), blocks: HashMap::from([(root, node)]), ..Default::default() };
+    let (blocks, root_node) = match inline {
+        true => (HashMap::new(), Some(node)),
+        false => (HashMap::from([(root, node)]), None),
+    };
+    let plan = Plan { narinfo: Some((g.narinfo.clone(), root)), blocks, root_node, ..Default::default() };
     let (c, rogue, first) = scenario(&g, plan).await;
     assert_eq!(first, 200, "the narinfo itself is genuine");
     assert!(c.log().contains("refused a NAR root that does not describe the NAR"), "{}", c.log());
@@ -206,10 +211,15 @@ async fn hostile_dag_scenario(links: usize, sizes_add_up: bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_dag_with_a_huge_link_list_is_refused() {
-    hostile_dag_scenario(9000, true).await;
+    hostile_dag_scenario(9000, true, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dag_whose_blocksizes_do_not_add_up_to_nar_size_is_refused() {
-    hostile_dag_scenario(3, false).await;
+    hostile_dag_scenario(3, false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_root_node_sent_with_the_narinfo_is_refused_as_one_fetched() {
+    hostile_dag_scenario(3, false, true).await;
 }

@@ -156,10 +156,16 @@ fn write_seeds() {
     seed("have", "full-then-delta", &[framed(&encode(&full)), framed(&encode(&delta))].concat());
 
     let root = chunked.root.to_bytes();
-    let response = narinfo::wire::Response { narinfo: narinfo_text.clone(), root: root.clone(), closure: Vec::new() };
+    let root_node = chunked.nodes.iter().find(|(c, _)| *c == chunked.root).map(|(_, n)| n.clone()).unwrap_or_default();
+    let response = narinfo::wire::Response {
+        narinfo: narinfo_text.clone(),
+        root: root.clone(),
+        closure: Vec::new(),
+        root_node: root_node.clone(),
+    };
     seed("narinfo_answer", "answer", &encode(&response));
-    let related =
-        narinfo::wire::Related { hash: "0c6kzph7l0dcbfmjap64f0czdafn3b7x".into(), narinfo: narinfo_text.clone(), root };
+    let hash = "0c6kzph7l0dcbfmjap64f0czdafn3b7x".into();
+    let related = narinfo::wire::Related { hash, narinfo: narinfo_text.clone(), root, root_node };
     let with_closure = narinfo::wire::Response { closure: vec![related; 2], ..response };
     seed("narinfo_answer", "answer-with-closure", &encode(&with_closure));
     seed("narinfo_answer", "not-here", &encode(&narinfo::wire::Response::default()));

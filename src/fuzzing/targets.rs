@@ -131,6 +131,12 @@ pub fn narinfo_answer(data: &[u8]) {
         let _ = NarInfo::parse(&answer.narinfo);
         for (_, related) in &answer.closure {
             let _ = NarInfo::parse(&related.narinfo);
+            if let Some(node) = &related.root_node {
+                let _ = crate::ipld::verify(&related.root, node);
+            }
+        }
+        if let Some(node) = &answer.root_node {
+            let _ = crate::ipld::verify(&answer.root, node);
         }
     }
 }

@@ -43,8 +43,11 @@ const MAX_REQUEST: usize = 256;
 pub const CLOSURE_PATHS: usize = 64;
 /// Narinfo bytes of a closure an answer carries (a path's is ~0.5–1 KiB).
 pub const CLOSURE_BYTES: usize = 128 * 1024;
-/// A narinfo (≤ 64 KiB) and a CID, and a closure's.
-const MAX_RESPONSE: usize = MAX_NARINFO_LEN + 256 + CLOSURE_BYTES + CLOSURE_PATHS * 128;
+/// A root node carried in an answer at most: 8 KiB is ~180 links, a NAR of one level of chunks up
+/// to ~40 MiB (the chunker's 256 KiB maximum; ~15 MiB at its average).
+pub const ROOT_NODE_MAX: usize = 8 * 1024;
+/// A narinfo (≤ 64 KiB), a CID and a root node, and a closure's (root nodes count in its bytes).
+const MAX_RESPONSE: usize = MAX_NARINFO_LEN + 256 + ROOT_NODE_MAX + CLOSURE_BYTES + CLOSURE_PATHS * 160;
 /// Streams (lanes, each carrying requests one after the other) open at once; more are dropped.
 const MAX_STREAMS: usize = 512;
 /// Answers kept for reuse ([`Answers`]): at most ~130 KiB each with a closure, 8 MiB in all.
@@ -72,6 +75,10 @@ pub mod wire {
         /// With `closure`: paths of the closure this node serves, nearest first.
         #[prost(message, repeated, tag = "3")]
         pub closure: Vec<Related>,
+        /// The root's dag-pb node when small ([`super::ROOT_NODE_MAX`]): a NAR of one level of
+        /// chunks (up to ~40 MiB) is then planned without a round trip. Empty: ask for it.
+        #[prost(bytes = "vec", tag = "4")]
+        pub root_node: Vec<u8>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -82,6 +89,8 @@ pub mod wire {
         pub narinfo: String,
         #[prost(bytes = "vec", tag = "3")]
         pub root: Vec<u8>,
+        #[prost(bytes = "vec", tag = "4")]
+        pub root_node: Vec<u8>,
     }
 }
 
@@ -90,6 +99,8 @@ pub mod wire {
 pub struct Answer {
     pub narinfo: String,
     pub root: Cid,
+    /// The root's node as sent, unchecked (the asker checks it against `root`).
+    pub root_node: Option<bytes::Bytes>,
     /// Paths of its closure the peer serves (asked with `closure`), unchecked too; an entry whose
     /// hash or root does not parse is left out.
     pub closure: Vec<(StoreHash, Answer)>,
@@ -135,10 +146,15 @@ pub fn decode_answer(body: bytes::Bytes) -> Result<Option<Answer>, AskError> {
         .filter_map(|r| {
             let hash = StoreHash::parse(&r.hash).ok()?;
             let root = Cid::try_from(r.root.as_slice()).ok()?;
-            Some((hash, Answer { narinfo: r.narinfo, root, closure: Vec::new() }))
+            let root_node = node(r.root_node);
+            Some((hash, Answer { narinfo: r.narinfo, root, root_node, closure: Vec::new() }))
         })
         .collect();
-    Ok(Some(Answer { narinfo: resp.narinfo, root, closure }))
+    Ok(Some(Answer { narinfo: resp.narinfo, root, root_node: node(resp.root_node), closure }))
+}
+
+fn node(bytes: Vec<u8>) -> Option<bytes::Bytes> {
+    (!bytes.is_empty() && bytes.len() <= ROOT_NODE_MAX).then(|| bytes.into())
 }
 
 /// Serves narinfo requests from the local cache until `shutdown`.
@@ -232,10 +248,11 @@ impl Answers {
         let found_now = std::sync::atomic::AtomicBool::new(false);
         let found = cell.get_or_init(|| async {
             found_now.store(true, std::sync::atomic::Ordering::Relaxed);
-            let Some((narinfo, root)) = local_answer(cache, &hash).await else { return Found::default() };
-            let closure = if closure { self::closure(cache, &hash, &narinfo).await } else { Vec::new() };
+            let Some(local) = local_answer(cache, &hash).await else { return Found::default() };
+            let closure = if closure { self::closure(cache, &hash, &local.narinfo).await } else { Vec::new() };
             let n = closure.len();
-            let resp = wire::Response { narinfo, root: root.to_bytes(), closure };
+            let resp =
+                wire::Response { narinfo: local.narinfo, root: local.root.to_bytes(), closure, root_node: local.node };
             Found { body: prost::Message::encode_to_vec(&resp).into(), served: true, closure: n }
         });
         (found.await.clone(), !found_now.into_inner())
@@ -260,13 +277,15 @@ async fn closure(cache: &LocalCache, top: &StoreHash, narinfo: &str) -> Vec<wire
     };
     enqueue(narinfo, &mut queue);
     while let Some(hash) = queue.pop_front() {
-        let Some((text, root)) = local_answer(cache, &hash).await else { continue };
-        if bytes + text.len() > CLOSURE_BYTES {
+        let Some(local) = local_answer(cache, &hash).await else { continue };
+        let size = local.narinfo.len() + local.node.len();
+        if bytes + size > CLOSURE_BYTES {
             break;
         }
-        bytes += text.len();
-        enqueue(&text, &mut queue);
-        out.push(wire::Related { hash: hash.as_str().to_owned(), narinfo: text, root: root.to_bytes() });
+        bytes += size;
+        enqueue(&local.narinfo, &mut queue);
+        let (narinfo, root, root_node) = (local.narinfo, local.root.to_bytes(), local.node);
+        out.push(wire::Related { hash: hash.as_str().to_owned(), narinfo, root, root_node });
         if out.len() == CLOSURE_PATHS {
             break;
         }
@@ -274,9 +293,24 @@ async fn closure(cache: &LocalCache, top: &StoreHash, narinfo: &str) -> Vec<wire
     out
 }
 
-/// The narinfo we serve for `hash` and its NAR root, if the path passes the gate and is indexed.
-async fn local_answer(cache: &LocalCache, hash: &StoreHash) -> Option<(String, Cid)> {
+/// What we answer for a path.
+struct Local {
+    narinfo: String,
+    root: Cid,
+    /// The root's dag-pb node, when it is one of at most [`ROOT_NODE_MAX`] bytes; else empty.
+    node: Vec<u8>,
+}
+
+/// The narinfo we serve for `hash`, its NAR root and the root's node, if the path passes the gate
+/// and is indexed.
+async fn local_answer(cache: &LocalCache, hash: &StoreHash) -> Option<Local> {
     let narinfo = cache.narinfo(hash).await.ok().flatten()?;
-    let root = cache.state().published_root(hash.as_str()).ok().flatten()?;
-    Some((String::from_utf8(narinfo.to_vec()).ok()?, root))
+    let state = cache.state();
+    let root = state.published_root(hash.as_str()).ok().flatten()?;
+    let node = match root.codec() == crate::ipld::DAG_PB {
+        true => state.local_node(&root).ok().and_then(|n| n.into_iter().next()).map(|(_, data)| data),
+        false => None,
+    };
+    let node = node.filter(|n| n.len() <= ROOT_NODE_MAX).unwrap_or_default();
+    Some(Local { narinfo: String::from_utf8(narinfo.to_vec()).ok()?, root, node })
 }

@@ -37,6 +37,9 @@ pub struct Root {
     pub cid: Cid,
     pub peers: Vec<PeerId>,
     pub failed: bool,
+    /// The root's node as a peer sent it with the narinfo, checked against `cid`: the plan then
+    /// needs no round trip for it. Dropped once a plan used it.
+    pub node: Option<Bytes>,
 }
 
 /// A narinfo accepted from peers.
@@ -73,7 +76,7 @@ impl AcceptedNar {
             let i = match roots.iter().position(|r| r.cid == cid) {
                 Some(i) => i,
                 None if roots.len() < MAX_ROOTS => {
-                    roots.push(Root { cid, peers: Vec::new(), failed: false });
+                    roots.push(Root { cid, peers: Vec::new(), failed: false, node: None });
                     roots.len() - 1
                 }
                 None => return,
@@ -85,6 +88,24 @@ impl AcceptedNar {
                 roots[i].peers.push(p);
             }
         })
+    }
+
+    /// `node` is the block of root `cid` (kept if it is, and the root is known; else ignored: the
+    /// plan then asks for it).
+    pub fn add_root_node(&self, cid: &Cid, node: Bytes) {
+        if node.len() > crate::p2p::narinfo::ROOT_NODE_MAX || !crate::ipld::verify(cid, &node) {
+            return;
+        }
+        self.with(|roots| {
+            if let Some(r) = roots.iter_mut().find(|r| r.cid == *cid && r.node.is_none()) {
+                r.node = Some(node);
+            }
+        })
+    }
+
+    /// The node of root `cid`, if a peer sent it; given once.
+    pub fn take_root_node(&self, cid: &Cid) -> Option<Bytes> {
+        self.with(|roots| roots.iter_mut().find(|r| r.cid == *cid).and_then(|r| r.node.take()))
     }
 
     /// Roots not known to be wrong, the most widely named first.

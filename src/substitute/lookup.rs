@@ -356,15 +356,21 @@ impl Substituter {
         };
         peers.count(peer, |s| s.lookups_answered += 1);
         debug!(%hash, %peer, ms = took.as_millis() as u64, root = %answer.root, "trusted narinfo");
+        let add_root = |nar: &AcceptedNar, answer: &mut Answer| {
+            nar.add_root(answer.root, Some(peer));
+            if let Some(node) = answer.root_node.take() {
+                nar.add_root_node(&answer.root, node);
+            }
+        };
         if let Some(nar) = into {
             if nar.nar_hash == info.nar_hash {
-                nar.add_root(answer.root, Some(peer));
+                add_root(nar, &mut answer);
             }
             return None;
         }
         let served = self.cache.served().narinfo(Source::Peer { narinfo: info, acceptance });
         let nar = Arc::new(AcceptedNar::new(&served, Bytes::from(served.render())));
-        nar.add_root(answer.root, Some(peer));
+        add_root(&nar, &mut answer);
         // The rest of the closure, from a peer that just proved honest for this path: each is
         // judged when nix asks for it.
         self.offered.keep(peer, std::mem::take(&mut answer.closure));

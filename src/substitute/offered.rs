@@ -69,7 +69,8 @@ mod tests {
     fn an_offer_is_taken_once() {
         let offered = Offered::default();
         let hash = StoreHash::parse("qxkmhhvi8i3pc831vvw023h4mhzpfflr").unwrap();
-        let answer = Answer { narinfo: "x".into(), root: crate::ipld::raw_cid(b"a"), closure: Vec::new() };
+        let answer =
+            Answer { narinfo: "x".into(), root: crate::ipld::raw_cid(b"a"), root_node: None, closure: Vec::new() };
         let peer = PeerId::random();
         offered.keep(peer, vec![(hash, answer)]);
         assert_eq!(offered.len(), 1);

@@ -100,7 +100,12 @@ impl Substituter {
                     break Some(walk.pieces());
                 }
                 let wanted = walk.wanted();
-                let Some(blocks) = self.fetch_any(&sources, &wanted).await else {
+                // The root's node came with the narinfo (checked against its CID): no round trip.
+                let sent = (wanted == [cid]).then(|| nar.take_root_node(&cid)).flatten();
+                let Some(blocks) = (match sent {
+                    Some(node) => Some(vec![node]),
+                    None => self.fetch_any(&sources, &wanted).await,
+                }) else {
                     debug!(path = %nar.store_path, root = %cid, "no source delivered the DAG's nodes");
                     break None;
                 };

@@ -21,6 +21,8 @@ pub struct Plan {
     pub narinfo: Option<(String, Cid)>,
     /// Sent with a narinfo answer as the path's closure: (hash, narinfo text, root CID).
     pub closure: Vec<(String, String, Cid)>,
+    /// Sent with a narinfo answer as the root's node (with `narinfo`).
+    pub root_node: Option<Vec<u8>>,
     /// Answer only requests for this hash (any other: "not here"); `None`: answer every request.
     pub for_hash: Option<String>,
     /// Never answer narinfo requests (the stream is held open and nothing is written).
@@ -34,6 +36,8 @@ pub struct Plan {
     pub slow_block: Option<(Cid, Duration)>,
     /// Send no have-summary.
     pub no_summary: bool,
+    /// Every narinfo request received: (hash, whether it asked for the closure).
+    pub asked: Arc<Mutex<Vec<(String, bool)>>>,
     /// The agent string identify sends [default: `ipfs/0.1.0`].
     pub agent: Option<String>,
 }
@@ -344,6 +348,7 @@ fn serve(
             tokio::spawn(async move {
                 while let Ok(Some(body)) = frame::read(&mut s, 1024).await {
                     let req = <narinfo::wire::Request as prost::Message>::decode(body).unwrap();
+                    p.asked.lock().unwrap().push((req.hash.clone(), req.closure));
                     if p.silent {
                         tokio::time::sleep(Duration::from_secs(600)).await;
                         return;
@@ -355,9 +360,12 @@ fn serve(
                                     hash: hash.clone(),
                                     narinfo: narinfo.clone(),
                                     root: root.to_bytes(),
+                                    root_node: Vec::new(),
                                 })
                                 .collect();
-                            narinfo::wire::Response { narinfo: text.clone(), root: root.to_bytes(), closure }
+                            let (narinfo, root, root_node) =
+                                (text.clone(), root.to_bytes(), p.root_node.clone().unwrap_or_default());
+                            narinfo::wire::Response { narinfo, root, closure, root_node }
                         }
                         _ => narinfo::wire::Response::default(),
                     };
