@@ -170,6 +170,11 @@ impl Peers {
         f(&mut map)
     }
 
+    /// Changes what we know of `peer`, if we know it.
+    fn update(&self, peer: &PeerId, f: impl FnOnce(&mut Peer)) {
+        self.with(|m| m.get_mut(peer).map(f));
+    }
+
     pub fn changed(&self) -> &Notify {
         &self.changed
     }
@@ -190,11 +195,9 @@ impl Peers {
 
     /// The address the peer is reached at now (a direct connection that replaced a relayed one).
     pub fn set_addr(&self, peer: PeerId, addr: Multiaddr) {
-        self.with(|m| {
-            if let Some(p) = m.get_mut(&peer) {
-                p.addr = Some(addr);
-                p.relayed = false;
-            }
+        self.update(&peer, |p| {
+            p.addr = Some(addr);
+            p.relayed = false;
         });
     }
 
@@ -335,40 +338,26 @@ impl Peers {
 
     /// A ping to `peer` came back after `rtt`.
     pub fn pinged(&self, peer: PeerId, rtt: Duration) {
-        self.with(|m| {
-            if let Some(p) = m.get_mut(&peer) {
-                p.rtt = Some(rtt);
-            }
-        })
+        self.update(&peer, |p| p.rtt = Some(rtt));
     }
 
     /// A narinfo request to `peer` starts (`true`) or ends.
     pub fn asking(&self, peer: PeerId, starts: bool) {
-        self.with(|m| {
-            if let Some(p) = m.get_mut(&peer) {
-                p.asking = if starts { p.asking + 1 } else { p.asking.saturating_sub(1) };
-            }
-        })
+        self.update(&peer, |p| p.asking = if starts { p.asking + 1 } else { p.asking.saturating_sub(1) });
     }
 
     /// `peer` answered one of our requests just now.
     pub fn answered(&self, peer: PeerId) {
-        self.with(|m| {
-            if let Some(p) = m.get_mut(&peer) {
-                p.last_answer = Some(Instant::now());
-                p.last_heard = p.last_answer;
-                p.let_down = false;
-            }
-        })
+        self.update(&peer, |p| {
+            p.last_answer = Some(Instant::now());
+            p.last_heard = p.last_answer;
+            p.let_down = false;
+        });
     }
 
     /// `peer` sent us a request, or took a block we sent it (its window moved: it reads), just now.
     pub fn heard_from(&self, peer: PeerId) {
-        self.with(|m| {
-            if let Some(p) = m.get_mut(&peer) {
-                p.last_heard = Some(Instant::now());
-            }
-        })
+        self.update(&peer, |p| p.last_heard = Some(Instant::now()));
     }
 
     /// When `peer` last answered us, asked us or took data from us ([`super::liveness`]).
@@ -386,11 +375,7 @@ impl Peers {
 
     /// A request of ours to `peer` went past its deadline without an answer.
     pub fn let_down(&self, peer: PeerId) {
-        self.with(|m| {
-            if let Some(p) = m.get_mut(&peer) {
-                p.let_down = true;
-            }
-        })
+        self.update(&peer, |p| p.let_down = true);
     }
 
     /// True if one of `peers` has not let a request of ours pass its deadline since it last
@@ -427,20 +412,12 @@ impl Peers {
 
     /// Records a lie: counted, and the peer is deprioritised for [`DISHONEST_PENALTY`].
     pub fn caught_lying(&self, peer: PeerId) {
-        self.with(|m| {
-            if let Some(p) = m.get_mut(&peer) {
-                p.dishonest_until = Some(Instant::now() + DISHONEST_PENALTY);
-            }
-        });
+        self.update(&peer, |p| p.dishonest_until = Some(Instant::now() + DISHONEST_PENALTY));
     }
 
     /// Updates a peer's counters (a peer we never saw gets an entry, bounded like the rest).
     pub fn count(&self, peer: PeerId, f: impl FnOnce(&mut PeerStats)) {
-        self.with(|m| {
-            if let Some(p) = m.get_mut(&peer) {
-                f(&mut p.stats);
-            }
-        });
+        self.update(&peer, |p| f(&mut p.stats));
     }
 
     pub fn view(&self) -> Vec<PeerView> {
