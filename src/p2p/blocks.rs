@@ -245,12 +245,11 @@ async fn answer(
     let _share = if metadata {
         None
     } else {
-        let share = answers.per_peer.take(peer);
-        if share.is_none() {
+        let Some(share) = answers.per_peer.take(peer) else {
             debug!(%peer, "peer has too many answers in progress; ending its lane");
             return Err(LaneError::Dropped);
-        }
-        share
+        };
+        Some(share)
     };
     let waits = !metadata && work.available_permits() == 0;
     if waits {

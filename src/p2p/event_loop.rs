@@ -132,7 +132,7 @@ impl EventLoop {
                     None => break,
                 },
                 due = tick.tick() => {
-                    let peers = self.peers.clone();
+                    let peers = &self.peers;
                     for (connection, peer, quiet) in self.liveness.silent_at(due, |p| peers.heard(p)) {
                         self.close_silent(connection, peer, format_args!("silent for {} ms", quiet.as_millis()));
                     }

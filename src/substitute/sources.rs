@@ -115,14 +115,14 @@ impl Sources {
                 let fetched = node.fetch_blocks(*peer, cids, may_redirect).await;
                 // Any answer (blocks, "not here", "busy") shows the peer serving us: the DAG
                 // planned or a unit queued behind a crowd keeps a first-byte wait going.
-                use p2p::blocks::FetchError::{Busy, Missing};
+                use p2p::blocks::FetchError::{Busy, Mismatch, Missing};
                 if matches!(fetched, Ok(_) | Err(Busy(_) | Missing(_))) {
                     node.peers().answered(*peer);
                 }
                 fetched.map_err(|e| match e {
-                    p2p::blocks::FetchError::Missing(c) => SourceError::Missing(c),
-                    p2p::blocks::FetchError::Mismatch(c) => SourceError::BadBlock(c),
-                    p2p::blocks::FetchError::Busy(others) => SourceError::Busy(others),
+                    Missing(c) => SourceError::Missing(c),
+                    Mismatch(c) => SourceError::BadBlock(c),
+                    Busy(others) => SourceError::Busy(others),
                     other => SourceError::Failed(crate::errors::chain(&other)),
                 })
             }

@@ -192,8 +192,7 @@ impl Rogue {
     /// byte and length.
     pub async fn block_frames(&self, peer: PeerId, cids: &[Cid], compress: bool) -> Vec<(u8, usize)> {
         let mut stream = self.control.clone().open_stream(peer, blocks::PROTOCOL).await.unwrap();
-        let request =
-            blocks::wire::Request { cids: cids.iter().map(|c| c.to_bytes()).collect(), compress, may_redirect: false };
+        let request = block_request(cids, compress);
         frame::write_message(&mut stream, &request).await.unwrap();
         stream.flush().await.unwrap();
         let mut out = Vec::new();
@@ -208,11 +207,7 @@ impl Rogue {
     /// one of the peer's answer slots until its answer times out.
     pub async fn hold_block_answers(&self, peer: PeerId, cids: &[Cid], n: usize) -> Vec<libp2p::Stream> {
         let mut held = Vec::new();
-        let request = blocks::wire::Request {
-            cids: cids.iter().map(|c| c.to_bytes()).collect(),
-            compress: false,
-            may_redirect: false,
-        };
+        let request = block_request(cids, false);
         for _ in 0..n {
             let mut stream = self.control.clone().open_stream(peer, blocks::PROTOCOL).await.unwrap();
             frame::write_message(&mut stream, &request).await.unwrap();
@@ -227,11 +222,7 @@ impl Rogue {
     /// write stalls): a crowd that keeps `n` of the peer's answer slots busy. Returns once every
     /// stream's answer has begun; the streams end when the returned guard drops.
     pub async fn trickle_block_answers(&self, peer: PeerId, cids: &[Cid], n: usize) -> Trickle {
-        let request = blocks::wire::Request {
-            cids: cids.iter().map(|c| c.to_bytes()).collect(),
-            compress: false,
-            may_redirect: false,
-        };
+        let request = block_request(cids, false);
         let mut tasks = Vec::new();
         for _ in 0..n {
             let mut stream = self.control.clone().open_stream(peer, blocks::PROTOCOL).await.unwrap();
@@ -452,6 +443,11 @@ pub fn summary_claims(summary: &have::wire::Have, hash: &str) -> bool {
     let full = summary.full.as_ref().expect("a full summary");
     let bloom = have::bloom::Bloom::from_parts(full.bits.clone(), full.hashes, full.seed).unwrap();
     bloom.contains(&peerix::nix::store_path::StoreHash::parse(hash).unwrap().to_bytes())
+}
+
+/// A block request for `cids` as an asker that takes no redirect sends it.
+fn block_request(cids: &[Cid], compress: bool) -> blocks::wire::Request {
+    blocks::wire::Request { cids: cids.iter().map(|c| c.to_bytes()).collect(), compress, may_redirect: false }
 }
 
 /// Streams reading answers slowly ([`Rogue::trickle_block_answers`]); they end on drop.

@@ -106,8 +106,9 @@ impl Driver {
                 self.progress();
             }
             Err(SourceError::Busy(others)) => {
-                // Busy but answering (counted as an answer in `Sources::fetch`): the unit goes to the peers it named, which received it from
-                // this source moments ago, and this source keeps its place.
+                // Busy but answering (counted as an answer in `Sources::fetch`): the unit goes to
+                // the peers it named, which received it from this source moments ago, and this
+                // source keeps its place.
                 debug!(source = ?self.slots[slot].source, unit, ?others, "source busy; asking the peers it named");
                 self.redirected.insert(unit, slot);
                 for p in others {
