@@ -78,6 +78,10 @@ pub const UNIT_STALLED: Duration = Duration::from_secs(8);
 /// The unit nix waits for is asked of a second source when it is this late (or 4× its source's
 /// usual time, whichever is longer).
 pub const HEDGE_AFTER: Duration = Duration::from_secs(1);
+/// A peer that answered "busy, ask again shortly" is asked again after this (one driver tick):
+/// 50 askers with 4 lanes each re-ask a busy seeder at most ~800 times a second, each a few
+/// hundred bytes, answered without a disk read.
+pub const DEFERRED_REST: Duration = Duration::from_millis(250);
 /// Fallbacks join once the unit nix waits for is this late.
 pub const FALLBACK_AFTER: Duration = Duration::from_secs(2);
 /// With no source left for this long, the transfer fails.
@@ -85,12 +89,19 @@ pub const NO_SOURCE_WAIT: Duration = Duration::from_secs(5);
 /// From a NAR request to its first bytes ready (DAG planned, first unit verified) at most: past
 /// it nix gets a 404 and asks its next substituter. A live LAN or WAN peer delivers a first 1 MiB
 /// unit in well under a second; a peer that vanished without a word is only closed by the ping
-/// check after ~6 s, and nix should not wait that long on it.
+/// check after ~6 s, and nix should not wait that long on it unless it answered lately
+/// ([`ANSWERING_WITHIN`]).
 pub const FIRST_BYTES_WAIT: Duration = Duration::from_secs(3);
 /// The first-byte deadline moves on by [`FIRST_BYTES_WAIT`] while the NAR's peers keep answering
 /// other requests of ours (busy, not gone), up to this: nix 2.8 waits 300 s on a download that
 /// sends nothing (`stalled-download-timeout`), and a crowd of 19 on one seeder of 20 MB took ~8 s.
 pub const FIRST_BYTES_BUSY_MAX: Duration = Duration::from_secs(30);
+/// A source that answered us (a block, "busy") within this, and is still connected, counts as
+/// busy rather than gone at a first-byte deadline: with 51 nodes and 50 nix on 2 cores, one
+/// seeder's answers to one asker came 3.2 s apart, and a 3 s window failed NARs that were
+/// queued at a live seeder. A peer that vanished is closed by the ping check within ~6 s and
+/// stops counting then, so it costs nix at most ~9 s before the 404.
+pub const ANSWERING_WITHIN: Duration = Duration::from_secs(6);
 /// One attempt to fetch DAG nodes from one source while planning (the whole plan is also bounded
 /// by the transfer's first-byte deadline).
 pub const PLAN_ATTEMPT: Duration = Duration::from_secs(3);

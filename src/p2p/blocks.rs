@@ -3,9 +3,12 @@
 //! `0x01` (not here), or, from a busy node to an asker that allows it, `0x03 ‖ Redirect` then
 //! `0x03` for each other block: "busy, these peers just received them from me"
 //! ([`super::recipients`]; a flash crowd spreads over the nodes that already have a unit instead
-//! of queueing at one seeder). Bitswap stays for every other IPFS node; between peerix nodes this
-//! carries a NAR's chunks with no wantlists, presences or per-block messages, and gives the transfer
-//! scheduler one request it can time and re-assign as a unit.
+//! of queueing at one seeder), or `0x03 ‖ Redirect{}` naming nobody: "busy, ask again shortly",
+//! sent at once where the request would otherwise wait in silence for a slot or for a first copy
+//! to land (the asker's first-byte wait then knows the seeder is alive). Bitswap stays for every
+//! other IPFS node; between peerix nodes this carries a NAR's chunks with no wantlists, presences
+//! or per-block messages, and gives the transfer scheduler one request it can time and re-assign
+//! as a unit.
 //!
 //! The server reads each block through [`Blocks`] (the publish gate's one read path: a private
 //! path's chunks are as absent as unknown ones; local chunks are checked against their CID before
@@ -82,6 +85,9 @@ pub mod wire {
         /// A busy server may answer with peers to ask instead (older askers never set it).
         #[prost(bool, tag = "3")]
         pub may_redirect: bool,
+        /// A busy server may answer "ask again shortly" instead of making the request wait.
+        #[prost(bool, tag = "4")]
+        pub may_defer: bool,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -106,6 +112,17 @@ pub enum FetchError {
     TooMany(usize),
     #[error("peer is busy and named {} others that have the blocks", .0.len())]
     Busy(Vec<PeerId>),
+    #[error("peer is busy and asked us to ask again shortly")]
+    Deferred,
+}
+
+/// What a busy server may answer in place of the blocks (an older asker allows neither).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IfBusy {
+    /// Name peers that just received the blocks ([`FetchError::Busy`]).
+    pub redirect: bool,
+    /// Say "ask again shortly" at once rather than hold the request ([`FetchError::Deferred`]).
+    pub defer: bool,
 }
 
 /// True if `cids` are DAG nodes only (a transfer's plan: small, from SQLite): they never queue
@@ -116,26 +133,26 @@ pub fn metadata(cids: &[Cid]) -> bool {
 }
 
 /// Fetches `cids` from `peer` on a lane ([`super::lanes`]), every block checked against its CID;
-/// compressed on the wire when `compress`; [`FetchError::Busy`] when `may_redirect` and the peer
-/// is busy.
+/// compressed on the wire when `compress`; what a busy peer may answer instead is `if_busy`.
 pub async fn fetch(
     lanes: &Lanes,
     peer: PeerId,
     cids: &[Cid],
     compress: bool,
-    may_redirect: bool,
+    if_busy: IfBusy,
 ) -> Result<Vec<Bytes>, FetchError> {
     if cids.len() > MAX_CIDS {
         return Err(FetchError::TooMany(cids.len()));
     }
     let mut request = Vec::with_capacity(16 + cids.len() * 40);
     let cids_bytes = cids.iter().map(|c| c.to_bytes()).collect();
-    frame::encode_message(&mut request, &wire::Request { cids: cids_bytes, compress, may_redirect });
+    let ask = wire::Request { cids: cids_bytes, compress, may_redirect: if_busy.redirect, may_defer: if_busy.defer };
+    frame::encode_message(&mut request, &ask);
     let frames = lanes.request(peer, request.into(), cids.len(), MAX_BLOCK + 1).await?;
     if let Some(first) = frames.first()
         && first.first() == Some(&BUSY)
     {
-        return Err(redirected(&first[1..], may_redirect)?);
+        return Err(redirected(&first[1..], if_busy)?);
     }
     let mut out = Vec::with_capacity(cids.len());
     for (cid, body) in cids.iter().zip(frames) {
@@ -148,12 +165,16 @@ pub async fn fetch(
     Ok(out)
 }
 
-/// The peers a busy server named; a redirect nobody allowed, or naming nobody, is malformed.
-fn redirected(body: &[u8], allowed: bool) -> Result<FetchError, FetchError> {
+/// What a busy server answered: the peers it named, or (naming nobody) "ask again shortly";
+/// either one the asker did not allow is malformed.
+fn redirected(body: &[u8], allowed: IfBusy) -> Result<FetchError, FetchError> {
     let r = <wire::Redirect as prost::Message>::decode(body).map_err(|_| FetchError::Malformed)?;
+    if r.peers.is_empty() {
+        return if allowed.defer { Ok(FetchError::Deferred) } else { Err(FetchError::Malformed) };
+    }
     let peers: Vec<PeerId> =
         r.peers.iter().take(recipients::NAMED).filter_map(|p| PeerId::from_bytes(p).ok()).collect();
-    if !allowed || peers.is_empty() {
+    if !allowed.redirect || peers.is_empty() {
         return Err(FetchError::Malformed);
     }
     Ok(FetchError::Busy(peers))
@@ -236,11 +257,25 @@ async fn answer(
             return Ok(stream);
         }
         // Nobody has the unit yet, and copies of it are on their way: the first to arrive makes
-        // a recipient to name, instead of one more copy from here.
+        // a recipient to name, instead of one more copy from here. An asker that allows it asks
+        // again shortly rather than wait here in silence.
+        if req.may_defer && recipients.under_way(c) >= FIRST_COPIES {
+            return defer(stream, peer, c.len(), "copies of the unit are on their way").await;
+        }
         recipients.await_copy(c, FIRST_COPIES, COPY_WAIT).await;
         if redirect(&mut stream, peer, c, peers, recipients).await? {
             return Ok(stream);
         }
+    }
+    // Every slot taken: an asker that allows it is told so at once. Waiting here says nothing
+    // for seconds, and an asker whose NAR has no first bytes yet then answers nix 404 (N = 51
+    // flash crowd: 10–13 of 50 failed so).
+    if req.may_defer
+        && !metadata
+        && work.available_permits() == 0
+        && let Some(c) = &cids
+    {
+        return defer(stream, peer, c.len(), "every answer slot is taken").await;
     }
     let _share = if metadata {
         None
@@ -334,18 +369,32 @@ async fn redirect(
         return Ok(false);
     }
     debug!(%asker, blocks = cids.len(), others = ?named, "busy; naming peers that have the blocks");
+    busy(stream, &named, cids.len()).await?;
+    Ok(true)
+}
+
+/// Answers "busy, ask again shortly" (a redirect naming nobody) to a request for `n` blocks.
+async fn defer(mut stream: libp2p::Stream, asker: PeerId, n: usize, why: &str) -> Result<libp2p::Stream, LaneError> {
+    debug!(%asker, blocks = n, why, "busy; the asker is to ask again shortly");
+    busy(&mut stream, &[], n).await?;
+    Ok(stream)
+}
+
+/// The busy answer to a request for `n` blocks: `named` (maybe nobody), then a bare "busy" for
+/// each other block, in one write.
+async fn busy(stream: &mut libp2p::Stream, named: &[PeerId], n: usize) -> Result<(), LaneError> {
     let mut first = vec![BUSY];
     prost::Message::encode(&wire::Redirect { peers: named.iter().map(|p| p.to_bytes()).collect() }, &mut first)
         .map_err(|_| LaneError::Malformed)?;
     // Every frame in one write.
-    let mut out = Vec::with_capacity(first.len() + 2 * cids.len() + 8);
+    let mut out = Vec::with_capacity(first.len() + 2 * n + 8);
     ipld::put_varint(&mut out, first.len() as u64);
     out.extend_from_slice(&first);
-    for _ in 1..cids.len() {
+    for _ in 1..n {
         out.extend_from_slice(&[1, BUSY]);
     }
     stream.write_all(&out).await?;
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -365,9 +414,14 @@ mod tests {
         let named = PeerId::random();
         let redirect =
             prost::Message::encode_to_vec(&wire::Redirect { peers: vec![named.to_bytes(), b"junk".to_vec()] });
-        assert!(matches!(redirected(&redirect, true), Ok(FetchError::Busy(p)) if p == [named]));
-        assert!(matches!(redirected(&redirect, false), Err(FetchError::Malformed)), "never asked for");
-        assert!(matches!(redirected(b"", true), Err(FetchError::Malformed)), "names nobody");
+        let (both, neither) = (IfBusy { redirect: true, defer: true }, IfBusy::default());
+        let redirect_only = IfBusy { redirect: true, defer: false };
+        assert!(matches!(redirected(&redirect, both), Ok(FetchError::Busy(p)) if p == [named]));
+        assert!(matches!(redirected(&redirect, neither), Err(FetchError::Malformed)), "never asked for");
+        assert!(matches!(redirected(b"", both), Ok(FetchError::Deferred)));
+        assert!(matches!(redirected(b"", redirect_only), Err(FetchError::Malformed)), "names nobody");
+        let junk_only = prost::Message::encode_to_vec(&wire::Redirect { peers: vec![b"junk".to_vec()] });
+        assert!(matches!(redirected(&junk_only, both), Err(FetchError::Malformed)), "names nobody valid");
         // 64 MiB of zeros compress to a few KiB: inflating stops at a block's size.
         let mut bomb = vec![HAVE_ZSTD];
         bomb.extend(zstd::bulk::compress(&vec![0u8; 64 << 20], 3).unwrap());

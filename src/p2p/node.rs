@@ -101,17 +101,17 @@ impl Node {
     }
 
     /// Fetches `cids` from `peer`, each checked against its CID ([`blocks::fetch`]), compressed
-    /// on the wire when the peer is far away ([`blocks::COMPRESS_ABOVE_RTT`]); a busy peer may
-    /// name others instead when `may_redirect`.
+    /// on the wire when the peer is far away ([`blocks::COMPRESS_ABOVE_RTT`]); what a busy peer
+    /// may answer instead is `if_busy`.
     pub async fn fetch_blocks(
         &self,
         peer: PeerId,
         cids: &[Cid],
-        may_redirect: bool,
+        if_busy: blocks::IfBusy,
     ) -> Result<Vec<Bytes>, blocks::FetchError> {
         let far = self.peers.rtt(&peer).is_some_and(|rtt| rtt >= blocks::COMPRESS_ABOVE_RTT);
         let lanes = if blocks::metadata(cids) { &self.dag_lanes } else { &self.block_lanes };
-        blocks::fetch(lanes, peer, cids, far, may_redirect).await
+        blocks::fetch(lanes, peer, cids, far, if_busy).await
     }
 
     /// One block from one bitswap peer (an IPFS node that is not peerix), checked against its CID.

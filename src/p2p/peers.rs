@@ -365,11 +365,14 @@ impl Peers {
         self.with(|m| m.get(peer).and_then(|p| p.last_heard))
     }
 
-    /// True if one of `peers` answered a request of ours within `within`: it is working through a
-    /// queue of them (a seeder a crowd asks at once), so an answer still to come is worth waiting for.
+    /// True if one of `peers` answered a request of ours within `within` and is still connected:
+    /// it is working through a queue of them (a seeder a crowd asks at once), so an answer still
+    /// to come is worth waiting for.
     pub fn answering(&self, peers: &[PeerId], within: Duration) -> bool {
         self.with(|m| {
-            peers.iter().any(|id| m.get(id).and_then(|p| p.last_answer).is_some_and(|t| t.elapsed() < within))
+            peers.iter().any(|id| {
+                m.get(id).filter(|p| p.connected).and_then(|p| p.last_answer).is_some_and(|t| t.elapsed() < within)
+            })
         })
     }
 

@@ -104,6 +104,13 @@ impl Recipients {
         Some(Sending { of: self, unit })
     }
 
+    /// Copies of `cids` on their way now.
+    pub fn under_way(&self, cids: &[Cid]) -> usize {
+        let Some(first) = cids.first() else { return 0 };
+        let under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
+        under_way.get(&(*first, cids.len())).map_or(0, |(n, _)| *n)
+    }
+
     /// Waits (at most `max`) until a copy of `cids` now on its way ends, if `copies` or more are:
     /// a crowd asking for a unit nobody has yet then waits for its first recipients instead of
     /// being sent more copies of it. Returns at once when fewer are under way.
@@ -185,6 +192,7 @@ mod tests {
         assert_eq!(t.elapsed(), Duration::ZERO, "no copy under way");
         let first = r.sending(&unit).unwrap();
         let _second = r.sending(&unit).unwrap();
+        assert_eq!((r.under_way(&unit), r.under_way(&unit[..1])), (2, 0));
         r.await_copy(&unit[..1], 2, max).await;
         assert_eq!(t.elapsed(), Duration::ZERO, "another unit");
         let waiting = r.await_copy(&unit, 2, max);

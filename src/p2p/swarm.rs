@@ -189,8 +189,12 @@ pub fn start(
     crate::tasks::spawn(module_path!(), event_loop.run(shutdown));
     let narinfo_lanes =
         lanes::Lanes::new(control.clone(), narinfo::PROTOCOL, node::NARINFO_LANES, crate::timeouts::NARINFO_RETRIES);
+    // Each block of an answer shows the peer answering ([`peers::Peers::answering`]): a transfer
+    // waiting for its first bytes behind a crowd at a slow seeder sees its unit on its way.
+    let answering = peers.clone();
     let block_lanes =
-        lanes::Lanes::new(control.clone(), blocks::PROTOCOL, node::BLOCK_LANES, crate::timeouts::BLOCK_RETRIES);
+        lanes::Lanes::new(control.clone(), blocks::PROTOCOL, node::BLOCK_LANES, crate::timeouts::BLOCK_RETRIES)
+            .on_frame(move |p| answering.answered(p));
     let dag_lanes = block_lanes.apart(1);
     Ok(Node { client, bitswap, narinfo_lanes, block_lanes, dag_lanes, peers, dht, expects_peers, control })
 }

@@ -14,7 +14,7 @@ use super::accepted::{AcceptedNar, Root};
 use super::sources::{Source, SourceError};
 use crate::ipld::ChunkedNar;
 use crate::ipld::walk::{Limits, Piece, Walk};
-use crate::p2p::blocks::MAX_CIDS;
+use crate::p2p::blocks::{IfBusy, MAX_CIDS};
 use crate::timeouts::PLAN_ATTEMPT;
 
 /// A NAR's DAG, planned: its root, its pieces in order, and the interior nodes fetched on the way.
@@ -139,7 +139,7 @@ impl Substituter {
         for batch in cids.chunks(MAX_CIDS) {
             let mut got = None;
             for source in sources {
-                match tokio::time::timeout(PLAN_ATTEMPT, self.sources.fetch(source, batch, false)).await {
+                match tokio::time::timeout(PLAN_ATTEMPT, self.sources.fetch(source, batch, IfBusy::default())).await {
                     Ok(Ok(blocks)) => {
                         got = Some(blocks);
                         break;

@@ -10,6 +10,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use libp2p::PeerId;
 
 use crate::ipld::{self, MAX_BLOCK};
+use crate::p2p::blocks::IfBusy;
 use crate::p2p::{self, Node};
 use crate::timeouts::BLOCK_REQUEST;
 
@@ -92,6 +93,9 @@ pub enum SourceError {
     /// A busy peerix peer named others that just received the blocks from it.
     #[error("source is busy and named {} others", .0.len())]
     Busy(Vec<PeerId>),
+    /// A busy peerix peer asked us to ask again shortly.
+    #[error("source is busy and asked us to ask again shortly")]
+    Deferred,
 }
 
 /// The means to reach every kind of source.
@@ -106,23 +110,24 @@ impl Sources {
         Ok(Self { node, fallbacks, http: crate::remote::client(BLOCK_REQUEST)? })
     }
 
-    /// `cids` from `source`, in order, each checked against its CID; a busy peerix peer may answer
-    /// [`SourceError::Busy`] instead when `may_redirect`.
-    pub async fn fetch(&self, source: &Source, cids: &[Cid], may_redirect: bool) -> Result<Vec<Bytes>, SourceError> {
+    /// `cids` from `source`, in order, each checked against its CID; what a busy peerix peer may
+    /// answer instead ([`SourceError::Busy`], [`SourceError::Deferred`]) is `if_busy`.
+    pub async fn fetch(&self, source: &Source, cids: &[Cid], if_busy: IfBusy) -> Result<Vec<Bytes>, SourceError> {
         match source {
             Source::Peer(peer) => {
                 let node = self.node.as_ref().ok_or_else(|| SourceError::Failed("no IPFS node".into()))?;
-                let fetched = node.fetch_blocks(*peer, cids, may_redirect).await;
-                // Any answer (blocks, "not here", "busy") shows the peer serving us: the DAG
-                // planned or a unit queued behind a crowd keeps a first-byte wait going.
-                use p2p::blocks::FetchError::{Busy, Mismatch, Missing};
-                if matches!(fetched, Ok(_) | Err(Busy(_) | Missing(_))) {
+                let fetched = node.fetch_blocks(*peer, cids, if_busy).await;
+                // Any answer (blocks, "not here", "busy", "ask again") shows the peer serving us:
+                // the DAG planned or a unit queued behind a crowd keeps a first-byte wait going.
+                use p2p::blocks::FetchError::{Busy, Deferred, Mismatch, Missing};
+                if matches!(fetched, Ok(_) | Err(Busy(_) | Deferred | Missing(_))) {
                     node.peers().answered(*peer);
                 }
                 fetched.map_err(|e| match e {
                     Missing(c) => SourceError::Missing(c),
                     Mismatch(c) => SourceError::BadBlock(c),
                     Busy(others) => SourceError::Busy(others),
+                    Deferred => SourceError::Deferred,
                     other => SourceError::Failed(crate::errors::chain(&other)),
                 })
             }

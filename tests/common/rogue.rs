@@ -173,14 +173,19 @@ impl Rogue {
         cids: &[Cid],
         compress: bool,
     ) -> Result<Vec<bytes::Bytes>, blocks::FetchError> {
-        blocks::fetch(
-            &lanes::Lanes::new(self.control.clone(), blocks::PROTOCOL, 1, peerix::timeouts::BLOCK_RETRIES),
-            peer,
-            cids,
-            compress,
-            false,
-        )
-        .await
+        self.fetch_blocks_if_busy(peer, cids, compress, blocks::IfBusy::default()).await
+    }
+
+    /// Asks `peer` for blocks, allowing the busy answers `if_busy`.
+    pub async fn fetch_blocks_if_busy(
+        &self,
+        peer: PeerId,
+        cids: &[Cid],
+        compress: bool,
+        if_busy: blocks::IfBusy,
+    ) -> Result<Vec<bytes::Bytes>, blocks::FetchError> {
+        let lanes = lanes::Lanes::new(self.control.clone(), blocks::PROTOCOL, 1, peerix::timeouts::BLOCK_RETRIES);
+        blocks::fetch(&lanes, peer, cids, compress, if_busy).await
     }
 
     /// Asks `peer` for blocks over `/peerix/blocks/1.0.0`.
@@ -447,7 +452,12 @@ pub fn summary_claims(summary: &have::wire::Have, hash: &str) -> bool {
 
 /// A block request for `cids` as an asker that takes no redirect sends it.
 fn block_request(cids: &[Cid], compress: bool) -> blocks::wire::Request {
-    blocks::wire::Request { cids: cids.iter().map(|c| c.to_bytes()).collect(), compress, may_redirect: false }
+    blocks::wire::Request {
+        cids: cids.iter().map(|c| c.to_bytes()).collect(),
+        compress,
+        may_redirect: false,
+        may_defer: false,
+    }
 }
 
 /// Streams reading answers slowly ([`Rogue::trickle_block_answers`]); they end on drop.

@@ -24,7 +24,7 @@ use crate::p2p::blocks::MAX_CIDS;
 use crate::substitute::Substituter;
 use crate::substitute::accepted::AcceptedNar;
 use crate::substitute::sources::{Source, SourceError};
-use crate::timeouts::{FIRST_BYTES_BUSY_MAX, FIRST_BYTES_WAIT};
+use crate::timeouts::{ANSWERING_WITHIN, FIRST_BYTES_BUSY_MAX, FIRST_BYTES_WAIT};
 
 /// Why a transfer ended before nix had the whole NAR; shown as `failed: <text>` in
 /// `/api/status`, and the response is aborted (nix sees a truncated body and moves on).
@@ -75,6 +75,10 @@ pub(super) struct Slot {
     pub(super) named: bool,
     /// Kept though a unit stalled: the last source left, still connected (logged once).
     pub(super) patient: bool,
+    /// It answered "busy, ask again shortly": not asked again before this.
+    pub(super) resting_until: Option<Instant>,
+    /// It has answered only that since this (cleared by a unit delivered).
+    pub(super) deferring_since: Option<Instant>,
     pub(super) failures: u32,
     pub(super) bytes: u64,
     pub(super) blocks: u64,
@@ -83,6 +87,16 @@ pub(super) struct Slot {
 }
 
 pub(super) type Done = (usize, usize, Result<Vec<Bytes>, SourceError>, Duration);
+
+/// A transfer's signs of life, shared with the NAR request that waits for its first bytes.
+#[derive(Default)]
+pub(super) struct Progress {
+    /// When a unit last arrived, from any source.
+    pub(super) last_unit: Option<Instant>,
+    /// Every peer the transfer asks, the peers a busy source named too: one of them sending
+    /// blocks (to us, for any transfer) is at work on a queue our units are in.
+    pub(super) peers: Vec<PeerId>,
+}
 
 pub(super) struct Driver {
     pub(super) sub: Arc<Substituter>,
@@ -109,9 +123,8 @@ pub(super) struct Driver {
     pub(super) no_source_since: Option<Instant>,
     pub(super) id: u64,
     pub(super) started: Instant,
-    /// When a unit last arrived from any source (a peer a busy source named too): the transfer is
-    /// moving, so the wait for its first bytes goes on ([`Substituter::sources_busy`]).
-    pub(super) last_unit: Arc<Mutex<Option<Instant>>>,
+    /// What the wait for the first bytes sees of the transfer ([`Substituter::sources_busy`]).
+    pub(super) progress: Arc<Mutex<Progress>>,
     pub(super) sent: u64,
     pub(super) duplicate: u64,
 }
@@ -146,8 +159,9 @@ impl Substituter {
             plan.pieces.into_iter().filter(|p| p.offset() < range.end && p.offset() + p.len() > range.start).collect();
         let units = units_of(&pieces);
         let id = self.activity.transfer_started(nar.store_path.to_string(), range.end - range.start);
-        let slots = self.peer_sources(&nar, Some(root)).into_iter().map(Slot::new).collect();
-        let last_unit = Arc::new(Mutex::new(None));
+        let slots: Vec<Slot> = self.peer_sources(&nar, Some(root)).into_iter().map(Slot::new).collect();
+        let peers = slots.iter().filter_map(|s| s.source.peer()).collect();
+        let progress = Arc::new(Mutex::new(Progress { last_unit: None, peers }));
         let driver = Driver {
             sub: self.clone(),
             nar,
@@ -170,7 +184,7 @@ impl Substituter {
             no_source_since: None,
             id,
             started: Instant::now(),
-            last_unit: last_unit.clone(),
+            progress: progress.clone(),
             sent: 0,
             duplicate: 0,
         };
@@ -178,7 +192,7 @@ impl Substituter {
         crate::tasks::spawn(module_path!(), driver.run(out));
         // The status line waits for the first bytes: until then a failure is still a clean 404.
         // (Dropping `rx` stops the driver within a tick.)
-        let first = match self.before_first_bytes(&nar, &mut deadline, last, Some(&last_unit), rx.recv()).await {
+        let first = match self.before_first_bytes(&nar, &mut deadline, last, Some(&progress), rx.recv()).await {
             Some(Some(Ok(piece))) => piece,
             Some(Some(Err(e))) => {
                 info!(%path, cause = %e, "every source failed before the first bytes; answering 404");
@@ -206,41 +220,44 @@ impl Substituter {
         nar: &AcceptedNar,
         deadline: &mut tokio::time::Instant,
         last: tokio::time::Instant,
-        last_unit: Option<&Mutex<Option<Instant>>>,
+        progress: Option<&Mutex<Progress>>,
         step: impl std::future::Future<Output = T>,
     ) -> Option<T> {
         tokio::pin!(step);
         loop {
             match tokio::time::timeout_at(*deadline, &mut step).await {
                 Ok(done) => return Some(done),
-                Err(_) if self.sources_busy(nar, *deadline, last, last_unit) => *deadline += FIRST_BYTES_WAIT,
+                Err(_) if self.sources_busy(nar, *deadline, last, progress) => *deadline += FIRST_BYTES_WAIT,
                 Err(_) => return None,
             }
         }
     }
 
-    /// At a first-byte deadline: true if one of the NAR's peers answered a request of ours, or a
-    /// unit of this transfer arrived (`last_unit`: from peers a busy seeder named, say), within
-    /// the last [`FIRST_BYTES_WAIT`] (and [`FIRST_BYTES_BUSY_MAX`] is not reached) — a seeder
-    /// serving a crowd queues our units behind theirs but delivers, and a 404 would fail the build
-    /// of every node without another substituter (a crowd of 19 from one seeder: 7 failed so). A
-    /// peer that vanished answers nothing, and the deadline stands.
+    /// At a first-byte deadline: true if one of the NAR's peers or the transfer's sources answered
+    /// a request of ours (a block of an answer counts, a "busy, ask again" too) within
+    /// [`ANSWERING_WITHIN`] and is still connected, or a unit of this transfer arrived within the
+    /// last [`FIRST_BYTES_WAIT`] (and [`FIRST_BYTES_BUSY_MAX`] is not reached) — a seeder serving a crowd queues our units behind theirs but delivers, and a 404
+    /// would fail the build of every node without another substituter (a crowd of 19 from one
+    /// seeder: 7 failed so; of 50, 6–12 still did while the peers a busy seeder named, crowd
+    /// members themselves, were not counted). A peer that vanished answers nothing, and the
+    /// deadline stands.
     fn sources_busy(
         &self,
         nar: &AcceptedNar,
         deadline: tokio::time::Instant,
         last: tokio::time::Instant,
-        last_unit: Option<&Mutex<Option<Instant>>>,
+        progress: Option<&Mutex<Progress>>,
     ) -> bool {
         let Some(node) = &self.sources.node else { return false };
+        let (moving, mut peers) = progress.map_or((false, Vec::new()), |m| {
+            let p = m.lock().unwrap_or_else(|e| e.into_inner());
+            (p.last_unit.is_some_and(|t| t.elapsed() < FIRST_BYTES_WAIT), p.peers.clone())
+        });
         // Every peer that named a root (a tracker's holder too), not only those whose summary
         // lists the path: in a crowd a node reaches its seeder either way.
-        let mut peers: Vec<PeerId> = nar.roots().into_iter().flat_map(|r| r.peers).collect();
+        peers.extend(nar.roots().into_iter().flat_map(|r| r.peers));
         peers.extend(node.peers().matching(&nar.hash));
-        let moving = last_unit
-            .and_then(|m| *m.lock().unwrap_or_else(|e| e.into_inner()))
-            .is_some_and(|t| t.elapsed() < FIRST_BYTES_WAIT);
-        let busy = deadline < last && (moving || node.peers().answering(&peers, FIRST_BYTES_WAIT));
+        let busy = deadline < last && (moving || node.peers().answering(&peers, ANSWERING_WITHIN));
         if busy {
             debug!(path = %nar.store_path, "its sources are busy but answering; waiting longer for the first bytes");
         }
@@ -277,6 +294,8 @@ impl Slot {
             dead: false,
             named: false,
             patient: false,
+            resting_until: None,
+            deferring_since: None,
             failures: 0,
             bytes: 0,
             blocks: 0,

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::driver::{Done, Driver, MAX_FAILURES, MAX_SLOTS, Slot, TransferFailure, WINDOW_BYTES};
+use crate::p2p::blocks::IfBusy;
 use crate::substitute::sources::{Source, SourceError};
-use crate::timeouts::{FALLBACK_AFTER, HEDGE_AFTER, NO_SOURCE_WAIT, UNIT_STALLED};
+use crate::timeouts::{BLOCKS_ANSWER, DEFERRED_REST, FALLBACK_AFTER, HEDGE_AFTER, NO_SOURCE_WAIT, UNIT_STALLED};
 
 impl Driver {
     /// Hands units to sources with room, the re-queued ones first, within the window.
@@ -42,12 +43,15 @@ impl Driver {
     }
 
     /// The live source with room that is fastest so far (unknown speed counts as fast), not one
-    /// of `except`.
+    /// of `except` nor one resting after "ask again shortly".
     pub(super) fn best_slot(&self, except: &[usize]) -> Option<usize> {
+        let now = Instant::now();
         self.slots
             .iter()
             .enumerate()
-            .filter(|(i, s)| !s.dead && s.in_flight < s.cap() && !except.contains(i))
+            .filter(|(i, s)| {
+                !s.dead && s.in_flight < s.cap() && !except.contains(i) && s.resting_until.is_none_or(|t| t <= now)
+            })
             .min_by(|(_, a), (_, b)| {
                 let speed = |s: &Slot| s.unit_secs.unwrap_or(0.0) * (1 + s.in_flight) as f64;
                 speed(a).total_cmp(&speed(b))
@@ -59,10 +63,10 @@ impl Driver {
         let (sub, source, cids, tx) =
             (self.sub.clone(), self.slots[slot].source.clone(), self.units[unit].cids.clone(), self.results.0.clone());
         // Sent elsewhere once at most: a second busy answer would only bounce it again.
-        let may_redirect = !self.redirected.contains_key(&unit);
+        let if_busy = IfBusy { redirect: !self.redirected.contains_key(&unit), defer: true };
         let task = crate::tasks::spawn(module_path!(), async move {
             let t = Instant::now();
-            let r = sub.sources.fetch(&source, &cids, may_redirect).await;
+            let r = sub.sources.fetch(&source, &cids, if_busy).await;
             let _ = tx.send((unit, slot, r, t.elapsed())).await;
         });
         self.slots[slot].in_flight += 1;
@@ -82,7 +86,7 @@ impl Driver {
                     self.duplicate += bytes;
                     return;
                 }
-                *self.last_unit.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                self.progress.lock().unwrap_or_else(|e| e.into_inner()).last_unit = Some(Instant::now());
                 // Checked against their CIDs: other peers may have them from us now.
                 self.sub.cache.received.keep(self.units[unit].cids.iter().copied().zip(blocks.iter().cloned()));
                 // The other copy of a hedged unit is not needed any more.
@@ -91,6 +95,7 @@ impl Driver {
                 }
                 let s = &mut self.slots[slot];
                 s.failures = 0;
+                s.deferring_since = None;
                 s.bytes += bytes;
                 s.blocks += blocks.len() as u64;
                 let secs = took.as_secs_f64();
@@ -121,6 +126,15 @@ impl Driver {
                 }
                 self.requeue_if_orphaned(unit);
             }
+            Err(SourceError::Deferred) => {
+                // Busy but answering (counted as an answer in `Sources::fetch`, so the wait for
+                // the first bytes goes on): the unit goes back in the queue and the source rests a
+                // tick; no failure. A source that only ever defers meets `check_stalls`.
+                let s = &mut self.slots[slot];
+                s.resting_until = Some(Instant::now() + DEFERRED_REST);
+                s.deferring_since.get_or_insert_with(Instant::now);
+                self.requeue_if_orphaned(unit);
+            }
             Err(e) => {
                 let s = &mut self.slots[slot];
                 match &e {
@@ -139,7 +153,7 @@ impl Driver {
                         s.failures += 1;
                         s.dead |= s.failures >= MAX_FAILURES;
                     }
-                    SourceError::Busy(_) => unreachable!("handled above"),
+                    SourceError::Busy(_) | SourceError::Deferred => unreachable!("handled above"),
                 }
                 let s = &self.slots[slot];
                 debug!(source = ?s.source, unit, cause = %e, dropped = s.dead, "unit not delivered");
@@ -203,6 +217,9 @@ impl Driver {
             return false;
         }
         debug!(path = %self.nar.store_path, source = ?source, "new source joins the transfer");
+        if let Some(p) = source.peer() {
+            self.progress.lock().unwrap_or_else(|e| e.into_inner()).peers.push(p);
+        }
         self.slots.push(Slot::new(source));
         true
     }
@@ -223,6 +240,16 @@ impl Driver {
         !others && connected
     }
 
+    /// `slot` is no longer asked (counted as a failure of its peer).
+    fn drop_slot(&mut self, slot: usize) {
+        self.slots[slot].dead = true;
+        if let Some(node) = &self.sub.sources.node
+            && let Some(p) = self.slots[slot].source.peer()
+        {
+            node.peers().count(p, |st| st.fetch_failures += 1);
+        }
+    }
+
     /// Drops sources whose units stall; asks a second source for the unit nix waits for when late.
     pub(super) fn check_stalls(&mut self) {
         let mut stalled = Vec::new();
@@ -241,12 +268,7 @@ impl Driver {
                 continue;
             }
             warn!(source = ?self.slots[slot].source, unit, "source stalled; dropping it from the transfer");
-            self.slots[slot].dead = true;
-            if let Some(node) = &self.sub.sources.node
-                && let Some(p) = self.slots[slot].source.peer()
-            {
-                node.peers().count(p, |st| st.fetch_failures += 1);
-            }
+            self.drop_slot(slot);
             if let Some(copies) = self.flying.get_mut(&unit) {
                 copies.retain(|(s, _, h)| {
                     if *s == slot {
@@ -260,6 +282,16 @@ impl Driver {
                 }
             }
             self.slots[slot].in_flight = self.slots[slot].in_flight.saturating_sub(1);
+        }
+        // A source that only says "ask again" is as stalled as one that says nothing — but the
+        // last one is waited on as long as a request queued at it could have waited.
+        for slot in 0..self.slots.len() {
+            let Some(since) = self.slots[slot].deferring_since.filter(|_| !self.slots[slot].dead) else { continue };
+            let waited = since.elapsed();
+            if waited > UNIT_STALLED && (waited > BLOCKS_ANSWER || !self.only_hope(slot)) {
+                warn!(source = ?self.slots[slot].source, ?waited, "source only asks us to ask again; dropping it from the transfer");
+                self.drop_slot(slot);
+            }
         }
         let head = self.emit;
         let Some(copies) = self.flying.get(&head) else { return };
