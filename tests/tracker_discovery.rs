@@ -111,3 +111,35 @@ async fn a_hung_or_lying_tracker_costs_a_lookup_its_deadline_at_most() {
         assert!(kb < 256 << 10, "{name}: the daemon's peak RSS reached {kb} kB");
     }
 }
+
+/// A peer whose summary claims every path but never answers a narinfo question does not hide the
+/// holder the tracker names: once the peers a summary matched are late, the tracker's holders are
+/// asked. Before, the lookup ended there as a miss and nix failed with "don't know how to build"
+/// (3 of 50 in a flash crowd at N = 51 met a late summary match this way).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_peer_claiming_everything_does_not_hide_the_trackers_holder() {
+    use common::rogue::{Plan, Rogue};
+    let w = Work::new();
+    let (sk, pk) = w.keypair("peerix-tracked-3");
+    let f = w.build_fixture();
+    w.sign(&f.top, &sk);
+    let t = start_tracker(&w.path("tracker"), &[]);
+    let store_a = w.chroot_store("a", &[&f.top]);
+    let args = ["--store-root", store_a.to_str().unwrap(), "--trusted-public-key", &pk];
+    run(&mut peerix_cmd("publish", &w.path("state-a"), &args));
+    let a = tracked(&w, "a", &store_a, &pk, &t.url, &[]);
+    a.wait_log("announced to the tracker");
+
+    let asked = std::sync::Arc::default();
+    let plan = Plan { silent: true, asked: std::sync::Arc::clone(&asked), ..Default::default() };
+    let silent = Rogue::start(plan, None).await;
+    let c = tracked(&w, "c", &w.path("c-nothing"), &pk, &t.url, &["--peer", &silent.addr]);
+    c.wait_log("have-summary applied");
+    let out = w.substitute("c", &f.top, &c.url, &pk);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.log());
+    w.assert_same_nars("c", [&f.top, &f.dep]);
+    let from = c.wait_log("narinfo from peer");
+    assert!(from.contains(&a.peer_id()), "{from}");
+    let asked: Vec<(String, bool)> = asked.lock().unwrap().clone();
+    assert!(asked.iter().any(|(h, _)| f.top.contains(h.as_str())), "C never asked the silent peer: {asked:?}");
+}

@@ -271,6 +271,15 @@ impl Substituter {
                         for p in &flying {
                             node.peers().let_down(*p);
                         }
+                        // The tracker's holders are still to be asked: the peers a summary named
+                        // were late (their answers still count if they come), and a crowd member
+                        // whose summary match had let it down before gave up here without ever
+                        // asking the holder the tracker named (N = 51 flash crowd: 3 of 50 nix
+                        // failed on the top path's narinfo 0.8 s into a 3 s lookup).
+                        if tracked.is_some() {
+                            flying.clear();
+                            continue;
+                        }
                         break;
                     }
                     None => break,
