@@ -198,10 +198,10 @@ impl Substituter {
         // The first answer's closure covers most of what nix asks next.
         let turn = ClosureTurn::take(&self.closure_asked);
         let mut closure_left = turn.0;
+        let mut summaries_late = false;
         loop {
             let now = tokio::time::Instant::now();
-            if flying.is_empty()
-                && queue.is_empty()
+            if ((flying.is_empty() && queue.is_empty()) || summaries_late)
                 && let Some(providers) = tracked.take()
             {
                 // The same benefit of the doubt as a peer's: 50 nodes asked one tracker for 20
@@ -271,13 +271,13 @@ impl Substituter {
                         for p in &flying {
                             node.peers().let_down(*p);
                         }
-                        // The tracker's holders are still to be asked: the peers a summary named
-                        // were late (their answers still count if they come), and a crowd member
-                        // whose summary match had let it down before gave up here without ever
-                        // asking the holder the tracker named (N = 51 flash crowd: 3 of 50 nix
-                        // failed on the top path's narinfo 0.8 s into a 3 s lookup).
+                        // The tracker is still to be heard: a crowd member whose one summary
+                        // match had let it down before gave up here without ever hearing the
+                        // holder the tracker named (N = 51 flash crowd: 3 of 50 nix failed on the
+                        // top path's narinfo 0.8 s into a 3 s lookup). Its holders get their own
+                        // deadline, a late peer it names too.
                         if tracked.is_some() {
-                            flying.clear();
+                            summaries_late = true;
                             continue;
                         }
                         break;
