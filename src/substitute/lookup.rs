@@ -164,7 +164,8 @@ impl Substituter {
     /// trusted answer wins; later replies of peers already asked add their roots in the background.
     ///
     /// With a tracker, its providers are asked for at once and, when the matching peers are done
-    /// without an answer, dialled and asked in turn, with a deadline of their own.
+    /// without an answer or late, dialled and asked in turn, with a deadline of their own (a late
+    /// peer the tracker names too keeps its request and gets that deadline).
     ///
     /// A peer still owing an answer at the deadline that answered other requests of ours within
     /// it is busy, not gone — a seeder a crowd asked ~400 narinfos at once answered them in
