@@ -13,16 +13,10 @@ use peerix::p2p::blocks::{FetchError, IfBusy};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_seeder_with_every_slot_taken_defers_and_the_nar_still_arrives() {
-    let w = Work::new();
-    let (sk, pk) = w.keypair("defer-1");
-    let f = w.build_big_fixture(3_000_000);
-    w.sign(&f.top, &sk);
-    let a = seeder(&w, "a", &[&f.top], &pk);
-    let a_peer: libp2p::PeerId = a.peer_id().parse().unwrap();
-    let chunks = indexed_blocks(&w.path("state-a"), &f.top);
+    let s = seeder_and_client("defer-1");
+    let SeederAndClient { a, a_peer, c, pk, f, w, .. } = &s;
+    let (a_peer, chunks) = (*a_peer, &s.blocks);
     let asked = &chunks[..chunks.len().min(64)];
-    let c = peer_client(&w, "c", "client", &pk, &[&a.p2p_addr()], &[]);
-    c.wait_log("have-summary applied");
 
     // Eight peers ask for blocks 8 times each and never read: A's 64 answer slots are all taken
     // until each answer's first block write gives up (10 s).
@@ -55,7 +49,7 @@ async fn a_seeder_with_every_slot_taken_defers_and_the_nar_still_arrives() {
     // C, with A its only source, asks while every slot is held: A defers each request, C asks
     // again every 250 ms and keeps waiting for the first bytes, and the NAR arrives byte for byte
     // once the held answers end — where a silent wait made it answer nix 404 after 3 s.
-    let out = w.substitute("client", &f.top, &c.url, &pk);
+    let out = w.substitute("client", &f.top, &c.url, pk);
     assert!(out.status.success(), "{}\n{}\n{}", String::from_utf8_lossy(&out.stderr), c.log(), a.log());
     w.assert_same_nars("client", [&f.top, &f.dep]);
     a.wait_log("answer not written within 10s");

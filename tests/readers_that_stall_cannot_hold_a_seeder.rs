@@ -13,18 +13,9 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn peers_that_ask_and_never_read_free_their_slots_and_honest_peers_are_served() {
-    let w = Work::new();
-    let (sk, pk) = w.keypair("stall-1");
-    let f = w.build_big_fixture(3_000_000);
-    w.sign(&f.top, &sk);
-    let a = seeder(&w, "a", &[&f.top], &pk);
-    let a_peer: libp2p::PeerId = a.peer_id().parse().unwrap();
-    let chunks = indexed_blocks(&w.path("state-a"), &f.top);
-    let asked = &chunks[..chunks.len().min(64)];
-    // C, with A as its only source, has A's summary before the rogues come (A sends its summary
-    // to a bounded few peers that send none: the rogues would be those).
-    let c = peer_client(&w, "c", "client", &pk, &[&a.p2p_addr()], &[]);
-    c.wait_log("have-summary applied");
+    let s = seeder_and_client("stall-1");
+    let SeederAndClient { a, a_peer, c, pk, f, w, .. } = &s;
+    let (a_peer, asked) = (*a_peer, &s.blocks[..s.blocks.len().min(64)]);
 
     // One peer opens 32 streams (as many as a peer may hold) and asks on each: 8 answers begin,
     // the other 24 requests end their lanes.
@@ -45,7 +36,7 @@ async fn peers_that_ask_and_never_read_free_their_slots_and_honest_peers_are_ser
 
     // C then gets the closure, byte for byte, while the
     // stalled streams are still open on the rogues' side.
-    let out = w.substitute("client", &f.top, &c.url, &pk);
+    let out = w.substitute("client", &f.top, &c.url, pk);
     assert!(out.status.success(), "{}\n{}\n{}", String::from_utf8_lossy(&out.stderr), c.log(), a.log());
     w.assert_same_nars("client", [&f.top, &f.dep]);
     drop(held);

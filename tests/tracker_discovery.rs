@@ -19,6 +19,17 @@ fn tracked(w: &Work, name: &str, store: &std::path::Path, pk: &str, tracker: &st
     Daemon::start(&w.path(&format!("state-{name}")), &[&args[..], &p2p, extra].concat())
 }
 
+/// A (`state-a`): the closure `f` published and served, found only through the tracker `url`;
+/// returns once A announced it, with the line that says how many paths.
+fn tracked_holder(w: &Work, f: &Fixture, pk: &str, url: &str) -> (Daemon, String) {
+    let store_a = w.chroot_store("a", &[&f.top]);
+    let args = ["--store-root", store_a.to_str().unwrap(), "--trusted-public-key", pk];
+    run(&mut peerix_cmd("publish", &w.path("state-a"), &args));
+    let a = tracked(w, "a", &store_a, pk, url, &[]);
+    let announced = a.wait_log("announced to the tracker");
+    (a, announced)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn nix_substitutes_from_a_peer_found_through_the_tracker_alone() {
     let w = Work::new();
@@ -26,12 +37,7 @@ async fn nix_substitutes_from_a_peer_found_through_the_tracker_alone() {
     let f = w.build_fixture();
     w.sign(&f.top, &sk);
     let t = start_tracker(&w.path("tracker"), &[]);
-
-    let store_a = w.chroot_store("a", &[&f.top]);
-    let args = ["--store-root", store_a.to_str().unwrap(), "--trusted-public-key", &pk];
-    run(&mut peerix_cmd("publish", &w.path("state-a"), &args));
-    let a = tracked(&w, "a", &store_a, &pk, &t.url, &[]);
-    let announced = a.wait_log("announced to the tracker");
+    let (a, announced) = tracked_holder(&w, &f, &pk, &t.url);
     assert!(announced.contains("paths=2"), "{announced}");
 
     let c = tracked(&w, "c", &w.path("c-nothing"), &pk, &t.url, &[]);
@@ -124,11 +130,7 @@ async fn a_silent_peer_claiming_everything_does_not_hide_the_trackers_holder() {
     let f = w.build_fixture();
     w.sign(&f.top, &sk);
     let t = start_tracker(&w.path("tracker"), &[]);
-    let store_a = w.chroot_store("a", &[&f.top]);
-    let args = ["--store-root", store_a.to_str().unwrap(), "--trusted-public-key", &pk];
-    run(&mut peerix_cmd("publish", &w.path("state-a"), &args));
-    let a = tracked(&w, "a", &store_a, &pk, &t.url, &[]);
-    a.wait_log("announced to the tracker");
+    let (a, _) = tracked_holder(&w, &f, &pk, &t.url);
 
     let asked = std::sync::Arc::default();
     let plan = Plan { silent: true, asked: std::sync::Arc::clone(&asked), ..Default::default() };

@@ -37,6 +37,35 @@ pub fn peer_client(w: &Work, name: &str, store: &str, pk: &str, peers: &[&str], 
     Daemon::start(&w.path(&format!("state-{name}")), &args)
 }
 
+/// A seeder under a crowd's pressure, on loopback: A serves a signed 3 MB closure, and C, whose
+/// only peer is A, holds A's summary (taken before any rogue comes: A sends its summary to a
+/// bounded few peers that send none, and rogues would be those).
+pub struct SeederAndClient {
+    pub a: Daemon,
+    pub a_peer: libp2p::PeerId,
+    /// Every block of the top path in A's index: its DAG nodes, then its chunks.
+    pub blocks: Vec<cid::Cid>,
+    pub c: Daemon,
+    pub pk: String,
+    pub f: super::Fixture,
+    /// Last: the daemons stop before their directories go.
+    pub w: Work,
+}
+
+/// [`SeederAndClient`] with a signing key named `key`; C substitutes into the store `client`.
+pub fn seeder_and_client(key: &str) -> SeederAndClient {
+    let w = Work::new();
+    let (sk, pk) = w.keypair(key);
+    let f = w.build_big_fixture(3_000_000);
+    w.sign(&f.top, &sk);
+    let a = seeder(&w, "a", &[&f.top], &pk);
+    let a_peer = a.peer_id().parse().unwrap();
+    let blocks = super::indexed_blocks(&w.path("state-a"), &f.top);
+    let c = peer_client(&w, "c", "client", &pk, &[&a.p2p_addr()], &[]);
+    c.wait_log("have-summary applied");
+    SeederAndClient { a, a_peer, blocks, c, pk, f, w }
+}
+
 /// A test-harness flag (never passed to peerix): do not add `--bootstrap none`.
 pub const KEEP_DEFAULT_BOOTSTRAP: &str = "--keep-default-bootstrap";
 

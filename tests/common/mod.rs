@@ -22,7 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 // Each test crate uses a part of the harness.
 #[allow(unused_imports)]
-pub use daemon::{Daemon, KEEP_DEFAULT_BOOTSTRAP, LOOPBACK_LAN, peer_client, seeder};
+pub use daemon::{
+    Daemon, KEEP_DEFAULT_BOOTSTRAP, LOOPBACK_LAN, SeederAndClient, peer_client, seeder, seeder_and_client,
+};
 
 pub const NIX_CONFIG: &str =
     "experimental-features = nix-command\nsubstituters =\nsandbox = false\nbuild-users-group =\n";
