@@ -45,6 +45,11 @@ struct Recipient {
 /// A unit: its first CID and its number of blocks.
 type Unit = (Cid, usize);
 
+/// The unit `cids` make; none if empty.
+fn unit(cids: &[Cid]) -> Option<Unit> {
+    Some((*cids.first()?, cids.len()))
+}
+
 pub struct Recipients {
     units: Mutex<Lru<Unit, Vec<Recipient>>>,
     /// Copies of each unit being sent right now, and a channel bumped as each ends.
@@ -83,9 +88,8 @@ impl Recipients {
 
     /// `peer` received all of `cids`, in one answer.
     pub fn sent(&self, peer: PeerId, cids: &[Cid]) {
-        let Some(first) = cids.first() else { return };
+        let Some(key) = unit(cids) else { return };
         self.with(|units| {
-            let key = (*first, cids.len());
             let mut list = units.remove(&key).unwrap_or_default();
             list.retain(|r| r.peer != peer && r.at.elapsed() < RECIPIENT_TTL);
             if list.len() >= PER_UNIT {
@@ -98,7 +102,7 @@ impl Recipients {
 
     /// A copy of `cids` starts on its way to someone: counted until the guard drops.
     pub fn sending(&self, cids: &[Cid]) -> Option<Sending<'_>> {
-        let unit = (*cids.first()?, cids.len());
+        let unit = unit(cids)?;
         let mut under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
         under_way.entry(unit).or_insert_with(|| (0, watch::channel(0).0)).0 += 1;
         Some(Sending { of: self, unit })
@@ -106,19 +110,19 @@ impl Recipients {
 
     /// Copies of `cids` on their way now.
     pub fn under_way(&self, cids: &[Cid]) -> usize {
-        let Some(first) = cids.first() else { return 0 };
+        let Some(unit) = unit(cids) else { return 0 };
         let under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
-        under_way.get(&(*first, cids.len())).map_or(0, |(n, _)| *n)
+        under_way.get(&unit).map_or(0, |(n, _)| *n)
     }
 
     /// Waits (at most `max`) until a copy of `cids` now on its way ends, if `copies` or more are:
     /// a crowd asking for a unit nobody has yet then waits for its first recipients instead of
     /// being sent more copies of it. Returns at once when fewer are under way.
     pub async fn await_copy(&self, cids: &[Cid], copies: usize, max: Duration) {
-        let Some(first) = cids.first() else { return };
+        let Some(unit) = unit(cids) else { return };
         let mut ended = {
             let under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
-            match under_way.get(&(*first, cids.len())) {
+            match under_way.get(&unit) {
                 Some((n, ended)) if *n >= copies => ended.subscribe(),
                 _ => return,
             }
@@ -129,9 +133,8 @@ impl Recipients {
     /// Up to [`NAMED`] recent recipients of `cids` other than `asker` that `usable` accepts (still
     /// connected), the least named first; empty if there are none.
     pub fn name(&self, asker: &PeerId, cids: &[Cid], usable: impl Fn(&PeerId) -> bool) -> Vec<PeerId> {
-        let Some(first) = cids.first() else { return Vec::new() };
+        let Some(key) = unit(cids) else { return Vec::new() };
         self.with(|units| {
-            let key = (*first, cids.len());
             let Some(mut list) = units.remove(&key) else { return Vec::new() };
             list.retain(|r| r.at.elapsed() < RECIPIENT_TTL);
             let mut picks: Vec<&mut Recipient> =

@@ -116,14 +116,11 @@ impl Sources {
         match source {
             Source::Peer(peer) => {
                 let node = self.node.as_ref().ok_or_else(|| SourceError::Failed("no IPFS node".into()))?;
-                let fetched = node.fetch_blocks(*peer, cids, if_busy).await;
-                // Any answer (blocks, "not here", "busy", "ask again") shows the peer serving us:
-                // the DAG planned or a unit queued behind a crowd keeps a first-byte wait going.
+                // Every frame of the answer (blocks, "not here", "busy", "ask again") already
+                // counted as the peer answering as it arrived (`Lanes::on_frame`, set in
+                // `p2p::swarm`): a unit queued behind a crowd keeps a first-byte wait going.
                 use p2p::blocks::FetchError::{Busy, Deferred, Mismatch, Missing};
-                if matches!(fetched, Ok(_) | Err(Busy(_) | Deferred | Missing(_))) {
-                    node.peers().answered(*peer);
-                }
-                fetched.map_err(|e| match e {
+                node.fetch_blocks(*peer, cids, if_busy).await.map_err(|e| match e {
                     Missing(c) => SourceError::Missing(c),
                     Mismatch(c) => SourceError::BadBlock(c),
                     Busy(others) => SourceError::Busy(others),

@@ -111,9 +111,9 @@ impl Driver {
                 self.progress();
             }
             Err(SourceError::Busy(others)) => {
-                // Busy but answering (counted as an answer in `Sources::fetch`): the unit goes to
-                // the peers it named, which received it from this source moments ago, and this
-                // source keeps its place.
+                // Busy but answering (its frame counted as an answer): the unit goes to the peers
+                // it named, which received it from this source moments ago, and this source keeps
+                // its place.
                 debug!(source = ?self.slots[slot].source, unit, ?others, "source busy; asking the peers it named");
                 self.redirected.insert(unit, slot);
                 for p in others {
@@ -127,9 +127,9 @@ impl Driver {
                 self.requeue_if_orphaned(unit);
             }
             Err(SourceError::Deferred) => {
-                // Busy but answering (counted as an answer in `Sources::fetch`, so the wait for
-                // the first bytes goes on): the unit goes back in the queue and the source rests a
-                // tick; no failure. A source that only ever defers meets `check_stalls`.
+                // Busy but answering (its frame counted as an answer, so the wait for the first
+                // bytes goes on): the unit goes back in the queue and the source rests a tick; no
+                // failure. A source that only ever defers meets `check_stalls`.
                 let s = &mut self.slots[slot];
                 s.resting_until = Some(Instant::now() + DEFERRED_REST);
                 s.deferring_since.get_or_insert_with(Instant::now);
