@@ -141,21 +141,32 @@ pub const BITSWAP_OUTBOX_IDLE: Duration = Duration::from_secs(60);
 /// needs a few round trips; an idle socket holds its pending slot no longer than this (libp2p's
 /// default is 10 s).
 pub const P2P_HANDSHAKE: Duration = Duration::from_secs(5);
-/// A connection with no stream open for this long is closed (libp2p's default is 0: a peer we
-/// only asked a narinfo of would be re-dialled for its NAR a moment later).
-pub const P2P_CONNECTION_IDLE: Duration = Duration::from_secs(60);
+/// A connection with no stream open for this long is closed (libp2p's default is 0, which would
+/// close a connection between a DHT query's request and the next). Not longer: the DHT's walks
+/// touch most of a small fleet, and every connection kept costs its liveness traffic
+/// ([`HEARTBEAT_EVERY`]); at 60 s a fleet of 51 held 17 connections a node at rest, half of them
+/// the DHT's. A peer we asked a narinfo of stays connected anyway while its lane is open
+/// ([`LANE_IDLE`]), so its NAR does not wait for a new dial.
+pub const P2P_CONNECTION_IDLE: Duration = Duration::from_secs(10);
 /// The tracker's node keeps idle connections longer: NAT'd peers hold a relay reservation on it.
 pub const TRACKER_NODE_IDLE: Duration = Duration::from_secs(120);
-/// Liveness (`p2p::liveness`): a ping every 2 s on every connection, so one that stops answering is
-/// closed within ~6 s, not after the minutes a TCP timeout takes (ARCHITECTURE §4, "never worse
-/// than no peerix"). Costs ~220 bytes on the wire per connection every 2 s, both ways together.
-pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// Liveness (`p2p::liveness`): between two peerix nodes one heartbeat every 2 s
+/// (`p2p::heartbeat`), so a connection that stops answering is closed within ~6 s, not after the
+/// minutes a TCP timeout takes (ARCHITECTURE §4, "never worse than no peerix"); the tracker's node
+/// pings each connection as often. ~170 bytes/s on the wire per connection (one exchange; libp2p's
+/// ping at this rate from both ends was ~340).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// libp2p's ping on a daemon's connections: it judges only peers that do not beat (IPFS nodes,
+/// peerix before the heartbeat), and measures the round trip of the others now and then.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// A ping unanswered this long is a failure (a WAN round trip is ~0.3 s; a queued ping on a busy
 /// link may wait behind a block or two).
 pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
-/// A connection silent this long is closed: two missed pings and a second of slack for a ping
+/// A connection silent this long is closed: two missed beats and a second of slack for one
 /// queued behind bulk data on a busy link.
-pub const SILENT_AFTER: Duration = Duration::from_secs(2 * PING_INTERVAL.as_secs() + 1);
+pub const SILENT_AFTER: Duration = Duration::from_secs(2 * HEARTBEAT_EVERY.as_secs() + 1);
+/// The same for a peer that does not beat, judged by libp2p's pings.
+pub const PING_SILENT_AFTER: Duration = Duration::from_secs(2 * PING_INTERVAL.as_secs() + 1);
 /// A kept peer (`--peer`, mDNS) that cannot be reached is dialled again after this, doubling.
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Longest wait after failures: re-dialling a kept peer, re-announcing to a tracker.

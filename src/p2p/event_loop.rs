@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::client::Command;
 use super::kept::Kept;
-use super::liveness::Liveness;
+use super::liveness::{Heard, Liveness};
 use super::peers::{Discovery, Peers};
 use super::swarm::BehaviourEvent;
 use super::{Behaviour, Client, Config, Mode, NodeInfo};
@@ -66,6 +66,8 @@ pub struct EventLoop {
     kept: Kept,
     /// When each connection last answered a ping: silent ones are closed.
     liveness: Liveness,
+    /// Opens the heartbeat streams ([`super::heartbeat`]), on tasks of their own.
+    control: libp2p_stream::Control,
 }
 
 pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, peers: Arc<Peers>) -> (Client, EventLoop) {
@@ -75,7 +77,9 @@ pub(super) fn new(swarm: Swarm<Behaviour>, cfg: Config, peers: Arc<Peers>) -> (C
     for addr in &cfg.peers {
         kept.add_static(addr.clone());
     }
+    let control = swarm.behaviour().stream.new_control();
     let event_loop = EventLoop {
+        control,
         nat: super::nat::Nat::new(cfg.autonat && cfg.mode == Mode::Ipfs),
         swarm,
         commands: rx,
@@ -133,7 +137,8 @@ impl EventLoop {
                 },
                 due = tick.tick() => {
                     let peers = &self.peers;
-                    for (connection, peer, quiet) in self.liveness.silent_at(due, |p| peers.heard(p)) {
+                    let heard = |p: &PeerId| Heard { at: peers.heard(p), quick: peers.beats(p) };
+                    for (connection, peer, quiet) in self.liveness.silent_at(due, heard) {
                         self.close_silent(connection, peer, format_args!("silent for {} ms", quiet.as_millis()));
                     }
                     self.sweep();
@@ -343,7 +348,12 @@ impl EventLoop {
                 if peerix {
                     debug!(%peer_id, agent = %info.agent_version, "peer is a peerix node");
                 }
-                self.peers.identified(peer_id, info.agent_version, peerix);
+                let beats = info.protocols.contains(&super::heartbeat::PROTOCOL);
+                self.peers.identified(peer_id, info.agent_version, peerix, beats);
+                if super::heartbeat::asks(self.swarm.local_peer_id(), &peer_id) && self.peers.start_beating(peer_id) {
+                    let (control, peers) = (self.control.clone(), self.peers.clone());
+                    crate::tasks::spawn(module_path!(), super::heartbeat::beat(control, peers, peer_id));
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Ok(rtt) })) => {
                 self.liveness.answered(connection, peer, Instant::now());

@@ -6,7 +6,10 @@
 //! the second timeout in a row, and the second attempt first waits up to 10 s to negotiate a new
 //! stream, so a silent peer would be seen after ~17 s. Instead, the event loop records every
 //! answered ping here and closes a connection whose last answer is older than [`SILENT_AFTER`]
-//! (checked each second): a vanished peer is gone within ~6 s, its summary with it.
+//! (checked each second): a vanished peer is gone within ~6 s, its summary with it. Between two
+//! peerix nodes the answers are their heartbeats ([`super::heartbeat`], half the bytes of ping's),
+//! and libp2p's ping, every [`crate::timeouts::PING_INTERVAL`], judges only the others, after
+//! [`PING_SILENT_AFTER`].
 //!
 //! A peer that asks us things, answers us or takes the blocks we send it is there too, whatever its
 //! pings say: on a busy connection a ping waits behind seconds of bulk bytes, and on a starved
@@ -19,12 +22,28 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::timeouts::SILENT_AFTER;
+use crate::timeouts::{PING_SILENT_AFTER, SILENT_AFTER};
 use libp2p::PeerId;
 use libp2p::swarm::ConnectionId;
 
 /// A liveness check this late is skipped (see [`Liveness::silent_at`]).
 pub const LATE_CHECK: Duration = Duration::from_millis(500);
+
+/// What the rest of the node knows of a peer's being there, besides pings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Heard {
+    /// When it last answered or asked us, took data from us, or beat ([`super::heartbeat`]).
+    pub at: Option<Instant>,
+    /// Something of it comes every 2 s, its heartbeats or (on the tracker's node, which pings
+    /// every connection every 2 s) its pings: silent after [`SILENT_AFTER`], not
+    /// [`PING_SILENT_AFTER`].
+    pub quick: bool,
+}
+
+impl Heard {
+    /// A peer judged by pings every 2 s alone (the tracker's node's view of each daemon).
+    pub const QUICK_PINGS: Heard = Heard { at: None, quick: true };
+}
 
 #[derive(Default)]
 pub struct Liveness {
@@ -48,7 +67,7 @@ impl Liveness {
     pub fn silent_at(
         &mut self,
         due: tokio::time::Instant,
-        heard: impl Fn(&PeerId) -> Option<Instant>,
+        heard: impl Fn(&PeerId) -> Heard,
     ) -> Vec<(ConnectionId, PeerId, Duration)> {
         if due.elapsed() > LATE_CHECK {
             return Vec::new();
@@ -61,18 +80,15 @@ impl Liveness {
     /// request to us, a block it took), which counts as a ping answered — on a busy connection a ping waits behind seconds of
     /// bulk bytes in the send buffer (a seeder's to each of a crowd of 50 on 2 cores: it closed
     /// live askers' connections, and their NARs failed as having no live source).
-    pub fn silent(
-        &mut self,
-        now: Instant,
-        heard: impl Fn(&PeerId) -> Option<Instant>,
-    ) -> Vec<(ConnectionId, PeerId, Duration)> {
+    pub fn silent(&mut self, now: Instant, heard: impl Fn(&PeerId) -> Heard) -> Vec<(ConnectionId, PeerId, Duration)> {
         let mut out = Vec::new();
         self.last.retain(|c, (p, t)| {
-            if let Some(h) = heard(p) {
+            let Heard { at, quick } = heard(p);
+            if let Some(h) = at {
                 *t = (*t).max(h);
             }
             let quiet = now.saturating_duration_since(*t);
-            if quiet > SILENT_AFTER {
+            if quiet > if quick { SILENT_AFTER } else { PING_SILENT_AFTER } {
                 out.push((*c, *p, quiet));
                 false
             } else {
@@ -87,8 +103,8 @@ impl Liveness {
 mod tests {
     use super::*;
 
-    fn none(_: &PeerId) -> Option<Instant> {
-        None
+    fn none(_: &PeerId) -> Heard {
+        Heard::QUICK_PINGS
     }
 
     #[test]
@@ -97,7 +113,7 @@ mod tests {
         let (c, p) = (ConnectionId::new_unchecked(1), PeerId::random());
         let t0 = Instant::now();
         l.answered(c, p, t0);
-        let heard = |at: Instant| move |q: &PeerId| (*q == p).then_some(at);
+        let heard = |at: Instant| move |q: &PeerId| Heard { at: (*q == p).then_some(at), quick: true };
         assert!(l.silent(t0 + SILENT_AFTER * 2, heard(t0 + SILENT_AFTER * 2)).is_empty(), "heard just now");
         assert!(l.silent(t0 + SILENT_AFTER * 2, none).is_empty(), "heard counts as answered until then");
         let gone = l.silent(t0 + SILENT_AFTER * 3 + Duration::from_millis(1), heard(t0));
@@ -129,5 +145,16 @@ mod tests {
         let now = tokio::time::Instant::now();
         assert!(l.silent_at(now - LATE_CHECK * 2, none).is_empty(), "the task was not running: no verdict");
         assert_eq!(l.silent_at(now, none).len(), 1, "on time: silent for 10 s is silent");
+    }
+
+    #[test]
+    fn a_peer_without_heartbeats_is_judged_on_its_slower_pings() {
+        let mut l = Liveness::default();
+        let (c, p) = (ConnectionId::new_unchecked(1), PeerId::random());
+        let t0 = Instant::now();
+        l.answered(c, p, t0);
+        let pings = |_: &PeerId| Heard { at: None, quick: false };
+        assert!(l.silent(t0 + SILENT_AFTER * 2, pings).is_empty(), "its next ping is not due yet");
+        assert_eq!(l.silent(t0 + PING_SILENT_AFTER + Duration::from_millis(1), pings).len(), 1);
     }
 }

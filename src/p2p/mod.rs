@@ -13,11 +13,12 @@
 //! mDNS) and `lan` (mDNS and `--peer` only: no DHT, never a bootstrap peer, nothing leaves the LAN).
 //! The identity is the node's persistent ed25519 key ([`crate::identity`]).
 //!
-//! Between peerix nodes (told apart by identify: they list [`narinfo::PROTOCOL`]) three protocols
+//! Between peerix nodes (told apart by identify: they list [`narinfo::PROTOCOL`]) four protocols
 //! of our own run on `libp2p-stream` like bitswap, never entering the event loop:
 //! [`narinfo`] (ask a peer for a narinfo and its NAR's root CID), [`have`] (each node's summary of
 //! what it can serve, so lookups ask only peers that may have a path) and [`blocks`] (a NAR's
-//! chunks in bulk), each request on a long-lived stream per peer ([`lanes`]). [`peers`] is what we
+//! chunks in bulk), each request on a long-lived stream per peer ([`lanes`]), and [`heartbeat`]
+//! (how connected nodes keep hearing each other, for [`liveness`]). [`peers`] is what we
 //! know of each peer; [`announce`] keeps the DHT's provider records in step with the publication
 //! events.
 
@@ -30,6 +31,7 @@ mod config;
 mod event_loop;
 pub mod frame;
 pub mod have;
+pub mod heartbeat;
 mod inbound;
 mod kept;
 pub mod lanes;

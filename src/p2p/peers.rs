@@ -93,6 +93,10 @@ struct Peer {
     last_heard: Option<Instant>,
     /// A request of ours went past its deadline unanswered since the last answer.
     let_down: bool,
+    /// It lists [`super::heartbeat::PROTOCOL`]: liveness judges it by heartbeats, not pings.
+    beats: bool,
+    /// Our heartbeat task with it runs ([`Self::start_beating`]).
+    beating: bool,
 }
 
 impl Peer {
@@ -114,6 +118,8 @@ impl Peer {
             last_answer: None,
             last_heard: None,
             let_down: false,
+            beats: false,
+            beating: false,
         }
     }
 
@@ -227,10 +233,11 @@ impl Peers {
     }
 
     /// Identify told us what the peer runs; `peerix` if it speaks our narinfo protocol.
-    pub fn identified(&self, peer: PeerId, agent: String, peerix: bool) {
+    pub fn identified(&self, peer: PeerId, agent: String, peerix: bool, beats: bool) {
         let newly = self.with(|m| {
             let p = m.entry(peer).or_insert_with(|| Peer::new(Discovery::Inbound));
             p.agent = Some(agent);
+            p.beats = beats;
             let newly = peerix && !p.peerix && p.connected;
             p.peerix = peerix && p.connected;
             newly
@@ -360,6 +367,33 @@ impl Peers {
         self.update(&peer, |p| p.last_heard = Some(Instant::now()));
     }
 
+    /// True if `peer` speaks [`super::heartbeat::PROTOCOL`] ([`super::liveness`] gives it the
+    /// heartbeat's deadline, not the ping's).
+    pub fn beats(&self, peer: &PeerId) -> bool {
+        self.with(|m| m.get(peer).is_some_and(|p| p.beats))
+    }
+
+    /// True if a heartbeat task with `peer` should start now (it is connected, beats, and none
+    /// runs); the caller starts it, and it asks [`Self::beat_ends`] whenever its stream ends.
+    pub fn start_beating(&self, peer: PeerId) -> bool {
+        self.with(|m| {
+            let Some(p) = m.get_mut(&peer).filter(|p| p.connected && p.beats && !p.beating) else { return false };
+            p.beating = true;
+            true
+        })
+    }
+
+    /// True if the heartbeat task with `peer` ends now (it is no longer connected); false if it
+    /// goes on (a stream that ended is opened again). One decision under the lock, so a
+    /// reconnecting peer's identify either sees the task going on or starts a new one.
+    pub fn beat_ends(&self, peer: PeerId) -> bool {
+        self.with(|m| {
+            let Some(p) = m.get_mut(&peer) else { return true };
+            p.beating = p.connected && p.beats;
+            !p.beating
+        })
+    }
+
     /// When `peer` last answered us, asked us or took data from us ([`super::liveness`]).
     pub fn heard(&self, peer: &PeerId) -> Option<Instant> {
         self.with(|m| m.get(peer).and_then(|p| p.last_heard))
@@ -478,7 +512,7 @@ mod tests {
         peers.apply_summary(peer, summary_of(&hash)).unwrap();
         peers.connected(peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), Discovery::Static, false);
         assert!(peers.matching(&hash).is_empty(), "not a peerix node until identify says so");
-        peers.identified(peer, "peerix/0".into(), true);
+        peers.identified(peer, "peerix/0".into(), true, true);
         assert_eq!(peers.matching(&hash), vec![peer]);
         peers.disconnected(peer);
         assert!(peers.matching(&hash).is_empty());

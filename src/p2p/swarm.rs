@@ -3,7 +3,8 @@
 
 use super::config::{Config, Mode};
 use super::{
-    Node, admission, announce, bitswap, blocks, event_loop, have, lanes, narinfo, node, peers, provider_store,
+    Node, admission, announce, bitswap, blocks, event_loop, have, heartbeat, lanes, narinfo, node, peers,
+    provider_store,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -179,6 +180,7 @@ pub fn start(
     narinfo::serve(&mut control, cache.clone(), peers.clone(), shutdown.clone())?;
     blocks::serve(&mut control, blocks, peers.clone(), shutdown.clone())?;
     have::receive(&mut control, peers.clone(), client.clone(), shutdown.clone())?;
+    heartbeat::serve(&mut control, peers.clone(), shutdown.clone())?;
     crate::tasks::spawn(
         module_path!(),
         have::advertise(control.clone(), peers.clone(), cache.clone(), shutdown.clone()),

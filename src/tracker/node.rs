@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::presence::Presence;
-use crate::p2p::liveness::Liveness;
-use crate::timeouts::{PING_INTERVAL, PING_TIMEOUT};
+use crate::p2p::liveness::{Heard, Liveness};
+use crate::timeouts::{HEARTBEAT_EVERY, PING_TIMEOUT};
 
 pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
@@ -88,9 +88,12 @@ pub fn start(
                     identify::Config::new("ipfs/0.1.0".into(), key.public())
                         .with_agent_version(format!("peerix-tracker/{}", env!("CARGO_PKG_VERSION"))),
                 ),
-                // As often as the daemons ping (2 s, 3 s to answer): a peer that vanished leaves our
-                // answers within seconds ([`super::presence`]).
-                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT)),
+                // As often as daemons hear each other (2 s, 3 s to answer): a peer that vanished
+                // leaves our answers within seconds ([`super::presence`]). Daemons ping us every
+                // 30 s, so each connection carries ~one exchange every 2 s, not two.
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(HEARTBEAT_EVERY).with_timeout(PING_TIMEOUT),
+                ),
                 kad,
                 relay: relay::Behaviour::new(
                     local,
@@ -143,7 +146,7 @@ pub fn start(
             let event = tokio::select! {
                 e = swarm.select_next_some() => e,
                 due = check.tick() => {
-                    for (connection, peer, quiet) in liveness.silent_at(due, |_| None) {
+                    for (connection, peer, quiet) in liveness.silent_at(due, |_| Heard::QUICK_PINGS) {
                         debug!(%peer, quiet_ms = quiet.as_millis() as u64, "peer silent; closing its connection");
                         silent.insert(connection);
                         swarm.close_connection(connection);

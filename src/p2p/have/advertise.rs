@@ -427,7 +427,7 @@ mod tests {
             a.apply(Publication::Published { hash: StoreHash::from_bytes(&[i; 20]), root: crate::ipld::raw_cid(&[i]) });
             let p = PeerId::random();
             peers.connected(p, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), crate::p2p::peers::Discovery::Dht, false);
-            peers.identified(p, "peerix".into(), true);
+            peers.identified(p, "peerix".into(), true, true);
             a.round(false);
         }
         assert_eq!(a.generation, 1, "a newcomer gets the current generation, not a new one for everybody");
