@@ -141,13 +141,13 @@ pub const BITSWAP_OUTBOX_IDLE: Duration = Duration::from_secs(60);
 /// needs a few round trips; an idle socket holds its pending slot no longer than this (libp2p's
 /// default is 10 s).
 pub const P2P_HANDSHAKE: Duration = Duration::from_secs(5);
-/// A connection with no stream open for this long is closed (libp2p's default is 0, which would
-/// close a connection between a DHT query's request and the next). Not longer: the DHT's walks
-/// touch most of a small fleet, and every connection kept costs its liveness traffic
-/// ([`HEARTBEAT_EVERY`]); at 60 s a fleet of 51 held 17 connections a node at rest, half of them
-/// the DHT's. A peer we asked a narinfo of stays connected anyway while its lane is open
-/// ([`LANE_IDLE`]), so its NAR does not wait for a new dial.
-pub const P2P_CONNECTION_IDLE: Duration = Duration::from_secs(10);
+/// A connection with no stream open for this long is closed (libp2p's default is 0: a peer we
+/// only asked a narinfo of would be re-dialled for its NAR a moment later). Not shorter: a fleet's
+/// DHT walks (each node refreshes its routing table every 5 min) ask most peers again within a
+/// minute, and a new connection costs ~6-8 KB on the wire (handshakes, identify, a FIND_NODE)
+/// where an idle one costs ~176 B/s ([`HEARTBEAT_EVERY`]): at 10 s a fleet of 100 re-dialled ~1.2
+/// times a second per node and its control traffic rose to 7.3 KB/s a node.
+pub const P2P_CONNECTION_IDLE: Duration = Duration::from_secs(60);
 /// The tracker's node keeps idle connections longer: NAT'd peers hold a relay reservation on it.
 pub const TRACKER_NODE_IDLE: Duration = Duration::from_secs(120);
 /// Liveness (`p2p::liveness`): between two peerix nodes one heartbeat every 2 s

@@ -137,7 +137,7 @@ impl EventLoop {
                 },
                 due = tick.tick() => {
                     let peers = &self.peers;
-                    let heard = |p: &PeerId| Heard { at: peers.heard(p), quick: peers.beats(p) };
+                    let heard = |p: &PeerId| Heard { at: peers.heard(p), quick: peers.beats(*p) };
                     for (connection, peer, quiet) in self.liveness.silent_at(due, heard) {
                         self.close_silent(connection, peer, format_args!("silent for {} ms", quiet.as_millis()));
                     }
@@ -350,7 +350,8 @@ impl EventLoop {
                 }
                 let beats = info.protocols.contains(&super::heartbeat::PROTOCOL);
                 self.peers.identified(peer_id, info.agent_version, peerix, beats);
-                if super::heartbeat::asks(self.swarm.local_peer_id(), &peer_id) && self.peers.start_beating(peer_id) {
+                let asks = super::heartbeat::asks(self.swarm.local_peer_id(), &peer_id) || !peerix;
+                if asks && self.peers.start_beating(peer_id) {
                     let (control, peers) = (self.control.clone(), self.peers.clone());
                     crate::tasks::spawn(module_path!(), super::heartbeat::beat(control, peers, peer_id));
                 }

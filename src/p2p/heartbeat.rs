@@ -8,7 +8,7 @@
 //! second), which made pings ~80 % of an idle fleet's traffic (N = 51: 4.1 KB/s a node). Here only
 //! the end with the smaller peer id asks, one byte every [`crate::timeouts::HEARTBEAT_EVERY`]; the
 //! other answers it, and each end counts the other's byte as hearing from it
-//! ([`Peers::heard_from`], what liveness judges). libp2p's ping stays, every
+//! ([`Peers::beat`], what liveness judges once the first beat went through). libp2p's ping stays, every
 //! [`crate::timeouts::PING_INTERVAL`], for IPFS nodes and peerix nodes older than this protocol.
 //!
 //! The asker does not judge: a beat answered late (behind bulk data on a busy link) is still read,
@@ -35,7 +35,8 @@ const MAX_STREAMS: usize = 1024;
 /// Streams one peer may hold to us (one; a second while the first's connection is replaced).
 const PER_PEER: usize = 2;
 
-/// True if this end asks: of two nodes, exactly one does, whoever dialled.
+/// True if this end asks: of two nodes, exactly one does, whoever dialled. (A daemon always asks
+/// the tracker's node, which lists [`PROTOCOL`] but is no peerix node: [`answer_only`].)
 pub fn asks(local: &PeerId, peer: &PeerId) -> bool {
     local.to_bytes() < peer.to_bytes()
 }
@@ -52,6 +53,7 @@ pub async fn beat(mut control: libp2p_stream::Control, peers: Arc<Peers>, peer: 
                 stream.ignore_for_keep_alive();
                 let why = ask(&mut stream, &peers, peer).await;
                 debug!(%peer, cause = %why, "heartbeat stream ended");
+                peers.beat_stopped(peer);
             }
             Ok(Err(e)) => debug!(%peer, cause = %e, "cannot open a heartbeat stream"),
             Err(_) => debug!(%peer, "heartbeat stream not open in time"),
@@ -80,7 +82,7 @@ async fn ask(stream: &mut Stream, peers: &Peers, peer: PeerId) -> std::io::Error
             Ok(Err(e)) => return e,
             Err(_) => return std::io::ErrorKind::TimedOut.into(),
         }
-        peers.heard_from(peer);
+        peers.beat(peer);
         peers.pinged(peer, sent.elapsed());
     }
 }
@@ -91,27 +93,48 @@ pub fn serve(
     peers: Arc<Peers>,
     shutdown: CancellationToken,
 ) -> Result<(), P2pError> {
+    answer_all(control, Some(peers), shutdown)
+}
+
+/// The tracker's node answers daemons' heartbeats (they ask it, whatever the ids: it asks no one)
+/// so that a daemon notices within seconds that the tracker went silent and holds its presence
+/// again; it judges the daemons by its own pings.
+pub fn answer_only(control: &mut libp2p_stream::Control, shutdown: CancellationToken) -> Result<(), P2pError> {
+    answer_all(control, None, shutdown)
+}
+
+fn answer_all(
+    control: &mut libp2p_stream::Control,
+    peers: Option<Arc<Peers>>,
+    shutdown: CancellationToken,
+) -> Result<(), P2pError> {
     let slots = Arc::new(Semaphore::new(MAX_STREAMS));
     super::inbound::accept(control, PROTOCOL, slots, PER_PEER, shutdown, move |peer, stream| {
         let peers = peers.clone();
-        async move { answer(peer, stream, &peers).await }
+        async move { answer(peer, stream, peers.as_deref()).await }
     })
 }
 
 /// Echoes each byte; a stream with no beat for a few of [`SILENT_AFTER`] ends (its asker gone
 /// without a close, its connection closed by liveness or soon to be).
-async fn answer(peer: PeerId, mut stream: Stream, peers: &Peers) {
+async fn answer(peer: PeerId, mut stream: Stream, peers: Option<&Peers>) {
     stream.ignore_for_keep_alive();
     let mut byte = [0u8; 1];
     loop {
         match tokio::time::timeout(SILENT_AFTER * 3, stream.read_exact(&mut byte)).await {
             Ok(Ok(())) => {}
-            _ => return,
+            _ => break,
         }
-        peers.heard_from(peer);
+        if let Some(peers) = peers {
+            peers.beat(peer);
+        }
         if stream.write_all(&byte).await.is_err() || stream.flush().await.is_err() {
-            return;
+            break;
         }
+    }
+    // Closed by the asker or broken: its pings judge it again until the next beat.
+    if let Some(peers) = peers {
+        peers.beat_stopped(peer);
     }
 }
 

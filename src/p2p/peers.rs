@@ -20,6 +20,8 @@ use super::have::{self, Summary};
 use crate::nix::store_path::StoreHash;
 use crate::timeouts::DISHONEST_PENALTY;
 
+mod hearing;
+
 /// Disconnected peers whose counters are kept (for status and reputation after a reconnect).
 const MAX_REMEMBERED: usize = 256;
 
@@ -93,8 +95,13 @@ struct Peer {
     last_heard: Option<Instant>,
     /// A request of ours went past its deadline unanswered since the last answer.
     let_down: bool,
-    /// It lists [`super::heartbeat::PROTOCOL`]: liveness judges it by heartbeats, not pings.
+    /// It lists [`super::heartbeat::PROTOCOL`] (identify): a heartbeat with it starts.
     beats: bool,
+    /// A heartbeat with it went through since it connected: from then on liveness judges it by
+    /// heartbeats (silent after 5 s), before by libp2p's pings (every 30 s). Not from identify
+    /// on: on a starved machine the heartbeat's stream took seconds to open, and ~3 000
+    /// connections a minute of a fleet of 100 were closed as silent before their first beat.
+    beat_heard: bool,
     /// Our heartbeat task with it runs ([`Self::start_beating`]).
     beating: bool,
 }
@@ -119,6 +126,7 @@ impl Peer {
             last_heard: None,
             let_down: false,
             beats: false,
+            beat_heard: false,
             beating: false,
         }
     }
@@ -212,6 +220,7 @@ impl Peers {
             let Some(p) = m.get_mut(&peer) else { return false };
             p.connected = false;
             p.summary = None;
+            p.beat_heard = false;
             p.last_seen = Instant::now();
             let was = p.peerix;
             p.peerix = false;
@@ -341,105 +350,6 @@ impl Peers {
         });
         found.sort_by_key(|(dishonest, r, _)| (*dishonest, *r));
         found.into_iter().map(|(_, _, id)| id).collect()
-    }
-
-    /// A ping to `peer` came back after `rtt`.
-    pub fn pinged(&self, peer: PeerId, rtt: Duration) {
-        self.update(&peer, |p| p.rtt = Some(rtt));
-    }
-
-    /// A narinfo request to `peer` starts (`true`) or ends.
-    pub fn asking(&self, peer: PeerId, starts: bool) {
-        self.update(&peer, |p| p.asking = if starts { p.asking + 1 } else { p.asking.saturating_sub(1) });
-    }
-
-    /// `peer` answered one of our requests just now.
-    pub fn answered(&self, peer: PeerId) {
-        self.update(&peer, |p| {
-            p.last_answer = Some(Instant::now());
-            p.last_heard = p.last_answer;
-            p.let_down = false;
-        });
-    }
-
-    /// `peer` sent us a request, or took a block we sent it (its window moved: it reads), just now.
-    pub fn heard_from(&self, peer: PeerId) {
-        self.update(&peer, |p| p.last_heard = Some(Instant::now()));
-    }
-
-    /// True if `peer` speaks [`super::heartbeat::PROTOCOL`] ([`super::liveness`] gives it the
-    /// heartbeat's deadline, not the ping's).
-    pub fn beats(&self, peer: &PeerId) -> bool {
-        self.with(|m| m.get(peer).is_some_and(|p| p.beats))
-    }
-
-    /// True if a heartbeat task with `peer` should start now (it is connected, beats, and none
-    /// runs); the caller starts it, and it asks [`Self::beat_ends`] whenever its stream ends.
-    pub fn start_beating(&self, peer: PeerId) -> bool {
-        self.with(|m| {
-            let Some(p) = m.get_mut(&peer).filter(|p| p.connected && p.beats && !p.beating) else { return false };
-            p.beating = true;
-            true
-        })
-    }
-
-    /// True if the heartbeat task with `peer` ends now (it is no longer connected); false if it
-    /// goes on (a stream that ended is opened again). One decision under the lock, so a
-    /// reconnecting peer's identify either sees the task going on or starts a new one.
-    pub fn beat_ends(&self, peer: PeerId) -> bool {
-        self.with(|m| {
-            let Some(p) = m.get_mut(&peer) else { return true };
-            p.beating = p.connected && p.beats;
-            !p.beating
-        })
-    }
-
-    /// When `peer` last answered us, asked us or took data from us ([`super::liveness`]).
-    pub fn heard(&self, peer: &PeerId) -> Option<Instant> {
-        self.with(|m| m.get(peer).and_then(|p| p.last_heard))
-    }
-
-    /// True if one of `peers` answered a request of ours within `within` and is still connected:
-    /// it is working through a queue of them (a seeder a crowd asks at once), so an answer still
-    /// to come is worth waiting for.
-    pub fn answering(&self, peers: &[PeerId], within: Duration) -> bool {
-        self.with(|m| {
-            peers.iter().any(|id| {
-                m.get(id).filter(|p| p.connected).and_then(|p| p.last_answer).is_some_and(|t| t.elapsed() < within)
-            })
-        })
-    }
-
-    /// A request of ours to `peer` went past its deadline without an answer.
-    pub fn let_down(&self, peer: PeerId) {
-        self.update(&peer, |p| p.let_down = true);
-    }
-
-    /// True if one of `peers` has not let a request of ours pass its deadline since it last
-    /// answered (or ever): nothing says it is gone, and a slow answer gets the benefit of the
-    /// doubt, once.
-    pub fn not_let_down(&self, peers: &[PeerId]) -> bool {
-        self.with(|m| peers.iter().any(|id| m.get(id).is_some_and(|p| !p.let_down)))
-    }
-
-    /// How long an answer from the slowest of `peers` may take now: three of its last ping round
-    /// trips (a lane's opening, the request, slack), plus one for every [`super::lanes::DEPTH`]
-    /// requests to it already in flight (a lane answers its requests in order). Peers not pinged
-    /// yet count as nothing.
-    pub fn answer_time(&self, peers: &[PeerId]) -> Duration {
-        self.with(|m| {
-            peers
-                .iter()
-                .filter_map(|id| m.get(id))
-                .filter_map(|p| Some(p.rtt?.saturating_mul(3 + p.asking / super::lanes::DEPTH as u32)))
-                .max()
-                .unwrap_or_default()
-        })
-    }
-
-    /// The last ping round trip to `peer`, if any.
-    pub fn rtt(&self, peer: &PeerId) -> Option<Duration> {
-        self.with(|m| m.get(peer).and_then(|p| p.rtt))
     }
 
     /// True if the peer lied to us recently (wrong narinfo, wrong blocks): asked and used last.

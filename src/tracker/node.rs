@@ -132,6 +132,9 @@ pub fn start(
     for addr in &cfg.external {
         swarm.add_external_address(addr.clone());
     }
+    if crate::p2p::heartbeat::answer_only(&mut swarm.behaviour().stream.new_control(), shutdown.clone()).is_err() {
+        debug!("heartbeat protocol already taken");
+    }
     if let Ok(incoming) = swarm.behaviour().stream.new_control().accept(crate::tracker_wire::PRESENCE_PROTOCOL) {
         crate::tasks::spawn(module_path!(), hold_presence_streams(incoming, shutdown.clone()));
     }
