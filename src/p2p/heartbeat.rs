@@ -51,6 +51,10 @@ pub async fn beat(mut control: libp2p_stream::Control, peers: Arc<Peers>, peer: 
         match tokio::time::timeout(PRESENCE_OPEN, control.open_stream(peer, PROTOCOL)).await {
             Ok(Ok(mut stream)) => {
                 stream.ignore_for_keep_alive();
+                // The peer just agreed to the protocol: heard, and judged by beats from now on (a
+                // tracker stopped a second after this open was noticed 5 s later, not after its
+                // next two pings, 30 s apart).
+                peers.beat(peer);
                 let why = ask(&mut stream, &peers, peer).await;
                 debug!(%peer, cause = %why, "heartbeat stream ended");
                 peers.beat_stopped(peer);

@@ -97,10 +97,9 @@ struct Peer {
     let_down: bool,
     /// It lists [`super::heartbeat::PROTOCOL`] (identify): a heartbeat with it starts.
     beats: bool,
-    /// A heartbeat with it went through since it connected: from then on liveness judges it by
-    /// heartbeats (silent after 5 s), before by libp2p's pings (every 30 s). Not from identify
-    /// on: on a starved machine the heartbeat's stream took seconds to open, and ~3 000
-    /// connections a minute of a fleet of 100 were closed as silent before their first beat.
+    /// A heartbeat stream with it is open (ours opened, or its first beat came): from then on
+    /// liveness judges it by heartbeats (silent after 5 s), before by libp2p's pings (every
+    /// 30 s). Not from identify on: on a starved machine the stream can take seconds to open.
     beat_heard: bool,
     /// Our heartbeat task with it runs ([`Self::start_beating`]).
     beating: bool,

@@ -34,8 +34,8 @@ impl Peers {
         self.update(&peer, |p| p.last_heard = Some(Instant::now()));
     }
 
-    /// True if a heartbeat with `peer` went through since it connected ([`crate::p2p::liveness`]
-    /// gives it the heartbeat's deadline, not the ping's).
+    /// True if a heartbeat stream with `peer` is open (ours, or its beats reach us):
+    /// [`crate::p2p::liveness`] gives it the heartbeat's deadline, not the ping's.
     pub fn beats(&self, peer: PeerId) -> bool {
         self.with(|m| m.get(&peer).is_some_and(|p| p.beat_heard))
     }
