@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::client::Command;
 use super::kept::Kept;
-use super::liveness::{Heard, Liveness};
+use super::liveness::Liveness;
 use super::peers::{Discovery, Peers};
 use super::swarm::BehaviourEvent;
 use super::{Behaviour, Client, Config, Mode, NodeInfo};
@@ -137,8 +137,7 @@ impl EventLoop {
                 },
                 due = tick.tick() => {
                     let peers = &self.peers;
-                    let heard = |p: &PeerId| Heard { at: peers.heard(p), quick: peers.beats(*p) };
-                    for (connection, peer, quiet) in self.liveness.silent_at(due, heard) {
+                    for (connection, peer, quiet) in self.liveness.silent_at(due, |p| peers.heard(p)) {
                         self.close_silent(connection, peer, format_args!("silent for {} ms", quiet.as_millis()));
                     }
                     self.sweep();

@@ -8,12 +8,13 @@
 //! second), which made pings ~80 % of an idle fleet's traffic (N = 51: 4.1 KB/s a node). Here only
 //! the end with the smaller peer id asks, one byte every [`crate::timeouts::HEARTBEAT_EVERY`]; the
 //! other answers it, and each end counts the other's byte as hearing from it
-//! ([`Peers::beat`], what liveness judges once the first beat went through). libp2p's ping stays, every
-//! [`crate::timeouts::PING_INTERVAL`], for IPFS nodes and peerix nodes older than this protocol.
+//! ([`Peers::beat`]; liveness judges a peer by beats once a heartbeat stream with it is open).
+//! libp2p's ping stays, every [`crate::timeouts::PING_INTERVAL`], for IPFS nodes and peerix nodes
+//! older than this protocol.
 //!
 //! The asker does not judge: a beat answered late (behind bulk data on a busy link) is still read,
-//! and liveness, which also counts data the peer moves, decides. Neither end's stream keeps a connection open (like ping's): an idle connection
-//! between two nodes still closes.
+//! and liveness, which also counts data the peer moves, decides. Neither end's stream keeps a
+//! connection open (like ping's): an idle connection between two nodes still closes.
 
 use std::sync::Arc;
 use std::time::Instant;

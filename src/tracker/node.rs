@@ -89,8 +89,9 @@ pub fn start(
                         .with_agent_version(format!("peerix-tracker/{}", env!("CARGO_PKG_VERSION"))),
                 ),
                 // As often as daemons hear each other (2 s, 3 s to answer): a peer that vanished
-                // leaves our answers within seconds ([`super::presence`]). Daemons ping us every
-                // 30 s, so each connection carries ~one exchange every 2 s, not two.
+                // leaves our answers within seconds ([`super::presence`]). Daemons beat us as often
+                // (`heartbeat::answer_only`), so a daemon's connection here carries two exchanges
+                // every 2 s, as it did when both ends pinged.
                 ping: ping::Behaviour::new(
                     ping::Config::new().with_interval(HEARTBEAT_EVERY).with_timeout(PING_TIMEOUT),
                 ),

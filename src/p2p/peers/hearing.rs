@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 
 use super::Peers;
+use crate::p2p::liveness::Heard;
 
 impl Peers {
     /// A ping to `peer` came back after `rtt`.
@@ -32,12 +33,6 @@ impl Peers {
     /// `peer` sent us a request, or took a block we sent it (its window moved: it reads), just now.
     pub fn heard_from(&self, peer: PeerId) {
         self.update(&peer, |p| p.last_heard = Some(Instant::now()));
-    }
-
-    /// True if a heartbeat stream with `peer` is open (ours, or its beats reach us):
-    /// [`crate::p2p::liveness`] gives it the heartbeat's deadline, not the ping's.
-    pub fn beats(&self, peer: PeerId) -> bool {
-        self.with(|m| m.get(&peer).is_some_and(|p| p.beat_heard))
     }
 
     /// A heartbeat with `peer` went through just now ([`crate::p2p::heartbeat`]).
@@ -74,9 +69,11 @@ impl Peers {
         })
     }
 
-    /// When `peer` last answered us, asked us or took data from us ([`crate::p2p::liveness`]).
-    pub fn heard(&self, peer: &PeerId) -> Option<Instant> {
-        self.with(|m| m.get(peer).and_then(|p| p.last_heard))
+    /// What [`crate::p2p::liveness`] weighs besides pings, in one look: when `peer` last
+    /// answered us, asked us, took data from us or beat, and whether a heartbeat stream with it is
+    /// open (ours, or its beats reach us), which gives it the heartbeat's deadline, not the ping's.
+    pub fn heard(&self, peer: &PeerId) -> Heard {
+        self.with(|m| m.get(peer).map(|p| Heard { at: p.last_heard, quick: p.beat_heard }).unwrap_or_default())
     }
 
     /// True if one of `peers` answered a request of ours within `within` and is still connected:
@@ -136,12 +133,13 @@ mod tests {
         peers.identified(peer, "peerix/0".into(), true, true);
         assert!(peers.start_beating(peer), "it lists the heartbeat: ours starts");
         assert!(!peers.start_beating(peer), "one task at a time");
-        assert!(!peers.beats(peer), "no beat yet: its pings judge it, not a heartbeat still opening");
+        assert!(!peers.heard(&peer).quick, "no beat yet: its pings judge it, not a heartbeat still opening");
         peers.beat(peer);
-        assert!(peers.beats(peer) && peers.heard(&peer).is_some());
+        let heard = peers.heard(&peer);
+        assert!(heard.quick && heard.at.is_some());
         assert!(!peers.beat_ends(peer), "still connected: the task opens a new stream");
         peers.disconnected(peer);
-        assert!(!peers.beats(peer), "a new connection starts over");
+        assert!(!peers.heard(&peer).quick, "a new connection starts over");
         assert!(peers.beat_ends(peer), "gone: the task ends");
         peers.connected(peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), Discovery::Dht, false);
         assert!(peers.start_beating(peer), "back: a new task");
