@@ -364,8 +364,17 @@ mod tests {
         let empty = NarLayout::of(dir.path()).unwrap();
         let mut sender = Sender::new(&server, Vec::new(), empty.into_cursor(0..0)).unwrap();
 
+        // The kernel may keep a page DONTNEED asked it to drop (one still under writeback, or
+        // busy): ask until the sender's first probe finds the range's first page evicted (a CI
+        // run once found it still cached after one request).
         file.sync_all().unwrap();
-        rustix::fs::fadvise(&*file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        for _ in 0..50 {
+            rustix::fs::fadvise(&*file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+            if !cached(&file, from, from + 1) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         sender.pending = Some(Pending::File { file: file.clone(), at: from, end });
         assert!(matches!(sender.send_cached().unwrap(), Turn::Uncached));
         assert_eq!(sender.written, 0, "an evicted range was sent from the worker");
