@@ -143,19 +143,24 @@ pub const BITSWAP_OUTBOX_IDLE: Duration = Duration::from_secs(60);
 pub const P2P_HANDSHAKE: Duration = Duration::from_secs(5);
 /// A connection with no stream open for this long is closed (libp2p's default is 0: a peer we
 /// only asked a narinfo of would be re-dialled for its NAR a moment later). Not shorter: a fleet's
-/// DHT walks (each node refreshes its routing table every 5 min) ask most peers again within a
+/// DHT walks (each node refreshed its routing tables every 5 min then) ask most peers again within a
 /// minute, and a new connection costs ~6-8 KB on the wire (handshakes, identify, a FIND_NODE)
-/// where an idle one costs ~176 B/s ([`HEARTBEAT_EVERY`]): at 10 s a fleet of 100 re-dialled ~1.2
+/// where an idle one costs ~176 B/s with a heartbeat, far less without: at 10 s a fleet of 100 re-dialled ~1.2
 /// times a second per node and its control traffic rose to 7.3 KB/s a node.
 pub const P2P_CONNECTION_IDLE: Duration = Duration::from_secs(60);
 /// The tracker's node keeps idle connections longer: NAT'd peers hold a relay reservation on it.
 pub const TRACKER_NODE_IDLE: Duration = Duration::from_secs(120);
 /// Liveness (`p2p::liveness`): between two peerix nodes one heartbeat every 2 s
 /// (`p2p::heartbeat`), so a connection that stops answering is closed within ~6 s, not after the
-/// minutes a TCP timeout takes (ARCHITECTURE §4, "never worse than no peerix"); the tracker's node
-/// pings each connection as often. ~170 bytes/s on the wire per connection (one exchange; libp2p's
-/// ping at this rate from both ends was ~340).
+/// minutes a TCP timeout takes (ARCHITECTURE §4, "never worse than no peerix"); daemons beat the
+/// tracker's node as often. ~170 bytes/s on the wire per connection (one exchange; libp2p's ping
+/// at this rate from both ends was ~340), on the connections of peers we watch only.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// A peer that named a root of a narinfo we accepted is watched (heartbeats) this long after: nix
+/// asks for the NAR within seconds of its narinfo, and a closure of hundreds of paths is done in
+/// a minute or two; after that, nix holds the narinfo and asks only for NARs, which a peer gone
+/// unnoticed answers with a quick 404 anyway (no live source).
+pub const WATCH_NAMED_FOR: Duration = Duration::from_secs(600);
 /// libp2p's ping on a daemon's connections: it judges only peers that do not beat (IPFS nodes,
 /// peerix before the heartbeat), and measures the round trip of the others now and then.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -187,6 +192,10 @@ pub const RELAY_GRACE: Duration = Duration::from_secs(3);
 /// How long a peer dropped for misbehaving (a bitswap flood, malformed messages) stays refused:
 /// reconnecting at once would let it start over (libp2p-stream re-dials by itself).
 pub const BAN: Duration = Duration::from_secs(600);
+/// How often each DHT walks its routing table again (one FIND_NODE walk per bucket). kubo does
+/// every 10 min; libp2p's default, 5 min, made a fleet of 100 (two DHTs each) open ~40
+/// connections a minute per node at rest, most of its control traffic.
+pub const DHT_REFRESH_EVERY: Duration = Duration::from_secs(600);
 /// A DHT query (providers, bootstrap) that has not answered by then answers "none".
 pub const KAD_QUERY: Duration = Duration::from_secs(30);
 

@@ -21,7 +21,7 @@ pub const MAX_PATHS: usize = 200_000;
 
 /// The libp2p protocol of the one idle stream a daemon holds to its tracker's node
 /// ([`crate::tracker::presence`]): nothing is ever written on it; it keeps the connection open, so
-/// the tracker sees the daemon leave (a reset, or pings unanswered) and stops naming it.
+/// the tracker sees the daemon leave (a reset, or its heartbeats stop) and stops naming it.
 pub const PRESENCE_PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/peerix/presence/1.0.0");
 /// An announcement body at most: [`MAX_PATHS`] hash32s are ~7.4 MB as a signed payload (each an
 /// escaped JSON string of 37 bytes), checked by a test.

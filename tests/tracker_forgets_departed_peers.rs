@@ -1,6 +1,7 @@
 //! A peer that vanishes (no FIN: SIGSTOP, as a closed lid or a dropped link) leaves the tracker's
-//! answers within seconds — its connection to the tracker's node stops answering pings — not when
-//! its record expires (the TTL, a minute here); and it is named again once it is back.
+//! answers within seconds — its heartbeats to the tracker's node stop (pings come only every
+//! 30 s) — not when its record expires (the TTL, a minute here); and it is named again once it is
+//! back.
 //! (The daemon holds an idle stream to the tracker's node to keep that connection.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

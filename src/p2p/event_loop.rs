@@ -128,6 +128,7 @@ impl EventLoop {
         info!(mode = ?self.cfg.mode, bootstrap_peers = dialed, kept_peers = self.cfg.peers.len(), "p2p node started");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut checks = 0;
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
@@ -141,6 +142,10 @@ impl EventLoop {
                         self.close_silent(connection, peer, format_args!("silent for {} ms", quiet.as_millis()));
                     }
                     self.sweep();
+                    checks = (checks + 1) % super::trim::CHECK_EVERY;
+                    if checks == 0 {
+                        self.trim();
+                    }
                     self.nat.close_due(&mut self.swarm);
                     self.keep_peers();
                 }
@@ -349,11 +354,9 @@ impl EventLoop {
                 }
                 let beats = info.protocols.contains(&super::heartbeat::PROTOCOL);
                 self.peers.identified(peer_id, info.agent_version, peerix, beats);
-                let asks = super::heartbeat::asks(self.swarm.local_peer_id(), &peer_id) || !peerix;
-                if asks && self.peers.start_beating(peer_id) {
-                    let (control, peers) = (self.control.clone(), self.peers.clone());
-                    crate::tasks::spawn(module_path!(), super::heartbeat::beat(control, peers, peer_id));
-                }
+                // A peer watched from the start (kept, the tracker's node) is asked at once; one
+                // watched later (its summary came, it named a path) by the heartbeat's keeper.
+                super::heartbeat::start(&self.control, &self.peers, peer_id, *self.swarm.local_peer_id());
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Ok(rtt) })) => {
                 self.liveness.answered(connection, peer, Instant::now());
@@ -461,6 +464,18 @@ impl EventLoop {
     }
 
     /// Answers provider lookups that outlived their deadline.
+    /// Above [`super::trim::HIGH`] connected peers, closes idle connections nothing depends on.
+    fn trim(&mut self) {
+        let n = self.connected.len();
+        let closing = super::trim::choose(n, self.peers.trimmable(super::trim::GRACE));
+        if !closing.is_empty() {
+            debug!(connected = n, closing = closing.len(), "trimming idle connections");
+        }
+        for peer in closing {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
     fn sweep(&mut self) {
         let expired: Vec<u64> =
             self.pending_providers.iter().filter(|(_, p)| p.started.elapsed() > KAD_QUERY).map(|(l, _)| *l).collect();

@@ -34,15 +34,8 @@ pub const LATE_CHECK: Duration = Duration::from_millis(500);
 pub struct Heard {
     /// When it last answered or asked us, took data from us, or beat ([`super::heartbeat`]).
     pub at: Option<Instant>,
-    /// Something of it comes every 2 s, its heartbeats or (on the tracker's node, which pings
-    /// every connection every 2 s) its pings: silent after [`SILENT_AFTER`], not
-    /// [`PING_SILENT_AFTER`].
+    /// Its heartbeats come every 2 s: silent after [`SILENT_AFTER`], not [`PING_SILENT_AFTER`].
     pub quick: bool,
-}
-
-impl Heard {
-    /// A peer judged by pings every 2 s alone (the tracker's node's view of each daemon).
-    pub const QUICK_PINGS: Heard = Heard { at: None, quick: true };
 }
 
 #[derive(Default)]
@@ -103,8 +96,9 @@ impl Liveness {
 mod tests {
     use super::*;
 
+    /// Nothing heard but what `answered` records, every 2 s.
     fn none(_: &PeerId) -> Heard {
-        Heard::QUICK_PINGS
+        Heard { at: None, quick: true }
     }
 
     #[test]

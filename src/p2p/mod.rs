@@ -44,6 +44,7 @@ mod presence;
 mod provider_store;
 pub mod recipients;
 mod swarm;
+mod trim;
 
 pub(crate) use client::Client;
 pub use client::NodeInfo;

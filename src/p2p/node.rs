@@ -70,6 +70,14 @@ impl Node {
         &self.peers
     }
 
+    /// `peer` named a root of a narinfo we accepted: what we offer now depends on its being there,
+    /// so a heartbeat with it starts at once ([`super::heartbeat`]), and its leaving is noticed
+    /// in seconds, not after its pings' minute.
+    pub fn watch_namer(&self, peer: PeerId) {
+        self.peers.named(peer);
+        super::heartbeat::start(&self.control, &self.peers, peer, self.client.peer_id());
+    }
+
     /// Providers of `cid` in the DHT (empty without one).
     pub async fn providers(&self, cid: &Cid) -> Vec<PeerId> {
         self.client.get_providers(libp2p::kad::RecordKey::new(&cid.hash().to_bytes())).await

@@ -103,6 +103,16 @@ struct Peer {
     beat_heard: bool,
     /// Our heartbeat task with it runs ([`Self::start_beating`]).
     beating: bool,
+    /// Its heartbeat streams to us that are open: it asks, so we need not (unless its id is
+    /// larger and we watch it too: then we ask and it stops).
+    asked_by: u8,
+    /// It named a root of a narinfo we accepted, lately: its connection decides whether we
+    /// offer that path ([`Self::named`]).
+    named_until: Option<Instant>,
+    /// We send it our summary ([`Self::set_linked`]): it watches us.
+    linked: bool,
+    /// When its connection came (the first, if it holds several).
+    since: Instant,
 }
 
 impl Peer {
@@ -127,12 +137,26 @@ impl Peer {
             beats: false,
             beat_heard: false,
             beating: false,
+            asked_by: 0,
+            named_until: None,
+            linked: false,
+            since: Instant::now(),
         }
     }
 
     /// A peer we keep connected (`--peer`, mDNS): always linked both ways.
     fn kept(&self) -> bool {
         matches!(self.found, Discovery::Static | Discovery::Mdns)
+    }
+
+    /// Whether what we offer depends on this peer being there, so that its leaving must be
+    /// noticed in seconds ([`crate::timeouts::SILENT_AFTER`]) and a heartbeat with it runs: we
+    /// hold its summary, we keep it, it named a path we accepted lately, or it is no peerix node
+    /// but beats (the tracker's node: our presence there). Any other connection (the DHT's walks
+    /// open dozens on a fleet) is judged by libp2p's pings every 30 s and idles out.
+    fn watched(&self) -> bool {
+        let tracker = !self.peerix && self.beats;
+        self.summary.is_some() || self.kept() || tracker || self.named_until.is_some_and(|t| t > Instant::now())
     }
 
     fn dishonest(&self) -> bool {
@@ -195,6 +219,9 @@ impl Peers {
     pub fn connected(&self, peer: PeerId, addr: Multiaddr, found: Discovery, relayed: bool) {
         self.with(|m| {
             let p = m.entry(peer).or_insert_with(|| Peer::new(found));
+            if !p.connected {
+                p.since = Instant::now();
+            }
             p.connected = true;
             p.connects += 1;
             p.addr = Some(addr);
@@ -220,6 +247,7 @@ impl Peers {
             p.connected = false;
             p.summary = None;
             p.beat_heard = false;
+            p.asked_by = 0;
             p.last_seen = Instant::now();
             let was = p.peerix;
             p.peerix = false;
@@ -246,6 +274,8 @@ impl Peers {
             let p = m.entry(peer).or_insert_with(|| Peer::new(Discovery::Inbound));
             p.agent = Some(agent);
             p.beats = beats;
+            // Named before identify came (`named`), but it sends no beats to judge it by.
+            p.beat_heard &= beats;
             let newly = peerix && !p.peerix && p.connected;
             p.peerix = peerix && p.connected;
             newly
@@ -290,7 +320,7 @@ impl Peers {
     }
 
     /// Which connection to `peer` is up, by the count of its connects; `None` while it has none.
-    fn connection(&self, peer: &PeerId) -> Option<u64> {
+    pub fn connection(&self, peer: &PeerId) -> Option<u64> {
         self.with(|m| m.get(peer).filter(|p| p.connected).map(|p| p.connects))
     }
 

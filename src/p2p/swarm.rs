@@ -114,6 +114,7 @@ pub fn start(
                 // kad's walk over every provided key at once.
                 c.set_provider_publication_interval(None);
                 c.set_query_timeout(crate::timeouts::KAD_QUERY);
+                c.set_periodic_bootstrap_interval(Some(crate::timeouts::DHT_REFRESH_EVERY));
                 let mut kad = kad::Behaviour::with_config(local, store, c);
                 if dht_server {
                     kad.set_mode(Some(kad::Mode::Server));
@@ -180,7 +181,7 @@ pub fn start(
     narinfo::serve(&mut control, cache.clone(), peers.clone(), shutdown.clone())?;
     blocks::serve(&mut control, blocks, peers.clone(), shutdown.clone())?;
     have::receive(&mut control, peers.clone(), client.clone(), shutdown.clone())?;
-    heartbeat::serve(&mut control, peers.clone(), shutdown.clone())?;
+    heartbeat::serve(&mut control, peers.clone(), client.peer_id(), shutdown.clone())?;
     crate::tasks::spawn(
         module_path!(),
         have::advertise(control.clone(), peers.clone(), cache.clone(), shutdown.clone()),

@@ -63,11 +63,11 @@ impl Drop for ClosureTurn<'_> {
 impl Substituter {
     /// The accepted narinfo for a path we do not hold, if a peer has one we trust.
     pub(super) async fn lookup(self: &Arc<Self>, hash: StoreHash) -> Option<Arc<AcceptedNar>> {
-        // A narinfo nix asks again is answered from memory — while a live source can still deliver
-        // its NAR. Once every holder has left, the path is looked up afresh (a 404 without a round
-        // trip when no summary lists it), so nix is not sent after a NAR nobody can deliver.
+        // A narinfo nix asks again is answered from memory — while a peer that vouched for it is
+        // still connected. Once every one has left, the path is looked up afresh (a 404 without a
+        // round trip when no summary lists it), so nix is not sent after a NAR nobody can deliver.
         if let Some(hit) = self.accepted.get(&hash) {
-            if self.deliverable(&hit) {
+            if self.vouched(&hit) {
                 // Asked again (a realisation after a dry run): its NAR is likely wanted next.
                 self.prefetch(&hit);
                 return Some(hit);
@@ -343,7 +343,8 @@ impl Substituter {
         (peer, answer, took): Reply,
         into: Option<&AcceptedNar>,
     ) -> Option<Arc<AcceptedNar>> {
-        let peers = self.sources.node.as_ref()?.peers();
+        let node = self.sources.node.as_ref()?;
+        let peers = node.peers();
         let mut answer = match answer {
             Ok(Some(a)) => a,
             Ok(None) => {
@@ -368,6 +369,7 @@ impl Substituter {
         debug!(%hash, %peer, ms = took.as_millis() as u64, root = %answer.root, "trusted narinfo");
         let add_root = |nar: &AcceptedNar, answer: &mut Answer| {
             nar.add_root(answer.root, Some(peer));
+            node.watch_namer(peer);
             if let Some(node) = answer.root_node.take() {
                 nar.add_root_node(&answer.root, node);
             }

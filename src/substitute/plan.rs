@@ -63,10 +63,19 @@ impl Substituter {
     /// (a fresh lookup decides) and a NAR request is a 404 at once, so nix moves on to its next
     /// substituter instead of waiting on a peer that left.
     pub(super) fn deliverable(&self, nar: &AcceptedNar) -> bool {
+        self.vouched(nar) || self.sources.node.as_ref().is_some_and(|n| !n.peers().matching(&nar.hash).is_empty())
+    }
+
+    /// True while a connected peer that named one of the NAR's roots (it answered for the path:
+    /// a holder, or one that has its blocks) or a `--fallback` could deliver it. A summary is a
+    /// Bloom filter: a match alone may be a false positive (~1 in 2 000 per summary), and a narinfo
+    /// served from memory on that alone stayed 200 for minutes after its only holder left (a
+    /// fleet of 100, one node in 300); without a voucher the path is looked up again, which asks
+    /// the matching peers (a round trip) and answers what they say.
+    pub(super) fn vouched(&self, nar: &AcceptedNar) -> bool {
         let Some(node) = &self.sources.node else { return false };
         !self.sources.fallbacks.is_empty()
             || nar.roots().iter().flat_map(|r| &r.peers).any(|p| node.peers().is_connected(p))
-            || !node.peers().matching(&nar.hash).is_empty()
     }
 
     /// The first candidate root whose DAG is a file of exactly NarSize bytes, and its pieces. When

@@ -3,7 +3,7 @@
 //! NARs (libp2p's defaults, 2 min and 128 KiB a circuit, cannot carry one), and AutoNAT servers
 //! (v1 and v2) that tell a peer whether it is reachable. Its addresses are in `/v1/status`, so a
 //! daemon needs only the tracker's URL. It stores nothing and routes no content of its own. It
-//! holds the presence stream each daemon keeps open to it and pings its connection, so a daemon
+//! holds the presence stream each daemon keeps open to it and answers its heartbeat, so a daemon
 //! that leaves is seen to leave ([`super::presence`]).
 
 use std::collections::{HashMap, HashSet};
@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::presence::Presence;
-use crate::p2p::liveness::{Heard, Liveness};
-use crate::timeouts::{HEARTBEAT_EVERY, PING_TIMEOUT};
+use crate::p2p::liveness::Liveness;
+use crate::p2p::peers::{Discovery, Peers};
+use crate::timeouts::{PING_INTERVAL, PING_TIMEOUT};
 
 pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
@@ -88,13 +89,10 @@ pub fn start(
                     identify::Config::new("ipfs/0.1.0".into(), key.public())
                         .with_agent_version(format!("peerix-tracker/{}", env!("CARGO_PKG_VERSION"))),
                 ),
-                // As often as daemons hear each other (2 s, 3 s to answer): a peer that vanished
-                // leaves our answers within seconds ([`super::presence`]). Daemons beat us as often
-                // (`heartbeat::answer_only`), so a daemon's connection here carries two exchanges
-                // every 2 s, as it did when both ends pinged.
-                ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(HEARTBEAT_EVERY).with_timeout(PING_TIMEOUT),
-                ),
+                // Daemons beat us every 2 s (`heartbeat::answer_only`) and are judged by that: one
+                // that vanished leaves our answers within seconds ([`super::presence`]). Pings, as
+                // seldom as a daemon's, judge only daemons older than the heartbeat (after 61 s).
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT)),
                 kad,
                 relay: relay::Behaviour::new(
                     local,
@@ -133,7 +131,10 @@ pub fn start(
     for addr in &cfg.external {
         swarm.add_external_address(addr.clone());
     }
-    if crate::p2p::heartbeat::answer_only(&mut swarm.behaviour().stream.new_control(), shutdown.clone()).is_err() {
+    // The daemons connected, and when each last beat.
+    let peers = Arc::new(Peers::default());
+    let mut control = swarm.behaviour().stream.new_control();
+    if crate::p2p::heartbeat::answer_only(&mut control, peers.clone(), shutdown.clone()).is_err() {
         debug!("heartbeat protocol already taken");
     }
     if let Ok(incoming) = swarm.behaviour().stream.new_control().accept(crate::tracker_wire::PRESENCE_PROTOCOL) {
@@ -150,7 +151,7 @@ pub fn start(
             let event = tokio::select! {
                 e = swarm.select_next_some() => e,
                 due = check.tick() => {
-                    for (connection, peer, quiet) in liveness.silent_at(due, |_| Heard::QUICK_PINGS) {
+                    for (connection, peer, quiet) in liveness.silent_at(due, |p| peers.heard(p)) {
                         debug!(%peer, quiet_ms = quiet.as_millis() as u64, "peer silent; closing its connection");
                         silent.insert(connection);
                         swarm.close_connection(connection);
@@ -160,9 +161,15 @@ pub fn start(
                 _ = shutdown.cancelled() => return,
             };
             match event {
-                SwarmEvent::ConnectionEstablished { peer_id, .. } => presence.back(&peer_id.to_string()),
+                SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                    peers.connected(peer_id, endpoint.get_remote_address().clone(), Discovery::Inbound, false);
+                    presence.back(&peer_id.to_string())
+                }
                 SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
                     liveness.closed(&connection_id);
+                    if num_established == 0 {
+                        peers.disconnected(peer_id);
+                    }
                     let was_silent = silent.remove(&connection_id);
                     if num_established == 0 && (was_silent || matches!(cause, Some(ConnectionError::IO(_)))) {
                         debug!(peer = %peer_id, ?cause, "peer left");

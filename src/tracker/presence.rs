@@ -2,10 +2,11 @@
 //! the last announcement, so a peer that vanished was still named as a provider for minutes: every
 //! lookup of its paths dialled it and waited out the asker's deadline (a 250 ms miss where a 0 ms
 //! one was due), and on a fleet nodes that held no summary of it kept answering 200 for its paths
-//! while it was gone. Each daemon holds a connection to the tracker's node (an idle presence stream,
-//! [`crate::tracker_wire::PRESENCE_PROTOCOL`]): when it breaks (a reset, end of stream) or stops answering pings
-//! ([`crate::p2p::liveness`]), the node marks the peer here, and `/v1/providers` leaves it out
-//! until it connects again or announces. A connection closed for idleness marks nothing.
+//! while it was gone. Each daemon holds a connection to the tracker's node (an idle presence
+//! stream, [`crate::tracker_wire::PRESENCE_PROTOCOL`]): when it breaks (a reset, end of stream)
+//! or its heartbeats stop ([`crate::p2p::liveness`]), the node marks the peer here, and
+//! `/v1/providers` leaves it out until it connects again or announces. A connection closed for
+//! idleness marks nothing.
 //!
 //! A peer counts as gone [`GRACE`] after the mark, not at once: a live daemon whose connection
 //! broke (its CPU starved past the ping timeout, its own liveness check closing on us) is back

@@ -214,6 +214,7 @@ impl Advertiser {
             self.next_generation();
         }
         let peers: Vec<PeerId> = self.links.keys().copied().collect();
+        self.peers.set_linked(&peers.iter().copied().collect());
         for peer in peers {
             let holds = match self.links.get(&peer) {
                 Some(l) if l.holds != Some(self.generation) => l.holds,

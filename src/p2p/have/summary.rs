@@ -29,9 +29,9 @@ const MESSAGE_BURST: f64 = 8.0;
 /// Inbound summary streams read at once (one per connected peerix peer is the norm).
 const MAX_STREAMS: usize = 256;
 /// Peers we read summaries from, besides the peers we keep (`--peer`, mDNS: always read). Each
-/// sender holds a connection to us open, pinged every 2 s: without a bound every node of a fleet
-/// ends up connected to every other (a full mesh of 100 measured, each connection ~165 B/s of
-/// pings). Senders link to [`super::advertise::MAX_LINKS`] peers each, so the average node reads
+/// sender holds a connection to us open, with a heartbeat every 2 s: without a bound every node of
+/// a fleet ends up connected to every other (a full mesh of 100 measured, each connection ~165 B/s
+/// of pings then). Senders link to [`super::advertise::MAX_LINKS`] peers each, so the average node reads
 /// that many; this leaves room for peers many nodes meet first (bootstrap nodes) without letting
 /// them gather the fleet. A sender over the bound is told [`REFUSED`] and links to another peer.
 pub const MAX_SOURCES: usize = 24;
