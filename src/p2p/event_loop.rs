@@ -463,7 +463,6 @@ impl EventLoop {
         }
     }
 
-    /// Answers provider lookups that outlived their deadline.
     /// Above [`super::trim::HIGH`] connected peers, closes idle connections nothing depends on.
     fn trim(&mut self) {
         let n = self.connected.len();
@@ -476,6 +475,7 @@ impl EventLoop {
         }
     }
 
+    /// Answers provider lookups that outlived their deadline.
     fn sweep(&mut self) {
         let expired: Vec<u64> =
             self.pending_providers.iter().filter(|(_, p)| p.started.elapsed() > KAD_QUERY).map(|(l, _)| *l).collect();

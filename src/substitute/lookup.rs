@@ -370,8 +370,8 @@ impl Substituter {
         let add_root = |nar: &AcceptedNar, answer: &mut Answer| {
             nar.add_root(answer.root, Some(peer));
             node.watch_namer(peer);
-            if let Some(node) = answer.root_node.take() {
-                nar.add_root_node(&answer.root, node);
+            if let Some(root_node) = answer.root_node.take() {
+                nar.add_root_node(&answer.root, root_node);
             }
         };
         if let Some(nar) = into {

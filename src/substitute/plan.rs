@@ -70,8 +70,8 @@ impl Substituter {
     /// a holder, or one that has its blocks) or a `--fallback` could deliver it. A summary is a
     /// Bloom filter: a match alone may be a false positive (~1 in 2 000 per summary), and a narinfo
     /// served from memory on that alone stayed 200 for minutes after its only holder left (a
-    /// fleet of 100, one node in 300); without a voucher the path is looked up again, which asks
-    /// the matching peers (a round trip) and answers what they say.
+    /// fleet of 100: one node of 99, in one of three trials); without a voucher the path is looked
+    /// up again, which asks the matching peers (a round trip) and answers what they say.
     pub(super) fn vouched(&self, nar: &AcceptedNar) -> bool {
         let Some(node) = &self.sources.node else { return false };
         !self.sources.fallbacks.is_empty()

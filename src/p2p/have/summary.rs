@@ -31,9 +31,10 @@ const MAX_STREAMS: usize = 256;
 /// Peers we read summaries from, besides the peers we keep (`--peer`, mDNS: always read). Each
 /// sender holds a connection to us open, with a heartbeat every 2 s: without a bound every node of
 /// a fleet ends up connected to every other (a full mesh of 100 measured, each connection ~165 B/s
-/// of pings then). Senders link to [`super::advertise::MAX_LINKS`] peers each, so the average node reads
-/// that many; this leaves room for peers many nodes meet first (bootstrap nodes) without letting
-/// them gather the fleet. A sender over the bound is told [`REFUSED`] and links to another peer.
+/// of pings then). Senders link to [`super::advertise::MAX_LINKS`] peers each, so the average node
+/// reads that many; this leaves room for peers many nodes meet first (bootstrap nodes) without
+/// letting them gather the fleet. A sender over the bound is told [`REFUSED`] and links to another
+/// peer.
 pub const MAX_SOURCES: usize = 24;
 /// The one byte a receiver ever writes on a summary stream: "I read no more senders; link to
 /// someone else" (then it closes the stream).
