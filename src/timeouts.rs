@@ -143,10 +143,10 @@ pub const BITSWAP_OUTBOX_IDLE: Duration = Duration::from_secs(60);
 pub const P2P_HANDSHAKE: Duration = Duration::from_secs(5);
 /// A connection with no stream open for this long is closed (libp2p's default is 0: a peer we
 /// only asked a narinfo of would be re-dialled for its NAR a moment later). Not shorter: a fleet's
-/// DHT walks (each node refreshed its routing tables every 5 min then) ask most peers again within a
-/// minute, and a new connection costs ~6-8 KB on the wire (handshakes, identify, a FIND_NODE)
-/// where an idle one costs ~176 B/s with a heartbeat, far less without: at 10 s a fleet of 100 re-dialled ~1.2
-/// times a second per node and its control traffic rose to 7.3 KB/s a node.
+/// DHT walks (each node refreshed its routing tables every 5 min then) ask most peers again within
+/// a minute, and a new connection costs ~6-8 KB on the wire (handshakes, identify, a FIND_NODE)
+/// where an idle one costs ~176 B/s with a heartbeat, far less without: at 10 s a fleet of 100
+/// re-dialled ~1.2 times a second per node and its control traffic rose to 7.3 KB/s a node.
 pub const P2P_CONNECTION_IDLE: Duration = Duration::from_secs(60);
 /// The tracker's node keeps idle connections longer: NAT'd peers hold a relay reservation on it.
 pub const TRACKER_NODE_IDLE: Duration = Duration::from_secs(120);

@@ -231,7 +231,12 @@ impl Peer {
 mod tests {
     use super::super::Discovery;
     use super::*;
-    use libp2p::Multiaddr;
+
+    /// `peer` connects (found as `found`) and identify says it is a peerix node that beats.
+    fn peerix_connects(peers: &Peers, peer: PeerId, found: Discovery) {
+        peers.connected(peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), found, false);
+        peers.identified(peer, "peerix/0".into(), true, true);
+    }
 
     #[test]
     fn of_two_peers_exactly_one_asks_first() {
@@ -246,12 +251,10 @@ mod tests {
     fn heartbeats_judge_a_peer_only_once_one_went_through_on_its_connection() {
         let peers = Peers::default();
         let (peer, local) = (PeerId::random(), PeerId::random());
-        peers.connected(peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), Discovery::Dht, false);
-        peers.identified(peer, "peerix/0".into(), true, true);
+        peerix_connects(&peers, peer, Discovery::Dht);
         assert!(!peers.start_beating(peer, &local), "a DHT neighbour offers us nothing: not watched");
         let mdns = PeerId::random();
-        peers.connected(mdns, "/ip4/127.0.0.1/tcp/2".parse().unwrap(), Discovery::Mdns, false);
-        peers.identified(mdns, "peerix/0".into(), true, true);
+        peerix_connects(&peers, mdns, Discovery::Mdns);
         assert!(peers.start_beating(mdns, &local), "a kept peer: ours starts");
         assert!(!peers.start_beating(mdns, &local), "one task at a time");
         assert!(!peers.heard(&mdns).quick, "no beat yet: its pings judge it, not a heartbeat still opening");
@@ -277,8 +280,7 @@ mod tests {
         peers.disconnected(peer);
         assert!(peers.heard(&peer).quick, "named lately: judged by beats on its next connection too");
         assert!(peers.beat_ends(peer, &local), "gone: the task ends");
-        peers.connected(peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), Discovery::Dht, false);
-        peers.identified(peer, "peerix/0".into(), true, true);
+        peerix_connects(&peers, peer, Discovery::Dht);
         assert!(peers.start_beating(peer, &local), "back, and still named lately: a new task");
         // A peer that names a path before identify says it does not beat (older peerix) is
         // judged by its pings once identify says so.
@@ -297,8 +299,7 @@ mod tests {
         // Each side's view of the other: kept both ways (`--peer`, mDNS), so both watch.
         let view = |other: PeerId| {
             let peers = Peers::default();
-            peers.connected(other, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), Discovery::Mdns, false);
-            peers.identified(other, "peerix/0".into(), true, true);
+            peerix_connects(&peers, other, Discovery::Mdns);
             peers
         };
         let (at_small, at_big) = (view(big), view(small));
@@ -323,8 +324,7 @@ mod tests {
     fn a_peer_that_watches_alone_asks_whatever_the_ids() {
         let peers = Peers::default();
         let (peer, local) = (PeerId::random(), PeerId::random());
-        peers.connected(peer, "/ip4/127.0.0.1/tcp/1".parse().unwrap(), Discovery::Dht, false);
-        peers.identified(peer, "peerix/0".into(), true, true);
+        peerix_connects(&peers, peer, Discovery::Dht);
         peers.named(peer);
         assert!(peers.start_beating(peer, &local));
         assert!(peers.asks(&peer, &local) && peers.asks(&peer, &PeerId::random()));
@@ -342,15 +342,13 @@ mod tests {
     #[test]
     fn only_connections_nothing_depends_on_are_trimmed() {
         let peers = Peers::default();
-        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
         let [dht, kept, linked, named, asking] = std::array::from_fn(|_| PeerId::random());
         for (p, found) in
             [(dht, Discovery::Dht), (kept, Discovery::Mdns), (linked, Discovery::Dht), (named, Discovery::Dht)]
                 .into_iter()
                 .chain([(asking, Discovery::Dht)])
         {
-            peers.connected(p, addr.clone(), found, false);
-            peers.identified(p, "peerix/0".into(), true, true);
+            peerix_connects(&peers, p, found);
         }
         peers.set_linked(&HashSet::from([linked]));
         peers.named(named);
