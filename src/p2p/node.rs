@@ -117,7 +117,7 @@ impl Node {
         cids: &[Cid],
         if_busy: blocks::IfBusy,
     ) -> Result<Vec<Bytes>, blocks::FetchError> {
-        let far = self.peers.rtt(&peer).is_some_and(|rtt| rtt >= blocks::COMPRESS_ABOVE_RTT);
+        let far = self.peers.distance(&peer).is_some_and(|rtt| rtt >= blocks::COMPRESS_ABOVE_RTT);
         let lanes = if blocks::metadata(cids) { &self.dag_lanes } else { &self.block_lanes };
         blocks::fetch(lanes, peer, cids, far, if_busy).await
     }

@@ -17,7 +17,10 @@ use crate::timeouts::WATCH_NAMED_FOR;
 impl Peers {
     /// A ping to `peer` came back after `rtt`.
     pub fn pinged(&self, peer: PeerId, rtt: Duration) {
-        self.update(&peer, |p| p.rtt = Some(rtt));
+        self.update(&peer, |p| {
+            p.rtt = Some(rtt);
+            p.nearest = Some(p.nearest.map_or(rtt, |n| n.min(rtt)));
+        });
     }
 
     /// A narinfo request to `peer` starts (`true`) or ends.
@@ -206,9 +209,9 @@ impl Peers {
         })
     }
 
-    /// The last ping round trip to `peer`, if any.
-    pub fn rtt(&self, peer: &PeerId) -> Option<Duration> {
-        self.with(|m| m.get(peer).and_then(|p| p.rtt))
+    /// How far away `peer` is: the smallest round trip on its connection, if any.
+    pub fn distance(&self, peer: &PeerId) -> Option<Duration> {
+        self.with(|m| m.get(peer).and_then(|p| p.nearest))
     }
 }
 
@@ -358,5 +361,25 @@ mod tests {
         let trimmed: Vec<PeerId> = peers.trimmable(Duration::ZERO).into_iter().map(|(p, _)| p).collect();
         assert_eq!(trimmed, vec![dht], "a DHT neighbour only: not kept, linked, named or asked");
         assert!(peers.trimmable(Duration::from_secs(60)).is_empty(), "all within their grace");
+    }
+
+    #[test]
+    fn a_peer_is_as_far_as_its_smallest_round_trip_on_this_connection() {
+        let peers = Peers::default();
+        let peer = PeerId::random();
+        peerix_connects(&peers, peer, Discovery::Dht);
+        assert_eq!(peers.distance(&peer), None, "not pinged yet");
+        let ms = Duration::from_millis;
+        // A heartbeat waits behind bulk data on a busy link: the round trip grows, the distance not.
+        for rtt in [ms(40), ms(1), ms(12), ms(30)] {
+            peers.pinged(peer, rtt);
+        }
+        assert_eq!(peers.distance(&peer), Some(ms(1)));
+        // Another connection may take another route (a relay, another network).
+        peers.disconnected(peer);
+        peerix_connects(&peers, peer, Discovery::Dht);
+        assert_eq!(peers.distance(&peer), None);
+        peers.pinged(peer, ms(40));
+        assert_eq!(peers.distance(&peer), Some(ms(40)));
     }
 }
