@@ -55,6 +55,12 @@ pub(super) const WINDOW_BYTES: u64 = 32 << 20;
 /// Sources one transfer keeps at most: busy peers name others ([`SourceError::Busy`]), and a
 /// hostile one must not grow the list without bound.
 pub(super) const MAX_SLOTS: usize = 32;
+/// Times a unit is asked for with redirects allowed. A busy seeder names peers it sent the unit
+/// to; when those stall (in the N = 100 flash crowd on one starved machine, 246 named peers did),
+/// the unit comes back to it, and with redirects no longer allowed it had to send one more copy:
+/// most of the 12× the closure it uploaded. A second redirect names peers that received the unit
+/// since; more would only bounce it.
+pub(super) const MAX_REDIRECTS: u32 = 2;
 /// A source failing this many units in a row is dropped.
 pub(super) const MAX_FAILURES: u32 = 3;
 /// Pieces buffered between the driver and the HTTP body.
@@ -111,9 +117,10 @@ pub(super) struct Driver {
     pub(super) slots: Vec<Slot>,
     pub(super) next: usize,
     pub(super) requeue: BTreeSet<usize>,
-    /// Units a busy source sent elsewhere, and that source's slot: the unit goes to another
-    /// source if one has room, and is asked with redirects allowed once only.
-    pub(super) redirected: HashMap<usize, usize>,
+    /// Units a busy source sent elsewhere: the last such source's slot, and how often: the unit
+    /// goes to another source if one has room, and is asked with redirects allowed
+    /// [`MAX_REDIRECTS`] times.
+    pub(super) redirected: HashMap<usize, (usize, u32)>,
     pub(super) flying: HashMap<usize, Vec<(usize, Instant, AbortHandle)>>,
     pub(super) done: HashMap<usize, Vec<Bytes>>,
     pub(super) emit: usize,

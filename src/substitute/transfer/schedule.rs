@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::driver::{Done, Driver, MAX_FAILURES, MAX_SLOTS, Slot, TransferFailure, WINDOW_BYTES};
+use super::driver::{Done, Driver, MAX_FAILURES, MAX_REDIRECTS, MAX_SLOTS, Slot, TransferFailure, WINDOW_BYTES};
 use crate::p2p::blocks::IfBusy;
 use crate::substitute::sources::{Source, SourceError};
 use crate::timeouts::{BLOCKS_ANSWER, DEFERRED_REST, FALLBACK_AFTER, HEDGE_AFTER, NO_SOURCE_WAIT, UNIT_STALLED};
@@ -27,7 +27,7 @@ impl Driver {
             }
             // Not back to the busy source that sent it elsewhere, while another has room (every
             // new source counts as fast, the busy one too until a unit of it came back).
-            let busy: Vec<usize> = self.redirected.get(&unit).copied().into_iter().collect();
+            let busy: Vec<usize> = self.redirected.get(&unit).map(|r| r.0).into_iter().collect();
             let Some(slot) = self.best_slot(&busy).or_else(|| self.best_slot(&[])) else { return };
             self.take(unit);
             self.launch(unit, slot);
@@ -62,8 +62,7 @@ impl Driver {
     pub(super) fn launch(&mut self, unit: usize, slot: usize) {
         let (sub, source, cids, tx) =
             (self.sub.clone(), self.slots[slot].source.clone(), self.units[unit].cids.clone(), self.results.0.clone());
-        // Sent elsewhere once at most: a second busy answer would only bounce it again.
-        let if_busy = IfBusy { redirect: !self.redirected.contains_key(&unit), defer: true };
+        let if_busy = IfBusy { redirect: self.redirected.get(&unit).is_none_or(|r| r.1 < MAX_REDIRECTS), defer: true };
         let task = crate::tasks::spawn(module_path!(), async move {
             let t = Instant::now();
             let r = sub.sources.fetch(&source, &cids, if_busy).await;
@@ -115,7 +114,8 @@ impl Driver {
                 // it named, which received it from this source moments ago, and this source keeps
                 // its place.
                 debug!(source = ?self.slots[slot].source, unit, ?others, "source busy; asking the peers it named");
-                self.redirected.insert(unit, slot);
+                let times = self.redirected.get(&unit).map_or(0, |r| r.1);
+                self.redirected.insert(unit, (slot, times + 1));
                 for p in others {
                     if self.slots.len() < MAX_SLOTS
                         && self.add_source(Source::Peer(p))
@@ -297,7 +297,8 @@ impl Driver {
         let Some(copies) = self.flying.get(&head) else { return };
         // Neither a source working on it nor one that said it is too busy for it: in a crowd
         // every unit is late, and a second copy from the seeder is what it asked us not to take.
-        let busy: Vec<usize> = copies.iter().map(|(s, _, _)| *s).chain(self.redirected.get(&head).copied()).collect();
+        let busy: Vec<usize> =
+            copies.iter().map(|(s, _, _)| *s).chain(self.redirected.get(&head).map(|r| r.0)).collect();
         let late = copies.iter().all(|(s, started, _)| {
             let usual = self.slots[*s].unit_secs.map(|t| Duration::from_secs_f64(4.0 * t)).unwrap_or_default();
             started.elapsed() > HEDGE_AFTER.max(usual)
