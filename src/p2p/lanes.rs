@@ -14,7 +14,11 @@
 //! its end after longer). An answer whose asker gave up (a deadline, a hedged unit's loser) is still
 //! read and dropped, so the lane stays in step; one that does not come within [`LANE_DRAIN`] breaks the
 //! lane, since the answers behind it would wait for bytes that may never come: the requests queued
-//! on it fail as [`LaneError::Dropped`] and are asked again on a fresh lane.
+//! on it fail as [`LaneError::Dropped`] and are asked again on a fresh lane. Bulk lanes
+//! ([`Lanes::drain_abandoned`]) break at once instead, which ends the stream and so stops the peer
+//! sending a unit nobody wants: a seeder serving a crowd is the busiest node and loses most races
+//! for a hedged unit, and it sent each such unit whole (N = 100 flash crowd: it uploaded 160 MB,
+//! of which the crowd's transfers used 79 MB).
 //!
 //! The serving side ([`serve_requests`]) answers a stream's requests one after the other until the
 //! asker closes it, so a peer that asks once per stream (older peerix) is served the same way.
@@ -93,6 +97,8 @@ pub struct Lanes {
     retries: usize,
     lanes: Arc<Mutex<HashMap<PeerId, Vec<Lane>>>>,
     on_frame: Option<OnFrame>,
+    /// How long an answer whose asker gave up is still read before the lane is given up.
+    drain: Duration,
     pub counters: Arc<LaneCounters>,
 }
 
@@ -101,7 +107,8 @@ impl Lanes {
     /// `retries` times, on a fresh lane.
     pub fn new(control: libp2p_stream::Control, protocol: StreamProtocol, max: usize, retries: usize) -> Self {
         let lanes = Arc::default();
-        Self { control, protocol, max: max.max(1), retries, lanes, on_frame: None, counters: Arc::default() }
+        let counters = Arc::default();
+        Self { control, protocol, max: max.max(1), retries, lanes, on_frame: None, drain: LANE_DRAIN, counters }
     }
 
     /// Calls `f` with the peer each time a frame of an answer arrives: a long answer in progress
@@ -109,6 +116,12 @@ impl Lanes {
     /// work long before it ends.
     pub fn on_frame(self, f: impl Fn(PeerId) + Send + Sync + 'static) -> Self {
         Self { on_frame: Some(Arc::new(f)), ..self }
+    }
+
+    /// An answer whose asker gave up is read for at most `drain` ([`LANE_DRAIN`] unless set) before
+    /// its lane is given up; zero for bulk answers: only one already here is taken.
+    pub fn drain_abandoned(self, drain: Duration) -> Self {
+        Self { drain, ..self }
     }
 
     /// Lanes of the same protocol, counted together with these but never shared with them: a
@@ -184,7 +197,8 @@ impl Lanes {
         let load = Arc::new(AtomicUsize::new(0));
         self.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
         let (control, protocol, on_frame) = (self.control.clone(), self.protocol.clone(), self.on_frame.clone());
-        crate::tasks::spawn(module_path!(), run(control, peer, protocol, rx, load.clone(), on_frame));
+        let ends = Ends { load: load.clone(), on_frame, drain: self.drain };
+        crate::tasks::spawn(module_path!(), run(control, peer, protocol, rx, ends));
         Lane { jobs, load }
     }
 }
@@ -196,6 +210,14 @@ struct Pending {
     reply: oneshot::Sender<Result<Vec<Bytes>, LaneError>>,
 }
 
+/// What a lane's task shares with its [`Lanes`]: the load it counts down, who is told of each
+/// frame, how long an abandoned answer is read.
+struct Ends {
+    load: Arc<AtomicUsize>,
+    on_frame: Option<OnFrame>,
+    drain: Duration,
+}
+
 /// One lane: opens the stream, then writes requests as they come and reads answers in order,
 /// until either side fails, the lane idles out or an asker gives up on its answer.
 async fn run(
@@ -203,9 +225,9 @@ async fn run(
     peer: PeerId,
     protocol: StreamProtocol,
     mut jobs: mpsc::Receiver<Job>,
-    load: Arc<AtomicUsize>,
-    on_frame: Option<OnFrame>,
+    ends: Ends,
 ) {
+    let Ends { load, on_frame, drain } = ends;
     let stream = match control.open_stream(peer, protocol).await {
         Ok(s) => s,
         Err(e) => {
@@ -251,8 +273,8 @@ async fn run(
                 a = &mut answer => a,
                 // The asker gave up (a deadline, or the other copy of a hedged unit won): the answer
                 // is still read, so the lane stays in step for the requests behind it — unless it
-                // does not come within LANE_DRAIN, when the lane is given up with it.
-                _ = pending.reply.closed() => match tokio::time::timeout(LANE_DRAIN, &mut answer).await {
+                // does not come within `drain`, when the lane is given up with it.
+                _ = pending.reply.closed() => match tokio::time::timeout(drain, &mut answer).await {
                     Ok(Ok(_)) => {
                         load.fetch_sub(1, Ordering::Relaxed);
                         continue;

@@ -199,5 +199,7 @@ pub fn start(
         lanes::Lanes::new(control.clone(), blocks::PROTOCOL, node::BLOCK_LANES, crate::timeouts::BLOCK_RETRIES)
             .on_frame(move |p| answering.answered(p));
     let dag_lanes = block_lanes.apart(1);
+    // A unit nobody waits for any more (a hedge's loser) stops at the peer: it is up to 1 MiB.
+    let block_lanes = block_lanes.drain_abandoned(Duration::ZERO);
     Ok(Node { client, bitswap, narinfo_lanes, block_lanes, dag_lanes, peers, dht, expects_peers, control })
 }

@@ -166,6 +166,11 @@ impl Rogue {
         narinfo::ask(&lanes, peer, &hash, closure).await.unwrap()
     }
 
+    /// Lanes of `/peerix/blocks/1.0.0` from this peer, as a daemon makes them (one per peer).
+    pub fn block_lanes(&self) -> lanes::Lanes {
+        lanes::Lanes::new(self.control.clone(), blocks::PROTOCOL, 1, peerix::timeouts::BLOCK_RETRIES)
+    }
+
     /// Asks `peer` for blocks over `/peerix/blocks/1.0.0` (compressed on the wire if `compress`).
     pub async fn fetch_blocks_as(
         &self,
