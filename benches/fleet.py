@@ -241,7 +241,7 @@ def main():
     log(f"fixture: {A.nodes} stores, {A.base} base + {A.own} own paths each, in {time.time() - t0:.0f} s")
 
     common = ["--upstream", "none", "--no-mdns", "--mode", "ipfs", "--dht-server", "--index-rate", "0",
-              "--trusted-public-key", pk, "--listen", "127.0.0.1:0",
+              "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--trusted-public-key", pk, "--listen", "127.0.0.1:0",
               *A.daemon_arg]
     tracker_url = None
     tracker = None
@@ -255,11 +255,7 @@ def main():
     t0 = time.time()
     for n in range(A.nodes):
         boot = [a for _, _, a in nodes[:3]]
-        # An address of its own (all of 127/8 is loopback), as each machine of a fleet has: a node
-        # limits the handshakes one address may have in flight (8), and with the whole fleet on
-        # 127.0.0.1 a flash crowd's dials to its seeder were refused (6 of 50 failed so).
-        args = ["serve", "--state-dir", f"{W}/node-{n}/state", "--store-root", f"{W}/node-{n}/root",
-                "--p2p-listen", f"/ip4/127.0.{2 + n // 250}.{1 + n % 250}/tcp/0", *common]
+        args = ["serve", "--state-dir", f"{W}/node-{n}/state", "--store-root", f"{W}/node-{n}/root", *common]
         for b in boot or ["none"]:
             args += ["--bootstrap", b]
         argv.append(args)
