@@ -149,6 +149,11 @@ impl Peer {
         }
     }
 
+    /// Which of its connections is up, by the count of its connects; `None` while it has none.
+    fn connection(&self) -> Option<u64> {
+        self.connected.then_some(self.connects)
+    }
+
     /// A peer we keep connected (`--peer`, mDNS): always linked both ways.
     fn kept(&self) -> bool {
         matches!(self.found, Discovery::Static | Discovery::Mdns)
@@ -327,7 +332,7 @@ impl Peers {
 
     /// Which connection to `peer` is up, by the count of its connects; `None` while it has none.
     pub fn connection(&self, peer: &PeerId) -> Option<u64> {
-        self.with(|m| m.get(peer).filter(|p| p.connected).map(|p| p.connects))
+        self.with(|m| m.get(peer).and_then(Peer::connection))
     }
 
     /// Resolves once the connection to `peer` that is up now (or, if none is yet, the first that

@@ -56,7 +56,7 @@ impl Peers {
     /// stopped just then stayed offered for 61 s).
     pub fn beat_stopped(&self, peer: PeerId, on: Option<u64>) {
         self.update(&peer, |p| {
-            if p.connected.then_some(p.connects) == on {
+            if p.connection() == on {
                 p.beat_heard = false;
             }
         });
@@ -66,27 +66,13 @@ impl Peers {
     /// [`Peer::asks`], and none runs); the caller starts it, and it asks [`Self::beat_ends`]
     /// whenever its stream ends. `local`: our own id.
     pub fn start_beating(&self, peer: PeerId, local: &PeerId) -> bool {
-        self.with(|m| {
-            let Some(p) = m.get_mut(&peer).filter(|p| !p.beating && p.asks(asks_first(local, &peer))) else {
-                return false;
-            };
-            p.beating = true;
-            true
-        })
+        self.with(|m| m.get_mut(&peer).is_some_and(|p| p.claim_task(asks_first(local, &peer))))
     }
 
     /// Connected peers a heartbeat task should start with now (they became watched since they
     /// connected: their summary came, or they named a path of ours); each is marked as beating.
     pub fn start_due(&self, local: &PeerId) -> Vec<PeerId> {
-        self.with(|m| {
-            m.iter_mut()
-                .filter(|(id, p)| !p.beating && p.asks(asks_first(local, id)))
-                .map(|(id, p)| {
-                    p.beating = true;
-                    *id
-                })
-                .collect()
-        })
+        self.with(|m| m.iter_mut().filter_map(|(id, p)| p.claim_task(asks_first(local, id)).then_some(*id)).collect())
     }
 
     /// True while our heartbeat task with `peer` should go on asking.
@@ -111,7 +97,7 @@ impl Peers {
     /// connection since replaced changes nothing.
     pub fn asked_by(&self, peer: PeerId, opens: bool, on: Option<u64>) {
         self.update(&peer, |p| {
-            if p.connected.then_some(p.connects) != on {
+            if p.connection() != on {
                 return;
             }
             if opens {
@@ -227,6 +213,14 @@ impl Peer {
     /// [`asks_first`]), so that two peers that watch each other settle on one asker.
     fn asks(&self, smaller: bool) -> bool {
         self.connected && self.beats && self.watched() && (smaller || self.asked_by == 0)
+    }
+
+    /// True if a heartbeat task with this peer should start now (we ask it and none runs): it is
+    /// then marked as running, for the caller to start.
+    fn claim_task(&mut self, smaller: bool) -> bool {
+        let starts = !self.beating && self.asks(smaller);
+        self.beating |= starts;
+        starts
     }
 }
 
